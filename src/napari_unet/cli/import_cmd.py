@@ -1,0 +1,44 @@
+"""``napari-unet import``: a plain PyTorch UNet state_dict -> a napari-unet model file."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "import", help="turn a PyTorch UNet state_dict into a model file",
+        description="Import weights of the original PyTorch UNet or milesial's "
+        "Pytorch-UNet (loaded with weights_only=True; pickled code is refused).")
+    p.add_argument("state_dict", help=".pt/.pth state_dict (or .safetensors)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--task", required=True, choices=["segment", "denoise"])
+    p.add_argument("--in-channels", type=int, required=True, help="input channels (1 = grayscale)")
+    p.add_argument("--classes", type=int, help="classes for segment (1 = binary)")
+    p.add_argument("--class-names", nargs="+", help="names, background first")
+    p.add_argument("--name", help="model name (default: the file's stem)")
+    p.add_argument("--normalization", choices=["percentile", "window"], default="percentile")
+    p.add_argument("--norm-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                   help="percentiles (default 0.5 99.5) or HU window (e.g. -1000 1000)")
+    p.add_argument("--axis", type=int, default=0, choices=[0, 1, 2], help="default slice axis")
+    p.add_argument("--patch", nargs=2, type=int, default=[256, 256], metavar=("H", "W"))
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..normalize import Normalization
+    from ..state_dict_import import import_state_dict
+    from ..tasks import make_task
+
+    task = make_task(args.task, in_channels=args.in_channels, n_classes=args.classes,
+                     class_names=args.class_names)
+    low, high = args.norm_range or ((0.5, 99.5) if args.normalization == "percentile"
+                                    else (-1000.0, 1000.0))
+    norm = Normalization(args.normalization, low, high)
+    out = Path(args.output)
+    model = import_state_dict(args.state_dict, task, args.name or out.name.split(".")[0],
+                              norm, args.axis, tuple(args.patch))
+    model.save(out)
+    print(f"wrote {out}: {model.task.describe()}, {model.meta.architecture.variant} layout, "
+          f"base {model.meta.architecture.base}, hash {model.meta.hash}")
+    return 0

@@ -1,0 +1,42 @@
+"""``napari-unet info MODEL``: what a model file holds, in plain words."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="show a model's architecture, task and provenance",
+                       description="Print a model's architecture, task, classes, "
+                       "normalisation, provenance and content hash.")
+    p.add_argument("model", help="bundled model name or model file")
+    p.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..checkpoint import load_model
+
+    model = load_model(args.model, device="cpu")  # loading verifies the content hash
+    meta = model.meta
+    if args.json:
+        print(json.dumps(meta.to_dict(), indent=2))
+        return 0
+    a, n = meta.architecture, meta.normalization
+    n_params = sum(p.numel() for p in model.net.parameters())
+    lines = [
+        f"model:         {meta.name} ({model.path})",
+        f"task:          {meta.task.describe()}",
+        f"architecture:  UNet in={a.in_channels} out={a.out_channels} base={a.base} "
+        f"upsampling={a.upsampling} layout={a.variant} ({n_params:,} parameters)",
+        f"normalisation: {n.kind} {n.lower:g}..{n.upper:g}" + (" clipped" if n.clip else ""),
+        f"default axis:  {meta.default_axis}    patch size: {meta.patch_size[0]} x "
+        f"{meta.patch_size[1]}",
+        f"hash:          {meta.hash}",
+    ]
+    if meta.task.kind == "segment":
+        lines.insert(2, "classes:       " + ", ".join(
+            f"{i}={c}" for i, c in enumerate(meta.task.class_names)))
+    lines += [f"provenance:    {k}: {json.dumps(v)}" for k, v in meta.provenance.items()]
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,27 @@
+"""Exception types shared by the core, the CLI and the widgets.
+
+Every message names the file (where there is one) and what to do instead, because the
+CLI and the napari notifications show these messages to users as they are.
+"""
+
+from __future__ import annotations
+
+
+class NapariUnetError(Exception):
+    """Base class: anything the user can fix by changing input or settings."""
+
+
+class TaskError(NapariUnetError, ValueError):
+    """Settings that contradict the task rules (e.g. denoising with out != in channels)."""
+
+
+class ModelFileError(NapariUnetError):
+    """A model file that cannot be read, is corrupted, or does not match its metadata."""
+
+
+class VolumeReadError(NapariUnetError):
+    """A scan that cannot be read; the message names the file and the reason."""
+
+
+class Cancelled(NapariUnetError):
+    """A long job stopped because its ``cancel()`` callable returned True."""

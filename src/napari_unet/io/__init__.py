@@ -1,0 +1,1 @@
+"""Reading and writing medical volumes (NIfTI, DICOM) with exact geometry."""
