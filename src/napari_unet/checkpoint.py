@@ -203,7 +203,8 @@ def read_header(path: str | os.PathLike) -> dict:
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelFileError(f"{path}: not a napari-unet model file (no metadata)") from exc
     if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a napari-unet model file (format {meta.get('format')!r})")
+        fmt = meta.get("format")
+        raise ModelFileError(f"{path}: not a napari-unet model file (format {fmt!r})")
     return meta
 
 

@@ -29,11 +29,14 @@ class Normalization:
     clip: bool = True
 
     def __post_init__(self):
+        object.__setattr__(self, "lower", float(self.lower))  # canonical for the model hash
+        object.__setattr__(self, "upper", float(self.upper))
         if self.kind not in ("percentile", "window"):
-            raise TaskError(f"normalisation kind must be 'percentile' or 'window', not {self.kind!r}")
+            raise TaskError(
+                f"normalisation kind must be 'percentile' or 'window', not {self.kind!r}")
         if not self.lower < self.upper:
             raise TaskError(f"normalisation needs lower < upper (got {self.lower}, {self.upper})")
-        if self.kind == "percentile" and not (0 <= self.lower and self.upper <= 100):
+        if self.kind == "percentile" and not (self.lower >= 0 and self.upper <= 100):
             raise TaskError("percentile normalisation needs 0 <= lower < upper <= 100")
 
     def to_dict(self) -> dict:

@@ -2,8 +2,12 @@
 
 ``array`` axis 0 is the slowest axis as SimpleITK gives it (for an axial scan, the axial
 slice index), then rows, then columns, then an optional trailing channel axis only when
-the file truly has channels. ``spacing``, ``origin`` and ``direction`` are in the same
-axis order; ``affine`` maps array indices (i, j, k) to world millimetres.
+the file truly has channels. ``spacing`` and ``direction`` are in the same axis order;
+``affine`` maps array indices (i, j, k) to world millimetres.
+
+World convention: LPS (DICOM/ITK). ``origin`` is the LPS point (x, y, z) of voxel
+(0, 0, 0) and ``direction[:, a]`` the LPS unit vector of array axis a; see
+``napari_unet.io.geometry`` for every conversion (NIfTI RAS, SimpleITK, napari layers).
 """
 
 from __future__ import annotations
@@ -51,3 +55,33 @@ class Volume:
         a[:3, :3] = self.direction * np.asarray(self.spacing)[None, :]
         a[:3, 3] = self.origin
         return a
+
+    def info(self) -> dict:
+        """Everything but the array (geometry, modality, name, source, shape, dtype).
+
+        Small and picklable: napari layers keep it in ``metadata`` so that results drawn
+        on the layer can be written back in the source geometry (``Volume.from_info``).
+        """
+        return {
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": self.direction.tolist(),
+            "modality": self.modality,
+            "name": self.name,
+            "source": self.source,
+            "shape": list(self.array.shape),
+            "dtype": str(self.array.dtype),
+        }
+
+    @classmethod
+    def from_info(cls, info: dict, array: np.ndarray) -> Volume:
+        """A Volume with ``array`` and the geometry/source of ``info`` (from ``info()``)."""
+        return cls(
+            array=array,
+            spacing=info["spacing"],
+            origin=info["origin"],
+            direction=np.asarray(info["direction"], float),
+            modality=info.get("modality", "OT"),
+            source=info.get("source"),
+            name=info.get("name", "volume"),
+        )

@@ -1,0 +1,74 @@
+"""Output names that never carry patient data.
+
+NIfTI outputs are named after the input file; DICOM outputs after non-identifying series
+attributes (modality, series number, a sanitised series description) plus a short hash
+of the SeriesInstanceUID, so two series never collide and no name or ID leaks into
+file names, reports or logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitise(text: str, max_len: int = 40) -> str:
+    """Keep letters, digits, dot, dash and underscore; collapse the rest to one '_'."""
+    return _UNSAFE.sub("_", text).strip("._-")[:max_len].strip("._-")
+
+
+def short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def nifti_stem(file_name: str) -> str:
+    """``scan_01.nii.gz`` -> ``scan_01``."""
+    for suffix in NIFTI_SUFFIXES:
+        if file_name.lower().endswith(suffix):
+            file_name = file_name[: -len(suffix)]
+            break
+    return sanitise(file_name, 80) or "scan"
+
+
+def dicom_name(modality: str | None, series_number: object, description: str | None,
+               series_uid: str) -> str:
+    """E.g. ``MR_s003_T1_MPRAGE_1a2b3c4d`` (no patient attribute is ever used)."""
+    parts = [sanitise(modality or "", 8) or "OT"]
+    try:
+        parts.append(f"s{int(series_number):03d}")
+    except (TypeError, ValueError):
+        pass
+    desc = sanitise(description or "")
+    if desc:
+        parts.append(desc)
+    parts.append(short_hash(series_uid))
+    return "_".join(parts)
+
+
+def make_unique(names: list[str], keys: list[str]) -> list[str]:
+    """Names that occur more than once get a short hash of their key (e.g. the path)."""
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    return [f"{n}_{short_hash(k, 6)}" if seen[n] > 1 else n for n, k in zip(names, keys)]
+
+
+def output_names(stem: str, kind: str, fmt: str, dicom_input: bool,
+                 probabilities: bool) -> dict[str, str]:
+    """Role -> file name for one scan: what the batch writes and resume checks."""
+    names = {}
+    if kind == "denoise":
+        names["image"] = f"{stem}_denoised.nii.gz"
+    else:
+        if fmt in ("nifti", "both"):
+            names["labels"] = f"{stem}_labels.nii.gz"
+        if fmt == "dicom-seg" or (fmt == "both" and dicom_input):
+            names["seg"] = f"{stem}_seg.dcm"
+        if probabilities:
+            names["probabilities"] = f"{stem}_probabilities.nii.gz"
+    if probabilities:
+        names["uncertainty"] = f"{stem}_uncertainty.nii.gz"
+    return names

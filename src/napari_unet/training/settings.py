@@ -1,0 +1,113 @@
+"""Typed settings and results of a training run (one dataclass per job, no global state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import TaskError
+
+if TYPE_CHECKING:
+    from ..checkpoint import Model
+    from ..normalize import Normalization
+
+NOISE_KINDS = ("gaussian", "rician", "poisson")
+DEFAULT_ITERATIONS = 500
+
+
+@dataclass
+class TrainSettings:
+    """Everything :func:`napari_unet.train` needs besides the data; built by CLI and widget.
+
+    ``iterations`` and ``time_budget`` both stop the run (whichever comes first); with
+    neither, :data:`DEFAULT_ITERATIONS` iterations run. ``noise_level`` is the noise sigma
+    as a fraction of the normalised intensity range (a ``(low, high)`` pair draws a level
+    per patch). ``val_block`` fixes the held-out slice range ``(start, stop)`` of every
+    volume; otherwise a contiguous block of ``val_fraction`` of the slices around the
+    middle is held out. ``val_gap`` slices either side of it are not trained on either.
+    """
+
+    task: Literal["segment", "denoise"] = "segment"
+    n_classes: int | None = None
+    class_names: list[str] | None = None
+    noise: str = "gaussian"
+    noise_level: float | tuple[float, float] = 0.05
+    self_supervised: bool = False
+    axis: int = 0
+    init: Any = None  # a Model, a model file path or a bundled model name
+    base: int = 16
+    patch_size: tuple[int, int] = (128, 128)
+    batch_size: int = 8
+    iterations: int | None = None
+    time_budget: float | None = None
+    lr: float = 1e-3
+    val_fraction: float = 0.15
+    val_block: tuple[int, int] | None = None
+    val_gap: int = 0
+    val_every: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    normalization: Normalization | None = None
+    augment: bool = True
+    blindspot_fraction: float = 0.02
+    name: str | None = None
+    channels_last: bool = True
+
+    def __post_init__(self):
+        if self.task in ("segmentation", "seg"):
+            self.task = "segment"
+        if self.task not in ("segment", "denoise"):
+            raise TaskError(f"unknown task {self.task!r}: use 'segment' or 'denoise'")
+        if self.noise not in NOISE_KINDS:
+            raise TaskError(f"unknown noise model {self.noise!r}: use one of {NOISE_KINDS}")
+        levels = self.noise_level if isinstance(self.noise_level, (tuple, list)) else [
+            self.noise_level]
+        if not all(0 < float(v) < 1 for v in levels):
+            raise TaskError(f"noise level must lie in (0, 1) as a fraction of the intensity "
+                            f"range (got {self.noise_level}); 0.05 means 5%")
+        if self.axis not in (0, 1, 2):
+            raise TaskError(f"slice axis must be 0, 1 or 2 (got {self.axis})")
+        if self.iterations is not None and self.iterations < 1:
+            raise TaskError(f"iterations must be >= 1 (got {self.iterations})")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise TaskError(f"time budget must be > 0 seconds (got {self.time_budget})")
+        if not 0 <= self.val_fraction < 1:
+            raise TaskError(f"val_fraction must lie in [0, 1) (got {self.val_fraction})")
+        if self.batch_size < 1 or self.base < 1 or min(self.patch_size) < 1:
+            raise TaskError("batch_size, base and patch size must all be >= 1")
+        if self.lr <= 0:
+            raise TaskError(f"learning rate must be > 0 (got {self.lr})")
+        self.patch_size = (int(self.patch_size[0]), int(self.patch_size[1]))
+        if self.iterations is None and self.time_budget is None:
+            self.iterations = DEFAULT_ITERATIONS
+
+    def describe_noise(self) -> dict:
+        """The noise settings as stored in a denoising model's provenance."""
+        level = self.noise_level
+        level = list(level) if isinstance(level, (tuple, list)) else float(level)
+        mode = "self-supervised (blind-spot)" if self.self_supervised else "supervised"
+        return {"model": self.noise, "level": level, "level_unit": "fraction of range",
+                "mode": mode}
+
+    def to_dict(self) -> dict:
+        """JSON-friendly copy (the init model by name, the normalisation as a dict)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["init"] = None if self.init is None else getattr(self.init, "name", str(self.init))
+        d["normalization"] = None if self.normalization is None else self.normalization.to_dict()
+        d["patch_size"] = list(self.patch_size)
+        if isinstance(self.noise_level, tuple):
+            d["noise_level"] = list(self.noise_level)
+        return d
+
+
+@dataclass
+class TrainResult:
+    """A trained model plus what happened: per-iteration losses and validation history."""
+
+    model: Model
+    history: list[dict] = field(default_factory=list)  # one dict per log/validation step
+    metrics: dict = field(default_factory=dict)  # the final validation metrics
+    losses: list[float] = field(default_factory=list)  # training loss of every iteration
+    iterations: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "iterations"  # or "time_budget"
