@@ -93,7 +93,7 @@ class CorrectionSession:
         pred = predict(volume, model, axis=axis, progress=progress, cancel=cancel,
                        **predict_kwargs)
         return cls(volume, model, pred.labels, pred.axis,
-                   slice_uncertainty=getattr(pred, "slice_uncertainty", None))
+                   slice_uncertainty=pred.slice_uncertainty)
 
     # -- what the user did ------------------------------------------------------------
 
@@ -189,9 +189,9 @@ class CorrectionSession:
 
         pred = predict_slices(self.volume, model, slices, axis=self.axis, progress=progress,
                               cancel=cancel)
-        labels = np.moveaxis(pred.labels, self.axis, 0)
-        unc = getattr(pred, "slice_uncertainty", None)
-        return labels, (None if unc is None else np.asarray(unc, float))
+        labels = np.moveaxis(pred.labels, self.axis, 0)[slices]
+        unc = pred.slice_uncertainty
+        return labels, (None if unc is None else np.asarray(unc, float)[slices])
 
     # -- review -------------------------------------------------------------------------
 
@@ -217,9 +217,10 @@ class CorrectionSession:
     def save_model(self, path: str | os.PathLike) -> Path:
         """Save the fine-tuned model with provenance: parent model and corrections."""
         n = len(self.edited_slices())
-        return self.model.save(path, parent_model=self.parent.name,
-                               parent_hash=self.parent.hash, corrected_slices=n,
-                               correction_axis=self.axis, learning_rounds=self.rounds)
+        return self.model.save(path, parent={"name": self.parent.name,
+                                             "hash": self.parent.hash},
+                               corrected_slices=n, correction_axis=self.axis,
+                               learning_rounds=self.rounds)
 
     def save_labels(self, path: str | os.PathLike, dicom_seg: bool | None = None) -> list[Path]:
         """Labels in the scan's geometry: NIfTI at ``path``, plus DICOM SEG for DICOM scans.

@@ -8,6 +8,7 @@ file names, reports or logs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 
@@ -24,6 +25,13 @@ def short_hash(text: str, n: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
+def uid_hash(uid: str) -> str:
+    """The short series handle the I/O layer also shows and accepts (``series=``)."""
+    from ..io.dicom import uid_hash as io_uid_hash
+
+    return io_uid_hash(uid)
+
+
 def nifti_stem(file_name: str) -> str:
     """``scan_01.nii.gz`` -> ``scan_01``."""
     for suffix in NIFTI_SUFFIXES:
@@ -37,14 +45,12 @@ def dicom_name(modality: str | None, series_number: object, description: str | N
                series_uid: str) -> str:
     """E.g. ``MR_s003_T1_MPRAGE_1a2b3c4d`` (no patient attribute is ever used)."""
     parts = [sanitise(modality or "", 8) or "OT"]
-    try:
+    with contextlib.suppress(TypeError, ValueError):
         parts.append(f"s{int(series_number):03d}")
-    except (TypeError, ValueError):
-        pass
     desc = sanitise(description or "")
     if desc:
         parts.append(desc)
-    parts.append(short_hash(series_uid))
+    parts.append(uid_hash(series_uid))
     return "_".join(parts)
 
 
@@ -53,7 +59,8 @@ def make_unique(names: list[str], keys: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     for name in names:
         seen[name] = seen.get(name, 0) + 1
-    return [f"{n}_{short_hash(k, 6)}" if seen[n] > 1 else n for n, k in zip(names, keys)]
+    return [f"{n}_{short_hash(k, 6)}" if seen[n] > 1 else n
+            for n, k in zip(names, keys, strict=True)]
 
 
 def output_names(stem: str, kind: str, fmt: str, dicom_input: bool,

@@ -1,13 +1,161 @@
-"""``napari-unet train``: placeholder until its issue lands (owned by the train work)."""
+"""``napari-unet train``: train a segmentation or denoising UNet from scans on disk.
+
+Images and labels pair up in order. Progress goes to a terminal bar, each validation to
+one line; the model file is written atomically only when training finishes (Ctrl-C
+leaves nothing behind).
+"""
 
 from __future__ import annotations
 
+import sys
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="(not yet available)")
+    p = sub.add_parser(
+        "train", help="train a UNet (segmentation or denoising) on scans",
+        description="Train a 2D UNet on slices of CT/MR volumes. Segmentation learns from "
+        "image + label volumes; denoising adds synthetic noise to clean scans, or learns "
+        "from noisy scans alone with --self-supervised (blind-spot masking).")
+    p.add_argument("--task", required=True, choices=["segment", "denoise"])
+    p.add_argument("--images", nargs="+", required=True, metavar="PATH",
+                   help="scans: NIfTI files or DICOM folders")
+    p.add_argument("--labels", nargs="+", metavar="PATH",
+                   help="label volumes, one per image in the same order (segment); with "
+                   "--self-supervised, optional clean references used only for validation")
+    p.add_argument("--classes", type=int, help="classes incl. background (1 = binary; "
+                   "default: from the labels)")
+    p.add_argument("--class-names", nargs="+", metavar="NAME", help="background first")
+    p.add_argument("--noise", choices=["gaussian", "rician", "poisson"], default="gaussian",
+                   help="synthetic noise model for denoising (default gaussian)")
+    p.add_argument("--noise-level", type=float, nargs="+", default=[0.05], metavar="F",
+                   help="noise sigma as a fraction of the intensity range (default 0.05); "
+                   "two values LOW HIGH draw a level per patch")
+    p.add_argument("--self-supervised", action="store_true",
+                   help="denoise noisy scans without clean references (blind-spot)")
+    p.add_argument("--axis", type=int, default=0, choices=[0, 1, 2],
+                   help="slice axis of the array (0 = slowest, e.g. axial; default 0)")
+    p.add_argument("--init", metavar="MODEL", help="start from this model file or bundled name")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--time-budget", type=float, metavar="SECONDS",
+                      help="train for this long (wall clock)")
+    stop.add_argument("--iterations", type=int, metavar="N",
+                      help="train for N iterations (default 500 without --time-budget)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL",
+                   help="model file to write (.safetensors)")
+    p.add_argument("--name", help="model name (default: the output file's stem)")
+    p.add_argument("--base", type=int, default=16, help="UNet base width (default 16)")
+    p.add_argument("--patch", nargs=2, type=int, default=[128, 128], metavar=("H", "W"))
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--val-fraction", type=float, default=0.15,
+                   help="fraction of slices held out as one contiguous block (default 0.15)")
+    p.add_argument("--val-block", nargs=2, type=int, metavar=("START", "STOP"),
+                   help="held-out slice range instead of --val-fraction")
+    p.add_argument("--normalization", choices=["percentile", "window"],
+                   help="intensity normalisation (default: window for CT, else percentile)")
+    p.add_argument("--norm-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                   help="percentiles (default 0.5 99.5) or HU window (default -1000 1000)")
+    p.add_argument("--no-augment", action="store_true", help="no flips/intensity changes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--history", metavar="JSON", help="also write the training history here")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    print("napari-unet train is not available yet")
-    return 2
+    from pathlib import Path
+
+    from ..errors import TaskError
+    from ..training import TrainSettings, train
+
+    out = Path(args.output)
+    if args.init and Path(args.init).exists() and Path(args.init).resolve() == out.resolve():
+        raise TaskError(f"{out}: the output would overwrite the --init model; choose "
+                        "another output file")
+    if len(args.noise_level) > 2:
+        raise TaskError("--noise-level takes one value or a LOW HIGH pair")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    level = args.noise_level[0] if len(args.noise_level) == 1 else tuple(args.noise_level)
+    settings = TrainSettings(
+        task=args.task, n_classes=args.classes, class_names=args.class_names,
+        noise=args.noise, noise_level=level, self_supervised=args.self_supervised,
+        axis=args.axis, init=args.init, base=args.base, patch_size=tuple(args.patch),
+        batch_size=args.batch_size, iterations=args.iterations, time_budget=args.time_budget,
+        lr=args.lr, val_fraction=args.val_fraction,
+        val_block=tuple(args.val_block) if args.val_block else None, seed=args.seed,
+        device=args.device, normalization=_normalization(args), augment=not args.no_augment,
+        name=args.name or out.name.split(".")[0])
+    unit = "s" if args.time_budget and not args.iterations else "it"
+    with _Bar(args.quiet, unit) as bar:
+        result = train(args.images, args.labels, settings=settings, progress=bar.update,
+                       on_metrics=bar.metrics)
+    result.model.save(out)
+    if args.history:
+        _write_json(Path(args.history), {"history": result.history, "metrics": result.metrics})
+    print(f"wrote {out}: {result.model.task.describe()}, {result.iterations} iterations in "
+          f"{result.seconds:.0f} s; {_format(result.metrics)}")
+    return 0
+
+
+def _normalization(args):
+    from ..normalize import Normalization
+
+    if args.normalization is None and args.norm_range is None:
+        return None
+    kind = args.normalization or "percentile"
+    low, high = args.norm_range or ((0.5, 99.5) if kind == "percentile" else (-1000.0, 1000.0))
+    return Normalization(kind, low, high)
+
+
+def _format(metrics: dict) -> str:
+    if not metrics:
+        return "no validation (no held-out slices)"
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in metrics.items())
+
+
+def _write_json(path, data) -> None:
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+class _Bar:
+    """tqdm bar fed by ``progress(done, total)``; validation lines printed above it."""
+
+    def __init__(self, quiet: bool, unit: str):
+        self.quiet, self.unit, self.bar = quiet, unit, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=self.unit, file=sys.stderr,
+                            dynamic_ncols=True)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def metrics(self, entry: dict) -> None:
+        line = f"iteration {entry['iteration']}: loss {entry['loss']:.4f}, " + _format(
+            {k: v for k, v in entry.items() if k.startswith("val_")})
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        elif not self.quiet:
+            print(line, file=sys.stderr)

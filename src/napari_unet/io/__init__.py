@@ -1,1 +1,24 @@
-"""Reading and writing medical volumes (NIfTI, DICOM) with exact geometry."""
+"""Reading and writing medical volumes (NIfTI, DICOM) with exact geometry.
+
+World coordinates are LPS millimetres (DICOM/ITK); arrays are slices-first as
+``sitk.GetArrayFromImage`` gives them. See ``geometry`` for every conversion.
+Heavy libraries (nibabel, SimpleITK, pydicom, highdicom) are imported when used.
+"""
+
+from .dicom import SeriesInfo, SeriesList, SliceSpacingWarning, list_series
+from .dicom_seg import write_dicom_seg
+from .read import read_volume
+from .volume import Volume
+from .write import VolumeWriteError, write_volume
+
+__all__ = [
+    "SeriesInfo",
+    "SeriesList",
+    "SliceSpacingWarning",
+    "Volume",
+    "VolumeWriteError",
+    "list_series",
+    "read_volume",
+    "write_dicom_seg",
+    "write_volume",
+]

@@ -24,7 +24,7 @@ _REVERSE = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dt
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # napari world axes for layers without a source: (S, P, L), i.e. SimpleITK's default
 # identity direction seen in array order
-_DEFAULT_WORLD = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=float)
+DEFAULT_WORLD = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=float)
 
 
 def affine_from_geometry(spacing, origin, direction) -> np.ndarray:
@@ -94,7 +94,7 @@ def nearest_axes(direction: np.ndarray) -> np.ndarray:
         w = int(np.argmax(np.abs(d[:, a])))
         m[a, w] = np.sign(d[w, a])
     if np.any(np.abs(m).sum(axis=0) != 1):  # two axes nearest the same world axis
-        return _DEFAULT_WORLD.copy()
+        return DEFAULT_WORLD.copy()
     return m
 
 
@@ -124,7 +124,7 @@ def geometry_from_layer(data_to_world: np.ndarray, world_axes: np.ndarray | None
     ``world_axes`` is the M of ``nearest_axes`` for the layer's source; without a source,
     napari world axes are taken as (S, P, L), SimpleITK's default orientation.
     """
-    m = _DEFAULT_WORLD if world_axes is None else np.asarray(world_axes, float)
+    m = DEFAULT_WORLD if world_axes is None else np.asarray(world_axes, float)
     lift = np.eye(4)
     lift[:3, :3] = m.T
     return geometry_from_affine(lift @ np.asarray(data_to_world, float))

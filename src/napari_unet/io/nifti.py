@@ -8,6 +8,10 @@ RAS affine to the LPS Volume geometry (``io.geometry``). Scale slope/intercept a
 ``MAX_CHANNELS`` entries is read as channels (multi-contrast), a longer one (fMRI, DWI) is
 refused with a message that says how to pick a volume. 5D and larger are refused.
 
+NIfTI has no modality field: ``guess_modality`` says "CT" when the minimum intensity is
+below -500 (air is -1000 HU; MR intensities are not negative), else "MR". Intensity
+normalisation defaults use it.
+
 Writing with a NIfTI ``like`` copies the source header (qform/sform and their codes), so
 the output loads in nibabel with exactly the input's affine; any other ``like`` writes the
 Volume geometry as sform and qform with code 1 (scanner).
@@ -77,8 +81,10 @@ def read_nifti(path: str | Path, volume_index: int | None = None) -> Volume:
 
 
 def _load_data(img) -> np.ndarray:
-    slope, inter = img.header.get_slope_inter()
-    if slope in (None, 1.0) and inter in (None, 0.0):
+    # nibabel moves scl_slope/inter from the loaded header to the array proxy
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    if slope == 1.0 and inter == 0.0:
         data = np.asarray(img.dataobj)
         return data.astype(data.dtype.newbyteorder("="), copy=False)
     return img.get_fdata(dtype=np.float32)
@@ -113,10 +119,8 @@ def _pick_volume(path: Path, data: np.ndarray, volume_index: int | None) -> np.n
 
 def guess_modality(array: np.ndarray) -> str:
     """'CT' when intensities go well below zero (air is -1000 HU), else 'MR'."""
-    if array.size and np.issubdtype(array.dtype, np.number):
-        if float(np.min(array)) < CT_MIN_THRESHOLD:
-            return "CT"
-    return "MR"
+    numeric = array.size and np.issubdtype(array.dtype, np.number)
+    return "CT" if numeric and float(np.min(array)) < CT_MIN_THRESHOLD else "MR"
 
 
 def nifti_image(data: np.ndarray, like: Volume):

@@ -163,10 +163,12 @@ class PatchSampler:
         return Compose(t)
 
     def draw(self) -> dict[str, torch.Tensor]:
-        """One batch: {"image": (B, C, h, w), and each extra key: (B, 1, h, w)}."""
+        """One batch: {"image": (B, C, h, w), each extra key: (B, 1, h, w), "volume": (B,)}."""
         picks = self.rng.choice(len(self.items), size=self.batch_size, p=self.p)
         samples = [self._sample(*self.items[i]) for i in picks]
-        return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in self.keys}
+        batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in self.keys}
+        batch["volume"] = torch.tensor([self.items[i][0] for i in picks])
+        return batch
 
     def _sample(self, v: int, s: int) -> dict[str, np.ndarray]:
         d = {"image": self.images[v][s]}

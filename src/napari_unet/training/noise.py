@@ -51,10 +51,3 @@ def draw_levels(level: float | tuple[float, float], n: int,
         return (low + (high - low) * u).view(n, 1, 1, 1)
     return torch.full((n, 1, 1, 1), float(level))
 
-
-def psnr(output: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB over all elements (one figure for a whole block)."""
-    mse = torch.mean((output.double() - target.double()) ** 2).item()
-    if mse == 0:
-        return float("inf")
-    return 10.0 * torch.log10(torch.tensor(data_range**2 / mse)).item()

@@ -1,0 +1,194 @@
+"""Inference benchmark: napari_unet.predict vs a naive MONAI loop vs the machine's matmul rate.
+
+Run from the repository root (see bench/README.md):
+
+    python bench/inference.py            # writes bench/results/inference.json
+
+In one process, on sample_data/brain_t1.nii.gz with one fixed model:
+  (a) ``napari_unet.predict`` (CPU, or CUDA with --device cuda);
+  (b) a naive loop calling ``monai.inferers.sliding_window_inference`` on one slice at a
+      time, batch size 1, same ROI and overlap, Gaussian blending, plain eval-mode net;
+  (c) float32 ``torch.mm`` on 2048 x 2048 matrices with the same thread count.
+Then, in a subprocess, the peak RSS of predicting a synthetic 512 x 512 x 400 int16 CT
+volume with a ``window``-normalisation model (target: under 2 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from napari_unet import load_model, predict, read_volume  # noqa: E402
+from napari_unet.checkpoint import Model, bundled_models  # noqa: E402
+from napari_unet.inference_engine import physical_cores  # noqa: E402
+from napari_unet.normalize import Normalization  # noqa: E402
+from napari_unet.tasks import make_task  # noqa: E402
+
+SAMPLE = ROOT / "sample_data" / "brain_t1.nii.gz"
+RESULTS = ROOT / "bench" / "results" / "inference.json"
+CT_SHAPE = (400, 512, 512)
+RSS_LIMIT_MB = 2048
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def fixed_model() -> tuple[Model, str]:
+    if "brain-tissue" in bundled_models():
+        return load_model("brain-tissue", device="cpu"), "bundled brain-tissue"
+    torch.manual_seed(0)
+    model = Model.new(make_task("segment", n_classes=3), base=16, name="bench-seed0")
+    return model.to("cpu"), "Model.new(segment, 3 classes, base=16), torch.manual_seed(0)"
+
+
+def matmul_gflops(n: int = 2048, seconds: float = 3.0) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    k, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        k += 1
+    return 2 * n**3 * k / (time.perf_counter() - start) / 1e9
+
+
+def naive_loop(volume, model, roi, overlap: float) -> tuple[float, np.ndarray]:
+    """What a user would write with MONAI: one slice at a time, batch size 1."""
+    from monai.inferers import sliding_window_inference
+
+    start = time.perf_counter()
+    fitted = model.meta.normalization.fit(volume.array)
+    task, net = model.task, model.net.eval()
+    labels = np.zeros(volume.array.shape[:3], task.label_dtype)
+    with torch.no_grad():
+        for i in range(volume.array.shape[0]):
+            x = torch.as_tensor(fitted.forward(volume.array[i][None, None])).float()
+            logits = sliding_window_inference(x, roi, 1, net, overlap=overlap, mode="gaussian")
+            labels[i] = task.decide(task.activate(torch.as_tensor(logits)))[0].numpy()
+    return time.perf_counter() - start, labels
+
+
+def best_of(n: int, fn):
+    runs = [fn() for _ in range(n)]
+    return min(runs, key=lambda r: r[0])
+
+
+def timed_predict(volume, model, **kw):
+    start = time.perf_counter()
+    pred = predict(volume, model, axis=0, **kw)
+    return time.perf_counter() - start, pred
+
+
+def brain_benchmark(args) -> dict:
+    volume = read_volume(SAMPLE)
+    model, model_desc = fixed_model()
+    roi = tuple(model.meta.patch_size)
+    n_slices, h, w = volume.array.shape[:3]
+    predict(volume.array[:4], model, axis=0, device=args.device)  # warm-up (oneDNN kernels)
+    t_a, pred = best_of(args.repeat, lambda: timed_predict(volume, model, device=args.device))
+    t_b, naive = best_of(args.repeat, lambda: naive_loop(volume, model, roi, 0.25))
+    gflops = matmul_gflops()
+    fpp = model.net.flops_per_pixel()
+    model_gflops = fpp * n_slices * h * w / t_a / 1e9
+    padded = fpp * n_slices * (-(-h // 16) * 16) * (-(-w // 16) * 16) / t_a / 1e9
+    return {
+        "volume": str(SAMPLE.relative_to(ROOT)), "shape": list(volume.array.shape),
+        "model": model_desc, "model_hash": model.hash, "roi": list(roi),
+        "axis": pred.axis, "batch_size": pred.batch_size, "device": pred.device,
+        "a_predict_seconds": t_a, "a_predict_slices_per_s": n_slices / t_a,
+        "b_naive_seconds": t_b, "b_naive_slices_per_s": n_slices / t_b,
+        "ratio_a_over_b": t_b / t_a,
+        "labels_agree_with_naive": float(np.mean(pred.labels == naive)),
+        "c_matmul_gflops": gflops, "model_flops_per_pixel": fpp,
+        "model_gflops": model_gflops, "model_gflops_incl_padding_to_16": padded,
+        "model_pct_of_matmul": 100 * model_gflops / gflops,
+        "model_pct_of_matmul_incl_padding": 100 * padded / gflops,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def ct_child() -> None:
+    """Subprocess body: predict a synthetic CT volume, print its peak RSS as JSON."""
+    rng = np.random.default_rng(0)
+    ct = np.empty(CT_SHAPE, np.int16)
+    for i in range(CT_SHAPE[0]):  # filled slice by slice: no float64 temporaries
+        ct[i] = rng.integers(-1024, 2000, CT_SHAPE[1:], dtype=np.int16)
+    torch.manual_seed(0)
+    task = make_task("segment", n_classes=2)
+    model = Model.new(task, base=16, normalization=Normalization("window", -1000, 1000))
+    start = time.perf_counter()
+    pred = predict(ct, model, axis=0, device="cpu")
+    print(json.dumps({"shape": list(CT_SHAPE), "dtype": "int16", "seconds":
+                      time.perf_counter() - start, "batch_size": pred.batch_size,
+                      "tiled": pred.tiled, "roi": list(pred.roi_size),
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
+def ct_memory() -> dict:
+    out = subprocess.run([sys.executable, __file__, "--ct-child"], capture_output=True,
+                         text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["limit_mb"] = RSS_LIMIT_MB
+    res["under_limit"] = res["peak_rss_mb"] < RSS_LIMIT_MB
+    return res
+
+
+def machine(threads: int) -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(),
+            "torch_threads": threads, "torch": torch.__version__,
+            "python": platform.python_version(),
+            "load_average_at_start": list(os.getloadavg()),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=2, help="best of N runs of (a) and (b)")
+    parser.add_argument("--skip-ct", action="store_true", help="skip the 512x512x400 RSS run")
+    parser.add_argument("--ct-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("-o", "--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    threads = physical_cores()
+    torch.set_num_threads(threads)
+    if args.ct_child:
+        return ct_child()
+    result = {"machine": machine(threads), "brain": brain_benchmark(args)}
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    if not args.skip_ct:
+        result["ct_512x512x400"] = ct_memory()
+    b = result["brain"]
+    result["targets"] = {"ratio_a_over_b>=2.5": b["ratio_a_over_b"] >= 2.5,
+                         "pct_of_matmul>=60": b["model_pct_of_matmul"] >= 60}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"a/b = {b['ratio_a_over_b']:.2f}x, model {b['model_gflops']:.1f} GFLOP/s = "
+          f"{b['model_pct_of_matmul']:.0f}% of matmul {b['c_matmul_gflops']:.1f} GFLOP/s, "
+          f"peak RSS {b['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

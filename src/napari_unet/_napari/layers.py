@@ -1,0 +1,142 @@
+"""Volume <-> napari layer conversion, so every result lands exactly on its input.
+
+Results copy the input layer's scale, translate and affine (a frequent complaint about
+other plugins is output layers that lose them), are named ``<input> <model>``, and keep
+the source Volume in their metadata so they can be saved back in the scan's geometry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import NapariUnetError
+from ..io.volume import Volume
+
+if TYPE_CHECKING:
+    from ..checkpoint import Model
+
+VOLUME_KEY = "napari_unet_volume"
+RESULT_KEY = "napari_unet_result"
+
+# colours for label values 1.. (0 stays transparent): distinguishable on grey MRI/CT
+_PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#42d4f4",
+            "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000"]
+
+
+def layer_volume(layer) -> Volume | None:
+    """The source Volume a reader or this plugin stored on the layer, if any."""
+    vol = (getattr(layer, "metadata", None) or {}).get(VOLUME_KEY)
+    return vol if isinstance(vol, Volume) else None
+
+
+def volume_from_layer(layer) -> Volume:
+    """The layer's data as a Volume in its physical geometry.
+
+    The source Volume stored by the reader gives the exact geometry (and what a writer needs
+    for DICOM); otherwise the geometry comes from the layer's scale/translate/affine.
+    """
+    data = np.asarray(layer.data)
+    rgb = bool(getattr(layer, "rgb", False))
+    spatial = data.shape[:3]
+    if data.ndim != (4 if rgb else 3):
+        raise NapariUnetError(f"layer {layer.name!r} has shape {data.shape}: a 3D scan "
+                              "(slices, rows, columns) is needed")
+    src = layer_volume(layer)
+    if src is not None and tuple(src.spatial_shape) == tuple(spatial):
+        return Volume(data, src.spacing, src.origin, src.direction, src.modality,
+                      src.source, layer.name)
+    from ..io.geometry import geometry_from_layer
+
+    spacing, origin, direction = geometry_from_layer(_data_to_world(layer))
+    return Volume(data, spacing, origin, direction, name=layer.name)
+
+
+def _data_to_world(layer) -> np.ndarray:
+    """4x4 matrix from data indices to napari world coordinates (last 3 dims)."""
+    try:
+        m = np.asarray(layer._data_to_world.affine_matrix, float)
+    except AttributeError:  # pragma: no cover - older napari
+        m = np.asarray(layer.affine.affine_matrix, float)
+        m[:-1, :-1] = m[:-1, :-1] * np.asarray(layer.scale)[None, :]
+        m[:-1, -1] = m[:-1, -1] + m[:-1, :-1] @ (np.asarray(layer.translate)
+                                                 / np.asarray(layer.scale))
+    return m[-4:, -4:]
+
+
+def geometry_kwargs(layer) -> dict[str, Any]:
+    """The input layer's placement in the world, for results that must overlay it."""
+    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate),
+            "affine": np.asarray(layer.affine.affine_matrix).copy()}
+
+
+def volume_layer_kwargs(volume: Volume) -> dict[str, Any]:
+    """Layer kwargs placing a Volume in physical millimetres (for readers, samples)."""
+    from ..io.geometry import layer_geometry
+
+    kw = layer_geometry(volume.spacing, volume.origin, volume.direction)
+    return {**kw, "name": volume.name, "metadata": {VOLUME_KEY: volume}}
+
+
+def class_features(names) -> dict[str, list]:
+    """Labels ``features``: one row per label value, so napari shows the class name."""
+    return {"index": list(range(len(names))), "class": list(names)}
+
+
+def class_colormap(n_labels: int):
+    """A DirectLabelColormap: background transparent, one fixed colour per class."""
+    from napari.utils.colormaps import DirectLabelColormap
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    colors = {0: np.zeros(4), None: np.array([0.5, 0.5, 0.5, 1.0])}
+    for v in range(1, n_labels):
+        colors[v] = transform_color(_PALETTE[(v - 1) % len(_PALETTE)])[0]
+    return DirectLabelColormap(color_dict=colors)
+
+
+def result_name(layer_name: str, model: Model) -> str:
+    return f"{layer_name} {model.name}"
+
+
+def prediction_layers(prediction, layer, model: Model, volume: Volume | None = None) -> list:
+    """Layer data tuples for a Prediction, aligned with ``layer`` and named after it."""
+    name = result_name(layer.name, model)
+    geo = geometry_kwargs(layer)
+    meta = {VOLUME_KEY: volume if volume is not None else layer_volume(layer)}
+    out = []
+    if getattr(prediction, "labels", None) is not None:
+        names = list(model.task.class_names)
+        result = {"model": model, "output": np.array(prediction.labels, copy=True),
+                  "axis": int(prediction.axis),
+                  "slice_uncertainty": getattr(prediction, "slice_uncertainty", None)}
+        out.append((prediction.labels, {**geo, "name": name, "features": class_features(names),
+                                        "colormap": class_colormap(len(names)),
+                                        "metadata": {**meta, RESULT_KEY: result}}, "labels"))
+    if getattr(prediction, "image", None) is not None:
+        out.append((prediction.image, {**geo, "name": name, "metadata": meta,
+                                       "colormap": "gray"}, "image"))
+    probs = getattr(prediction, "probabilities", None)
+    if probs is not None:
+        out.append((probs, {**geo, "name": f"{name} probabilities", "colormap": "magma",
+                            "visible": False, "metadata": meta}, "image"))
+    unc = getattr(prediction, "uncertainty", None)
+    if unc is not None:
+        out.append((unc, {**geo, "name": f"{name} uncertainty", "colormap": "inferno",
+                          "visible": False, "metadata": meta}, "image"))
+    return out
+
+
+def add_or_update(viewer, tuples: list) -> list:
+    """Add layer data tuples, replacing the data of same-named layers (re-runs)."""
+    layers = []
+    for data, kw, kind in tuples:
+        name = kw.get("name")
+        if name in viewer.layers and viewer.layers[name]._type_string == kind:
+            old = viewer.layers[name]
+            old.data = data
+            old.metadata.update(kw.get("metadata", {}))
+            layers.append(old)
+            continue
+        layers.append(getattr(viewer, f"add_{kind}")(data, **kw))
+    return layers

@@ -1,0 +1,118 @@
+"""The model choice shared by the widgets: a bundled model, a model file, or a new model.
+
+The task is read from the model file's header (no weights loaded) and explained in plain
+words; the class count is only offered for a new segmentation model, because a trained
+model's outputs fix it (and denoising has no classes at all).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, SpinBox
+
+from ..errors import NapariUnetError
+
+FILE = "Model file..."
+NEW = "New model"
+
+
+class ModelPicker(Container):
+    """Pick a model; ``task(in_channels)`` and ``load(in_channels)`` follow the choice."""
+
+    def __init__(self, allow_new: bool = True, label: str = "model"):
+        from ..checkpoint import bundled_models
+
+        choices = [*bundled_models(), FILE] + ([NEW] if allow_new else [])
+        self.source = ComboBox(label=label, choices=choices, value=choices[0])
+        self.file = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.kind = ComboBox(label="task", choices=["segment", "denoise"], value="segment")
+        self.classes = SpinBox(label="classes", min=1, max=255, value=2,
+                               tooltip="1 = binary (sigmoid), N >= 2 = N classes (softmax)")
+        self.class_names = LineEdit(label="class names",
+                                    tooltip="comma-separated, background first (optional)")
+        self.info = Label(label="task")
+        super().__init__(widgets=[self.source, self.file, self.kind, self.classes,
+                                  self.class_names, self.info], labels=True)
+        self.error: str | None = None
+        self._header_cache: dict[str, object] = {}
+        for w in (self.source, self.file, self.kind, self.classes, self.class_names):
+            w.changed.connect(self._update)
+        self._update()
+
+    @property
+    def is_new(self) -> bool:
+        return self.source.value == NEW
+
+    def ref(self) -> str:
+        """Bundled name or file path of the chosen model (not for new models)."""
+        if self.source.value == FILE:
+            path = Path(self.file.value)
+            if not str(self.file.value) or path.is_dir() or str(path) == ".":
+                raise NapariUnetError("choose a model file (.safetensors)")
+            return str(path)
+        return str(self.source.value)
+
+    def task(self, in_channels: int = 1):
+        """The TaskSpec of the chosen model; :class:`NapariUnetError` explains problems."""
+        from ..tasks import TaskSpec, make_task
+
+        if self.is_new:
+            n = None if self.kind.value == "denoise" else int(self.classes.value)
+            names = [s.strip() for s in self.class_names.value.split(",") if s.strip()]
+            return make_task(self.kind.value, in_channels=in_channels, n_classes=n,
+                             class_names=names or None)
+        return TaskSpec.from_dict(self._header()["task"])
+
+    def _header(self) -> dict:
+        from ..checkpoint import read_header, resolve_model_path
+
+        path = resolve_model_path(self.ref())
+        key = f"{path}:{path.stat().st_mtime_ns}"
+        if key not in self._header_cache:
+            self._header_cache = {key: read_header(path)}
+        return self._header_cache[key]
+
+    def default_axis(self) -> int | None:
+        return None if self.is_new else int(self._header().get("default_axis", 0))
+
+    def load(self, in_channels: int = 1, device: str = "auto"):
+        """The chosen model, loaded (or freshly initialised for a new model)."""
+        from ..checkpoint import Model, load_model
+
+        if self.is_new:
+            task = self.task(in_channels)
+            return Model.new(task, base=16, name=f"new-{task.kind}").to(_device(device))
+        return load_model(self.ref(), device=device)
+
+    def _update(self, *_):
+        new, seg = self.is_new, self.kind.value == "segment"
+        self.file.visible = self.source.value == FILE
+        self.kind.visible = new
+        self.classes.visible = new and seg
+        self.class_names.visible = new and seg
+        self.error = None
+        try:
+            text = self.task().describe()
+            if new:
+                text = f"new, untrained: {text}"
+        except (NapariUnetError, OSError, ValueError) as exc:
+            self.error = str(exc)
+            text = f"cannot use this model: {exc}"
+            if self.source.value == FILE and str(self.file.value) not in ("", "."):
+                from napari.utils.notifications import show_error
+
+                show_error(text)
+        self.info.value = _wrap(text)
+
+
+def _device(device: str):
+    from ..devices import resolve_device
+
+    return resolve_device(device)
+
+
+def _wrap(text: str, width: int = 48) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text

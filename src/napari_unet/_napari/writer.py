@@ -1,0 +1,71 @@
+"""npe2 writers: Labels and Image layers to NIfTI in the geometry of the scan they came from.
+
+When the layer's ``metadata["napari_unet_volume"]`` holds the source Volume (set by the
+reader, sample data and this plugin's result layers) and the shapes agree, the output
+takes the source geometry exactly (NIfTI input: its header and affine; DICOM input: the
+series geometry). Otherwise the geometry comes from the layer's scale, translate, rotate,
+shear and affine, with napari's world axes read as (S, P, L) millimetres.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..io.volume import Volume
+from ..io.write import VolumeWriteError
+from .layers import VOLUME_KEY
+
+
+def write_labels(path: str, data: Any, meta: dict) -> list[str]:
+    """Save a Labels layer (uint8, or uint16 above 255 labels)."""
+    return _write(path, data, meta, dtype=None)
+
+
+def write_image(path: str, data: Any, meta: dict) -> list[str]:
+    """Save an Image layer (float32; integer images keep their dtype)."""
+    data = np.asarray(data[0] if isinstance(data, list) else data)  # multiscale: full res
+    dtype = data.dtype if np.issubdtype(data.dtype, np.integer) else np.float32
+    return _write(path, data, meta, dtype=dtype)
+
+
+def _write(path: str, data: Any, meta: dict, dtype) -> list[str]:
+    from ..io import write_volume
+
+    data = np.asarray(data)
+    written = write_volume(data, path, like=volume_for(data, meta), dtype=dtype)
+    return [str(written)]
+
+
+def volume_for(data: np.ndarray, meta: dict) -> Volume:
+    """The Volume whose geometry ``data`` is written in (see the module docstring)."""
+    source = (meta.get("metadata") or {}).get(VOLUME_KEY)
+    if isinstance(source, dict):
+        source = Volume.from_info(source, data)
+    if isinstance(source, Volume) and tuple(source.spatial_shape) == tuple(data.shape[:3]):
+        return Volume(data, source.spacing, source.origin, source.direction, source.modality,
+                      source.source, meta.get("name") or source.name)
+    if data.ndim != 3:
+        raise VolumeWriteError(
+            f"layer {meta.get('name')!r} has shape {data.shape}: NIfTI output needs a 3D "
+            "layer (slices, rows, columns)."
+        )
+    from ..io.geometry import geometry_from_layer
+
+    spacing, origin, direction = geometry_from_layer(_data_to_world(meta))
+    return Volume(data, spacing, origin, direction, name=meta.get("name") or "layer")
+
+
+def _data_to_world(meta: dict) -> np.ndarray:
+    """4x4 data-to-world matrix of a 3D layer from its saved state."""
+    from napari.utils.transforms import CompositeAffine
+
+    composite = CompositeAffine(
+        scale=meta.get("scale", (1, 1, 1)), translate=meta.get("translate", (0, 0, 0)),
+        rotate=meta.get("rotate"), shear=meta.get("shear"), ndim=3,
+    ).affine_matrix
+    affine = np.asarray(meta.get("affine", np.eye(4)), float)
+    if affine.shape != (4, 4):  # napari may store an Affine object
+        affine = np.asarray(getattr(meta["affine"], "affine_matrix", np.eye(4)), float)
+    return affine @ composite

@@ -1,0 +1,96 @@
+"""``write_volume``: results written as NIfTI in the geometry of the scan they came from.
+
+Writes are atomic (a hidden temporary file in the target folder, then a rename), so a
+failed or interrupted write leaves no partial output, and the source scan is never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NapariUnetError
+from .volume import Volume
+
+
+class VolumeWriteError(NapariUnetError, ValueError):
+    """An output that cannot be written as asked (shape, path); names the file."""
+
+
+def output_dtype(data: np.ndarray) -> np.dtype:
+    """Labels: uint8, or uint16 above 255; other integers kept; floats as float32."""
+    if data.dtype == bool:
+        return np.dtype(np.uint8)
+    if np.issubdtype(data.dtype, np.integer):
+        lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        if lo >= 0 and hi <= 255:
+            return np.dtype(np.uint8)
+        if lo >= 0 and hi <= 65535:
+            return np.dtype(np.uint16)
+        return data.dtype.newbyteorder("=")
+    return np.dtype(np.float32)
+
+
+def nifti_extension(path: Path) -> str:
+    name = path.name.lower()
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return ext
+    raise VolumeWriteError(f"{path}: write NIfTI outputs as .nii.gz or .nii.")
+
+
+def check_target(path: Path, like: Volume | None) -> None:
+    """Refuse to overwrite the scan the output belongs to."""
+    src = like.source if like is not None and isinstance(like.source, dict) else {}
+    sources = [src.get("path"), *src.get("files", [])]
+    target = path.resolve()
+    if any(s and Path(s).resolve() == target for s in sources):
+        raise VolumeWriteError(f"{path}: is the input scan; choose another output path.")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, ext: str):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part{ext}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_volume(
+    data: np.ndarray, path: str | Path, like: Volume | None = None, dtype=None
+) -> Path:
+    """Write ``data`` (slices-first like ``like.array``, optional trailing channel axis).
+
+    Geometry: for NIfTI input the source header (qform/sform and codes) is copied, so
+    nibabel loads the output with exactly the input's affine; for DICOM input the series
+    geometry; without ``like``, SimpleITK's default (1 mm, array axis 0 = superior).
+    ``dtype`` defaults to ``output_dtype`` (labels uint8/uint16, images float32).
+    """
+    from . import geometry, nifti
+
+    path = Path(path)
+    ext = nifti_extension(path)
+    data = np.asarray(data)
+    if like is None:
+        like = Volume(data, direction=geometry.DEFAULT_WORLD.T)
+    if data.ndim not in (3, 4) or tuple(data.shape[:3]) != tuple(like.spatial_shape):
+        raise VolumeWriteError(
+            f"{path}: data of shape {data.shape} does not match the scan's spatial shape "
+            f"{like.spatial_shape} (slices-first, optional trailing channel axis)."
+        )
+    check_target(path, like)
+    data = np.ascontiguousarray(data, dtype=dtype or output_dtype(data))
+    image = nifti.nifti_image(data, like)
+    with atomic_path(path, ext) as tmp:
+        image.to_filename(str(tmp))
+    return path

@@ -1,0 +1,234 @@
+"""What a batch and a validation mean for each kind of training.
+
+- :func:`segmentation`: image patches with their labels; validation Dice per class on the
+  held-out slices.
+- :func:`supervised_denoising`: clean patches get synthetic noise (the input); the clean
+  patch is the target. The input is mapped with the normalisation a *noisy* scan of the
+  same volume would get, as inference will do, and the target in the same scale, so the
+  denoised output maps back to the scan's units. Validation PSNR against the clean slices.
+- :func:`self_supervised_denoising`: noisy patches with blind-spot masking; validation
+  PSNR against clean references when given, else the blind-spot MSE on held-out slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..normalize import Fitted, Normalization
+from ..tasks import TaskSpec
+from .blindspot import blindspot
+from .data import PatchSampler, Source, check_labels, label_slices, split_slices, to_numpy
+from .data import to_slices as _slices
+from .metrics import DiceCounter, psnr
+from .noise import add_noise, draw_levels
+from .settings import TrainSettings
+
+EMPTY_SLICE_WEIGHT = 0.25  # slices without foreground are drawn this much less often
+
+
+@dataclass
+class Recipe:
+    next_batch: Callable
+    validate: Callable | None
+    info: dict = field(default_factory=dict)  # for provenance (held-out slices, ...)
+
+
+def _normalised(src: Source, norm: Normalization, axis: int) -> tuple[np.ndarray, Fitted]:
+    fitted = norm.fit(src.array)
+    return to_numpy(fitted.forward(_slices(src.array.astype(np.float32), axis))), fitted
+
+
+def _split(n: int, s: TrainSettings):
+    return split_slices(n, s.val_fraction, s.val_block, s.val_gap)
+
+
+def _held_out_info(splits) -> dict:
+    blocks = [[int(v[0]), int(v[-1]) + 1] if len(v) else None for _, v in splits]
+    return {"held_out_slices": blocks, "train_slices": [int(len(t)) for t, _ in splits]}
+
+
+def _chunks(x: np.ndarray, size: int):
+    for i in range(0, len(x), size):
+        yield torch.from_numpy(np.ascontiguousarray(x[i:i + size]))
+
+
+def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
+                 norm: Normalization, s: TrainSettings, device) -> Recipe:
+    imgs, extras, items, weights, splits, val = [], [], [], [], [], []
+    for v, (src, lab) in enumerate(zip(images, labels, strict=True)):
+        img, _ = _normalised(src, norm, s.axis)
+        lab_arr = check_labels(np.asarray(lab.array), src.array.shape, task.n_labels, lab.name)
+        lab_sl = label_slices(lab_arr, s.axis).astype(np.int16)
+        train_idx, val_idx = _split(len(img), s)
+        splits.append((train_idx, val_idx))
+        imgs.append(img)
+        extras.append({"label": lab_sl, "crop": lab_sl})
+        for i in train_idx:
+            items.append((v, int(i)))
+            weights.append(1.0 if lab_sl[i].any() else EMPTY_SLICE_WEIGHT)
+        if len(val_idx):
+            val.append((img[val_idx], lab_sl[val_idx]))
+    sampler = PatchSampler(imgs, extras, items, np.array(weights), s.patch_size, s.batch_size,
+                           s.seed, flips=s.augment, intensity=s.augment)
+
+    def next_batch():
+        b = sampler.draw()
+        return b["image"], b["label"].round().long(), None
+
+    validate = _dice_validation(task, val, s.batch_size, device) if val else None
+    return Recipe(next_batch, validate, _held_out_info(splits))
+
+
+def _dice_validation(task: TaskSpec, val, batch: int, device) -> Callable:
+    def validate(net) -> dict:
+        counter = DiceCounter(task.n_labels)
+        for img, lab in val:
+            for x, y in zip(_chunks(img, batch), _chunks(lab, batch), strict=True):
+                pred = task.decide(task.activate(net(x.to(device))))
+                counter.add(pred.cpu(), y[:, 0])
+        dice = counter.per_class()
+        out = {f"val_dice_{name}": _f(d) for name, d in zip(task.class_names, dice, strict=True)}
+        out["val_dice"] = _f(np.nanmean(dice[1:])) if np.isfinite(dice[1:]).any() else None
+        return out
+
+    return validate
+
+
+def _f(x) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else round(x, 6)
+
+
+def _mean_level(level) -> float:
+    return float(np.mean(level)) if isinstance(level, (tuple, list)) else float(level)
+
+
+def supervised_denoising(task: TaskSpec, images: list[Source], norm: Normalization,
+                         s: TrainSettings, device) -> Recipe:
+    gen = torch.Generator().manual_seed(s.seed + 7)
+    val_gen = torch.Generator().manual_seed(s.seed + 11)
+    imgs, items, remap, splits, val = [], [], [], [], []
+    for v, src in enumerate(images):
+        fitted = norm.fit(src.array)
+        clean = _linear(_slices(src.array.astype(np.float32), s.axis), fitted)
+        a0, a1 = _noisy_scale(clean, fitted, norm, s, gen)
+        remap.append((a0, a1))
+        train_idx, val_idx = _split(len(clean), s)
+        splits.append((train_idx, val_idx))
+        imgs.append(clean)
+        items += [(v, int(i)) for i in train_idx]
+        if len(val_idx):
+            c = torch.from_numpy(clean[val_idx])
+            noisy = add_noise(c, s.noise, _mean_level(s.noise_level), val_gen)
+            val.append(_to_noisy_scale(noisy, c, a0, a1, norm.clip))
+    sampler = PatchSampler(imgs, [{} for _ in imgs], items, None, s.patch_size, s.batch_size,
+                           s.seed, flips=s.augment)
+    scale = torch.tensor(remap, dtype=torch.float32)
+
+    def next_batch():
+        b = sampler.draw()
+        clean_patch = b["image"]
+        levels = draw_levels(s.noise_level, len(clean_patch), gen)
+        noisy = add_noise(clean_patch, s.noise, levels, gen)
+        a = scale[b["volume"]].view(-1, 2, 1, 1)
+        x, target = _to_noisy_scale(noisy, clean_patch, a[:, :1], a[:, 1:], norm.clip)
+        return x, target, None
+
+    validate = _psnr_validation(task, val, s.batch_size, device) if val else None
+    info = {**_held_out_info(splits), "noisy_scale": remap}
+    return Recipe(next_batch, validate, info)
+
+
+def _linear(x: np.ndarray, fitted: Fitted) -> np.ndarray:
+    """Scanner units -> the clean volume's [0, 1] scale, unclipped (noise is added here)."""
+    return ((x - fitted.low) / (fitted.high - fitted.low)).astype(np.float32)
+
+
+def _noisy_scale(clean: np.ndarray, fitted: Fitted, norm: Normalization, s: TrainSettings,
+                 gen: torch.Generator) -> tuple[float, float]:
+    """Where a noisy scan's own normalisation bounds fall on the clean [0, 1] scale."""
+    noisy = add_noise(torch.from_numpy(clean), s.noise, _mean_level(s.noise_level), gen)
+    nf = norm.fit(fitted.inverse(noisy.numpy()))
+    span = fitted.high - fitted.low
+    return (nf.low - fitted.low) / span, (nf.high - fitted.low) / span
+
+
+def _to_noisy_scale(noisy, clean, a0, a1, clip: bool):
+    """Input and target on the scale the noisy scan's normalisation gives."""
+    x = (noisy - a0) / (a1 - a0)
+    target = ((clean - a0) / (a1 - a0)).clamp(0.0, 1.0)
+    return (x.clamp(0.0, 1.0) if clip else x), target
+
+
+def _psnr_validation(task: TaskSpec, val, batch: int, device) -> Callable:
+    baseline = psnr(torch.cat([x.flatten() for x, _ in val]),
+                    torch.cat([t.flatten() for _, t in val]))
+
+    def validate(net) -> dict:
+        outs, targets = [], []
+        for x, target in val:
+            pairs = zip(_chunks(x.numpy(), batch), _chunks(target.numpy(), batch), strict=True)
+            for xb, tb in pairs:
+                outs.append(task.decide(task.activate(net(xb.to(device)))).cpu().flatten())
+                targets.append(tb.flatten())
+        return {"val_psnr": round(psnr(torch.cat(outs), torch.cat(targets)), 4),
+                "val_psnr_input": round(baseline, 4)}
+
+    return validate
+
+
+def self_supervised_denoising(task: TaskSpec, images: list[Source],
+                              references: list[Source] | None, norm: Normalization,
+                              s: TrainSettings, device) -> Recipe:
+    """``references``: optional clean scans used only to report validation PSNR."""
+    gen = torch.Generator().manual_seed(s.seed + 7)
+    imgs, items, splits, val, val_masked = [], [], [], [], []
+    for v, src in enumerate(images):
+        img, fitted = _normalised(src, norm, s.axis)
+        train_idx, val_idx = _split(len(img), s)
+        splits.append((train_idx, val_idx))
+        imgs.append(img)
+        items += [(v, int(i)) for i in train_idx]
+        if not len(val_idx):
+            continue
+        noisy = torch.from_numpy(img[val_idx])
+        if references:
+            ref = to_numpy(fitted.forward(_slices(references[v].array.astype(np.float32),
+                                                  s.axis)))
+            val.append((noisy, torch.from_numpy(ref[val_idx])))
+        else:
+            vgen = torch.Generator().manual_seed(s.seed + 11 + v)
+            val_masked.append((*blindspot(noisy, s.blindspot_fraction, vgen), noisy))
+    sampler = PatchSampler(imgs, [{} for _ in imgs], items, None, s.patch_size, s.batch_size,
+                           s.seed, flips=s.augment)
+
+    def next_batch():
+        y = sampler.draw()["image"]
+        x, mask = blindspot(y, s.blindspot_fraction, gen)
+        return x, y, mask
+
+    if val:
+        validate = _psnr_validation(task, val, s.batch_size, device)
+    elif val_masked:
+        validate = _blindspot_validation(task, val_masked, s.batch_size, device)
+    else:
+        validate = None
+    return Recipe(next_batch, validate, _held_out_info(splits))
+
+
+def _blindspot_validation(task: TaskSpec, val, batch: int, device) -> Callable:
+    def validate(net) -> dict:
+        err, n = 0.0, 0.0
+        for x, mask, y in val:
+            for i in range(0, len(x), batch):
+                out = task.activate(net(x[i:i + batch].to(device))).cpu()
+                m = mask[i:i + batch].expand_as(out)
+                err += float((((out - y[i:i + batch]) ** 2) * m).sum())
+                n += float(m.sum())
+        return {"val_blindspot_mse": round(err / max(n, 1.0), 8)}
+
+    return validate

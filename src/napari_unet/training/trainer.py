@@ -1,0 +1,162 @@
+"""``train``: a UNet for segmentation or denoising from volumes, reproducibly."""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..errors import TaskError
+from ..normalize import Normalization
+from ..tasks import TaskSpec, make_task
+from . import recipes
+from .data import Source, load_source
+from .loop import LoopConfig, run_loop
+from .losses import make_loss
+from .settings import TrainResult, TrainSettings
+
+CT_WINDOW = Normalization("window", -1000.0, 1000.0)
+
+
+def train(images, labels=None, *, settings: TrainSettings | None = None, progress=None,
+          cancel=None, on_metrics=None, **options) -> TrainResult:
+    """Train a UNet on 2D slices of ``images`` (and ``labels`` for segmentation).
+
+    ``images``/``labels``: one or a list of Volumes, file paths or arrays; they pair up in
+    order. Settings come as keyword arguments (see :class:`TrainSettings`) or a
+    ``settings`` object. ``progress(done, total)``, ``cancel()`` (raises
+    :class:`~napari_unet.errors.Cancelled`) and ``on_metrics(dict)`` (each log/validation
+    step) follow the inference contract. For self-supervised denoising, ``labels`` may
+    hold clean references, used only to report validation PSNR.
+    """
+    s = replace(settings, **options) if settings is not None else TrainSettings(**options)
+    from ..devices import resolve_device
+
+    device = resolve_device(s.device)
+    sources = [load_source(x, i) for i, x in enumerate(_as_list(images))]
+    targets = [load_source(x, i, "labels") for i, x in enumerate(_as_list(labels))]
+    _check_pairs(s, sources, targets)
+    init = _init_model(s.init)
+    parent = None if init is None else {"name": init.name, "hash": init.hash}
+    task = _task(s, sources, targets, init)
+    norm = s.normalization or (init.meta.normalization if init else _default_norm(sources))
+    model = _new_model(s, task, norm, init)
+    recipe = _recipe(s, task, sources, targets, norm, device)
+    cfg = LoopConfig(s.iterations, s.time_budget, s.lr, val_every=s.val_every, device=device,
+                     channels_last=s.channels_last)
+    out = run_loop(model.net, recipe.next_batch, make_loss(task), cfg, recipe.validate,
+                   progress=progress, cancel=cancel, on_metrics=on_metrics)
+    prov = _provenance(s, sources, parent, out, recipe.info, device)
+    model.meta = replace(model.meta, provenance={**model.meta.provenance, **prov}, hash="")
+    return TrainResult(model, out.history, out.metrics, out.losses, out.iterations,
+                       out.seconds, out.stopped_by)
+
+
+def _as_list(x) -> list:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _check_pairs(s: TrainSettings, images: list[Source], labels: list[Source]) -> None:
+    if not images:
+        raise TaskError("no training images given")
+    if s.task == "segment" and len(labels) != len(images):
+        raise TaskError(f"segmentation needs one label volume per image: got {len(images)} "
+                        f"images and {len(labels)} label volumes (they pair up in order)")
+    if s.task == "denoise" and labels and not s.self_supervised:
+        raise TaskError("supervised denoising trains on clean images only (noise is added "
+                        "synthetically); give no labels, or use --self-supervised")
+    if labels and len(labels) != len(images):
+        raise TaskError(f"{len(images)} images but {len(labels)} reference volumes")
+    channels = {1 if im.array.ndim == 3 else im.array.shape[-1] for im in images}
+    if len(channels) > 1:
+        raise TaskError(f"all images need the same number of channels (got {sorted(channels)})")
+
+
+def _init_model(init):
+    """A copy of the starting model (never the caller's own object), or None."""
+    if init is None:
+        return None
+    if isinstance(init, (str,)) or hasattr(init, "__fspath__"):
+        from ..checkpoint import load_model
+
+        return load_model(init, device="cpu")
+    model = copy.copy(init)
+    model.net = copy.deepcopy(init.net).cpu()
+    return model
+
+
+def _task(s: TrainSettings, images: list[Source], labels: list[Source], init) -> TaskSpec:
+    in_ch = 1 if images[0].array.ndim == 3 else images[0].array.shape[-1]
+    if init is not None:
+        t = init.task
+        if t.kind != s.task or t.in_channels != in_ch or (
+                s.n_classes is not None and s.n_classes != t.n_classes):
+            raise TaskError(f"--init model {init.name!r} is a {t.describe()}; it cannot start "
+                            f"a {s.task} model with {in_ch} input channel(s)"
+                            + (f" and {s.n_classes} classes" if s.n_classes else ""))
+        return t
+    if s.task == "denoise":
+        return make_task("denoise", in_channels=in_ch)
+    n = s.n_classes
+    if n is None and not s.class_names:
+        top = max(int(np.max(lab.array)) for lab in labels)
+        n = 1 if top <= 1 else top + 1
+    return make_task("segment", in_channels=in_ch, n_classes=n, class_names=s.class_names)
+
+
+def _default_norm(images: list[Source]) -> Normalization:
+    """Fixed HU window for CT, per-volume percentiles (0.5..99.5) otherwise."""
+    return CT_WINDOW if images[0].modality.upper() == "CT" else Normalization()
+
+
+def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init):
+    from ..checkpoint import Model
+
+    name = s.name or f"{task.kind}-model"
+    if init is not None:
+        meta = replace(init.meta, normalization=norm, name=name, default_axis=s.axis,
+                       patch_size=s.patch_size, provenance={}, hash="")
+        return Model(init.net, meta)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        return Model.new(task, base=s.base, normalization=norm, name=name,
+                         default_axis=s.axis, patch_size=s.patch_size)
+
+
+def _recipe(s, task, sources, targets, norm, device) -> recipes.Recipe:
+    if s.task == "segment":
+        return recipes.segmentation(task, sources, targets, norm, s, device)
+    if s.self_supervised:
+        return recipes.self_supervised_denoising(task, sources, targets or None, norm, s,
+                                                 device)
+    return recipes.supervised_denoising(task, sources, norm, s, device)
+
+
+def _provenance(s: TrainSettings, sources: list[Source], parent, out, info: dict,
+                device) -> dict:
+    prov = {
+        "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": [src.name for src in sources],
+        "mode": ("self-supervised " if s.self_supervised else "") + s.task,
+        "axis": s.axis,
+        "iterations": out.iterations,
+        "seconds": round(out.seconds, 2),
+        "stopped_by": out.stopped_by,
+        "seed": s.seed,
+        "device": str(device),
+        "settings": {k: v for k, v in s.to_dict().items()
+                     if k in ("base", "patch_size", "batch_size", "lr", "val_fraction",
+                              "val_gap", "augment", "iterations", "time_budget")},
+        "metrics": out.metrics,
+        **info,
+    }
+    if s.task == "denoise":
+        prov["noise"] = s.describe_noise()
+    if parent is not None:
+        prov["parent"] = parent
+    return prov
