@@ -87,7 +87,8 @@ def non_image_dicom(path: Path, name: str = "rtstruct.dcm") -> Path:
 
 
 def mixed_folder(root: Path) -> Path:
-    """3 NIfTI files (one nested), a DICOM folder with 2 series and an RTSTRUCT, 2 broken."""
+    """3 NIfTI files (one nested), a DICOM folder with 2 series and an RTSTRUCT, 2 broken
+    files and a 2-channel scan that fails inside predict (1-channel model)."""
     nifti_scan(root / "scan_a.nii.gz", seed=1)
     nifti_scan(root / "scan_b.nii.gz", seed=2)
     nifti_scan(root / "nested" / "scan_c.nii.gz", seed=3)
@@ -96,6 +97,8 @@ def mixed_folder(root: Path) -> Path:
     non_image_dicom(root / "dicom" / "structures.dcm")
     broken_nifti(root / "broken.nii.gz")
     broken_dicom(root / "junk" / "corrupt.dcm")
+    two_channels = np.zeros((*NIFTI_SHAPE, 2), np.float32)  # readable, but not for the model
+    nib.save(nib.Nifti1Image(two_channels, np.eye(4)), str(root / "two_channels.nii.gz"))
     (root / "notes.txt").write_text("not a scan; ignored\n")
     return root
 

@@ -10,6 +10,7 @@ identity that ``sitk.GetImageFromArray`` gives).
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def write_dicom_series(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    direction = np.eye(3)[:, ::-1] if direction is None else np.asarray(direction, float)
+    direction = AXIAL if direction is None else np.asarray(direction, float)
     slope, intercept = rescale or (1.0, 0.0)
     values = np.round((np.asarray(volume_array, float) - intercept) / slope).astype(np.int16)
     image = sitk.GetImageFromArray(values)
@@ -85,12 +86,21 @@ def write_dicom_series(
         "0018|0050": f"{spacing[0]:.10g}",
         "0018|0088": f"{spacing[0]:.10g}",
     }
+    numbers = range(1, len(values) + 1) if instance_numbers is None else instance_numbers
+    # GDCM's writer leaves the process locale at "C" (ASCII) after parsing the tags;
+    # restore it so later subprocess output decoding in the same test run still works
+    saved = locale.setlocale(locale.LC_ALL, None)
+    try:
+        return _write_slices(image, folder, common, list(numbers), prefix, rescale)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(image, folder, common, numbers, prefix, rescale) -> list[Path]:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    n = values.shape[0]
-    numbers = list(range(1, n + 1)) if instance_numbers is None else list(instance_numbers)
     paths = []
-    for i in range(n):
+    for i in range(image.GetSize()[2]):
         sl = image[:, :, i]
         for tag, value in common.items():
             sl.SetMetaData(tag, value)
@@ -102,7 +112,7 @@ def write_dicom_series(
         writer.SetFileName(str(path))
         writer.Execute(sl)
         if rescale is not None:
-            _set_rescale(path, slope, intercept)
+            _set_rescale(path, *rescale)
         paths.append(path)
     return paths
 
@@ -115,3 +125,20 @@ def _set_rescale(path: Path, slope: float, intercept: float) -> None:
     ds.RescaleIntercept = f"{intercept:.10g}"
     ds.RescaleType = "HU" if ds.Modality == "CT" else "US"
     ds.save_as(path)
+
+
+def write_enhanced_mr(series_files, path: str | Path) -> Path:
+    """Convert a single-frame MR series to one enhanced multi-frame file (highdicom).
+
+    highdicom orders the frames its own way (descending along the normal here), which
+    is exactly what readers must cope with.
+    """
+    import highdicom as hd
+    import pydicom
+
+    enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+        legacy_datasets=[pydicom.dcmread(f) for f in series_files],
+        series_instance_uid=hd.UID(), series_number=5, sop_instance_uid=hd.UID(),
+        instance_number=1)
+    enhanced.save_as(path)
+    return Path(path)

@@ -83,15 +83,19 @@ def test_mixed_folder_gives_one_entry_per_scan_and_exit_1(mixed_run):
     skipped = [e for e in scans.values() if e["status"] == "skipped"]
     assert len(skipped) == 1 and "RTSTRUCT" in skipped[0]["reason"]
     failed = {e["input"]: e["error"] for e in scans.values() if e["status"] == "failed"}
-    assert len(failed) == 2
-    for path, error in failed.items():
-        assert path.endswith(("broken.nii.gz", "corrupt.dcm")) and path in error
-    assert report["counts"] == {"ok": 5, "failed": 2, "skipped": 1}
-    assert report["finished"] is True and report["total"] == 8
+    assert len(failed) == 3
+    for path, error in failed.items():  # unreadable files: the error names the file
+        if not path.endswith("two_channels.nii.gz"):
+            assert path.endswith(("broken.nii.gz", "corrupt.dcm")) and path in error
+    # a scan that fails inside predict (2 channels for a 1-channel model) fails alone
+    assert "2 channel(s)" in scans["two_channels"]["error"]
+    assert not list(mixed_run["out"].glob("two_channels*"))
+    assert report["counts"] == {"ok": 5, "failed": 3, "skipped": 1}
+    assert report["finished"] is True and report["total"] == 9
     assert report["model"]["hash"].startswith("sha256:")
     assert report["settings"]["format"] == "nifti"
     assert all(e["seconds"] >= 0 for e in report["scans"])
-    assert "5 ok, 2 failed, 1 skipped" in log
+    assert "5 ok, 3 failed, 1 skipped" in log and "failed: two_channels" in log
 
 
 def test_outputs_are_labels_in_each_scans_geometry(mixed_run):
@@ -133,9 +137,9 @@ def test_no_patient_data_in_names_reports_or_logs(mixed_run):
 
 def test_second_run_skips_finished_scans_without_touching_them(mixed_run):
     code, log = mixed_run["second"]
-    assert code == 1  # the two broken files still fail
+    assert code == 1  # the broken files still fail
     report = mixed_run["report2"]
-    assert report["counts"] == {"ok": 0, "failed": 2, "skipped": 6}
+    assert report["counts"] == {"ok": 0, "failed": 3, "skipped": 6}
     resumed = [e for e in report["scans"] if e["reason"] == RESUMED]
     assert len(resumed) == 5 and all(e["outputs"] for e in resumed)
     assert mixed_run["after"] == mixed_run["before"]  # same inode, same mtime
@@ -185,6 +189,11 @@ def test_changed_settings_or_overwrite_redo_the_scan(tmp_path):
     other = tiny_model(tmp_path / "other.safetensors", seed=1)  # another model: redo too
     assert run_cli(*args[:4], "--model", other, "--quiet", "--no-qc")[0] == 0
     assert by_name(load_report(out))["one"]["status"] == "ok"
+    nifti_scan(tmp_path / "in" / "one.nii.gz", seed=5)  # a new scan under the same name
+    assert run_cli(*args[:4], "--model", other, "--quiet", "--no-qc")[0] == 0
+    assert by_name(load_report(out))["one"]["status"] == "ok"
+    assert run_cli(*args[:4], "--model", other, "--quiet", "--no-qc")[0] == 0
+    assert by_name(load_report(out))["one"]["status"] == "skipped"
 
 
 def test_discovery_names_dicom_series_without_patient_data(tmp_path):
@@ -196,6 +205,9 @@ def test_discovery_names_dicom_series_without_patient_data(tmp_path):
     found = discover_scans([tmp_path], exclude=tmp_path / "out")
     names = [s.name for s in found.scans]
     assert len(names) == 4 and len(set(names)) == 4  # the two x.nii.gz are told apart
+    nifti_scan(tmp_path / "a" / "x_labels.nii.gz")  # outputs written next to the inputs
+    same_folder = discover_scans([tmp_path / "a"], exclude=tmp_path / "a").scans
+    assert [s.name for s in same_folder] == ["x"]
     series = next(s for s in found.scans if s.series and not s.skip_reason)
     assert series.name.startswith("MR_s002_") and "Jane" not in series.name  # sanitised
     sr = next(s for s in found.scans if s.skip_reason)
@@ -232,3 +244,4 @@ def test_local_worker_processes_give_the_same_outputs(tmp_path):
             a = np.asarray(nib.load(tmp_path / "local" / o).dataobj)
             b = np.asarray(nib.load(tmp_path / "procs" / o).dataobj)
             assert np.array_equal(a, b), o
+

@@ -46,7 +46,7 @@ def test_single_scan_writes_the_task_output_in_the_input_geometry(
 def test_probabilities_and_uncertainty_maps(tmp_path, scan):
     model = tiny_model(tmp_path / "m.safetensors")
     code, _ = run_cli("predict", scan, "-o", tmp_path, "--model", model, "--quiet",
-                      "--probabilities", "--tta", "--axis", "2", "--roi", "16", "16",
+                      "--probabilities", "--axis", "2", "--roi", "16", "16",
                       "--batch-size", "3", "--overlap", "0.5")
     assert code == 0
     probs = np.asarray(nib.load(tmp_path / "head_01_probabilities.nii.gz").dataobj)
@@ -57,7 +57,7 @@ def test_probabilities_and_uncertainty_maps(tmp_path, scan):
     assert np.array_equal(probs.argmax(-1), labels)
     assert unc.shape == labels.shape and 0.0 <= unc.min() <= unc.max() <= 1.0
     settings = load_report(tmp_path)["settings"]
-    assert settings["axis"] == 2 and settings["roi_size"] == [16, 16] and settings["tta"]
+    assert settings["axis"] == 2 and settings["roi_size"] == [16, 16]
 
 
 def test_dicom_seg_and_nifti_for_a_chosen_series(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 
-from dicom_factory import AXIAL, oblique, write_dicom_series
+from dicom_factory import AXIAL, oblique, write_dicom_series, write_enhanced_mr
 from napari_unet.errors import VolumeReadError
 from napari_unet.io import SliceSpacingWarning, list_series, read_volume, write_volume
 from napari_unet.io.geometry import geometry_from_sitk
@@ -53,6 +54,7 @@ def test_generated_series_geometry_equals_simpleitk(tmp_path, direction):
     np.testing.assert_allclose(vol.direction, direction, atol=1e-6)
     assert vol.modality == "MR" and vol.name == "series"
     assert len(vol.source["sop_instance_uids"]) == 6
+    assert pickle.loads(pickle.dumps(vol.source)) == vol.source  # plain, light data
     first = pydicom.dcmread(vol.source["files"][0])
     np.testing.assert_allclose([float(v) for v in first.ImagePositionPatient], vol.origin,
                                atol=1e-4)
@@ -176,3 +178,21 @@ def test_multi_frame_file_in_folder(tmp_path):
     vol = read_volume(tmp_path)
     assert vol.array.shape == (15, 10, 10) and vol.source["multi_frame"]
     assert_same_geometry(vol, sitk.ReadImage(str(tmp_path / "dose.dcm")), atol=1e-6)
+
+
+def test_enhanced_multi_frame_file_sits_on_its_series(tmp_path):
+    """A legacy-converted enhanced MR (highdicom) stores frames in its own order: every
+    voxel must still land on the same point, with the same value, as in the series."""
+    data = scan((5, 9, 11), seed=4)
+    files = write_dicom_series(data, tmp_path / "series", spacing=(2.5, 0.8, 0.7),
+                               origin=(-10.0, 5.0, 40.0), direction=oblique(20))
+    write_enhanced_mr(files, tmp_path / "enhanced.dcm")
+    series, multi = read_volume(tmp_path / "series"), read_volume(tmp_path / "enhanced.dcm")
+    assert multi.source["multi_frame"] and multi.array.shape == series.array.shape
+    assert_same_geometry(multi, sitk.ReadImage(str(tmp_path / "enhanced.dcm")), atol=1e-6)
+    world = {tuple(np.round(series.affine @ [k, j, i, 1], 3)): series.array[k, j, i]
+             for k in range(5) for j in (0, 8) for i in (0, 10)}
+    for k in range(5):
+        for j, i in ((0, 0), (8, 10), (0, 10)):
+            point = tuple(np.round(multi.affine @ [k, j, i, 1], 3))
+            assert world[point] == multi.array[k, j, i]

@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_factory import AXIAL, oblique, write_dicom_series
+from dicom_factory import AXIAL, oblique, write_dicom_series, write_enhanced_mr
 from napari_unet.io import read_volume, write_dicom_seg
 from napari_unet.io.write import VolumeWriteError
 
@@ -76,3 +76,23 @@ def test_seg_unnamed_classes_and_refusals(tmp_path):
     with pytest.raises(VolumeWriteError, match="DICOM source"):
         write_dicom_seg(labels, tmp_path / "bad.dcm", like=nifti_like)
     assert not (tmp_path / "bad.dcm").exists()
+
+
+def test_seg_of_multi_frame_source_follows_its_frames(tmp_path):
+    data = np.random.default_rng(2).integers(0, 1000, (4, 9, 11)).astype(np.int16)
+    files = write_dicom_series(data, tmp_path / "mr", spacing=(2.0, 0.9, 0.9),
+                               direction=oblique(15))
+    vol = read_volume(write_enhanced_mr(files, tmp_path / "enhanced.dcm"))
+    labels = make_labels(vol.spatial_shape)
+    out = write_dicom_seg(labels, tmp_path / "seg.dcm", like=vol, class_names=CLASSES)
+    seg = hd.seg.segread(out)
+    [uid] = vol.source["sop_instance_uids"]
+    back = seg.get_pixels_by_source_frame(source_sop_instance_uid=uid,
+                                          source_frame_numbers=[1, 2, 3, 4],
+                                          combine_segments=True)
+    np.testing.assert_array_equal(back, labels)
+    for frame in pydicom.dcmread(out).PerFrameFunctionalGroupsSequence:
+        ref = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        k = int(ref.ReferencedFrameNumber) - 1
+        ipp = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+        np.testing.assert_allclose(vol.affine @ [k, 0, 0, 1], [*ipp, 1], atol=1e-4)

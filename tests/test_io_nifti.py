@@ -169,6 +169,8 @@ def test_uint16_labels_above_255(tmp_path):
     back = nib.load(str(out))
     assert back.get_data_dtype() == np.uint16
     np.testing.assert_array_equal(np.asarray(back.dataobj), labels.T)
+    small = write_volume(labels % 7, tmp_path / "img.nii.gz", like=vol, dtype=np.dtype("int16"))
+    assert nib.load(str(small)).get_data_dtype() == np.int16  # an explicit dtype is kept
 
 
 def test_4d_channels_volume_index_and_long_series(tmp_path):
@@ -213,3 +215,11 @@ def test_write_without_like_and_refusals(tmp_path):
         write_volume(np.zeros(vol.spatial_shape), tmp_path / "bad.mha", like=vol)
     assert src.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.nii.gz", "scan.nii.gz"]
+
+
+def test_vector_voxels_in_dim5_are_channels(tmp_path):
+    data = sample(SHAPE + (1, 3))
+    path = nifti_file(tmp_path / "vec.nii.gz", data, ORIENTATIONS["RAS"])
+    vol = read_volume(path)
+    assert vol.array.shape == (5, 7, 9, 3)
+    np.testing.assert_array_equal(vol.array[..., 2], data[:, :, :, 0, 2].T)

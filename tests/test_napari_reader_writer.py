@@ -123,6 +123,8 @@ def test_writer_saves_labels_in_source_geometry(make_napari_viewer, tmp_path):
 
     [img_out] = image.save(str(tmp_path / "out" / "img.nii.gz"), plugin=PLUGIN)
     np.testing.assert_array_equal(nib.load(img_out).affine, orig.affine)
+    assert nib.load(img_out).get_data_dtype() == np.int16  # the image keeps its dtype
+    np.testing.assert_array_equal(np.asarray(nib.load(img_out).dataobj), orig.dataobj)
 
 
 def test_writer_without_source_uses_layer_scale_and_translate(make_napari_viewer, tmp_path):
@@ -139,3 +141,15 @@ def test_writer_without_source_uses_layer_scale_and_translate(make_napari_viewer
     [again] = viewer.open(out, plugin=PLUGIN)
     np.testing.assert_allclose(again.scale, layer.scale, atol=1e-5)
     np.testing.assert_allclose(again.translate, layer.translate, atol=1e-5)
+
+
+def test_broken_series_is_reported_and_the_others_open(make_napari_viewer, tmp_path):
+    write_dicom_series(np.zeros((3, 8, 8)), tmp_path / "study" / "good", series_number=1)
+    bad = write_dicom_series(np.ones((3, 8, 8)), tmp_path / "study" / "bad", series_number=2,
+                             prefix="b")
+    bad[1].write_bytes(bad[1].read_bytes()[:-100])
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match="pixel data"):
+        layers = viewer.open(str(tmp_path / "study"), plugin=PLUGIN)
+    assert [lyr.data.shape for lyr in layers] == [(3, 8, 8)]
+    assert not np.asarray(layers[0].data).any()  # the good (all-zero) series

@@ -109,12 +109,13 @@ class Engine:
         while True:
             try:
                 step = self.batch_size
-                out = torch.cat([self._forward(x[i : i + step]) for i in range(0, len(x), step)])
+                outs = [self._forward(x[i : i + step]) for i in range(0, len(x), step)]
                 break
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 if not is_oom(exc):
                     raise
                 self._shrink(exc)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
         c = self.task.out_channels
         return (out[:, :c], out[:, c:]) if self.with_variance else (out, None)
 

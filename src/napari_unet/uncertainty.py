@@ -15,20 +15,18 @@ import torch
 
 from .tasks import TaskSpec
 
-_EPS = 1e-12
-
 
 def entropy_map(probs: torch.Tensor, task: TaskSpec) -> torch.Tensor:
     """Probabilities (B, C, H, W) -> normalised entropy (B, H, W), float32 in [0, 1]."""
+    entr = torch.special.entr  # -p log p, 0 at p = 0, one pass
     p = probs.float()
     if task.is_binary:
-        q = p[:, 0].clamp(_EPS, 1 - _EPS)
-        h = -(q * q.log() + (1 - q) * (1 - q).log()) / math.log(2)
+        q = p[:, 0]
+        h = (entr(q) + entr(1 - q)).div_(math.log(2))
+    elif p.shape[1] < 2:
+        return torch.zeros_like(p[:, 0])
     else:
-        n = p.shape[1]
-        if n < 2:
-            return torch.zeros_like(p[:, 0])
-        h = -(p * p.clamp_min(_EPS).log()).sum(dim=1) / math.log(n)
+        h = entr(p).sum(dim=1).div_(math.log(p.shape[1]))
     return h.clamp_(0.0, 1.0)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from qtpy.QtCore import QTimer
 
 from ..errors import NapariUnetError
 from . import layers as L
@@ -75,6 +76,11 @@ class CorrectionWidget(Container):
         self.save_model_button.changed.connect(self.save_model)
         self.save_labels_button.changed.connect(self.save_labels)
         self.labels_layer.changed.connect(self._bind)
+        # napari announces a paint before writing it: recount once the strokes settle
+        self._recount = QTimer()
+        self._recount.setSingleShot(True)
+        self._recount.setInterval(100)
+        self._recount.timeout.connect(self.update_count)
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
         self._bind()
@@ -86,14 +92,18 @@ class CorrectionWidget(Container):
 
     def _bind(self, *_):
         """Follow paint/fill/erase on the chosen layer to keep the count live."""
+        events = ("paint", "labels_update", "data")
         if self._bound is not None:
-            self._bound.events.paint.disconnect(self.update_count)
-            self._bound.events.data.disconnect(self.update_count)
+            for name in events:
+                getattr(self._bound.events, name).disconnect(self._schedule_count)
         self._bound = self.labels_layer.value
         if self._bound is not None:
-            self._bound.events.paint.connect(self.update_count)
-            self._bound.events.data.connect(self.update_count)
+            for name in events:
+                getattr(self._bound.events, name).connect(self._schedule_count)
         self.update_count()
+
+    def _schedule_count(self, *_):
+        self._recount.start()
 
     def update_count(self, *_):
         session = self._session_or_none()

@@ -62,33 +62,30 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     layers = []
     for p in map(Path, paths):
-        layers += _folder_layers(p) if p.is_dir() else [_layer(p, None)]
+        layers += _folder_layers(p) if p.is_dir() else [_layer(_read(p))]
     return layers
 
 
 def _folder_layers(folder: Path) -> list[tuple]:
-    from ..io import list_series
+    from ..io.dicom import read_all_series
 
-    listing = list_series(folder)
-    if len(listing) <= 1:  # read_volume gives the right error for an empty folder
-        return [_layer(folder, None)]
-    layers, errors = [], []
-    for info in listing:
-        try:
-            layers.append(_layer(folder, info.uid))
-        except VolumeReadError as e:
-            errors.append(str(e))
-    if not layers:
+    results = read_all_series(folder)
+    volumes = [v for _, v in results if not isinstance(v, VolumeReadError)]
+    errors = [str(v) for _, v in results if isinstance(v, VolumeReadError)]
+    if not volumes:
         raise VolumeReadError("\n".join(errors))
     for message in errors:  # the readable series open; the others are reported
         warnings.warn(message, stacklevel=2)
-    return layers
+    return [_layer(volume) for volume in volumes]
 
 
-def _layer(path: Path, series: str | None) -> tuple:
+def _read(path: Path):
     from ..io import read_volume
 
-    volume = read_volume(path, series=series)
+    return read_volume(path)
+
+
+def _layer(volume) -> tuple:
     kwargs = volume_layer_kwargs(volume)
     if volume.has_channels:
         kwargs["channel_axis"] = 3

@@ -14,7 +14,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .naming import NIFTI_SUFFIXES, dicom_name, make_unique, nifti_stem, sanitise, uid_hash
+from .naming import (
+    NIFTI_SUFFIXES,
+    OUTPUT_SUFFIXES,
+    dicom_name,
+    make_unique,
+    nifti_stem,
+    sanitise,
+    uid_hash,
+)
+from .qc import QC_DIR
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
@@ -68,6 +77,9 @@ def _walk(folder: Path, excluded: Path | None) -> list[Path]:
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and (excluded is None or here / d != excluded))
+        if here == excluded:  # inputs and outputs share a folder: skip our own outputs
+            dirnames[:] = [d for d in dirnames if d != QC_DIR]
+            filenames = [f for f in filenames if not f.endswith(OUTPUT_SUFFIXES)]
         out += [here / f for f in sorted(filenames) if not f.startswith(".")]
     return out
 

@@ -13,6 +13,8 @@ import hashlib
 import re
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+OUTPUT_SUFFIXES = ("_labels.nii.gz", "_denoised.nii.gz", "_probabilities.nii.gz",
+                   "_uncertainty.nii.gz", "_seg.dcm")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

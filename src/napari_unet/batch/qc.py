@@ -102,6 +102,10 @@ def _card(e: dict) -> str:
            if e.get("qc") else '<div class="nopic">no picture</div>')
     outs = " ".join(f'<a href="{_e(o)}">{_e(Path(o).name)}</a>' for o in e.get("outputs", []))
     err = f'<p class="err">{_e(e["error"])}</p>' if e.get("error") else ""
+    if e.get("reason"):
+        err += f'<p class="why">{_e(e["reason"])}</p>'
+    if e.get("warnings"):
+        err += "".join(f'<p class="warn">{_e(w)}</p>' for w in e["warnings"])
     return (f'<div class="card">{pic}<p>{_badge(e["status"])} <b>{_e(e["name"])}</b> '
             f'<span class="t">{e.get("seconds", 0):.1f} s</span></p>{err}'
             f'<p class="outs">{outs}</p></div>')
@@ -129,6 +133,8 @@ h1 {{ font-size: 1.3em; margin: 0 0 .3em; }}
 .badge {{ color: #fff; border-radius: 4px; padding: 1px 6px; font-size: .85em; }}
 .err {{ color: #c62828; font-family: monospace; }}
 .t {{ color: #777; }}
+.why {{ color: #666; }}
+.warn {{ color: #b26a00; }}
 .outs a {{ margin-right: .6em; }}
 .nopic {{ height: 120px; display: flex; align-items: center; justify-content: center;
           color: #999; background: #f0f0f0; }}

@@ -31,6 +31,7 @@ KILL_AFTER_ENV = "NAPARI_UNET_TEST_KILL_AFTER"
 RESUMED = "outputs exist for this model and settings (use --overwrite to redo)"
 
 _MODELS: dict[tuple, object] = {}  # per worker process: the model, loaded once
+MODEL_LOADS = 0  # how many times this process loaded a model (tests check "once per worker")
 _COMMITS = 0
 
 
@@ -93,12 +94,14 @@ def process_scan(scan: Scan, job: Job) -> dict:
 
 def cached_model(job: Job):
     """The job's model, loaded once per worker process and checked against its hash."""
+    global MODEL_LOADS
     from ..checkpoint import load_model
 
     device = getattr(job.settings.inference, "device", "auto")
     key = (job.model_ref, job.model_hash, str(device))
     if key not in _MODELS:
         model = load_model(job.model_ref, device=device)
+        MODEL_LOADS += 1
         if model.hash != job.model_hash:
             raise NapariUnetError(f"{job.model_ref}: this worker's model file differs from "
                                   "the one the batch started with (hash mismatch)")
@@ -123,7 +126,7 @@ def _predict_and_write(scan: Scan, job: Job) -> tuple[list[str], str | None]:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
     outputs = [name for name in temps if not name.startswith(qc.QC_DIR + "/")]
-    resume.write_manifest(job.outdir, scan.name, job.model_hash, job.digest, outputs, picture)
+    resume.write_manifest(job.outdir, scan, job.model_hash, job.digest, outputs, picture)
     return outputs, picture
 
 
@@ -236,7 +239,7 @@ def _run_processes(scans: list[Scan], job: Job, cancel, on_start) -> Iterator[di
 def _run_dask(scans: list[Scan], job: Job, cancel, on_start) -> Iterator[dict]:
     from distributed import Client, as_completed
 
-    with Client(job.settings.scheduler, set_as_default=False) as client:
+    with _connect(Client, job.settings.scheduler) as client:
         futures = {client.submit(process_scan, scan, job, pure=False,
                                  key=f"napari-unet-{scan.name}-{os.urandom(4).hex()}"): scan
                    for scan in scans}
@@ -245,6 +248,14 @@ def _run_dask(scans: list[Scan], job: Job, cancel, on_start) -> Iterator[dict]:
             if cancel and cancel():
                 client.cancel(list(futures))
                 return
+
+
+def _connect(client_class, address: str):
+    try:
+        return client_class(address, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise BatchUsageError(f"cannot reach the Dask scheduler at {address} ({exc}); "
+                              "check the address or start the cluster first") from exc
 
 
 def _result_or_failure(future, scan: Scan) -> dict:
@@ -328,7 +339,7 @@ def _load_for_batch(model: str, settings: BatchSettings):
 def _already_done(scan: Scan, job: Job) -> dict | None:
     if job.settings.overwrite or scan.skip_reason or scan.error:
         return None
-    record = resume.finished(job.outdir, scan.name, job.model_hash, job.digest)
+    record = resume.finished(job.outdir, scan, job.model_hash, job.digest)
     if record is None:
         return None
     return entry(scan, "skipped", record["outputs"], qc=record.get("qc"), reason=RESUMED)

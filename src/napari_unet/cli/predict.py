@@ -104,8 +104,10 @@ def run(args) -> int:
 def build_settings(args):
     """Flags -> ``BatchSettings`` (holding ``InferenceSettings``); ValueError if invalid."""
     from ..batch.settings import BatchSettings
+    from ..devices import resolve_device
     from ..inference import InferenceSettings
 
+    resolve_device(args.device)  # an unknown or absent device is a usage error
     axis = args.axis if args.axis == "auto" else int(args.axis)
     inference = InferenceSettings(axis=axis, roi_size=tuple(args.roi) if args.roi else None,
                                   overlap=args.overlap, batch_size=args.batch_size,

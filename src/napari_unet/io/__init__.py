@@ -5,9 +5,9 @@ World coordinates are LPS millimetres (DICOM/ITK); arrays are slices-first as
 Heavy libraries (nibabel, SimpleITK, pydicom, highdicom) are imported when used.
 """
 
-from .dicom import SeriesInfo, SeriesList, SliceSpacingWarning, list_series
 from .dicom_seg import write_dicom_seg
 from .read import read_volume
+from .series import SeriesInfo, SeriesList, SliceSpacingWarning, list_series
 from .volume import Volume
 from .write import VolumeWriteError, write_volume
 

@@ -1,287 +1,39 @@
 """DICOM reading: single files, multi-frame files and folders of one or several series.
 
-- Headers are read with pydicom (no pixel data) to group files by SeriesInstanceUID, skip
-  non-image objects (SR, RTSTRUCT, RTPLAN, SEG, ...) with a reason, and sort slices
-  **geometrically**: by ImagePositionPatient projected on the slice normal (the cross
-  product of ImageOrientationPatient's row and column vectors), never by InstanceNumber.
-- Pixels and geometry come from SimpleITK (GDCM): rescale slope/intercept applied (CT in
-  HU; int16 when the values fit, float32 when the rescale is fractional), compressed
-  transfer syntaxes as far as GDCM decodes them.
-- A series whose slices differ in size or orientation, or repeat a position, is refused
-  (``VolumeReadError``). Missing slices or uneven spacing are *reported*: a
-  ``SliceSpacingWarning`` naming the series (by its short UID hash) and the gaps, also
-  kept in ``Volume.source["warnings"]``; the volume then has SimpleITK's mean spacing.
-- Series are described without patient information (``SeriesInfo.describe``).
+Finding, sorting and checking the slices of a series is ``io.series``' job. Pixels and
+geometry come from SimpleITK (GDCM): rescale slope/intercept applied (CT in HU; int16
+when the values fit, float32 when the rescale is fractional), compressed transfer
+syntaxes as far as GDCM decodes them. Missing slices or uneven spacing give a
+``SliceSpacingWarning`` naming the series and the gaps, also kept in
+``Volume.source["warnings"]``; the volume then has SimpleITK's mean spacing.
+A single file is read on its own (pass its folder to read its whole series).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import VolumeReadError
 from . import geometry
+from .series import (  # noqa: F401 - re-exported: the batch helper imports them from here
+    NON_IMAGE_MODALITIES,
+    SeriesInfo,
+    SeriesList,
+    SliceSpacingWarning,
+    check_series,
+    choose_series,
+    frames_in,
+    list_series,
+    non_image_reason,
+    read_header,
+    scan_folder,
+    uid_hash,
+)
 from .volume import Volume
-
-NON_IMAGE_MODALITIES = {
-    "SR": "structured report",
-    "RTSTRUCT": "RT structure set (contours, not an image)",
-    "RTPLAN": "RT plan",
-    "RTRECORD": "RT treatment record",
-    "KO": "key object selection",
-    "PR": "presentation state",
-    "SEG": "segmentation object, not a scan",
-    "REG": "registration object",
-    "DOC": "encapsulated document",
-}
-
-
-class SliceSpacingWarning(UserWarning):
-    """A DICOM series with missing slices or uneven slice spacing."""
-
-
-def uid_hash(uid: str) -> str:
-    """Short, stable, non-identifying handle for a SeriesInstanceUID."""
-    return hashlib.sha1(uid.encode()).hexdigest()[:8]
-
-
-@dataclass
-class SeriesInfo:
-    """One image series in a folder. ``describe()`` never shows patient information."""
-
-    uid: str
-    modality: str
-    description: str
-    n_slices: int
-    size: tuple[int, int]  # rows, columns of each slice
-    files: list[str] = field(repr=False)  # sorted geometrically when possible
-    number: int | None = None
-
-    @property
-    def uid_hash(self) -> str:
-        return uid_hash(self.uid)
-
-    def describe(self) -> str:
-        desc = f" '{self.description}'" if self.description else ""
-        rows, cols = self.size
-        return (f"{self.modality}{desc}, {self.n_slices} slices of {rows}x{cols} "
-                f"(series {self.uid_hash})")
-
-
-class SeriesList(list):
-    """``list[SeriesInfo]`` plus ``skipped``: (file, reason) for every file not used."""
-
-    def __init__(self, series=(), skipped=(), folder: str = ""):
-        super().__init__(series)
-        self.skipped: list[tuple[str, str]] = list(skipped)
-        self.folder = folder
-
-    def describe(self) -> str:
-        lines = [f"{i}: {s.describe()}" for i, s in enumerate(self)]
-        return "\n".join(lines) or "no image series"
-
-
-# --- headers ---------------------------------------------------------------------------------
-
-
-def read_header(path: str | Path):
-    """(pydicom Dataset without pixels, None) or (None, reason it is not usable)."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except InvalidDicomError:
-        try:  # old files without the 128-byte preamble (e.g. pydicom's rtstruct.dcm)
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-        except Exception:
-            return None, "not a DICOM file"
-        if "SOPClassUID" not in ds:
-            return None, "not a DICOM file"
-    except Exception as e:
-        return None, f"unreadable DICOM header ({type(e).__name__}: {e})"
-    return ds, None
-
-
-def non_image_reason(ds) -> str | None:
-    """Why a DICOM object holds no image to segment, or None for an image."""
-    modality = str(ds.get("Modality", "")).upper()
-    sop = ds.get("SOPClassUID")
-    sop_name = getattr(sop, "name", str(sop))
-    if modality in NON_IMAGE_MODALITIES:
-        return f"{modality} ({sop_name}): {NON_IMAGE_MODALITIES[modality]}"
-    if "Rows" not in ds or "Columns" not in ds:
-        return f"{modality or 'unknown modality'} ({sop_name}): no image data"
-    return None
-
-
-def _frames(ds) -> int:
-    return int(ds.get("NumberOfFrames", 1) or 1)
-
-
-# --- folders ---------------------------------------------------------------------------------
-
-
-def _candidate_files(folder: Path) -> list[Path]:
-    files = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files += [Path(root, n) for n in sorted(names) if not n.startswith(".")]
-    return files
-
-
-def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
-    """Group a folder's (recursive) DICOM image files by series; also return the headers."""
-    folder = Path(folder)
-    groups: dict[str, list] = {}
-    skipped = []
-    for f in _candidate_files(folder):
-        ds, reason = read_header(f)
-        if ds is not None:
-            reason = non_image_reason(ds)
-        if reason is None and "SeriesInstanceUID" not in ds:
-            reason = "image without SeriesInstanceUID"
-        if reason:
-            skipped.append((str(f), reason))
-            continue
-        groups.setdefault(str(ds.SeriesInstanceUID), []).append((str(f), ds))
-    series = []
-    for uid, members in groups.items():
-        members = _sort_members(members)
-        groups[uid] = members
-        ds0 = members[0][1]
-        series.append(SeriesInfo(
-            uid=uid,
-            modality=str(ds0.get("Modality", "OT")),
-            description=str(ds0.get("SeriesDescription", "")),
-            n_slices=sum(_frames(ds) for _, ds in members),
-            size=(int(ds0.Rows), int(ds0.Columns)),
-            files=[f for f, _ in members],
-            number=_int_or_none(ds0.get("SeriesNumber")),
-        ))
-    series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
-    return SeriesList(series, skipped, str(folder)), groups
-
-
-def _int_or_none(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _normal(ds) -> np.ndarray | None:
-    iop = ds.get("ImageOrientationPatient")
-    if iop is None or len(iop) != 6:
-        return None
-    row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
-    return np.cross(row, col)
-
-
-def _position(ds, normal) -> float | None:
-    ipp = ds.get("ImagePositionPatient")
-    if ipp is None or normal is None or len(ipp) != 3:
-        return None
-    return float(np.dot(np.asarray(ipp, float), normal))
-
-
-def _sort_members(members: list) -> list:
-    """Sort (file, header) pairs along the slice normal; InstanceNumber only as fallback."""
-    normal = _normal(members[0][1])
-    pos = [_position(ds, normal) for _, ds in members]
-    if all(p is not None for p in pos):
-        order = np.argsort(pos, kind="stable")
-    else:
-        order = np.argsort([_int_or_none(ds.get("InstanceNumber")) or 0 for _, ds in members],
-                           kind="stable")
-    return [members[i] for i in order]
-
-
-def list_series(folder: str | Path) -> SeriesList:
-    """Every image series in ``folder`` (recursive), plus ``.skipped`` files with reasons.
-
-    Each entry gives modality, series description, number of slices, slice size and a
-    short hash of its SeriesInstanceUID; never patient name or ID.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VolumeReadError(f"{folder}: not a folder.")
-    return scan_folder(folder)[0]
-
-
-def choose_series(folder: Path, listing: SeriesList, series: int | str | None) -> SeriesInfo:
-    """Pick a series by index, SeriesInstanceUID or its short hash; refuse ambiguity."""
-    if not listing:
-        reasons = sorted({r for _, r in listing.skipped})
-        why = f" ({len(listing.skipped)} files skipped: {'; '.join(reasons[:5])})" \
-            if reasons else ""
-        raise VolumeReadError(f"{folder}: no DICOM image series found{why}.")
-    if series is None:
-        if len(listing) == 1:
-            return listing[0]
-        raise VolumeReadError(
-            f"{folder}: {len(listing)} image series; choose one with series=<index> or "
-            f"series=<SeriesInstanceUID>:\n{listing.describe()}"
-        )
-    if isinstance(series, (int, np.integer)) and not isinstance(series, bool):
-        if -len(listing) <= series < len(listing):
-            return listing[series]
-    else:
-        for s in listing:
-            if str(series) in (s.uid, s.uid_hash):
-                return s
-    raise VolumeReadError(f"{folder}: no series {series!r}; available:\n{listing.describe()}")
-
-
-# --- checks ------------------------------------------------------------------------------
-
-
-def check_series(name: str, members: list) -> list[str]:
-    """Refuse inconsistent series; return warnings about missing slices / uneven spacing."""
-    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in members}
-    if len(sizes) > 1:
-        raise VolumeReadError(
-            f"{name}: slices of different sizes in one series ({sorted(sizes)}); "
-            "the files do not form one volume."
-        )
-    if len(members) < 2:
-        return []
-    normals = [_normal(ds) for _, ds in members]
-    if any(n is None for n in normals):
-        return [f"{name}: slices have no ImageOrientationPatient; sorted by InstanceNumber."]
-    if any(not np.allclose(n, normals[0], atol=1e-3) for n in normals):
-        raise VolumeReadError(f"{name}: slices with different orientations in one series.")
-    pos = [_position(ds, normals[0]) for _, ds in members]
-    if any(p is None for p in pos):
-        return [f"{name}: slices have no ImagePositionPatient; sorted by InstanceNumber."]
-    return _spacing_warnings(name, np.asarray(pos))
-
-
-def _spacing_warnings(name: str, pos: np.ndarray) -> list[str]:
-    gaps = np.diff(pos)
-    if np.any(gaps < 1e-4):
-        raise VolumeReadError(
-            f"{name}: several slices share a position (echoes or time points mixed in "
-            "one series?); cannot form one volume."
-        )
-    step = float(np.median(gaps))
-    uneven = np.abs(gaps - step) > max(1e-3, 0.01 * step)
-    if not uneven.any():
-        return []
-    missing = [i for i in np.flatnonzero(uneven) if gaps[i] > 1.5 * step]
-    if missing:
-        where = ", ".join(f"{pos[i]:.2f}..{pos[i + 1]:.2f} mm" for i in missing[:5])
-        return [f"{name}: missing slice(s) (usual spacing {step:.3g} mm, gaps at {where}); "
-                "the volume uses the mean spacing, so positions there are approximate."]
-    return [f"{name}: uneven slice spacing ({gaps.min():.3g}..{gaps.max():.3g} mm); "
-            "the volume uses the mean spacing, so positions are approximate."]
-
 
 # --- reading -----------------------------------------------------------------------------
 
@@ -295,7 +47,10 @@ def read_dicom_file(path: str | Path) -> Volume:
     reason = non_image_reason(ds)
     if reason:
         raise VolumeReadError(f"{path}: not an image to open: {reason}.")
-    return _read_members(path, path.stem, [(str(path), ds)], [])
+    notes = check_series(str(path), [(str(path), ds)])
+    for note in notes:
+        warnings.warn(note, SliceSpacingWarning, stacklevel=3)
+    return _read_members(path, path.stem, [(str(path), ds)], notes)
 
 
 def read_dicom_folder(folder: str | Path, series: int | str | None = None) -> Volume:
@@ -303,14 +58,33 @@ def read_dicom_folder(folder: str | Path, series: int | str | None = None) -> Vo
     folder = Path(folder)
     listing, groups = scan_folder(folder)
     info = choose_series(folder, listing, series)
+    return _read_series(folder, listing, groups, info)
+
+
+def read_all_series(folder: str | Path) -> list[tuple[SeriesInfo, Volume | VolumeReadError]]:
+    """Every image series of a folder, scanning the headers once; failures are returned
+    (not raised) so that one broken series does not hide the others."""
+    folder = Path(folder)
+    listing, groups = scan_folder(folder)
+    choose_series(folder, listing, 0)  # raises the "no image series" error
+    out = []
+    for info in listing:
+        try:
+            out.append((info, _read_series(folder, listing, groups, info)))
+        except VolumeReadError as e:
+            out.append((info, e))
+    return out
+
+
+def _read_series(folder: Path, listing: SeriesList, groups: dict, info: SeriesInfo) -> Volume:
     members = groups[info.uid]
     label = f"{folder} (series {info.uid_hash})"
-    if len(members) > 1 and any(_frames(ds) > 1 for _, ds in members):
+    if len(members) > 1 and any(frames_in(ds) > 1 for _, ds in members):
         raise VolumeReadError(f"{label}: mixes multi-frame files with other files; "
                               "open the multi-frame file itself.")
     notes = check_series(label, members)
     for note in notes:
-        warnings.warn(note, SliceSpacingWarning, stacklevel=3)
+        warnings.warn(note, SliceSpacingWarning, stacklevel=4)
     name = folder.name if len(listing) == 1 else f"{folder.name}_{info.uid_hash}"
     return _read_members(folder, name, members, notes)
 
@@ -350,7 +124,7 @@ def _read_members(path: Path, name: str, members: list, notes: list[str]) -> Vol
         "series_uid": str(ds0.get("SeriesInstanceUID", "")),
         "study_uid": str(ds0.get("StudyInstanceUID", "")),
         "frame_of_reference_uid": str(ds0.get("FrameOfReferenceUID", "")),
-        "multi_frame": _frames(ds0) > 1,
+        "multi_frame": frames_in(ds0) > 1,
         "warnings": list(notes),
     }
     return Volume(_compact(array), spacing, origin, direction,

@@ -6,7 +6,8 @@ RAS affine to the LPS Volume geometry (``io.geometry``). Scale slope/intercept a
 
 4D files: ``volume_index`` picks one volume; without it, a 4th axis of at most
 ``MAX_CHANNELS`` entries is read as channels (multi-contrast), a longer one (fMRI, DWI) is
-refused with a message that says how to pick a volume. 5D and larger are refused.
+refused with a message that says how to pick a volume. Vector-valued voxels stored the
+NIfTI way (shape X, Y, Z, 1, C) count as 4D; other 5D and larger files are refused.
 
 NIfTI has no modality field: ``guess_modality`` says "CT" when the minimum intensity is
 below -500 (air is -1000 HU; MR intensities are not negative), else "MR". Intensity
@@ -93,6 +94,8 @@ def _load_data(img) -> np.ndarray:
 def _pick_volume(path: Path, data: np.ndarray, volume_index: int | None) -> np.ndarray:
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector voxels: dim[5] holds them
+        data = data[:, :, :, 0, :]
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim > 4:

@@ -89,7 +89,7 @@ def write_volume(
             f"{like.spatial_shape} (slices-first, optional trailing channel axis)."
         )
     check_target(path, like)
-    data = np.ascontiguousarray(data, dtype=dtype or output_dtype(data))
+    data = np.ascontiguousarray(data, dtype=output_dtype(data) if dtype is None else dtype)
     image = nifti.nifti_image(data, like)
     with atomic_path(path, ext) as tmp:
         image.to_filename(str(tmp))
