@@ -156,3 +156,38 @@ def test_denoising_models_are_refused():
     model = Model.new(make_task("denoise"), base=4)
     with pytest.raises(TaskError, match="segmentation model"):
         CorrectionSession(volume, model, np.zeros((2, 8, 8)), axis=0)
+
+
+def dice(pred: np.ndarray, truth: np.ndarray, classes=(1, 2)) -> float:
+    """Mean Dice over the tissue classes."""
+    scores = [2 * ((pred == c) & (truth == c)).sum() / max((pred == c).sum()
+                                                           + (truth == c).sum(), 1)
+              for c in classes]
+    return float(np.mean(scores))
+
+
+@pytest.mark.slow
+def test_learning_from_corrected_slices_raises_dice_on_the_uncorrected_ones():
+    """Sample brain block: a weak model, the truth painted on 4 slices, learn, compare."""
+    from napari_unet.sample_files import sample_path
+    from napari_unet.training import train
+
+    scan = read_volume(sample_path("brain_t1"))
+    truth = read_volume(sample_path("brain_tissue_labels")).array
+    z0 = scan.array.shape[0] // 2 - 12
+    block = (slice(z0, z0 + 24), slice(36, 196), slice(2, 194))
+    volume = Volume(np.ascontiguousarray(scan.array[block]), scan.spacing, scan.origin,
+                    scan.direction, name="brain block")
+    truth = np.ascontiguousarray(truth[block]).astype(np.uint8)
+    weak = train(volume, truth, task="segment", n_classes=3, iterations=5, base=8,
+                 patch_size=(64, 64), batch_size=4, val_fraction=0.0, device="cpu", seed=0)
+    session = CorrectionSession.start(volume, weak.model, axis=0, device="cpu",
+                                      roi_size=(160, 192))
+    corrected = [3, 9, 15, 21]
+    others = [i for i in range(24) if i not in corrected]
+    session.labels[corrected] = truth[corrected]  # the clinician's corrections
+    before = dice(session.labels[others], truth[others])
+    session.learn(iterations=40, time_budget=None, lr=1e-3, device="cpu", seed=0)
+    after = dice(session.labels[others], truth[others])
+    np.testing.assert_array_equal(session.labels[corrected], truth[corrected])
+    assert after > before + 0.2, (before, after)

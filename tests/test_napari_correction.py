@@ -5,13 +5,13 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from widget_helpers import SCALE, TRANSLATE, add_scan, tiny_model_file
 
 from napari_unet._napari.correction_widget import CorrectionWidget
 from napari_unet._napari.inference_widget import InferenceWidget
 from napari_unet._napari.model_picker import FILE
 from napari_unet.checkpoint import load_model
 from napari_unet.inference import predict_slices
+from widget_helpers import SCALE, TRANSLATE, add_scan, tiny_model_file
 
 pytestmark = pytest.mark.gui
 

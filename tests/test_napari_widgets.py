@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from widget_helpers import SCALE, TRANSLATE, add_scan, errors_shown, phantom, tiny_model_file
 
 from napari_unet._napari.inference_widget import InferenceWidget
 from napari_unet._napari.model_picker import FILE, NEW
 from napari_unet._napari.training_widget import TrainingWidget
+from widget_helpers import SCALE, TRANSLATE, add_scan, errors_shown, phantom, tiny_model_file
 
 pytestmark = pytest.mark.gui
 
@@ -50,6 +50,10 @@ def test_inference_gives_aligned_labels_named_after_input_and_model(make_napari_
     np.testing.assert_allclose(labels.translate, TRANSLATE)
     np.testing.assert_allclose(labels.affine.affine_matrix, scan.affine.affine_matrix)
     assert list(labels.features["class"]) == ["background", "block", "disc"]
+    for cls in ("background", "block", "disc"):
+        prob = viewer.layers[f"scan tiny p({cls})"]
+        assert prob.data.shape == scan.data.shape and not prob.rgb
+        np.testing.assert_allclose(prob.translate, TRANSLATE)
     unc = viewer.layers["scan tiny uncertainty"]
     assert unc.data.shape == scan.data.shape
     np.testing.assert_allclose(unc.scale, SCALE)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .io.volume import Volume
 
 Progress = Callable[[int, int], None]
+_REPREDICT_KEYS = ("roi_size", "overlap", "batch_size", "device", "tta")
 Cancel = Callable[[], bool]
 
 
@@ -60,7 +61,8 @@ class CorrectionSession:
 
     def __init__(self, volume: Volume, model: Model, output: np.ndarray, axis: int,
                  labels: np.ndarray | None = None,
-                 slice_uncertainty: np.ndarray | None = None):
+                 slice_uncertainty: np.ndarray | None = None,
+                 predict_options: dict | None = None):
         if model.task.kind != "segment":
             raise TaskError(f"the correction loop needs a segmentation model; {model.name!r} "
                             f"does {model.task.describe()}")
@@ -79,6 +81,9 @@ class CorrectionSession:
         n = self.n_slices
         unc = None if slice_uncertainty is None else np.asarray(slice_uncertainty, float)
         self.slice_uncertainty = unc if unc is not None and unc.shape == (n,) else None
+        # re-predictions use the settings of the first run (ROI, overlap, TTA, device)
+        self.predict_options = {k: v for k, v in (predict_options or {}).items()
+                                if k in _REPREDICT_KEYS}
         self.reviewed: set[int] = set()
         self._undo: list[_UndoStep] = []
         self.rounds = 0
@@ -93,7 +98,7 @@ class CorrectionSession:
         pred = predict(volume, model, axis=axis, progress=progress, cancel=cancel,
                        **predict_kwargs)
         return cls(volume, model, pred.labels, pred.axis,
-                   slice_uncertainty=pred.slice_uncertainty)
+                   slice_uncertainty=pred.slice_uncertainty, predict_options=predict_kwargs)
 
     # -- what the user did ------------------------------------------------------------
 
@@ -188,7 +193,7 @@ class CorrectionSession:
         from .inference import predict_slices
 
         pred = predict_slices(self.volume, model, slices, axis=self.axis, progress=progress,
-                              cancel=cancel)
+                              cancel=cancel, **self.predict_options)
         labels = np.moveaxis(pred.labels, self.axis, 0)[slices]
         unc = pred.slice_uncertainty
         return labels, (None if unc is None else np.asarray(unc, float)[slices])

@@ -39,7 +39,8 @@ def session_for(layer):
     if not isinstance(data, np.ndarray):
         raise NapariUnetError(f"{layer.name!r} is not an in-memory array")
     session = CorrectionSession(volume, result["model"], result["output"], result["axis"],
-                                labels=data, slice_uncertainty=result["slice_uncertainty"])
+                                labels=data, slice_uncertainty=result["slice_uncertainty"],
+                                predict_options=result.get("settings"))
     layer.metadata[SESSION_KEY] = session
     return session
 
@@ -49,8 +50,9 @@ class CorrectionWidget(Container):
 
     def __init__(self, viewer):
         self.viewer = viewer
-        self.labels_layer = ComboBox(label="labels", choices=lambda _w: result_labels_layers(viewer),
-                               tooltip="a segmentation made by the UNet inference widget")
+        self.labels_layer = ComboBox(label="labels",
+                                     choices=lambda _w: result_labels_layers(viewer),
+                                     tooltip="a segmentation made by the UNet inference widget")
         self.edited = Label(value="edited slices: 0")
         self.budget = SpinBox(label="time budget (s)", min=1, max=3600, value=30)
         self.learn_button = PushButton(text="Learn from corrections")

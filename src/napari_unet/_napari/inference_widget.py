@@ -7,6 +7,8 @@ calling thread (``run_sync``, for tests and scripts).
 
 from __future__ import annotations
 
+import contextlib
+
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -97,11 +99,10 @@ class InferenceWidget(Container):
         reason = self.problem()
         self.status.value = "" if reason is None else reason
         self.run_button.enabled = reason is None and not self.job.running
-        if reason is None and not self.picker.is_new and self.axis.value == "auto":
-            try:
-                self.axis.tooltip = f"auto = the model's default axis ({self.picker.default_axis()})"
-            except (NapariUnetError, OSError):
-                pass
+        if reason is None and not self.picker.is_new:
+            with contextlib.suppress(NapariUnetError, OSError):
+                axis = self.picker.default_axis()
+                self.axis.tooltip = f"auto = the model's default axis ({axis})"
 
     def predict_kwargs(self) -> dict:
         return {

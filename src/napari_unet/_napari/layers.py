@@ -109,7 +109,8 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
         names = list(model.task.class_names)
         result = {"model": model, "output": np.array(prediction.labels, copy=True),
                   "axis": int(prediction.axis),
-                  "slice_uncertainty": getattr(prediction, "slice_uncertainty", None)}
+                  "slice_uncertainty": getattr(prediction, "slice_uncertainty", None),
+                  "settings": _settings_dict(prediction)}
         out.append((prediction.labels, {**geo, "name": name, "features": class_features(names),
                                         "colormap": class_colormap(len(names)),
                                         "metadata": {**meta, RESULT_KEY: result}}, "labels"))
@@ -117,14 +118,21 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
         out.append((prediction.image, {**geo, "name": name, "metadata": meta,
                                        "colormap": "gray"}, "image"))
     probs = getattr(prediction, "probabilities", None)
-    if probs is not None:
-        out.append((probs, {**geo, "name": f"{name} probabilities", "colormap": "magma",
-                            "visible": False, "metadata": meta}, "image"))
+    if probs is not None:  # (Z, Y, X, C): one layer per class, never read as RGB
+        for c, cls in enumerate(model.task.class_names[-probs.shape[-1]:]):
+            out.append((probs[..., c], {**geo, "name": f"{name} p({cls})", "rgb": False,
+                                        "colormap": "magma", "contrast_limits": (0.0, 1.0),
+                                        "visible": False, "metadata": meta}, "image"))
     unc = getattr(prediction, "uncertainty", None)
     if unc is not None:
         out.append((unc, {**geo, "name": f"{name} uncertainty", "colormap": "inferno",
                           "visible": False, "metadata": meta}, "image"))
     return out
+
+
+def _settings_dict(prediction) -> dict:
+    settings = getattr(prediction, "settings", None)
+    return settings.to_dict() if hasattr(settings, "to_dict") else {}
 
 
 def add_or_update(viewer, tuples: list) -> list:

@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--base", type=int, default=16, help="UNet base width (default 16)")
     p.add_argument("--patch", nargs=2, type=int, default=[128, 128], metavar=("H", "W"))
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (default 1e-2)")
     p.add_argument("--val-fraction", type=float, default=0.15,
                    help="fraction of slices held out as one contiguous block (default 0.15)")
     p.add_argument("--val-block", nargs=2, type=int, metavar=("START", "STOP"),

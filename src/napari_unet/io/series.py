@@ -91,6 +91,8 @@ def read_header(path: str | Path):
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
     except InvalidDicomError:
+        if not _starts_like_dataset(path):
+            return None, "not a DICOM file"
         try:  # old files without the 128-byte preamble (e.g. pydicom's rtstruct.dcm)
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
         except Exception:
@@ -100,6 +102,17 @@ def read_header(path: str | Path):
     except Exception as e:
         return None, f"unreadable DICOM header ({type(e).__name__}: {e})"
     return ds, None
+
+
+def _starts_like_dataset(path) -> bool:
+    """A file without preamble is parsed only if it starts with a group 0002/0008 tag,
+    so that arbitrary large files in a folder are not parsed as DICOM."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 
 
 def non_image_reason(ds) -> str | None:

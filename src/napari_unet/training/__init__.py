@@ -5,7 +5,7 @@ API summary (see each function's docstring):
 ``train(images, labels=None, *, task='segment'|'denoise', n_classes=None, class_names=None,
 noise='gaussian'|'rician'|'poisson', noise_level=0.05, self_supervised=False, axis=0,
 init=None, base=16, patch_size=(128, 128), batch_size=8, iterations=None,
-time_budget=None, lr=1e-3, val_fraction=0.15, val_block=None, val_gap=0, val_every=None,
+time_budget=None, lr=1e-2, val_fraction=0.15, val_block=None, val_gap=0, val_every=None,
 seed=0, device='auto', normalization=None, augment=True, name=None,
 progress=None, cancel=None, on_metrics=None) -> TrainResult``
 

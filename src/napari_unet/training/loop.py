@@ -4,7 +4,8 @@ Stops after ``iterations`` or ``time_budget`` seconds (whichever comes first), r
 ``progress(done, total)`` (iterations, or whole seconds of the budget), raises
 :class:`~napari_unet.errors.Cancelled` as soon as ``cancel()`` returns True, and validates
 every ``val_every`` iterations (or every tenth of the time budget) and at the end.
-The learning rate follows a cosine from ``lr`` down to 5% of it over the run.
+The learning rate warms up linearly over the first 3% of the run, then follows a cosine
+from ``lr`` down to 5% of it (progress measured in iterations or in elapsed budget).
 """
 
 from __future__ import annotations
@@ -93,8 +94,12 @@ def _step(net, batch: Batch, loss_fn, opt, device, fmt) -> float:
     return float(loss.detach())
 
 
+WARMUP = 0.03
+
+
 def _set_lr(opt, lr: float, fraction: float) -> None:
     scale = 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
+    scale *= min(1.0, 0.1 + 0.9 * fraction / WARMUP)
     for group in opt.param_groups:
         group["lr"] = lr * scale
 

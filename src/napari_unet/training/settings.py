@@ -40,7 +40,7 @@ class TrainSettings:
     batch_size: int = 8
     iterations: int | None = None
     time_budget: float | None = None
-    lr: float = 1e-3
+    lr: float = 1e-2
     val_fraction: float = 0.15
     val_block: tuple[int, int] | None = None
     val_gap: int = 0
