@@ -63,3 +63,19 @@ def test_errors_leave_no_model_behind(tmp_path, scans, capsys):
         main(["train", "--task", "segment", "--images", scans[0], "--time-budget", "5",
               "--iterations", "3", "-o", str(out)])
     assert exc.value.code == 2 and not out.exists()
+
+
+def test_self_supervised_from_init_and_init_is_never_overwritten(tmp_path, capsys):
+    clean = smooth_volume(22)
+    noisy = clean + np.random.default_rng(0).normal(0, 40, clean.shape).astype(np.float32)
+    scan = _nifti(tmp_path / "noisy.nii.gz", noisy)
+    first = tmp_path / "n2v.safetensors"
+    args = ["train", "--task", "denoise", "--images", scan, "--self-supervised",
+            "--iterations", "5", *TINY]
+    assert main([*args, "-o", str(first)]) == 0
+    assert main([*args, "--init", str(first), "-o", str(first)]) == 1
+    assert "overwrite the --init model" in capsys.readouterr().err
+    second = tmp_path / "n2v_more.safetensors"
+    assert main([*args, "--init", str(first), "-o", str(second)]) == 0
+    parent = load_model(second, device="cpu").meta.provenance["parent"]
+    assert parent["hash"] == load_model(first, device="cpu").hash

@@ -13,20 +13,13 @@ from napari_unet.inference import predict_slices
 from napari_unet.io import read_volume
 from napari_unet.io.volume import Volume
 from napari_unet.tasks import make_task
+from widget_helpers import (
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    phantom,
+)
 
 FAST = {"iterations": 3, "time_budget": None, "device": "cpu", "batch_size": 2,
         "patch_size": (32, 32)}
-
-
-def phantom(shape=(8, 40, 48), seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """A noisy scan with a bright block (class 1) and a dim disc (class 2)."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.indices(shape)
-    labels = np.zeros(shape, np.uint8)
-    labels[:, 8:24, 10:30] = 1
-    labels[((y - 28) ** 2 + (x - 36) ** 2) < 36] = 2
-    image = (np.array([10.0, 100.0, 50.0])[labels] + rng.normal(0, 5, shape)).astype(np.float32)
-    return image, labels
 
 
 @pytest.fixture

@@ -11,7 +11,13 @@ from napari_unet._napari.inference_widget import InferenceWidget
 from napari_unet._napari.model_picker import FILE
 from napari_unet.checkpoint import load_model
 from napari_unet.inference import predict_slices
-from widget_helpers import SCALE, TRANSLATE, add_scan, tiny_model_file
+from widget_helpers import (
+    SCALE,
+    TRANSLATE,
+    add_scan,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    tiny_model_file,
+)
 
 pytestmark = pytest.mark.gui
 

@@ -8,7 +8,15 @@ import pytest
 from napari_unet._napari.inference_widget import InferenceWidget
 from napari_unet._napari.model_picker import FILE, NEW
 from napari_unet._napari.training_widget import TrainingWidget
-from widget_helpers import SCALE, TRANSLATE, add_scan, errors_shown, phantom, tiny_model_file
+from widget_helpers import (
+    SCALE,
+    TRANSLATE,
+    add_scan,
+    errors_shown,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    phantom,
+    tiny_model_file,
+)
 
 pytestmark = pytest.mark.gui
 

@@ -43,11 +43,10 @@ def blobs(seed: int = 0, shape=(6, 48, 48)) -> tuple[np.ndarray, np.ndarray]:
 
 
 def smooth_volume(seed: int = 0, shape=(6, 48, 48)) -> np.ndarray:
-    """A clean, smooth image volume for denoising."""
+    """A clean image volume for denoising: smooth shading plus bright discs."""
     _, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float32)
-    img, _ = blobs(seed, shape)
-    base = 200 + 150 * np.sin(y / 7.0) * np.cos(x / 9.0)
-    return (base + 0 * img).astype(np.float32) + 400 * (blobs(seed, shape)[1] > 0)
+    shading = 200 + 150 * np.sin(y / 7.0) * np.cos(x / 9.0)
+    return (shading + 400 * (blobs(seed, shape)[1] > 0)).astype(np.float32)
 
 
 def falls(losses: list[float], k: int = 8) -> bool:
@@ -131,10 +130,13 @@ def test_progress_cancel_and_time_budget():
     calls = []
     train(img, lab, iterations=7, progress=lambda d, t: calls.append((d, t)), **TINY)
     assert calls == [(i, 7) for i in range(1, 8)]
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled) as exc:
         train(img, lab, iterations=50, cancel=lambda: len(calls) >= 10,
               progress=lambda d, t: calls.append((d, t)), **TINY)
     assert len(calls) == 10
+    partial = exc.value.partial
+    assert partial.iterations == 3 and partial.stopped_by == "cancelled"
+    assert partial.model.meta.provenance["iterations"] == 3
     res = train(img, lab, time_budget=1.0, **TINY)
     assert res.stopped_by == "time_budget" and res.iterations >= 1
 
@@ -160,6 +162,8 @@ def test_bad_input_is_refused_with_reasons(tmp_path):
         train([img, img], [lab], iterations=1, **TINY)
     with pytest.raises(TaskError, match="supervised denoising"):
         train(img, lab, task="denoise", iterations=1, **TINY)
+    with pytest.raises(TaskError, match="clean reference"):
+        train(img, img[:, :40], task="denoise", self_supervised=True, iterations=1, **TINY)
     with pytest.raises(TaskError, match="noise level"):
         TrainSettings(task="denoise", noise_level=5)
     with pytest.raises(VolumeReadError, match="missing.nii.gz"):
@@ -215,3 +219,19 @@ def test_masked_losses_ignore_untrusted_voxels(n_classes):
     g = [torch.autograd.grad(loss(logits, t, mask), logits)[0] for t in (t1, t2)]
     assert torch.equal(g[0], g[1]) and (g[0][:, :, 8:] == 0).all()
     assert torch.isfinite(loss(logits, t1)).all()
+
+
+def test_validation_dice_matches_what_predict_gives():
+    """Training's normalisation and decision are the ones inference applies."""
+    from napari_unet.inference import predict
+    from napari_unet.training.metrics import DiceCounter
+
+    img, lab = blobs(8)
+    res = train(img, lab, iterations=20, **TINY)
+    start, stop = res.model.meta.provenance["held_out_slices"][0]
+    pred = predict(img, res.model, roi_size=(48, 48), device="cpu").labels
+    counter = DiceCounter(3)
+    counter.add(torch.from_numpy(pred[start:stop]), torch.from_numpy(lab[start:stop]))
+    dice = counter.per_class()
+    assert res.metrics["val_dice_class 1"] == pytest.approx(dice[1], abs=1e-3)
+    assert res.metrics["val_dice_class 2"] == pytest.approx(dice[2], abs=1e-3)

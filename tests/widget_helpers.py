@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from napari_unet.checkpoint import Model
 from napari_unet.tasks import make_task
@@ -42,3 +43,16 @@ def add_scan(viewer, shape=(8, 40, 48), name: str = "scan"):
 def errors_shown(records) -> list[str]:
     """Messages of error notifications in napari's notification records."""
     return [str(n.message) for n in records if str(n.severity).lower().endswith("error")]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(monkeypatch):
+    """One torch thread: on a shared 2-core machine two threads spin against each other
+    (a fine-tuning step measured 25x slower), and these tests are tiny anyway."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inference reads it per run
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -138,6 +138,7 @@ class CorrectionSession:
             raise NapariUnetError("no corrected slices yet: correct the labels on a few "
                                   "slices with the paint, fill or erase tools, then learn")
         stage = _Stages(progress, 2)
+        finetune_kwargs.setdefault("device", self.predict_options.get("device", "auto"))
         result = finetune(self.model, self.volume, labels, trusted, axis=self.axis,
                           time_budget=time_budget, progress=stage(0), cancel=cancel,
                           **finetune_kwargs)

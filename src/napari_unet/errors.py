@@ -23,5 +23,9 @@ class VolumeReadError(NapariUnetError):
     """A scan that cannot be read; the message names the file and the reason."""
 
 
+class VolumeWriteError(NapariUnetError, ValueError):
+    """An output that cannot be written as asked (shape, path); names the file."""
+
+
 class Cancelled(NapariUnetError):
     """A long job stopped because its ``cancel()`` callable returned True."""

@@ -66,7 +66,7 @@ class InferenceWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.job.cancel)
         for w in (self.image, self.picker.source, self.picker.file, self.picker.kind,
-                  self.picker.classes):
+                  self.picker.classes, self.picker.class_names):
             w.changed.connect(self._check)
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
@@ -125,13 +125,12 @@ class InferenceWidget(Container):
         layer = self.image.value
         volume = L.volume_from_layer(layer)
         kwargs = self.predict_kwargs()
-        ch = layer_channels(layer)
-        picker = self.picker
+        load = self.picker.loader(layer_channels(layer), device=kwargs["device"])
 
         def fn(progress, cancel):
             from ..inference import predict
 
-            model = picker.load(ch, device=kwargs["device"])
+            model = load()
             pred = predict(volume, model, progress=progress, cancel=cancel, **kwargs)
             return layer, volume, model, pred
 

@@ -143,7 +143,7 @@ def add_or_update(viewer, tuples: list) -> list:
         if name in viewer.layers and viewer.layers[name]._type_string == kind:
             old = viewer.layers[name]
             old.data = data
-            old.metadata.update(kw.get("metadata", {}))
+            old.metadata = dict(kw.get("metadata", {}))  # drops a stale correction session
             layers.append(old)
             continue
         layers.append(getattr(viewer, f"add_{kind}")(data, **kw))

@@ -78,12 +78,17 @@ class ModelPicker(Container):
 
     def load(self, in_channels: int = 1, device: str = "auto"):
         """The chosen model, loaded (or freshly initialised for a new model)."""
+        return self.loader(in_channels, device)()
+
+    def loader(self, in_channels: int = 1, device: str = "auto"):
+        """A callable that loads the choice made now; safe to call from a worker thread."""
         from ..checkpoint import Model, load_model
 
         if self.is_new:
             task = self.task(in_channels)
-            return Model.new(task, base=16, name=f"new-{task.kind}").to(_device(device))
-        return load_model(self.ref(), device=device)
+            return lambda: Model.new(task, base=16, name=f"new-{task.kind}").to(_device(device))
+        ref = self.ref()
+        return lambda: load_model(ref, device=device)
 
     def _update(self, *_):
         new, seg = self.is_new, self.kind.value == "segment"

@@ -14,12 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NapariUnetError
+from ..errors import VolumeWriteError
 from .volume import Volume
-
-
-class VolumeWriteError(NapariUnetError, ValueError):
-    """An output that cannot be written as asked (shape, path); names the file."""
 
 
 def output_dtype(data: np.ndarray) -> np.dtype:

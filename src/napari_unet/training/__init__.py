@@ -29,11 +29,18 @@ data file names, date, iterations, seconds, seed, metrics, held-out slices, nois
 ``.history`` (list of dicts), ``.metrics`` (final ``val_*``), ``.losses`` (every
 iteration), ``.iterations``, ``.seconds``, ``.stopped_by``.
 
-``finetune(model, volume, labels, trusted, *, axis=None, iterations=None, time_budget=30,
-lr=3e-4, ..., progress=None, cancel=None, seed=0) -> TrainResult``: a NEW model (the input
-is never changed) trained only on what a person checked: ``trusted`` is a per-slice (1-D
-along ``axis``) or per-voxel boolean mask; everything else is ignored by the loss.
-Provenance records ``parent`` (name, hash) and ``corrected_slices``.
+``finetune(model, volume, labels, trusted, *, axis=None, iterations=None, time_budget=None,
+lr=1e-3, batch_size=4, patch_size=None, freeze_encoder=False, augment=True, seed=0,
+device='auto', name=None, progress=None, cancel=None, on_metrics=None) -> TrainResult``
+
+- A NEW model (the input is never changed), trained only on what a person checked:
+  ``trusted`` is a per-slice (1-D along ``axis``, default the model's axis) or per-voxel
+  boolean mask; unchecked labels are zeroed before sampling and masked out of the loss.
+- 30 s on the CPU when neither ``iterations`` nor ``time_budget`` is given.
+- Provenance adds ``parent`` (name, hash), ``corrected_slices`` and ``finetune`` details;
+  ``.metrics`` holds ``trusted_dice_before`` / ``trusted_dice`` (fit to the checked voxels).
+
+``TrainSettings``: the same options as a dataclass (what the CLI and the widget build).
 """
 
 from __future__ import annotations

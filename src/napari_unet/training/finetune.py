@@ -5,6 +5,22 @@ before anything sees them (crop placement included) and the loss is voxel-masked
 unchecked labels have no influence at all. The input model is never modified: the
 result is a new :class:`~napari_unet.checkpoint.Model` whose provenance names its parent,
 so the correction loop can always undo.
+
+Defaults come from an experiment on the sample brain (``sample_data/brain_t1.nii.gz``,
+axial slices): a 3-class model trained 60 iterations without slices 80..139 (untrusted
+Dice grey/white 0.820/0.726), fine-tuned for 30 s (1 CPU thread, busy machine) on 5
+corrected slices of that block, scored on the 55 other slices of the block:
+
+=========================  ===================  ==================
+setting                    Dice grey / white    iterations in 30 s
+=========================  ===================  ==================
+all layers, lr 3e-4        0.931 / 0.943        148
+encoder frozen, lr 3e-4    0.908 / 0.926        130
+all layers, lr 1e-3        **0.939 / 0.953**    99
+encoder frozen, lr 1e-3    0.934 / 0.951        151
+=========================  ===================  ==================
+
+so every layer is trained (``freeze_encoder=False``) at ``lr=1e-3``.
 """
 
 from __future__ import annotations
@@ -29,7 +45,7 @@ DEFAULT_SECONDS = 30.0  # about what a 2-core laptop CPU can spare while a perso
 
 def finetune(model, volume, labels, trusted, *, axis: int | None = None,
              iterations: int | None = None, time_budget: float | None = None,
-             lr: float = 3e-4, batch_size: int = 4, patch_size: tuple[int, int] | None = None,
+             lr: float = 1e-3, batch_size: int = 4, patch_size: tuple[int, int] | None = None,
              freeze_encoder: bool = False, augment: bool = True, seed: int = 0,
              device: str = "auto", name: str | None = None, progress=None, cancel=None,
              on_metrics=None) -> TrainResult:

@@ -58,7 +58,7 @@ def run_loop(net: torch.nn.Module, next_batch: Callable[[], Batch], loss_fn: Cal
     try:
         while not clock.done(out.iterations):
             if cancel is not None and cancel():
-                raise Cancelled(f"training cancelled after {out.iterations} iterations")
+                raise _cancelled(out, start)
             _set_lr(opt, cfg.lr, clock.fraction(out.iterations))
             (train_mode or _train)(net)
             loss = _step(net, next_batch(), loss_fn, opt, cfg.device, fmt)
@@ -72,10 +72,23 @@ def run_loop(net: torch.nn.Module, next_batch: Callable[[], Batch], loss_fn: Cal
         _log(out, net, validate, since_log, opt, start, on_metrics)
     finally:
         net.to(memory_format=torch.contiguous_format).eval()
-    out.seconds = time.perf_counter() - start
-    out.stopped_by = clock.stopped_by(out.iterations)
-    out.metrics = {k: v for k, v in out.history[-1].items() if k.startswith("val_")}
+    _finish(out, start, clock.stopped_by(out.iterations))
     return out
+
+
+def _finish(out: LoopOutcome, start: float, stopped_by: str) -> None:
+    out.seconds = time.perf_counter() - start
+    out.stopped_by = stopped_by
+    last = out.history[-1] if out.history else {}
+    out.metrics = {k: v for k, v in last.items() if k.startswith("val_")}
+
+
+def _cancelled(out: LoopOutcome, start: float) -> Cancelled:
+    """The exception, carrying what was learnt so far (``.outcome``) for callers to keep."""
+    _finish(out, start, "cancelled")
+    exc = Cancelled(f"training cancelled after {out.iterations} iterations")
+    exc.outcome = out
+    return exc
 
 
 def _train(net: torch.nn.Module) -> None:

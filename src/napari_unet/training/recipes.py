@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import TaskError
 from ..normalize import Fitted, Normalization
 from ..tasks import TaskSpec
 from .blindspot import blindspot
@@ -197,6 +198,10 @@ def self_supervised_denoising(task: TaskSpec, images: list[Source],
             continue
         noisy = torch.from_numpy(img[val_idx])
         if references:
+            if references[v].array.shape != src.array.shape:
+                raise TaskError(f"{references[v].name}: clean reference of shape "
+                                f"{references[v].array.shape} does not match the noisy scan "
+                                f"{src.name} {src.array.shape}")
             ref = to_numpy(fitted.forward(_slices(references[v].array.astype(np.float32),
                                                   s.axis)))
             val.append((noisy, torch.from_numpy(ref[val_idx])))

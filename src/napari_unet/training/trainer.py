@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..errors import TaskError
+from ..errors import Cancelled, TaskError
 from ..normalize import Normalization
 from ..tasks import TaskSpec, make_task
 from . import recipes
@@ -29,8 +29,10 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     order. Settings come as keyword arguments (see :class:`TrainSettings`) or a
     ``settings`` object. ``progress(done, total)``, ``cancel()`` (raises
     :class:`~napari_unet.errors.Cancelled`) and ``on_metrics(dict)`` (each log/validation
-    step) follow the inference contract. For self-supervised denoising, ``labels`` may
-    hold clean references, used only to report validation PSNR.
+    step) follow the inference contract; a cancelled run's exception carries the model
+    trained so far as ``exc.partial`` (a TrainResult, stopped_by "cancelled"). For
+    self-supervised denoising, ``labels`` may hold clean references, used only to report
+    validation PSNR.
     """
     s = replace(settings, **options) if settings is not None else TrainSettings(**options)
     from ..devices import resolve_device
@@ -47,9 +49,17 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     recipe = _recipe(s, task, sources, targets, norm, device)
     cfg = LoopConfig(s.iterations, s.time_budget, s.lr, val_every=s.val_every, device=device,
                      channels_last=s.channels_last)
-    out = run_loop(model.net, recipe.next_batch, make_loss(task), cfg, recipe.validate,
-                   progress=progress, cancel=cancel, on_metrics=on_metrics)
-    prov = _provenance(s, sources, parent, out, recipe.info, device)
+    try:
+        out = run_loop(model.net, recipe.next_batch, make_loss(task), cfg, recipe.validate,
+                       progress=progress, cancel=cancel, on_metrics=on_metrics)
+    except Cancelled as exc:  # keep the partly trained model reachable: exc.partial
+        exc.partial = _result(model, exc.outcome, s, sources, parent, recipe.info, device)
+        raise
+    return _result(model, out, s, sources, parent, recipe.info, device)
+
+
+def _result(model, out, s, sources, parent, info, device) -> TrainResult:
+    prov = _provenance(s, sources, parent, out, info, device)
     model.meta = replace(model.meta, provenance={**model.meta.provenance, **prov}, hash="")
     return TrainResult(model, out.history, out.metrics, out.losses, out.iterations,
                        out.seconds, out.stopped_by)
