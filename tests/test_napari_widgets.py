@@ -161,7 +161,7 @@ def test_training_widget_trains_saves_and_plots(make_napari_viewer, tmp_path):
 
 
 def test_screenshot_with_docked_widgets(make_napari_viewer, tmp_path):
-    from skimage.io import imread, imsave
+    from skimage.io import imread
 
     viewer = make_napari_viewer(show=True)
     add_scan(viewer)
@@ -174,9 +174,28 @@ def test_screenshot_with_docked_widgets(make_napari_viewer, tmp_path):
 
     viewer.window.add_dock_widget(CorrectionWidget(viewer), name="UNet correction",
                                   area="right")
-    shot = viewer.screenshot(canvas_only=False, flash=False)
     path = tmp_path / "screenshot.png"
-    imsave(path, shot)
+    shot = viewer.screenshot(str(path), canvas_only=False, flash=False)
     saved = imread(path)
+    assert saved.shape[:2] == shot.shape[:2]
     assert saved.ndim == 3 and saved.shape[0] > 300 and saved.shape[1] > 400
     assert saved[..., :3].std() > 10 and len(np.unique(saved[..., 0])) > 20
+
+
+def test_training_widget_trains_from_files(make_napari_viewer, tmp_path):
+    import nibabel as nib
+
+    image, labels = phantom((6, 32, 40))
+    for name, data in (("scan.nii.gz", image), ("truth.nii.gz", labels)):
+        nib.Nifti1Image(data.transpose(2, 1, 0), np.eye(4)).to_filename(tmp_path / name)
+    widget = TrainingWidget(make_napari_viewer())
+    widget.source.value = "files"
+    assert shown(widget.image_files) and not shown(widget.image)
+    widget.image_files.value = [tmp_path / "scan.nii.gz"]
+    widget.label_files.value = [tmp_path / "truth.nii.gz"]
+    widget.classes.value, widget.base.value, widget.budget.value = 3, 4, 1
+    widget.output.value = tmp_path / "from_files.safetensors"
+    widget.run_sync()
+    assert widget.job.state == "done", widget.job.error
+    assert widget.result.model.task.class_names[0] == "background"
+    assert "scan.nii.gz" in str(widget.result.model.meta.provenance)

@@ -38,7 +38,7 @@ Cancel = Callable[[], bool]
 
 # Default CPU batch: about this many bytes of activations per forward pass (fits in cache
 # far better than huge batches, and bounds peak memory for 512 x 512 CT slices).
-CPU_ACTIVATION_BUDGET = 192 * 2**20
+CPU_ACTIVATION_BUDGET = 64 * 2**20
 MAX_BATCH = 64
 
 
