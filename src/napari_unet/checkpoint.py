@@ -157,11 +157,18 @@ def save_model(path: str | os.PathLike, net: torch.nn.Module, meta: ModelMeta) -
     os.close(fd)
     try:
         save_file(state, tmp, metadata={"napari_unet": json.dumps(meta.to_dict())})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a model file is for sharing
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return meta
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[ModelMeta, dict[str, torch.Tensor]]:
