@@ -227,27 +227,25 @@ class CorrectionWidget(Container):
     # -- saving -----------------------------------------------------------------------------
 
     def save_model(self, *_):
-        path = str(self.model_path.value)
-        if path in ("", "."):
-            self.job._fail(NapariUnetError("choose a model file name first"))
-            return None
-        try:
-            out = self.session.save_model(path)
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            self.job._fail(exc)
-            return None
-        self.status.value = f"saved model {out}"
+        out = self._save("model", self.model_path, self.session.save_model)
+        if out is not None:
+            self.status.value = f"saved model {out}"
         return out
 
     def save_labels(self, *_):
-        path = str(self.labels_path.value)
+        out = self._save("labels", self.labels_path, self.session.save_labels)
+        if out is not None:
+            self.status.value = "saved " + ", ".join(str(p) for p in out)
+        return out
+
+    def _save(self, what: str, path_widget, save):
+        """Run one of the session's savers; failures become notifications, not crashes."""
+        path = str(path_widget.value)
         if path in ("", "."):
-            self.job._fail(NapariUnetError("choose a labels file name first"))
+            self.job._fail(NapariUnetError(f"choose a {what} file name first"))
             return None
         try:
-            out = self.session.save_labels(path)
+            return save(path)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self.job._fail(exc)
             return None
-        self.status.value = "saved " + ", ".join(str(p) for p in out)
-        return out
