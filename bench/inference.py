@@ -110,10 +110,11 @@ def brain_benchmark(args) -> dict:
     roi = tuple(args.roi or model.meta.patch_size)
     n_slices, h, w = volume.array.shape[:3]
     predict(volume.array[:4], model, axis=0, device=args.device)  # warm-up (oneDNN kernels)
+    gflops_before = matmul_gflops()
     t_a, pred = best_of(args.repeat, lambda: timed_predict(volume, model, device=args.device,
                                                             roi_size=roi))
     t_b, naive = best_of(args.repeat, lambda: naive_loop(volume, model, roi, 0.25))
-    gflops = matmul_gflops()
+    gflops = max(gflops_before, matmul_gflops())  # the machine's best: conservative %
     fpp = model.net.flops_per_pixel()
     model_gflops = fpp * n_slices * h * w / t_a / 1e9
     tiles = tiles_per_slice(h, w, roi)
@@ -195,6 +196,10 @@ def main() -> None:
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
     if not args.skip_ct:
         result["ct_512x512x400"] = ct_memory()
+    elif args.output.exists():  # keep the (slow) CT figure of an earlier full run
+        old = json.loads(args.output.read_text()).get("ct_512x512x400")
+        if old:
+            result["ct_512x512x400"] = {**old, "from_earlier_run": True}
     b = result["brain"]
     result["targets"] = {"ratio_a_over_b>=2.5": b["ratio_a_over_b"] >= 2.5,
                          "pct_of_matmul>=60": b["model_pct_of_matmul"] >= 60}

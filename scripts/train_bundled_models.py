@@ -515,6 +515,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sample-data", type=Path, default=ROOT / "sample_data")
     p.add_argument("--models-dir", type=Path, default=None)
     p.add_argument("--results", type=Path, default=None)
+    p.add_argument("--card-from", type=Path, default=None, metavar="JSON",
+                   help="only re-render MODEL_CARD.md from a results JSON (no training)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: a few iterations, a few slices, outputs in a temp dir")
     args = p.parse_args(argv)
@@ -532,6 +534,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse_args(argv)
+    if args.card_from is not None:
+        _atomic_write(args.models_dir / "MODEL_CARD.md",
+                      model_card(json.loads(args.card_from.read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     t_start = time.time()
     t1, labels = load_sample(args.sample_data)
