@@ -109,7 +109,7 @@ def test_probabilities_sum_to_one_and_uncertainty_is_normalised_entropy():
 def test_whole_slice_that_fits_the_roi_equals_the_net_itself():
     model = tiny_model("segment", 3, patch=(64, 64))
     vol = scan((3, 20, 24))
-    pred = predict(vol, model, probabilities=True)
+    pred = predict(vol, model, probabilities=True, precision="float32")
     assert not pred.tiled
     fitted = model.meta.normalization.fit(vol.array)
     for i in range(3):
@@ -158,7 +158,7 @@ def test_volume_smaller_than_roi_and_single_slice():
     model = tiny_model("segment", 3, patch=(128, 128))
     for shape in [(4, 7, 9), (1, 20, 24), (3, 1, 1)]:
         vol = scan(shape)
-        pred = predict(vol, model, probabilities=True)
+        pred = predict(vol, model, probabilities=True, precision="float32")
         assert pred.labels.shape == shape and not pred.tiled
         np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
 
@@ -258,7 +258,7 @@ def test_denoise_partial_run_leaves_nan_elsewhere():
 def test_tta_averages_the_flips():
     model = tiny_model("segment", 3)
     vol = scan((2, 12, 20))
-    pred = predict(vol, model, tta=True, probabilities=True)
+    pred = predict(vol, model, tta=True, probabilities=True, precision="float32")
     fitted = model.meta.normalization.fit(vol.array)
     x = torch.as_tensor(np.asarray(fitted.forward(vol.array[:, None]))).float()
     with torch.no_grad():
@@ -278,7 +278,7 @@ def test_denoise_tta_gives_a_spread_map():
 def test_ct_window_normalisation_and_int16():
     model = tiny_model("segment", 2, normalization=Normalization("window", -1000, 1000))
     vol = scan(dtype=np.int16)
-    pred = predict(vol, model, probabilities=True)
+    pred = predict(vol, model, probabilities=True, precision="float32")
     fitted = model.meta.normalization.fit(vol.array)
     ref = direct_probs(model, vol.array[2], fitted)
     np.testing.assert_allclose(pred.probabilities[2], ref, atol=1e-5)
@@ -346,7 +346,8 @@ def test_out_of_memory_at_batch_one_falls_back_to_cpu(monkeypatch):
     engine = Engine(Model(_FlakyNet(model.net), model.meta), torch.device("cpu"), 4, (32, 32))
     engine.device = torch.device("cuda")  # pretend: no GPU is needed to test the logic
     monkeypatch.setattr(Engine, "_to_device", lambda self, x: x)
-    monkeypatch.setattr(eng, "autocast_for", lambda device: torch.autocast("cpu", enabled=False))
+    monkeypatch.setattr(eng, "autocast_for",
+                        lambda device, dtype: torch.autocast("cpu", enabled=False))
     _FlakyNet.fails_left = 3  # batch 4, 2, 1 fail on the "GPU"
     x = torch.rand(4, 1, 12, 12)
     with warnings.catch_warnings(record=True) as caught:
@@ -361,3 +362,24 @@ def test_out_of_memory_at_batch_one_falls_back_to_cpu(monkeypatch):
     with pytest.raises(torch.cuda.OutOfMemoryError):
         engine(x)
     _FlakyNet.fails_left = 0
+
+
+def test_bfloat16_gives_the_float32_labels_and_auto_picks_it_only_where_it_pays():
+    from napari_unet.inference_engine import autocast_dtype, cpu_has_native_bf16
+
+    torch.manual_seed(3)
+    model = tiny_model("segment", 3, patch=(64, 64))
+    vol = scan((4, 40, 48))
+    ref = predict(vol, model, probabilities=True, precision="float32")
+    fast = predict(vol, model, probabilities=True, precision="bfloat16")
+    assert np.abs(fast.probabilities - ref.probabilities).max() < 0.02
+    assert (fast.labels == ref.labels).mean() > 0.98
+    cpu = torch.device("cpu")
+    seg, den = model.task, tiny_model("denoise").task
+    assert autocast_dtype(cpu, "float32", seg) is None
+    assert autocast_dtype(cpu, "auto", den) is None  # denoised intensities keep float32
+    assert autocast_dtype(cpu, "auto", seg) == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    with pytest.raises(TaskError, match="float16 needs a CUDA GPU"):
+        autocast_dtype(cpu, "float16", seg)
+    with pytest.raises(TaskError, match="precision must be one of"):
+        predict(vol, model, precision="half")

@@ -42,6 +42,9 @@ CPU_ACTIVATION_BUDGET = 64 * 2**20
 MAX_BATCH = 64
 
 
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
 @dataclass
 class InferenceSettings:
     """Everything that changes how :func:`predict` runs (the CLI and widgets fill this)."""
@@ -54,12 +57,18 @@ class InferenceSettings:
     tta: bool = False
     probabilities: bool = False  # keep per-class probabilities (float32, channel-last)
     uncertainty: bool = False  # keep the per-voxel uncertainty map (implied by probabilities)
+    # auto: bf16/fp16 on CUDA; bf16 for segmentation on CPUs with native bf16 (AVX512-BF16,
+    # AMX): about 2x faster there with the same labels; float32 everywhere else
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.axis != "auto" and self.axis not in (0, 1, 2, -1, -2, -3):
             raise TaskError(f"axis must be 0, 1, 2 or 'auto', not {self.axis!r}")
         if not 0.0 <= float(self.overlap) < 1.0:
             raise TaskError(f"overlap must lie in [0, 1) (got {self.overlap})")
+        if self.precision not in PRECISIONS:
+            raise TaskError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                            f"not {self.precision!r}")
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise TaskError(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.roi_size is not None:
@@ -129,7 +138,8 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     roi = settings.roi_size or tuple(model.meta.patch_size)
     device = resolve_device(settings.device)
     batch = settings.batch_size or default_batch_size(stack.shape[1:3], roi, model, device)
-    engine = Engine(model, device, batch, roi, settings.overlap, settings.tta)
+    engine = Engine(model, device, batch, roi, settings.overlap, settings.tta,
+                    settings.precision)
     prep = _Preprocess(model.meta.normalization.fit(array), _nonfinite_fill(array, name))
     out = _Outputs(model.task, array.shape, axis, settings)
     with cpu_threads(), _no_grad():

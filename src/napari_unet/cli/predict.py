@@ -50,6 +50,10 @@ def _add_inference_flags(p) -> None:
     p.add_argument("--batch-size", type=_positive_int, help="slices per batch (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
+    p.add_argument("--precision", default="auto",
+                   choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: mixed precision on CUDA, bf16 for segmentation on CPUs with "
+                   "native bf16, else float32")
     p.add_argument("--probabilities", action="store_true",
                    help="also write probabilities and an uncertainty map")
 
@@ -112,7 +116,8 @@ def build_settings(args):
     inference = InferenceSettings(axis=axis, roi_size=tuple(args.roi) if args.roi else None,
                                   overlap=args.overlap, batch_size=args.batch_size,
                                   device=args.device, tta=args.tta,
-                                  probabilities=args.probabilities)
+                                  probabilities=args.probabilities,
+                                  precision=args.precision)
     return BatchSettings(inference=inference, format=args.format, overwrite=args.overwrite,
                          workers=args.workers, scheduler=args.scheduler, quiet=args.quiet,
                          qc=not args.no_qc, series=args.series)
