@@ -39,6 +39,12 @@ class Normalization:
         if self.kind == "percentile" and not (self.lower >= 0 and self.upper <= 100):
             raise TaskError("percentile normalisation needs 0 <= lower < upper <= 100")
 
+    @classmethod
+    def default(cls, kind: str = "percentile", bounds=None) -> Normalization:
+        """0.5..99.5 percentiles (MR) or a -1000..1000 HU window (CT) unless bounds given."""
+        low, high = bounds or ((0.5, 99.5) if kind == "percentile" else (-1000.0, 1000.0))
+        return cls(kind, low, high)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -32,9 +32,7 @@ def run(args) -> int:
 
     task = make_task(args.task, in_channels=args.in_channels, n_classes=args.classes,
                      class_names=args.class_names)
-    low, high = args.norm_range or ((0.5, 99.5) if args.normalization == "percentile"
-                                    else (-1000.0, 1000.0))
-    norm = Normalization(args.normalization, low, high)
+    norm = Normalization.default(args.normalization, args.norm_range)
     out = Path(args.output)
     model = import_state_dict(args.state_dict, task, args.name or out.name.split(".")[0],
                               norm, args.axis, tuple(args.patch))

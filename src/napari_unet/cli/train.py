@@ -7,6 +7,7 @@ leaves nothing behind).
 
 from __future__ import annotations
 
+import json
 import sys
 
 
@@ -67,6 +68,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from ..batch.files import atomic_write_text
     from ..errors import TaskError
     from ..training import TrainSettings, train
 
@@ -96,7 +98,8 @@ def run(args) -> int:
                        on_metrics=bar.metrics)
     result.model.save(out)
     if args.history:
-        _write_json(Path(args.history), {"history": result.history, "metrics": result.metrics})
+        history = {"history": result.history, "metrics": result.metrics}
+        atomic_write_text(Path(args.history), json.dumps(history, indent=1))
     print(f"wrote {out}: {result.model.task.describe()}, {result.iterations} iterations in "
           f"{result.seconds:.0f} s; {_format(result.metrics)}")
     return 0
@@ -107,9 +110,7 @@ def _normalization(args):
 
     if args.normalization is None and args.norm_range is None:
         return None
-    kind = args.normalization or "percentile"
-    low, high = args.norm_range or ((0.5, 99.5) if kind == "percentile" else (-1000.0, 1000.0))
-    return Normalization(kind, low, high)
+    return Normalization.default(args.normalization or "percentile", args.norm_range)
 
 
 def _format(metrics: dict) -> str:
@@ -117,15 +118,6 @@ def _format(metrics: dict) -> str:
         return "no validation (no held-out slices)"
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in metrics.items())
-
-
-def _write_json(path, data) -> None:
-    import json
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 class _Bar:
