@@ -13,7 +13,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 
 from . import __version__
 from .errors import ModelFileError, TaskError
+from .io.write import atomic_path, make_shareable
 from .model import Architecture, UNet
 from .normalize import Normalization
 from .tasks import TaskSpec
@@ -152,23 +152,10 @@ def save_model(path: str | os.PathLike, net: torch.nn.Module, meta: ModelMeta) -
             "software": f"napari-unet {__version__}", **meta.provenance}
     meta = replace(meta, provenance=prov)
     meta = replace(meta, hash=content_hash(state, meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"napari_unet": json.dumps(meta.to_dict())})
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a model file is for sharing
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, SUFFIX) as tmp:  # temp file + rename: never a partial model
+        save_file(state, str(tmp), metadata={"napari_unet": json.dumps(meta.to_dict())})
+        make_shareable(tmp)  # a model file is for sharing
     return meta
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[ModelMeta, dict[str, torch.Tensor]]:

@@ -13,17 +13,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from ..io.write import make_shareable
+
 STATE_DIR = ".napari-unet"
-
-
-def _read_umask() -> int:
-    """The process umask (read once, at import, since reading it means setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
 
 
 def state_dir(outdir: str | os.PathLike) -> Path:
@@ -53,7 +45,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for sharing
+        make_shareable(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -49,6 +49,21 @@ def check_target(path: Path, like: Volume | None) -> None:
         raise VolumeWriteError(f"{path}: is the input scan; choose another output path.")
 
 
+def _read_umask() -> int:
+    """The process umask (read once, at import, since reading it means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def make_shareable(path: str | os.PathLike) -> None:
+    """Give a file the mode a plain ``open`` would (mkstemp and safetensors make 0600)."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, ext: str):
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
