@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from napari_unet import load_model, predict, read_volume  # noqa: E402
-from napari_unet.checkpoint import Model, bundled_models  # noqa: E402
-from napari_unet.inference_engine import physical_cores  # noqa: E402
-from napari_unet.normalize import Normalization  # noqa: E402
-from napari_unet.tasks import make_task  # noqa: E402
+from napari_unet.inference.engine import physical_cores  # noqa: E402
+from napari_unet.model.checkpoint import Model, bundled_models  # noqa: E402
+from napari_unet.model.normalize import Normalization  # noqa: E402
+from napari_unet.model.tasks import make_task  # noqa: E402
 
 SAMPLE = ROOT / "sample_data" / "brain_t1.nii.gz"
 RESULTS = ROOT / "bench" / "results" / "inference.json"
@@ -110,7 +110,7 @@ def brain_benchmark(args) -> dict:
     FLOP/s percentages compare like with like: the float32 run against the float32 matmul
     rate, the default run against the matmul rate at the precision it ran in.
     """
-    from napari_unet.inference_engine import autocast_dtype
+    from napari_unet.inference.engine import autocast_dtype
 
     volume = read_volume(SAMPLE)
     model, model_desc = fixed_model()

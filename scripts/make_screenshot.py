@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_unet._napari.correction_widget import CorrectionWidget
     from napari_unet._napari.inference_widget import InferenceWidget
     from napari_unet._napari.model_picker import FILE
-    from napari_unet.checkpoint import bundled_models
+    from napari_unet.model.checkpoint import bundled_models
 
     viewer = napari.Viewer(title="napari-unet")
     viewer.window.resize(*args.size)

@@ -14,8 +14,8 @@ is measured on that block, next to baselines computed here on the same slices:
     nice -n 5 python scripts/train_bundled_models.py           # full run, ~20 min, 2 cores
     python scripts/train_bundled_models.py --quick             # smoke run into a temp dir
 
-Writes ``src/napari_unet/models/{brain-tissue,mri-denoise}.safetensors``,
-``src/napari_unet/models/MODEL_CARD.md`` and ``bench/results/model_card.json``.
+Writes ``src/napari_unet/model/bundled/{brain-tissue,mri-denoise}.safetensors``,
+``src/napari_unet/model/bundled/MODEL_CARD.md`` and ``bench/results/model_card.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_unet.normalize import Normalization  # noqa: E402
+from napari_unet.model.normalize import Normalization  # noqa: E402
 
 CLASSES = ("background/CSF", "grey matter", "white matter")
 NORMALIZATION = Normalization("percentile", 0.5, 99.5)
@@ -128,7 +128,7 @@ def _fmt(metrics: dict) -> str:
 # ----------------------------------------------------------------------------- outputs
 def model_output(model, volume, block: slice) -> np.ndarray:
     """The model's result on the held-out slices, through the product's ``predict``."""
-    from napari_unet.inference import predict
+    from napari_unet.inference.predictor import predict
 
     pred = predict(volume, model, axis=0, device="cpu",
                    slices=range(block.start, block.stop))
@@ -525,7 +525,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.iterations, args.time_budget, args.eval_every = 3, [60.0] * 3, 10
         args.models_dir = args.models_dir or out / "models"
         args.results = args.results or out / "model_card.json"
-    args.models_dir = args.models_dir or ROOT / "src" / "napari_unet" / "models"
+    args.models_dir = args.models_dir or ROOT / "src" / "napari_unet" / "model" / "bundled"
     args.results = args.results or ROOT / "bench" / "results" / "model_card.json"
     return args
 

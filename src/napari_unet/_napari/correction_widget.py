@@ -1,6 +1,6 @@
 """Correction loop widget: correct slices with the paint tools, let the model learn, repeat.
 
-The logic is :class:`napari_unet.correction.CorrectionSession` (no Qt); this widget binds
+The logic is :class:`napari_unet.correction.session.CorrectionSession` (no Qt); this widget binds
 a session to a Labels layer made by the inference widget (the session edits the layer's
 data in place), shows the edited-slice count live, and runs learning in a thread_worker.
 """
@@ -27,7 +27,7 @@ def result_labels_layers(viewer) -> list:
 
 def session_for(layer):
     """The layer's correction session, created from its model result on first use."""
-    from ..correction import CorrectionSession
+    from ..correction.session import CorrectionSession
 
     session = layer.metadata.get(SESSION_KEY)
     if session is not None:

@@ -1,7 +1,7 @@
 """Inference widget: pick an image and a model, press Run, get aligned result layers.
 
 The widget only gathers settings and turns the core's Prediction into layers; the work is
-:func:`napari_unet.inference.predict`, run in a napari thread_worker (``run``) or in the
+:func:`napari_unet.inference.predictor.predict`, run in a napari thread_worker (``run``) or in the
 calling thread (``run_sync``, for tests and scripts).
 """
 
@@ -128,7 +128,7 @@ class InferenceWidget(Container):
         load = self.picker.loader(layer_channels(layer), device=kwargs["device"])
 
         def fn(progress, cancel):
-            from ..inference import predict
+            from ..inference.predictor import predict
 
             model = load()
             pred = predict(volume, model, progress=progress, cancel=cancel, **kwargs)

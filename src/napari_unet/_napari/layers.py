@@ -15,7 +15,7 @@ from ..errors import NapariUnetError
 from ..io.volume import Volume
 
 if TYPE_CHECKING:
-    from ..checkpoint import Model
+    from ..model.checkpoint import Model
 
 VOLUME_KEY = "napari_unet_volume"
 RESULT_KEY = "napari_unet_result"

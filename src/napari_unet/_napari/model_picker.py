@@ -21,7 +21,7 @@ class ModelPicker(Container):
     """Pick a model; ``task(in_channels)`` and ``load(in_channels)`` follow the choice."""
 
     def __init__(self, allow_new: bool = True, label: str = "model"):
-        from ..checkpoint import bundled_models
+        from ..model.checkpoint import bundled_models
 
         choices = [*bundled_models(), FILE] + ([NEW] if allow_new else [])
         self.source = ComboBox(label=label, choices=choices, value=choices[0])
@@ -55,7 +55,7 @@ class ModelPicker(Container):
 
     def task(self, in_channels: int = 1):
         """The TaskSpec of the chosen model; :class:`NapariUnetError` explains problems."""
-        from ..tasks import TaskSpec, make_task
+        from ..model.tasks import TaskSpec, make_task
 
         if self.is_new:
             n = None if self.kind.value == "denoise" else int(self.classes.value)
@@ -65,7 +65,7 @@ class ModelPicker(Container):
         return TaskSpec.from_dict(self._header()["task"])
 
     def _header(self) -> dict:
-        from ..checkpoint import read_header, resolve_model_path
+        from ..model.checkpoint import read_header, resolve_model_path
 
         path = resolve_model_path(self.ref())
         key = f"{path}:{path.stat().st_mtime_ns}"
@@ -82,7 +82,7 @@ class ModelPicker(Container):
 
     def loader(self, in_channels: int = 1, device: str = "auto"):
         """A callable that loads the choice made now; safe to call from a worker thread."""
-        from ..checkpoint import Model, load_model
+        from ..model.checkpoint import Model, load_model
 
         if self.is_new:
             task = self.task(in_channels)

@@ -95,7 +95,7 @@ def process_scan(scan: Scan, job: Job) -> dict:
 def cached_model(job: Job):
     """The job's model, loaded once per worker process and checked against its hash."""
     global MODEL_LOADS
-    from ..checkpoint import load_model
+    from ..model.checkpoint import load_model
 
     device = getattr(job.settings.inference, "device", "auto")
     key = (job.model_ref, job.model_hash, str(device))
@@ -111,7 +111,7 @@ def cached_model(job: Job):
 
 
 def _predict_and_write(scan: Scan, job: Job) -> tuple[list[str], str | None]:
-    from ..inference import predict
+    from ..inference.predictor import predict
     from ..io import read_volume
 
     model = cached_model(job)
@@ -325,7 +325,7 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
 
 def _load_for_batch(model: str, settings: BatchSettings):
     """Load the model once here (for its hash; in-process runs reuse it)."""
-    from ..checkpoint import bundled_models, load_model
+    from ..model.checkpoint import bundled_models, load_model
 
     device = getattr(settings.inference, "device", "auto")
     loaded = load_model(model, device=device)

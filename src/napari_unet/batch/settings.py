@@ -13,7 +13,7 @@ _NOT_IN_DIGEST = ("batch_size", "device")
 
 
 def _inference_settings():
-    from ..inference import InferenceSettings
+    from ..inference.predictor import InferenceSettings
 
     return InferenceSettings()
 

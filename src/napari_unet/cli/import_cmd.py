@@ -26,9 +26,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..normalize import Normalization
-    from ..state_dict_import import import_state_dict
-    from ..tasks import make_task
+    from ..model.normalize import Normalization
+    from ..model.state_dict_import import import_state_dict
+    from ..model.tasks import make_task
 
     task = make_task(args.task, in_channels=args.in_channels, n_classes=args.classes,
                      class_names=args.class_names)

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import load_model
+    from ..model.checkpoint import load_model
 
     model = load_model(args.model, device="cpu")  # loading verifies the content hash
     meta = model.meta

@@ -10,8 +10,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import bundled_models, read_header
-    from ..tasks import TaskSpec
+    from ..model.checkpoint import bundled_models, read_header
+    from ..model.tasks import TaskSpec
 
     models = bundled_models()
     if not models:

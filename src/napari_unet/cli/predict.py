@@ -109,7 +109,7 @@ def build_settings(args):
     """Flags -> ``BatchSettings`` (holding ``InferenceSettings``); ValueError if invalid."""
     from ..batch.settings import BatchSettings
     from ..devices import resolve_device
-    from ..inference import InferenceSettings
+    from ..inference.predictor import InferenceSettings
 
     resolve_device(args.device)  # an unknown or absent device is a usage error
     axis = args.axis if args.axis == "auto" else int(args.axis)

@@ -106,7 +106,7 @@ def run(args) -> int:
 
 
 def _normalization(args):
-    from ..normalize import Normalization
+    from ..model.normalize import Normalization
 
     if args.normalization is None and args.norm_range is None:
         return None

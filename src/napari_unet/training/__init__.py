@@ -24,7 +24,7 @@ progress=None, cancel=None, on_metrics=None) -> TrainResult``
   ``on_metrics(dict)`` at each validation (iteration, loss, lr, seconds, val_*).
 - Same seed + data + iterations -> identical weights on CPU.
 
-``TrainResult``: ``.model`` (a :class:`~napari_unet.checkpoint.Model`, provenance filled:
+``TrainResult``: ``.model`` (a :class:`~napari_unet.model.checkpoint.Model`, provenance filled:
 data file names, date, iterations, seconds, seed, metrics, held-out slices, noise),
 ``.history`` (list of dicts), ``.metrics`` (final ``val_*``), ``.losses`` (every
 iteration), ``.iterations``, ``.seconds``, ``.stopped_by``.

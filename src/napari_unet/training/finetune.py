@@ -3,7 +3,7 @@
 Only slices with trusted voxels are sampled, labels outside the trusted mask are zeroed
 before anything sees them (crop placement included) and the loss is voxel-masked, so
 unchecked labels have no influence at all. The input model is never modified: the
-result is a new :class:`~napari_unet.checkpoint.Model` whose provenance names its parent,
+result is a new :class:`~napari_unet.model.checkpoint.Model` whose provenance names its parent,
 so the correction loop can always undo.
 
 Defaults come from an experiment on the sample brain (``sample_data/brain_t1.nii.gz``,
@@ -104,7 +104,7 @@ def finetune(model, volume, labels, trusted, *, axis: int | None = None,
                 "seconds": round(out.seconds, 2), "seed": seed, "lr": lr,
                 "freeze_encoder": freeze_encoder, "metrics": metrics}}
     meta = replace(model.meta, name=name or model.name, provenance=prov, hash="")
-    from ..checkpoint import Model
+    from ..model.checkpoint import Model
 
     return TrainResult(Model(net, meta), out.history, metrics, out.losses, out.iterations,
                        out.seconds, out.stopped_by)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tasks import TaskSpec
+from ..model.tasks import TaskSpec
 
 
 def make_loss(task: TaskSpec) -> nn.Module:

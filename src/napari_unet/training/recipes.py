@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import TaskError
-from ..normalize import Fitted, Normalization
-from ..tasks import TaskSpec
+from ..model.normalize import Fitted, Normalization
+from ..model.tasks import TaskSpec
 from .blindspot import blindspot
 from .data import PatchSampler, Source, check_labels, label_slices, split_slices, to_numpy
 from .data import to_slices as _slices

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..errors import TaskError
 
 if TYPE_CHECKING:
-    from ..checkpoint import Model
-    from ..normalize import Normalization
+    from ..model.checkpoint import Model
+    from ..model.normalize import Normalization
 
 NOISE_KINDS = ("gaussian", "rician", "poisson")
 DEFAULT_ITERATIONS = 500

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled, TaskError
-from ..normalize import Normalization
-from ..tasks import TaskSpec, make_task
+from ..model.normalize import Normalization
+from ..model.tasks import TaskSpec, make_task
 from . import recipes
 from .data import Source, load_source
 from .loop import LoopConfig, run_loop
@@ -92,7 +92,7 @@ def _init_model(init):
     if init is None:
         return None
     if isinstance(init, (str,)) or hasattr(init, "__fspath__"):
-        from ..checkpoint import load_model
+        from ..model.checkpoint import load_model
 
         return load_model(init, device="cpu")
     model = copy.copy(init)
@@ -137,7 +137,7 @@ def inference_roi(train_patch: tuple[int, int]) -> tuple[int, int]:
 
 
 def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init):
-    from ..checkpoint import Model
+    from ..model.checkpoint import Model
 
     name = s.name or f"{task.kind}-model"
     roi = inference_roi(s.patch_size)

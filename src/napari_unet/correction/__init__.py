@@ -1,0 +1,1 @@
+"""Learning from a person's corrections without overwriting them."""

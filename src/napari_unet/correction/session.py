@@ -1,0 +1,284 @@
+"""The annotation-correction loop: a clinician corrects slices, the model learns from them.
+
+A :class:`CorrectionSession` holds the scan, the model, the labels the user edits and the
+model's last output. Edited slices are found by difference from that output (along the
+prediction axis), so no paint tool has to report what it changed. ``learn`` fine-tunes on
+the edited slices only and re-predicts only the slices nobody edited: a person's edit is
+never overwritten, and every update can be undone. No Qt here: the widget runs
+:meth:`CorrectionSession.compute_update` in a thread and :meth:`apply_update` on the GUI
+thread, so edits made while the model learns are protected too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import NapariUnetError, TaskError
+
+if TYPE_CHECKING:
+    from ..io.volume import Volume
+    from ..model.checkpoint import Model
+
+Progress = Callable[[int, int], None]
+_REPREDICT_KEYS = ("roi_size", "overlap", "batch_size", "device", "tta")
+Cancel = Callable[[], bool]
+
+
+@dataclass
+class Update:
+    """What one round of learning produced, before it touches the user's labels."""
+
+    model: Model
+    slices: np.ndarray  # indices (along the axis) that were re-predicted
+    labels: np.ndarray  # new labels for those slices, stacked on axis 0
+    uncertainty: np.ndarray | None  # per re-predicted slice, or None
+    n_trusted: int
+    history: list = field(default_factory=list)
+
+
+@dataclass
+class _UndoStep:
+    model: Model
+    slices: np.ndarray
+    labels: np.ndarray  # labels before the update, stacked on axis 0
+    output: np.ndarray  # model output before the update, stacked on axis 0
+    written: np.ndarray  # what the update wrote, to detect edits made after it
+    uncertainty: np.ndarray | None
+
+
+class CorrectionSession:
+    """One scan, one model, the user's labels and the model's last output.
+
+    ``labels`` is edited in place by the user (it can be a napari Labels layer's data);
+    ``output`` is what the model last predicted. Both are indexed like ``volume.array``.
+    """
+
+    def __init__(self, volume: Volume, model: Model, output: np.ndarray, axis: int,
+                 labels: np.ndarray | None = None,
+                 slice_uncertainty: np.ndarray | None = None,
+                 predict_options: dict | None = None):
+        if model.task.kind != "segment":
+            raise TaskError(f"the correction loop needs a segmentation model; {model.name!r} "
+                            f"does {model.task.describe()}")
+        if tuple(output.shape) != tuple(volume.spatial_shape):
+            raise ValueError(f"model output {output.shape} does not match the scan "
+                             f"{volume.spatial_shape}")
+        self.volume = volume
+        self.model = model
+        self.parent = model
+        self.axis = int(axis)
+        self.output = np.array(output, copy=True)
+        self.labels = self.output.copy() if labels is None else labels
+        if tuple(self.labels.shape) != tuple(output.shape):
+            raise ValueError(f"labels {self.labels.shape} do not match the model output "
+                             f"{output.shape}")
+        n = self.n_slices
+        unc = None if slice_uncertainty is None else np.asarray(slice_uncertainty, float)
+        self.slice_uncertainty = unc if unc is not None and unc.shape == (n,) else None
+        # re-predictions use the settings of the first run (ROI, overlap, TTA, device)
+        self.predict_options = {k: v for k, v in (predict_options or {}).items()
+                                if k in _REPREDICT_KEYS}
+        self.reviewed: set[int] = set()
+        self._undo: list[_UndoStep] = []
+        self.rounds = 0
+
+    @classmethod
+    def start(cls, volume: Volume, model: Model, axis: int | str = "auto",
+              progress: Progress | None = None, cancel: Cancel | None = None,
+              **predict_kwargs) -> CorrectionSession:
+        """Run the model over the scan and open a session on its output."""
+        from ..inference.predictor import predict
+
+        pred = predict(volume, model, axis=axis, progress=progress, cancel=cancel,
+                       **predict_kwargs)
+        return cls(volume, model, pred.labels, pred.axis,
+                   slice_uncertainty=pred.slice_uncertainty, predict_options=predict_kwargs)
+
+    # -- what the user did ------------------------------------------------------------
+
+    @property
+    def n_slices(self) -> int:
+        return self.output.shape[self.axis]
+
+    def _along(self, a: np.ndarray) -> np.ndarray:
+        return np.moveaxis(a, self.axis, 0)
+
+    def edited_mask(self) -> np.ndarray:
+        """Per slice along the axis: True where the user's labels differ from the output."""
+        diff = self._along(np.asarray(self.labels)) != self._along(self.output)
+        return diff.reshape(diff.shape[0], -1).any(axis=1)
+
+    def edited_slices(self) -> list[int]:
+        return [int(i) for i in np.flatnonzero(self.edited_mask())]
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    # -- learning -----------------------------------------------------------------------
+
+    def compute_update(self, time_budget: float = 30.0, progress: Progress | None = None,
+                       cancel: Cancel | None = None, **finetune_kwargs) -> Update:
+        """Fine-tune on edited slices, re-predict the others; touches nothing yet.
+
+        Safe to run off the GUI thread: it works on a snapshot of the labels.
+        """
+        from ..training import finetune
+
+        labels = np.array(self.labels, copy=True)
+        trusted = self._along(labels) != self._along(self.output)
+        trusted = trusted.reshape(trusted.shape[0], -1).any(axis=1)
+        if not trusted.any():
+            raise NapariUnetError("no corrected slices yet: correct the labels on a few "
+                                  "slices with the paint, fill or erase tools, then learn")
+        stage = _Stages(progress, 2)
+        finetune_kwargs.setdefault("device", self.predict_options.get("device", "auto"))
+        result = finetune(self.model, self.volume, labels, trusted, axis=self.axis,
+                          time_budget=time_budget, progress=stage(0), cancel=cancel,
+                          **finetune_kwargs)
+        todo = np.flatnonzero(~trusted)
+        new, unc = self._predict_slices(result.model, todo, stage(1), cancel)
+        return Update(result.model, todo, new, unc, int(trusted.sum()),
+                      list(getattr(result, "history", []) or []))
+
+    def apply_update(self, update: Update) -> list[int]:
+        """Write an update into the labels, skipping slices edited meanwhile; undoable."""
+        still = ~self.edited_mask()[update.slices]
+        slices, new = update.slices[still], update.labels[still]
+        lab, out = self._along(self.labels), self._along(self.output)
+        self._undo.append(_UndoStep(self.model, slices, lab[slices].copy(), out[slices].copy(),
+                                    new.copy(), self._uncertainty_of(slices)))
+        lab[slices] = new
+        out[slices] = new
+        if self.slice_uncertainty is not None and update.uncertainty is not None:
+            self.slice_uncertainty[slices] = update.uncertainty[still]
+        self.model = update.model
+        self.rounds += 1
+        return [int(i) for i in slices]
+
+    def learn(self, time_budget: float = 30.0, progress: Progress | None = None,
+              cancel: Cancel | None = None, **finetune_kwargs) -> list[int]:
+        """Fine-tune on the corrected slices and re-predict the rest; returns those slices."""
+        return self.apply_update(self.compute_update(time_budget, progress, cancel,
+                                                     **finetune_kwargs))
+
+    def undo(self) -> list[int]:
+        """Restore the previous model and the re-predicted slices not edited since."""
+        if not self._undo:
+            raise NapariUnetError("nothing to undo: no learning step has been applied")
+        step = self._undo.pop()
+        lab, out = self._along(self.labels), self._along(self.output)
+        current = lab[step.slices]
+        untouched = (current == step.written).reshape(len(step.slices), -1).all(axis=1)
+        idx = step.slices[untouched]
+        lab[idx] = step.labels[untouched]
+        out[step.slices] = step.output
+        if self.slice_uncertainty is not None and step.uncertainty is not None:
+            self.slice_uncertainty[step.slices] = step.uncertainty
+        self.model = step.model
+        self.rounds -= 1
+        return [int(i) for i in idx]
+
+    def _uncertainty_of(self, slices: np.ndarray) -> np.ndarray | None:
+        return None if self.slice_uncertainty is None else self.slice_uncertainty[slices].copy()
+
+    def _predict_slices(self, model: Model, slices: np.ndarray, progress: Progress | None,
+                        cancel: Cancel | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (stacked on axis 0) and per-slice uncertainty for ``slices`` only."""
+        from ..inference.predictor import predict_slices
+
+        pred = predict_slices(self.volume, model, slices, axis=self.axis, progress=progress,
+                              cancel=cancel, **self.predict_options)
+        labels = np.moveaxis(pred.labels, self.axis, 0)[slices]
+        unc = pred.slice_uncertainty
+        return labels, (None if unc is None else np.asarray(unc, float)[slices])
+
+    # -- review -------------------------------------------------------------------------
+
+    def review_next(self) -> int | None:
+        """The unreviewed, unedited slice the model is least sure of; marks it reviewed.
+
+        Without uncertainty figures slices come in order. None when all are reviewed.
+        """
+        skip = self.edited_mask()
+        skip[list(self.reviewed)] = True
+        left = np.flatnonzero(~skip)
+        if left.size == 0:
+            return None
+        if self.slice_uncertainty is None:
+            best = int(left[0])
+        else:
+            best = int(left[np.argmax(self.slice_uncertainty[left])])
+        self.reviewed.add(best)
+        return best
+
+    # -- saving -------------------------------------------------------------------------
+
+    def save_model(self, path: str | os.PathLike) -> Path:
+        """Save the fine-tuned model with provenance: parent model and corrections."""
+        n = len(self.edited_slices())
+        return self.model.save(path, parent={"name": self.parent.name,
+                                             "hash": self.parent.hash},
+                               corrected_slices=n, correction_axis=self.axis,
+                               learning_rounds=self.rounds)
+
+    def save_labels(self, path: str | os.PathLike, dicom_seg: bool | None = None) -> list[Path]:
+        """Labels in the scan's geometry: NIfTI at ``path``, plus DICOM SEG for DICOM scans.
+
+        A ``.dcm`` path writes DICOM SEG only; ``dicom_seg=None`` adds ``<name>_seg.dcm``
+        next to the NIfTI when the scan came from DICOM.
+        """
+        from ..io import write_dicom_seg, write_volume
+
+        path = Path(path)
+        names = list(self.model.task.class_names)
+        labels = np.asarray(self.labels)
+        if path.suffix.lower() == ".dcm":
+            return [Path(write_dicom_seg(labels, path, like=self.volume, class_names=names)
+                         or path)]
+        written = [Path(write_volume(labels, path, like=self.volume) or path)]
+        if dicom_seg is None:
+            dicom_seg = is_dicom(self.volume)
+        if dicom_seg:
+            seg = path.with_name(_stem(path) + "_seg.dcm")
+            written.append(Path(write_dicom_seg(labels, seg, like=self.volume,
+                                                class_names=names) or seg))
+        return written
+
+
+def is_dicom(volume: Volume) -> bool:
+    """Whether the scan was read from DICOM (so a DICOM SEG can reference it)."""
+    src = volume.source
+    fmt = src.get("format") if isinstance(src, dict) else getattr(src, "format", None)
+    return str(fmt).lower() == "dicom"
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+class _Stages:
+    """Splits one progress bar over consecutive stages of a job."""
+
+    def __init__(self, progress: Progress | None, n: int, steps: int = 100):
+        self.progress, self.n, self.steps = progress, n, steps
+
+    def __call__(self, k: int) -> Progress | None:
+        if self.progress is None:
+            return None
+
+        def report(done: int, total: int) -> None:
+            frac = done / total if total else 1.0
+            self.progress(int(self.steps * (k + frac)), self.steps * self.n)
+
+        return report

@@ -1,0 +1,1 @@
+"""The UNet, its task rules, intensity normalisation and model files."""

@@ -1,0 +1,236 @@
+"""Model files: safetensors weights plus JSON metadata, one file per model, never unpickled.
+
+The metadata travels in the safetensors header (``__metadata__["napari_unet"]``) so a
+model is one self-describing file: architecture, task rules, the intensity normalisation
+used in training, default slice axis and patch size, provenance and a content hash over
+weights, architecture, task and normalisation (checked on load: a corrupted file is
+refused with a message naming it).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import ModelFileError, TaskError
+from ..io.write import atomic_path, make_shareable
+from .normalize import Normalization
+from .tasks import TaskSpec
+from .unet import Architecture, UNet
+
+FORMAT = "napari-unet-model"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything about a model except its weights."""
+
+    architecture: Architecture
+    task: TaskSpec
+    normalization: Normalization = field(default_factory=Normalization)
+    name: str = "unnamed"
+    default_axis: int = 0
+    patch_size: tuple[int, int] = (256, 256)
+    provenance: dict = field(default_factory=dict)
+    hash: str = ""
+
+    def __post_init__(self):
+        if self.architecture.in_channels != self.task.in_channels:
+            raise TaskError(
+                f"architecture has {self.architecture.in_channels} input channels but the "
+                f"task expects {self.task.in_channels}"
+            )
+        if self.architecture.out_channels != self.task.out_channels:
+            raise TaskError(
+                f"architecture has {self.architecture.out_channels} output channels but a "
+                f"{self.task.describe()} needs {self.task.out_channels}"
+            )
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "architecture": self.architecture.to_dict(),
+            "task": self.task.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "default_axis": self.default_axis,
+            "patch_size": list(self.patch_size),
+            "provenance": self.provenance,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelMeta:
+        return cls(
+            architecture=Architecture.from_dict(d["architecture"]),
+            task=TaskSpec.from_dict(d["task"]),
+            normalization=Normalization.from_dict(d["normalization"]),
+            name=d.get("name", "unnamed"),
+            default_axis=int(d.get("default_axis", 0)),
+            patch_size=tuple(int(v) for v in d.get("patch_size", (256, 256))),
+            provenance=d.get("provenance", {}),
+            hash=d.get("hash", ""),
+        )
+
+
+class Model:
+    """A UNet plus its metadata: what ``load_model`` returns and ``predict`` takes."""
+
+    def __init__(self, net: UNet, meta: ModelMeta, path: Path | None = None):
+        self.net = net
+        self.meta = meta
+        self.path = path
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.meta.task
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def hash(self) -> str:
+        return self.meta.hash or content_hash(self.net.state_dict(), self.meta)
+
+    @classmethod
+    def new(cls, task: TaskSpec, base: int = 16, upsampling: str = "bilinear",
+            normalization: Normalization | None = None, name: str = "unnamed",
+            **meta_fields) -> Model:
+        """A freshly initialised model whose channels follow the task rules."""
+        arch = Architecture(task.in_channels, task.out_channels, base, upsampling)
+        meta = ModelMeta(arch, task, normalization or Normalization(), name, **meta_fields)
+        return cls(UNet.from_architecture(arch), meta)
+
+    def save(self, path: str | os.PathLike, **provenance) -> Path:
+        path = Path(path)
+        self.meta = replace(self.meta, provenance={**self.meta.provenance, **provenance})
+        self.meta = save_model(path, self.net, self.meta)
+        self.path = path
+        return path
+
+    def to(self, device) -> Model:
+        self.net.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, {self.task.describe()}, hash={self.hash[:12]})"
+
+
+def content_hash(state: dict[str, torch.Tensor], meta: ModelMeta) -> str:
+    """sha256 over tensors (sorted by name) and the parts of metadata that change outputs."""
+    h = hashlib.sha256()
+    ident = {"a": meta.architecture.to_dict(), "t": meta.task.to_dict(),
+             "n": meta.normalization.to_dict()}
+    h.update(json.dumps(ident, sort_keys=True).encode())
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+def save_model(path: str | os.PathLike, net: torch.nn.Module, meta: ModelMeta) -> ModelMeta:
+    """Write atomically (temp file + rename); returns the metadata with its hash filled."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    prov = {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "software": f"napari-unet {__version__}", **meta.provenance}
+    meta = replace(meta, provenance=prov)
+    meta = replace(meta, hash=content_hash(state, meta))
+    with atomic_path(path, SUFFIX) as tmp:  # temp file + rename: never a partial model
+        save_file(state, str(tmp), metadata={"napari_unet": json.dumps(meta.to_dict())})
+        make_shareable(tmp)  # a model file is for sharing
+    return meta
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[ModelMeta, dict[str, torch.Tensor]]:
+    """Metadata and weights of a model file; :class:`ModelFileError` names bad files."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        meta_dict = read_header(path)
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: not a readable napari-unet model file ({exc})") from exc
+    try:
+        meta = ModelMeta.from_dict(meta_dict)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: invalid model metadata ({exc})") from exc
+    if meta.hash and content_hash(state, meta) != meta.hash:
+        raise ModelFileError(f"{path}: content hash mismatch, the file is corrupted or was "
+                             "edited; re-export or re-download it")
+    return meta, state
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON metadata alone, read without touching the weights."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise ModelFileError(f"{path}: file is truncated (no safetensors header)")
+        n = int(np.frombuffer(raw, dtype="<u8")[0])
+        if n > 100_000_000 or n > path.stat().st_size - 8:
+            raise ModelFileError(f"{path}: file is truncated or not a safetensors file")
+        try:
+            header = json.loads(f.read(n))
+            meta = json.loads(header["__metadata__"]["napari_unet"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{path}: not a napari-unet model file (no metadata)") from exc
+    if meta.get("format") != FORMAT:
+        fmt = meta.get("format")
+        raise ModelFileError(f"{path}: not a napari-unet model file (format {fmt!r})")
+    return meta
+
+
+def bundled_models() -> dict[str, Path]:
+    """Models shipped inside the package, by name."""
+    return {p.name[: -len(SUFFIX)]: p for p in sorted(BUNDLED_DIR.glob(f"*{SUFFIX}"))}
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A bundled model's name or a file path -> the file; clear error for neither."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    bundled = bundled_models()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    names = ", ".join(bundled) or "none installed"
+    raise ModelFileError(f"{name_or_path}: no such model file or bundled model "
+                         f"(bundled: {names})")
+
+
+def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> Model:
+    """Load a bundled model by name or a model file by path, in eval mode on ``device``."""
+    from ..devices import resolve_device
+
+    path = resolve_model_path(name_or_path)
+    meta, state = read_model_file(path)
+    net = UNet.from_architecture(meta.architecture)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: weights do not match the stored architecture "
+                             f"({str(exc).splitlines()[0]})") from exc
+    net.eval().to(resolve_device(device))
+    return Model(net, meta, path)

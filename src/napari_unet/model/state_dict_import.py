@@ -1,0 +1,126 @@
+"""Bring your own weights: turn a plain PyTorch UNet ``state_dict`` into a model file.
+
+Two key layouts are recognised: the original PyTorch UNet (``inc.conv.conv.0.weight``,
+``down1.mpconv.1.conv.0.weight``, ``up1.conv.conv.0.weight``, ``outc.conv.weight``) and
+milesial's Pytorch-UNet (``inc.double_conv.*``, ``down1.maxpool_conv.1.double_conv.*``,
+``up1.up.*``, ``up1.conv.double_conv.*``). Width and upsampling are read off the tensors.
+Files are read with ``torch.load(weights_only=True)`` only: pickled code never runs.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelFileError
+from .checkpoint import Model, ModelMeta
+from .normalize import Normalization
+from .tasks import TaskSpec
+from .unet import Architecture, UNet
+
+_MILESIAL = [
+    (re.compile(r"^inc\.double_conv\."), "inc.conv.conv."),
+    (re.compile(r"^(down\d)\.maxpool_conv\.1\.double_conv\."), r"\1.mpconv.1.conv."),
+    (re.compile(r"^(up\d)\.conv\.double_conv\."), r"\1.conv.conv."),
+]
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "net")
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read tensors from a ``.pt``/``.pth`` (weights only) or ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelFileError(
+            f"{path}: refused: the file holds more than plain tensors (pickled objects or "
+            f"code), which napari-unet never unpickles ({str(exc).splitlines()[0]})") from exc
+    except Exception as exc:  # torch raises many types for damaged archives
+        raise ModelFileError(f"{path}: not a readable PyTorch state_dict ({exc})") from exc
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    for key in _WRAPPERS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelFileError(f"{path}: expected a state_dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def detect_layout(state: dict[str, torch.Tensor]) -> str:
+    if any(k.startswith("inc.double_conv.") for k in state):
+        return "milesial"
+    if any(k.startswith("inc.conv.conv.") for k in state):
+        return "original"
+    sample = ", ".join(list(state)[:3])
+    raise ModelFileError(
+        "unknown UNet key layout (expected 'inc.conv.conv.*' of the original UNet or "
+        f"'inc.double_conv.*' of milesial's Pytorch-UNet; found {sample}, ...)")
+
+
+def to_native_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    if layout == "original":
+        return dict(state)
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in _MILESIAL:
+            key = pattern.sub(repl, key)
+        out[key] = value
+    return out
+
+
+def infer_architecture(state: dict[str, torch.Tensor], layout: str) -> Architecture:
+    """Channels, width and upsampling read off the tensors."""
+    try:
+        first = state["inc.conv.conv.0.weight"]
+        out = state["outc.conv.weight"]
+    except KeyError as exc:
+        raise ModelFileError(f"state_dict lacks {exc.args[0]!r}: not a complete UNet") from exc
+    upsampling = "transposed" if "up1.up.weight" in state else "bilinear"
+    return Architecture(int(first.shape[1]), int(out.shape[0]), int(first.shape[0]),
+                        upsampling, layout)
+
+
+def import_state_dict(
+    path: str | os.PathLike,
+    task: TaskSpec,
+    name: str | None = None,
+    normalization: Normalization | None = None,
+    default_axis: int = 0,
+    patch_size: tuple[int, int] = (256, 256),
+) -> Model:
+    """A :class:`Model` from a state_dict file; shapes must match the task exactly."""
+    path = Path(path)
+    raw = load_state_dict_file(path)
+    layout = detect_layout(raw)
+    state = to_native_keys(raw, layout)
+    arch = infer_architecture(state, layout)
+    if arch.in_channels != task.in_channels or arch.out_channels != task.out_channels:
+        raise ModelFileError(
+            f"{path}: the weights have {arch.in_channels} input and {arch.out_channels} output "
+            f"channels, but {task.describe()} with {task.in_channels} input channel(s) needs "
+            f"{task.in_channels} -> {task.out_channels}; fix --in-channels/--classes/--task")
+    net = UNet.from_architecture(arch)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = "; ".join(str(exc).splitlines()[1:4]).strip()
+        raise ModelFileError(f"{path}: the tensors do not fit a {layout} UNet with base "
+                             f"width {arch.base} ({detail})") from exc
+    provenance = {"imported_from": path.name, "source_layout": layout}
+    meta = ModelMeta(arch, task, normalization or Normalization(), name or path.stem,
+                     default_axis, patch_size, provenance)
+    return Model(net.eval(), meta, None)

@@ -1,0 +1,69 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from napari_unet.cli.main import main
+from napari_unet.model.checkpoint import Model
+from napari_unet.model.tasks import make_task
+
+
+def test_every_subcommand_has_help(capsys):
+    for cmd in ["predict", "train", "import", "info", "models"]:
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+        assert cmd in capsys.readouterr().out
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["import"])
+    assert exc.value.code == 2
+
+
+def test_info_prints_task_normalisation_and_hash(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = Model.new(make_task("denoise"), base=4, name="dn")
+    path = model.save(tmp_path / "dn.safetensors", iterations=3)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "denoising of grayscale scans" in out and "percentile 0.5..99.5" in out
+    assert model.meta.hash in out and "iterations: 3" in out
+
+
+def test_info_on_broken_file_exits_1_with_file_name(tmp_path, capsys):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x01\x02")
+    assert main(["info", str(bad)]) == 1
+    assert "broken.safetensors" in capsys.readouterr().err
+
+
+def test_models_lists_bundled(capsys):
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_cli_and_core_run_without_qt_or_napari(tmp_path):
+    """Block napari/Qt imports and run the CLI: the core must not need them."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'napari', 'qtpy', 'PyQt6', 'PyQt5', 'PySide6',"
+        " 'magicgui', 'superqt'}:\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from napari_unet.cli.main import main\n"
+        "import napari_unet.model.checkpoint, napari_unet.model.tasks, napari_unet.model.unet\n"
+        "sys.exit(main(['models']))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_import_napari_unet_is_light():
+    code = "import sys, napari_unet; print('torch' in sys.modules, 'monai' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.split() == ["False", "False"]

@@ -1,0 +1,81 @@
+"""``napari-unet train`` end to end on tiny NIfTI files written by nibabel."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_unet.cli.main import main
+from napari_unet.model.checkpoint import load_model
+from support.synthetic import blobs, smooth_volume
+
+TINY = ["--base", "4", "--patch", "32", "32", "--batch-size", "4", "-q"]
+
+
+def _nifti(path, array):
+    # nibabel stores x fastest; the reader gives arrays slices-first, i.e. reversed axes
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(array.T), np.eye(4)), str(path))
+    return str(path)
+
+
+@pytest.fixture
+def scans(tmp_path):
+    img, lab = blobs(20)
+    return (_nifti(tmp_path / "scan.nii.gz", img),
+            _nifti(tmp_path / "scan_labels.nii.gz", lab.astype(np.uint8)))
+
+
+def test_train_segmentation_writes_a_model(tmp_path, scans, capsys):
+    out = tmp_path / "seg.safetensors"
+    hist = tmp_path / "history.json"
+    rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
+               "--classes", "3", "--iterations", "20", "--seed", "4", "-o", str(out),
+               "--history", str(hist), *TINY])
+    assert rc == 0
+    model = load_model(out, device="cpu")
+    assert model.task.n_classes == 3 and model.name == "seg"
+    prov = model.meta.provenance
+    assert prov["data"] == ["scan.nii.gz"] and prov["iterations"] == 20 and prov["seed"] == 4
+    assert json.loads(hist.read_text())["metrics"] == prov["metrics"]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_train_denoising_with_rician_noise(tmp_path):
+    image = _nifti(tmp_path / "clean.nii.gz", smooth_volume(21))
+    out = tmp_path / "den.safetensors"
+    rc = main(["train", "--task", "denoise", "--images", image, "--noise", "rician",
+               "--noise-level", "0.05", "--iterations", "20", "-o", str(out), *TINY])
+    assert rc == 0
+    noise = load_model(out, device="cpu").meta.provenance["noise"]
+    assert noise["model"] == "rician" and noise["level"] == 0.05
+
+
+def test_errors_leave_no_model_behind(tmp_path, scans, capsys):
+    out = tmp_path / "never.safetensors"
+    rc = main(["train", "--task", "segment", "--images", scans[0], scans[0], "--labels",
+               scans[1], "--iterations", "2", "-o", str(out), *TINY])
+    assert rc == 1 and not out.exists()
+    assert "one label volume per image" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--task", "segment", "--images", scans[0], "--time-budget", "5",
+              "--iterations", "3", "-o", str(out)])
+    assert exc.value.code == 2 and not out.exists()
+
+
+def test_self_supervised_from_init_and_init_is_never_overwritten(tmp_path, capsys):
+    clean = smooth_volume(22)
+    noisy = clean + np.random.default_rng(0).normal(0, 40, clean.shape).astype(np.float32)
+    scan = _nifti(tmp_path / "noisy.nii.gz", noisy)
+    first = tmp_path / "n2v.safetensors"
+    args = ["train", "--task", "denoise", "--images", scan, "--self-supervised",
+            "--iterations", "5", *TINY]
+    assert main([*args, "-o", str(first)]) == 0
+    assert main([*args, "--init", str(first), "-o", str(first)]) == 1
+    assert "overwrite the --init model" in capsys.readouterr().err
+    second = tmp_path / "n2v_more.safetensors"
+    assert main([*args, "--init", str(first), "-o", str(second)]) == 0
+    parent = load_model(second, device="cpu").meta.provenance["parent"]
+    assert parent["hash"] == load_model(first, device="cpu").hash

@@ -1,0 +1,186 @@
+"""The correction loop's core (no Qt): edited slices, learning, undo, review, saving."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_unet.correction.session import CorrectionSession
+from napari_unet.errors import NapariUnetError, TaskError
+from napari_unet.inference.predictor import predict_slices
+from napari_unet.io import read_volume
+from napari_unet.io.volume import Volume
+from napari_unet.model.checkpoint import Model, load_model
+from napari_unet.model.tasks import make_task
+from support.widget_helpers import (
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    phantom,
+)
+
+FAST = {"iterations": 3, "time_budget": None, "device": "cpu", "batch_size": 2,
+        "patch_size": (32, 32)}
+
+
+@pytest.fixture
+def session():
+    image, _ = phantom()
+    volume = Volume(image, spacing=(2.0, 1.0, 1.0), name="phantom")
+    model = Model.new(make_task("segment", n_classes=3), base=4, name="tiny",
+                      patch_size=(32, 32))
+    return CorrectionSession.start(volume, model, axis=0, device="cpu")
+
+
+def test_edited_slices_follow_the_difference_from_the_model_output(session):
+    assert session.edited_slices() == []
+    session.labels[2, 5, 5] = (session.output[2, 5, 5] + 1) % 3
+    session.labels[6, :4, :4] = 2
+    expected = [2] + ([6] if (session.output[6, :4, :4] != 2).any() else [])
+    assert session.edited_slices() == expected
+
+
+def test_learn_keeps_edits_repredicts_the_rest_and_undo_restores(session):
+    _, truth = phantom()
+    session.labels[1] = truth[1]
+    session.labels[5] = truth[5]
+    edited = {1: truth[1].copy(), 5: truth[5].copy()}
+    before = session.labels.copy()
+    old_model = session.model
+    changed = session.learn(**FAST)
+    assert session.model is not old_model
+    assert changed == [0, 2, 3, 4, 6, 7]
+    for i, user in edited.items():
+        np.testing.assert_array_equal(session.labels[i], user)
+    fresh = predict_slices(session.volume, session.model, changed, axis=0, device="cpu")
+    np.testing.assert_array_equal(session.labels[changed], fresh.labels[changed])
+    assert session.edited_slices() == [1, 5]
+    assert session.can_undo
+    restored = session.undo()
+    assert restored == changed
+    np.testing.assert_array_equal(session.labels, before)
+    assert session.model is old_model and not session.can_undo
+    with pytest.raises(NapariUnetError, match="nothing to undo"):
+        session.undo()
+
+
+def test_edits_made_while_learning_are_never_overwritten(session):
+    session.labels[3] = (session.output[3] + 1) % 3
+    corrected = session.labels[3].copy()
+    update = session.compute_update(**FAST)
+    session.labels[0] = (session.output[0] + 2) % 3  # the user paints while the model learns
+    painted = session.labels[0].copy()
+    changed = session.apply_update(update)
+    assert changed == [1, 2, 4, 5, 6, 7]
+    np.testing.assert_array_equal(session.labels[0], painted)
+    np.testing.assert_array_equal(session.labels[3], corrected)
+
+
+def test_learning_without_corrections_says_what_to_do(session):
+    with pytest.raises(NapariUnetError, match="no corrected slices"):
+        session.learn(**FAST)
+
+
+def test_review_next_picks_the_most_uncertain_unreviewed_unedited_slice(session):
+    session.slice_uncertainty = np.array([0.1, 0.9, 0.5, 0.3, 0.8, 0.2, 0.7, 0.6])
+    session.labels[4] = (session.output[4] + 1) % 3  # edited: skipped
+    order = [session.review_next() for _ in range(7)]
+    assert order == [1, 6, 7, 2, 3, 5, 0]
+    assert session.review_next() is None
+    assert session.reviewed == {0, 1, 2, 3, 5, 6, 7}
+
+
+def test_start_gives_per_slice_uncertainty(session):
+    unc = session.slice_uncertainty
+    assert unc is not None and unc.shape == (8,)
+    assert np.all((unc >= 0) & (unc <= 1))
+
+
+def test_save_model_records_parent_and_corrections(session, tmp_path):
+    _, truth = phantom()
+    session.labels[[2, 4]] = truth[[2, 4]]
+    session.learn(**FAST)
+    path = session.save_model(tmp_path / "corrected.safetensors")
+    loaded = load_model(path, device="cpu")
+    prov = loaded.meta.provenance
+    assert prov["parent"]["name"] == "tiny"
+    assert prov["parent"]["hash"] == session.parent.hash
+    assert prov["corrected_slices"] == 2
+    assert loaded.hash == session.model.hash
+
+
+def test_save_labels_writes_nifti_in_the_source_geometry(tmp_path):
+    image, truth = phantom((6, 32, 40))
+    affine = np.array([[0.0, 0.0, -0.8, 20.0], [0.0, 0.9, 0.0, -10.0],
+                       [2.5, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 1.0]])
+    src = tmp_path / "scan.nii.gz"
+    nib.Nifti1Image(image.transpose(2, 1, 0), affine).to_filename(src)
+    volume = read_volume(src)
+    model = Model.new(make_task("segment", n_classes=3), base=4, name="tiny")
+    sess = CorrectionSession(volume, model, np.zeros(volume.spatial_shape, np.uint8), axis=0)
+    sess.labels[:] = truth
+    written = sess.save_labels(tmp_path / "out" / "scan_labels.nii.gz")
+    assert written == [tmp_path / "out" / "scan_labels.nii.gz"]
+    out = nib.load(written[0])
+    np.testing.assert_allclose(out.affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out.dataobj).transpose(2, 1, 0), truth)
+    with pytest.raises(NapariUnetError):
+        sess.save_labels(tmp_path / "labels.dcm")  # a DICOM SEG needs a DICOM source
+
+
+def test_save_labels_adds_a_dicom_seg_for_dicom_scans(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from support.dicom_factory import write_dicom_series
+
+    image, truth = phantom((4, 24, 20))
+    write_dicom_series((image * 10).astype(np.int16), tmp_path / "series")
+    volume = read_volume(tmp_path / "series")
+    model = Model.new(make_task("segment", n_classes=3, class_names=["bg", "a", "b"]), base=4)
+    sess = CorrectionSession(volume, model, np.zeros(volume.spatial_shape, np.uint8), axis=0)
+    sess.labels[:] = truth
+    written = sess.save_labels(tmp_path / "out.nii.gz")
+    assert [p.name for p in written] == ["out.nii.gz", "out_seg.dcm"]
+    seg = pydicom.dcmread(written[1])
+    assert seg.Modality == "SEG"
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["a", "b"]
+
+
+def test_denoising_models_are_refused():
+    volume = Volume(np.zeros((2, 8, 8), np.float32))
+    model = Model.new(make_task("denoise"), base=4)
+    with pytest.raises(TaskError, match="segmentation model"):
+        CorrectionSession(volume, model, np.zeros((2, 8, 8)), axis=0)
+
+
+def dice(pred: np.ndarray, truth: np.ndarray, classes=(1, 2)) -> float:
+    """Mean Dice over the tissue classes."""
+    scores = [2 * ((pred == c) & (truth == c)).sum() / max((pred == c).sum()
+                                                           + (truth == c).sum(), 1)
+              for c in classes]
+    return float(np.mean(scores))
+
+
+@pytest.mark.slow
+def test_learning_from_corrected_slices_raises_dice_on_the_uncorrected_ones():
+    """Sample brain block: a weak model, the truth painted on 4 slices, learn, compare."""
+    from napari_unet.sample_files import sample_path
+    from napari_unet.training import train
+
+    scan = read_volume(sample_path("brain_t1"))
+    truth = read_volume(sample_path("brain_tissue_labels")).array
+    z0 = scan.array.shape[0] // 2 - 12
+    block = (slice(z0, z0 + 24), slice(36, 196), slice(2, 194))
+    volume = Volume(np.ascontiguousarray(scan.array[block]), scan.spacing, scan.origin,
+                    scan.direction, name="brain block")
+    truth = np.ascontiguousarray(truth[block]).astype(np.uint8)
+    weak = train(volume, truth, task="segment", n_classes=3, iterations=5, base=8,
+                 patch_size=(64, 64), batch_size=4, val_fraction=0.0, device="cpu", seed=0)
+    session = CorrectionSession.start(volume, weak.model, axis=0, device="cpu",
+                                      roi_size=(160, 192))
+    corrected = [3, 9, 15, 21]
+    others = [i for i in range(24) if i not in corrected]
+    session.labels[corrected] = truth[corrected]  # the clinician's corrections
+    before = dice(session.labels[others], truth[others])
+    session.learn(iterations=40, time_budget=None, lr=1e-3, device="cpu", seed=0)
+    after = dice(session.labels[others], truth[others])
+    np.testing.assert_array_equal(session.labels[corrected], truth[corrected])
+    assert after > before + 0.2, (before, after)

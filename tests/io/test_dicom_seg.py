@@ -1,0 +1,98 @@
+"""DICOM SEG output: validated by reading it back with pydicom and highdicom."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from napari_unet.io import read_volume, write_dicom_seg
+from napari_unet.io.write import VolumeWriteError
+from support.dicom_factory import AXIAL, oblique, write_dicom_series, write_enhanced_mr
+
+CLASSES = ["background", "grey matter", "white matter"]
+
+
+def make_labels(shape) -> np.ndarray:
+    z, y, x = np.indices(shape)
+    labels = np.zeros(shape, np.uint8)
+    labels[(x > 3) & (z > 0)] = 1
+    labels[(y > 5) & (z < shape[0] - 1)] = 2
+    return labels
+
+
+@pytest.mark.parametrize("direction", [AXIAL, oblique(30)], ids=["axial", "oblique"])
+def test_seg_references_source_and_geometry(tmp_path, direction):
+    data = np.random.default_rng(0).integers(0, 1000, (5, 9, 11)).astype(np.int16)
+    write_dicom_series(data, tmp_path / "mr", spacing=(2.5, 0.8, 0.7),
+                       origin=(-10.0, 5.0, 40.0), direction=direction)
+    vol = read_volume(tmp_path / "mr")
+    labels = make_labels(vol.spatial_shape)
+    out = write_dicom_seg(labels, tmp_path / "out" / "seg.dcm", like=vol, class_names=CLASSES)
+
+    ds = pydicom.dcmread(out)
+    assert ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == CLASSES[1:]
+    assert ds.StudyInstanceUID == pydicom.dcmread(vol.source["files"][0]).StudyInstanceUID
+    assert ds.FrameOfReferenceUID == vol.source["frame_of_reference_uid"]
+    source_uids = vol.source["sop_instance_uids"]
+    referenced = [r.ReferencedSOPInstanceUID
+                  for r in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
+    assert sorted(referenced) == sorted(source_uids)
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == vol.source["series_uid"]
+
+    # every frame sits exactly on the source slice it derives from
+    files = vol.source["files"]
+    sources = {u: pydicom.dcmread(f) for u, f in zip(source_uids, files, strict=True)}
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        ipp = frame.PlanePositionSequence[0].ImagePositionPatient
+        np.testing.assert_allclose([float(v) for v in ipp],
+                                   [float(v) for v in sources[uid].ImagePositionPatient],
+                                   atol=1e-4)
+        k = source_uids.index(uid)
+        np.testing.assert_allclose(vol.affine @ [k, 0, 0, 1], [*map(float, ipp), 1], atol=1e-4)
+
+    seg = hd.seg.segread(out)
+    back = seg.get_pixels_by_source_instance(source_sop_instance_uids=source_uids,
+                                             combine_segments=True)
+    np.testing.assert_array_equal(back, labels)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["seg.dcm"]
+
+
+def test_seg_unnamed_classes_and_refusals(tmp_path):
+    data = np.zeros((3, 8, 8), np.int16)
+    write_dicom_series(data, tmp_path / "mr")
+    vol = read_volume(tmp_path / "mr")
+    labels = np.zeros(vol.spatial_shape, np.uint8)
+    labels[1, 2:4, 2:4] = 3
+    out = write_dicom_seg(labels, tmp_path / "seg.dcm", like=vol, class_names=["bg", "a"])
+    names = [s.SegmentLabel for s in pydicom.dcmread(out).SegmentSequence]
+    assert names == ["a", "class 2", "class 3"]
+    with pytest.raises(VolumeWriteError, match="shape"):
+        write_dicom_seg(labels[:2], tmp_path / "bad.dcm", like=vol)
+    nifti_like = type(vol)(vol.array, source={"format": "nifti", "path": "x.nii.gz"})
+    with pytest.raises(VolumeWriteError, match="DICOM source"):
+        write_dicom_seg(labels, tmp_path / "bad.dcm", like=nifti_like)
+    assert not (tmp_path / "bad.dcm").exists()
+
+
+def test_seg_of_multi_frame_source_follows_its_frames(tmp_path):
+    data = np.random.default_rng(2).integers(0, 1000, (4, 9, 11)).astype(np.int16)
+    files = write_dicom_series(data, tmp_path / "mr", spacing=(2.0, 0.9, 0.9),
+                               direction=oblique(15))
+    vol = read_volume(write_enhanced_mr(files, tmp_path / "enhanced.dcm"))
+    labels = make_labels(vol.spatial_shape)
+    out = write_dicom_seg(labels, tmp_path / "seg.dcm", like=vol, class_names=CLASSES)
+    seg = hd.seg.segread(out)
+    [uid] = vol.source["sop_instance_uids"]
+    back = seg.get_pixels_by_source_frame(source_sop_instance_uid=uid,
+                                          source_frame_numbers=[1, 2, 3, 4],
+                                          combine_segments=True)
+    np.testing.assert_array_equal(back, labels)
+    for frame in pydicom.dcmread(out).PerFrameFunctionalGroupsSequence:
+        ref = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        k = int(ref.ReferencedFrameNumber) - 1
+        ipp = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+        np.testing.assert_allclose(vol.affine @ [k, 0, 0, 1], [*ipp, 1], atol=1e-4)

@@ -1,0 +1,118 @@
+"""The bundled models: they load by name, say what they are, and work on held-out slices.
+
+The quick held-out check runs each model on three slices of the sample T1 that its
+metadata says were never trained on (``provenance.held_out``), through ``predict``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet.model.checkpoint import bundled_models, load_model
+from napari_unet.model.normalize import Normalization
+
+NAMES = ("brain-tissue", "mri-denoise")
+MAX_BYTES = 5_000_000
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """The sample T1 and its tissue labels, read as the product reads them."""
+    from napari_unet.io import read_volume
+    from napari_unet.sample_files import sample_path
+
+    t1 = read_volume(sample_path("brain_t1"))
+    labels = read_volume(sample_path("brain_tissue_labels"))
+    return t1, np.asarray(labels.array)
+
+
+def held_out_slices(model) -> list[int]:
+    """Three slices inside the model's held-out block (first quarter, middle, last quarter)."""
+    h = model.meta.provenance["held_out"]
+    start, stop = int(h["start"]), int(h["stop"])
+    return sorted({start + (stop - start) // 4, (start + stop) // 2,
+                   stop - 1 - (stop - start) // 4})
+
+
+def test_both_models_are_installed_and_small():
+    found = bundled_models()
+    assert set(NAMES) <= set(found)
+    for name in NAMES:
+        assert found[name].stat().st_size < MAX_BYTES, f"{name} is too big to ship"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metadata_says_what_the_model_is(name):
+    model = load_model(name, device="cpu")
+    meta = model.meta
+    assert meta.name == name
+    assert meta.normalization == Normalization("percentile", 0.5, 99.5)
+    assert meta.default_axis == 0
+    prov = meta.provenance
+    held = prov["held_out"]
+    assert held["axis"] == 0 and 0 <= held["start"] < held["stop"] and held["gap"] >= 0
+    assert "MNI ICBM152" in prov["license"] and "brain_t1" in prov["training_data"]
+    assert prov["held_out_metrics"], "the held-out figures must travel with the model"
+    assert prov["training"]["iterations"] > 0
+
+
+def test_brain_tissue_is_a_three_class_segmentation():
+    task = load_model("brain-tissue", device="cpu").task
+    assert (task.kind, task.n_classes) == ("segment", 3)
+    assert task.class_names == ("background/CSF", "grey matter", "white matter")
+    metrics = load_model("brain-tissue", device="cpu").meta.provenance["held_out_metrics"]
+    assert {"background_csf", "grey_matter", "white_matter"} <= set(metrics)
+
+
+def test_mri_denoise_is_a_rician_denoiser():
+    model = load_model("mri-denoise", device="cpu")
+    assert model.task.kind == "denoise" and model.task.in_channels == 1
+    prov = model.meta.provenance
+    assert prov["noise"]["model"] == "rician" and prov["noise"]["level"] == pytest.approx(0.05)
+    assert {"psnr", "ssim", "psnr_brain"} <= set(prov["held_out_metrics"])
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray, c: int) -> float:
+    a, b = pred == c, ref == c
+    return 2.0 * np.sum(a & b) / (np.sum(a) + np.sum(b))
+
+
+@pytest.mark.slow
+def test_brain_tissue_segments_held_out_slices(sample):
+    from napari_unet.inference.predictor import predict
+
+    t1, labels = sample
+    model = load_model("brain-tissue", device="cpu")
+    idx = held_out_slices(model)
+    pred = predict(t1, model, axis=0, device="cpu", slices=idx).labels[idx]
+    ref = labels[idx]
+    assert pred.dtype == np.uint8 and set(np.unique(pred)) <= {0, 1, 2}
+    for c in (1, 2):
+        assert _dice(pred, ref, c) > 0.9, f"class {c}: Dice {_dice(pred, ref, c):.3f}"
+
+
+@pytest.mark.slow
+def test_mri_denoise_improves_held_out_slices(sample):
+    from napari_unet.inference.predictor import predict
+    from napari_unet.io.volume import Volume
+
+    t1, _ = sample
+    clean = np.asarray(t1.array, np.float32)
+    fitted = Normalization("percentile", 0.5, 99.5).fit(clean)
+    sigma = 0.05 * (fitted.high - fitted.low)
+    rng = np.random.default_rng(7)
+    noisy = np.hypot(clean + rng.normal(0, sigma, clean.shape),
+                     rng.normal(0, sigma, clean.shape)).astype(np.float32)
+    model = load_model("mri-denoise", device="cpu")
+    idx = held_out_slices(model)
+    out = predict(Volume.from_info(t1.info(), noisy), model, axis=0, device="cpu",
+                  slices=idx).image[idx]
+    assert out.shape == clean[idx].shape and np.isfinite(out).all()
+
+    def psnr(x):
+        unit = np.clip((x - fitted.low) / (fitted.high - fitted.low), 0, 1)
+        ref = np.clip((clean[idx] - fitted.low) / (fitted.high - fitted.low), 0, 1)
+        return 10 * np.log10(1.0 / np.mean((unit - ref) ** 2))
+
+    assert psnr(out) > psnr(noisy[idx]) + 3.0, (psnr(out), psnr(noisy[idx]))
