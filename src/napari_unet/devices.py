@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import SettingsError
+
 
 def available_devices() -> list[str]:
     """Devices this machine can run on, best first (CPU always last)."""
@@ -20,11 +22,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """'auto' -> CUDA, then Apple MPS, then CPU; anything else is checked to exist."""
     if device is None or str(device) == "auto":
         return torch.device(available_devices()[0])
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise SettingsError(f"device {device!r} is not a device name; use one of "
+                            f"{available_devices()} or 'auto'") from exc
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise SettingsError(f"device {device!r} is not supported; use one of "
+                            f"{available_devices()} or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SettingsError(f"device {device!r} asked for, but this machine has "
+                            f"{torch.cuda.device_count()} CUDA GPU(s); use one of "
+                            f"{available_devices()} or 'auto'")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available here; "
+        raise SettingsError(f"device {device!r} asked for, but no CUDA GPU is available here; "
                          f"use one of {available_devices()} or 'auto'")
     if dev.type == "mps" and "mps" not in available_devices():
-        raise ValueError(f"device 'mps' asked for, but Apple MPS is not available here; "
+        raise SettingsError(f"device 'mps' asked for, but Apple MPS is not available here; "
                          f"use one of {available_devices()} or 'auto'")
     return dev

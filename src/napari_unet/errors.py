@@ -2,6 +2,10 @@
 
 Every message names the file (where there is one) and what to do instead, because the
 CLI and the napari notifications show these messages to users as they are.
+
+The CLI maps the family to exit codes by one rule (``cli/main.py``): ``SettingsError``
+and ``ModelFileError`` (what the user asked for cannot work) exit 2; every other
+``NapariUnetError`` (a scan or a job failed) exits 1.
 """
 
 from __future__ import annotations
@@ -11,7 +15,11 @@ class NapariUnetError(Exception):
     """Base class: anything the user can fix by changing input or settings."""
 
 
-class TaskError(NapariUnetError, ValueError):
+class SettingsError(NapariUnetError, ValueError):
+    """Settings or arguments that cannot work (a device that is absent, a negative rate)."""
+
+
+class TaskError(SettingsError):
     """Settings that contradict the task rules (e.g. denoising with out != in channels)."""
 
 

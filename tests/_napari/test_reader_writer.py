@@ -11,6 +11,7 @@ from napari_unet._napari.reader import get_reader
 from napari_unet.errors import VolumeReadError
 from napari_unet.io import read_volume
 from napari_unet.io.geometry import nearest_axes
+from napari_unet.io.source import DicomSource
 from support.dicom_factory import AXIAL, oblique, write_dicom_series
 
 pytestmark = pytest.mark.gui
@@ -41,7 +42,7 @@ def test_axial_dicom_layer_is_in_physical_mm(make_napari_viewer, tmp_path):
     np.testing.assert_allclose(layer.translate, (7.5, 20.0, -50.0), atol=1e-5)  # (z, y, x)
     np.testing.assert_allclose(layer.affine.affine_matrix, np.eye(4))
     vol = layer.metadata["napari_unet_volume"]
-    assert vol.source["format"] == "dicom"
+    assert isinstance(vol.source, DicomSource)
     corner = vol.affine @ [4, 15, 19, 1]  # LPS (x, y, z) of the last voxel
     np.testing.assert_allclose(world_of(layer, (4, 15, 19)), corner[2::-1], atol=1e-4)
 

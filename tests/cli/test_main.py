@@ -33,10 +33,10 @@ def test_info_prints_task_normalisation_and_hash(tmp_path, capsys):
     assert model.meta.hash in out and "iterations: 3" in out
 
 
-def test_info_on_broken_file_exits_1_with_file_name(tmp_path, capsys):
+def test_info_on_broken_file_exits_2_with_file_name(tmp_path, capsys):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x01\x02")
-    assert main(["info", str(bad)]) == 1
+    assert main(["info", str(bad)]) == 2  # a bad argument, as in predict --model
     assert "broken.safetensors" in capsys.readouterr().err
 
 

@@ -57,7 +57,7 @@ def test_errors_leave_no_model_behind(tmp_path, scans, capsys):
     out = tmp_path / "never.safetensors"
     rc = main(["train", "--task", "segment", "--images", scans[0], scans[0], "--labels",
                scans[1], "--iterations", "2", "-o", str(out), *TINY])
-    assert rc == 1 and not out.exists()
+    assert rc == 2 and not out.exists()  # mismatched inputs are a usage error
     assert "one label volume per image" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["train", "--task", "segment", "--images", scans[0], "--time-budget", "5",
@@ -73,7 +73,7 @@ def test_self_supervised_from_init_and_init_is_never_overwritten(tmp_path, capsy
     args = ["train", "--task", "denoise", "--images", scan, "--self-supervised",
             "--iterations", "5", *TINY]
     assert main([*args, "-o", str(first)]) == 0
-    assert main([*args, "--init", str(first), "-o", str(first)]) == 1
+    assert main([*args, "--init", str(first), "-o", str(first)]) == 2
     assert "overwrite the --init model" in capsys.readouterr().err
     second = tmp_path / "n2v_more.safetensors"
     assert main([*args, "--init", str(first), "-o", str(second)]) == 0

@@ -53,9 +53,9 @@ def test_generated_series_geometry_equals_simpleitk(tmp_path, direction):
     np.testing.assert_allclose(vol.spacing, (3.0, 0.8, 0.7), atol=1e-5)
     np.testing.assert_allclose(vol.direction, direction, atol=1e-6)
     assert vol.modality == "MR" and vol.name == "series"
-    assert len(vol.source["sop_instance_uids"]) == 6
+    assert len(vol.source.sop_instance_uids) == 6
     assert pickle.loads(pickle.dumps(vol.source)) == vol.source  # plain, light data
-    first = pydicom.dcmread(vol.source["files"][0])
+    first = pydicom.dcmread(vol.source.files[0])
     np.testing.assert_allclose([float(v) for v in first.ImagePositionPatient], vol.origin,
                                atol=1e-4)
 
@@ -112,7 +112,7 @@ def test_missing_slice_is_reported(tmp_path):
     files[3].unlink()
     with pytest.warns(SliceSpacingWarning, match=r"series [0-9a-f]{8}.*missing slice"):
         vol = read_volume(tmp_path / "gap")
-    assert vol.array.shape[0] == 5 and "missing" in vol.source["warnings"][0]
+    assert vol.array.shape[0] == 5 and "missing" in vol.source.warnings[0]
 
 
 def test_uneven_spacing_is_reported(tmp_path):
@@ -176,7 +176,7 @@ def test_real_files_geometry_equals_simpleitk(name):
 def test_multi_frame_file_in_folder(tmp_path):
     shutil.copy(get_testdata_file("rtdose.dcm"), tmp_path / "dose.dcm")
     vol = read_volume(tmp_path)
-    assert vol.array.shape == (15, 10, 10) and vol.source["multi_frame"]
+    assert vol.array.shape == (15, 10, 10) and vol.source.multi_frame
     assert_same_geometry(vol, sitk.ReadImage(str(tmp_path / "dose.dcm")), atol=1e-6)
 
 
@@ -188,7 +188,7 @@ def test_enhanced_multi_frame_file_sits_on_its_series(tmp_path):
                                origin=(-10.0, 5.0, 40.0), direction=oblique(20))
     write_enhanced_mr(files, tmp_path / "enhanced.dcm")
     series, multi = read_volume(tmp_path / "series"), read_volume(tmp_path / "enhanced.dcm")
-    assert multi.source["multi_frame"] and multi.array.shape == series.array.shape
+    assert multi.source.multi_frame and multi.array.shape == series.array.shape
     assert_same_geometry(multi, sitk.ReadImage(str(tmp_path / "enhanced.dcm")), atol=1e-6)
     world = {tuple(np.round(series.affine @ [k, j, i, 1], 3)): series.array[k, j, i]
              for k in range(5) for j in (0, 8) for i in (0, 10)}

@@ -8,6 +8,7 @@ import pydicom
 import pytest
 
 from napari_unet.io import read_volume, write_dicom_seg
+from napari_unet.io.source import NiftiSource
 from napari_unet.io.write import VolumeWriteError
 from support.dicom_factory import AXIAL, oblique, write_dicom_series, write_enhanced_mr
 
@@ -34,16 +35,16 @@ def test_seg_references_source_and_geometry(tmp_path, direction):
     ds = pydicom.dcmread(out)
     assert ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
     assert [s.SegmentLabel for s in ds.SegmentSequence] == CLASSES[1:]
-    assert ds.StudyInstanceUID == pydicom.dcmread(vol.source["files"][0]).StudyInstanceUID
-    assert ds.FrameOfReferenceUID == vol.source["frame_of_reference_uid"]
-    source_uids = vol.source["sop_instance_uids"]
+    assert ds.StudyInstanceUID == pydicom.dcmread(vol.source.files[0]).StudyInstanceUID
+    assert ds.FrameOfReferenceUID == vol.source.frame_of_reference_uid
+    source_uids = vol.source.sop_instance_uids
     referenced = [r.ReferencedSOPInstanceUID
                   for r in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
     assert sorted(referenced) == sorted(source_uids)
-    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == vol.source["series_uid"]
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == vol.source.series_uid
 
     # every frame sits exactly on the source slice it derives from
-    files = vol.source["files"]
+    files = vol.source.files
     sources = {u: pydicom.dcmread(f) for u, f in zip(source_uids, files, strict=True)}
     for frame in ds.PerFrameFunctionalGroupsSequence:
         uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
@@ -72,7 +73,7 @@ def test_seg_unnamed_classes_and_refusals(tmp_path):
     assert names == ["a", "class 2", "class 3"]
     with pytest.raises(VolumeWriteError, match="shape"):
         write_dicom_seg(labels[:2], tmp_path / "bad.dcm", like=vol)
-    nifti_like = type(vol)(vol.array, source={"format": "nifti", "path": "x.nii.gz"})
+    nifti_like = type(vol)(vol.array, source=NiftiSource("x.nii.gz", b""))
     with pytest.raises(VolumeWriteError, match="DICOM source"):
         write_dicom_seg(labels, tmp_path / "bad.dcm", like=nifti_like)
     assert not (tmp_path / "bad.dcm").exists()
@@ -86,7 +87,7 @@ def test_seg_of_multi_frame_source_follows_its_frames(tmp_path):
     labels = make_labels(vol.spatial_shape)
     out = write_dicom_seg(labels, tmp_path / "seg.dcm", like=vol, class_names=CLASSES)
     seg = hd.seg.segread(out)
-    [uid] = vol.source["sop_instance_uids"]
+    [uid] = vol.source.sop_instance_uids
     back = seg.get_pixels_by_source_frame(source_sop_instance_uid=uid,
                                           source_frame_numbers=[1, 2, 3, 4],
                                           combine_segments=True)

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from napari_unet.errors import VolumeReadError
 from napari_unet.io import Volume, read_volume, write_volume
 from napari_unet.io.geometry import geometry_from_sitk
+from napari_unet.io.source import NiftiSource
 
 SHAPE = (9, 7, 5)  # nibabel (i, j, k); our arrays are (5, 7, 9)
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -157,7 +158,7 @@ def test_ct_guess_and_name_and_picklable_source(tmp_path):
     data[0, 0, 0] = -1000
     vol = read_volume(nifti_file(tmp_path / "chest_ct.nii.gz", data, ORIENTATIONS["RAS"]))
     assert vol.modality == "CT" and vol.name == "chest_ct"
-    assert vol.source["format"] == "nifti"
+    assert isinstance(vol.source, NiftiSource)
     clone = pickle.loads(pickle.dumps(vol.info()))
     assert Volume.from_info(clone, vol.array).affine.tolist() == vol.affine.tolist()
 

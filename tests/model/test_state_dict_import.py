@@ -92,7 +92,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists()
     code = main(["import", str(path), "-o", str(tmp_path / "m.safetensors"), "--task",
                  "segment", "--in-channels", "1", "--classes", "2"])
-    assert code == 1 and not marker.exists()
+    assert code == 2 and not marker.exists()
     assert not (tmp_path / "m.safetensors").exists()
 
 

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NapariUnetError
+from ..errors import NapariUnetError, SettingsError
+from ..io.source import DicomSource
 from . import files, qc, resume
 from .discover import Scan, discover_scans, redact
 from .naming import output_names
@@ -35,11 +36,7 @@ MODEL_LOADS = 0  # how many times this process loaded a model (tests check "once
 _COMMITS = 0
 
 
-class BatchUsageError(NapariUnetError, ValueError):
-    """Inputs or settings that make the whole batch pointless (CLI exit code 2)."""
-
-
-class NoScansFound(BatchUsageError):
+class NoScansFound(SettingsError):
     """The inputs hold no NIfTI file and no DICOM series."""
 
 
@@ -133,7 +130,7 @@ def _predict_and_write(scan: Scan, job: Job) -> tuple[list[str], str | None]:
 def _write_outputs(scan: Scan, job: Job, model, volume, pred, temps: dict) -> None:
     from ..io import write_dicom_seg, write_volume
 
-    dicom_input = isinstance(volume.source, dict) and volume.source.get("format") == "dicom"
+    dicom_input = isinstance(volume.source, DicomSource)
     if job.settings.format == "dicom-seg" and not dicom_input:
         raise NapariUnetError(f"{scan.input}: DICOM SEG output needs DICOM input; use "
                               "--format nifti (or both: SEG where the input is DICOM)")
@@ -254,7 +251,7 @@ def _connect(client_class, address: str):
     try:
         return client_class(address, set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        raise BatchUsageError(f"cannot reach the Dask scheduler at {address} ({exc}); "
+        raise SettingsError(f"cannot reach the Dask scheduler at {address} ({exc}); "
                               "check the address or start the cluster first") from exc
 
 
@@ -290,7 +287,7 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
     outdir = Path(outdir).resolve()
     loaded, ref = _load_for_batch(model, settings)
     if settings.format == "dicom-seg" and loaded.task.kind != "segment":
-        raise BatchUsageError(f"{model}: a {loaded.task.kind} model writes images, not "
+        raise SettingsError(f"{model}: a {loaded.task.kind} model writes images, not "
                               "segmentations; --format dicom-seg needs a segmentation model")
     found = discover_scans(inputs, exclude=outdir, series=settings.series)
     if not found.scans:

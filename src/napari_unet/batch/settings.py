@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import SettingsError
+
 FORMATS = ("nifti", "dicom-seg", "both")
 # inference settings that change how fast a scan runs, not what is written
 _NOT_IN_DIGEST = ("batch_size", "device")
@@ -33,11 +35,11 @@ class BatchSettings:
 
     def __post_init__(self):
         if self.format not in FORMATS:
-            raise ValueError(f"format {self.format!r}: use one of {', '.join(FORMATS)}")
+            raise SettingsError(f"format {self.format!r}: use one of {', '.join(FORMATS)}")
         if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
+            raise SettingsError(f"workers must be at least 1, got {self.workers}")
         if self.scheduler and self.workers > 1:
-            raise ValueError("use either --workers (local processes) or --scheduler "
+            raise SettingsError("use either --workers (local processes) or --scheduler "
                              "(a Dask cluster), not both")
 
     @property

@@ -2,13 +2,15 @@
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` (which sets
 ``func``) and is imported lazily, so ``napari-unet --help`` stays fast.
-Exit codes: 0 success, 1 a job failed (e.g. any scan in a batch), 2 usage error.
+Exit codes, one rule for every subcommand: 0 success, 1 a job failed (e.g. any scan in a
+batch), 2 usage or settings error; one line on stderr, no traceback unless ``--debug``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from .. import __version__
@@ -25,22 +27,53 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f".{name}", __package__).add_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true",
+                             help="show the Python traceback when something fails")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import NapariUnetError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one subcommand; the exit code follows one rule for all of them (module doc)."""
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except NapariUnetError as exc:
-        print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
-        print(f"napari-unet {args.command}: interrupted", file=sys.stderr)
+        _say(args, "interrupted")
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        code, text = exit_code_for(exc)
+        _say(args, text)
+        return code
+
+
+def exit_code_for(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message): 2 for what the user asked wrongly, 1 for failures."""
+    from ..errors import ModelFileError, NapariUnetError, SettingsError
+
+    if isinstance(exc, (SettingsError, ModelFileError)):
+        return 2, str(exc)
+    if isinstance(exc, NapariUnetError):
+        return 1, str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return 1, f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, MemoryError):
+        return 1, "out of memory; try a smaller --batch-size or --roi"
+    return 1, (f"unexpected {type(exc).__name__}: {exc} "
+               "(run again with --debug for the traceback, and please report it)")
+
+
+def _say(args, text: str) -> None:
+    print(f"napari-unet {args.command}: error: {one_line(text)}", file=sys.stderr)
+
+
+def one_line(text: str) -> str:
+    """Text fit for a terminal: no escape sequences or control characters, one line."""
+    text = re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", str(text))
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -84,20 +84,20 @@ def _positive_int(text: str) -> int:
 
 
 def run(args) -> int:
-    from ..errors import ModelFileError, NapariUnetError
+    from ..errors import ModelFileError, NapariUnetError, SettingsError
 
     try:
         settings = build_settings(args)
         _check_inputs(args.inputs)
     except (NapariUnetError, ValueError) as exc:
         return _usage_error(exc)
-    from ..batch.runner import BatchUsageError, run_batch
+    from ..batch.runner import run_batch
 
     bar = _ProgressBar(args.quiet)
     try:
         result = run_batch(args.inputs, args.output, args.model, settings,
                            progress=bar.progress, on_scan=bar.on_scan)
-    except (ModelFileError, BatchUsageError) as exc:
+    except (ModelFileError, SettingsError) as exc:
         return _usage_error(exc)
     finally:
         bar.close()

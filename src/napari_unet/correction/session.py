@@ -254,9 +254,9 @@ class CorrectionSession:
 
 def is_dicom(volume: Volume) -> bool:
     """Whether the scan was read from DICOM (so a DICOM SEG can reference it)."""
-    src = volume.source
-    fmt = src.get("format") if isinstance(src, dict) else getattr(src, "format", None)
-    return str(fmt).lower() == "dicom"
+    from ..io.source import DicomSource
+
+    return isinstance(volume.source, DicomSource)
 
 
 def _stem(path: Path) -> str:

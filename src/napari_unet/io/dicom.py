@@ -5,7 +5,7 @@ geometry come from SimpleITK (GDCM): rescale slope/intercept applied (CT in HU; 
 when the values fit, float32 when the rescale is fractional), compressed transfer
 syntaxes as far as GDCM decodes them. Missing slices or uneven spacing give a
 ``SliceSpacingWarning`` naming the series and the gaps, also kept in
-``Volume.source["warnings"]``; the volume then has SimpleITK's mean spacing.
+``Volume.source.warnings``; the volume then has SimpleITK's mean spacing.
 A single file is read on its own (pass its folder to read its whole series).
 """
 
@@ -33,6 +33,7 @@ from .series import (  # noqa: F401 - re-exported: the batch helper imports them
     scan_folder,
     uid_hash,
 )
+from .source import DicomSource
 from .volume import Volume
 
 # --- reading -----------------------------------------------------------------------------
@@ -116,17 +117,16 @@ def _read_members(path: Path, name: str, members: list, notes: list[str]) -> Vol
         array = array[None]
     spacing, origin, direction = geometry.geometry_from_sitk(image)
     ds0 = members[0][1]
-    source = {
-        "format": "dicom",
-        "path": str(Path(path).resolve()),
-        "files": [str(Path(f).resolve()) for f in files],
-        "sop_instance_uids": [str(ds.get("SOPInstanceUID", "")) for _, ds in members],
-        "series_uid": str(ds0.get("SeriesInstanceUID", "")),
-        "study_uid": str(ds0.get("StudyInstanceUID", "")),
-        "frame_of_reference_uid": str(ds0.get("FrameOfReferenceUID", "")),
-        "multi_frame": frames_in(ds0) > 1,
-        "warnings": list(notes),
-    }
+    source = DicomSource(
+        path=str(Path(path).resolve()),
+        files=tuple(str(Path(f).resolve()) for f in files),
+        sop_instance_uids=tuple(str(ds.get("SOPInstanceUID", "")) for _, ds in members),
+        series_uid=str(ds0.get("SeriesInstanceUID", "")),
+        study_uid=str(ds0.get("StudyInstanceUID", "")),
+        frame_of_reference_uid=str(ds0.get("FrameOfReferenceUID", "")),
+        multi_frame=frames_in(ds0) > 1,
+        warnings=tuple(notes),
+    )
     return Volume(_compact(array), spacing, origin, direction,
                   str(ds0.get("Modality", "OT")), source, name)
 

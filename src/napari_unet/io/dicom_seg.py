@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .source import DicomSource
 from .volume import Volume
 from .write import VolumeWriteError, atomic_path, check_target
 
@@ -34,8 +35,8 @@ def write_dicom_seg(
     ``VolumeWriteError`` for non-DICOM ``like`` or a shape mismatch.
     """
     path = Path(path)
-    src = like.source if isinstance(like.source, dict) else {}
-    if src.get("format") != "dicom":
+    src = like.source
+    if not isinstance(src, DicomSource):
         raise VolumeWriteError(f"{path}: a DICOM SEG needs a DICOM source scan.")
     labels = np.asarray(labels)
     if labels.shape != tuple(like.spatial_shape):
@@ -52,11 +53,11 @@ def write_dicom_seg(
     return path
 
 
-def _source_datasets(path: Path, src: dict) -> list:
+def _source_datasets(path: Path, src: DicomSource) -> list:
     import pydicom
 
     try:
-        return [pydicom.dcmread(f, stop_before_pixels=True) for f in src["files"]]
+        return [pydicom.dcmread(f, stop_before_pixels=True) for f in src.files]
     except (OSError, pydicom.errors.InvalidDicomError) as e:
         raise VolumeWriteError(
             f"{path}: the source DICOM files are needed for a DICOM SEG but cannot be read "

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import VolumeReadError
 from . import geometry
+from .source import NiftiSource
 from .volume import Volume
 
 MAX_CHANNELS = 4
@@ -68,15 +69,13 @@ def read_nifti(path: str | Path, volume_index: int | None = None) -> Volume:
     spacing, origin, direction = geometry.geometry_from_affine(
         geometry.volume_affine_from_nifti(img.affine)
     )
-    source = {
-        "format": "nifti",
-        "path": str(path.resolve()),
-        "nifti_version": 2 if isinstance(img, nib.Nifti2Image) else 1,
-        "header": bytes(img.header.binaryblock),
-        "affine": np.asarray(img.affine).tolist(),
-        "volume_index": volume_index,
-        "channels": channels,
-    }
+    source = NiftiSource(
+        path=str(path.resolve()),
+        header=bytes(img.header.binaryblock),
+        nifti_version=2 if isinstance(img, nib.Nifti2Image) else 1,
+        volume_index=volume_index,
+        channels=channels,
+    )
     return Volume(array, spacing, origin, direction, guess_modality(array), source,
                   nifti_stem(path))
 
@@ -131,10 +130,10 @@ def nifti_image(data: np.ndarray, like: Volume):
     import nibabel as nib
 
     xyz = data.transpose(2, 1, 0, 3) if data.ndim == 4 else data.T
-    src = like.source if isinstance(like.source, dict) else {}
-    if src.get("format") == "nifti" and "header" in src:
-        klass = nib.Nifti2Image if src.get("nifti_version") == 2 else nib.Nifti1Image
-        hdr = klass.header_class(binaryblock=src["header"], check=False)
+    src = like.source
+    if isinstance(src, NiftiSource):
+        klass = nib.Nifti2Image if src.nifti_version == 2 else nib.Nifti1Image
+        hdr = klass.header_class(binaryblock=src.header, check=False)
         if hdr.endianness != "<":
             hdr = hdr.as_byteswapped("<")
         hdr.set_data_shape(xyz.shape)

@@ -13,9 +13,10 @@ World convention: LPS (DICOM/ITK). ``origin`` is the LPS point (x, y, z) of voxe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+
+from .source import Source
 
 
 @dataclass
@@ -26,9 +27,8 @@ class Volume:
     # direction[:, a] is the world unit vector of array axis a
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
     modality: str = "OT"
-    # where the volume came from and what a writer needs to write outputs back aligned
-    # (format, path, NIfTI header / DICOM series UID and instances, ...); see io.source
-    source: Any = None
+    # where the volume came from, for writing outputs back aligned (see io.source)
+    source: Source = None
     name: str = "volume"
 
     def __post_init__(self):

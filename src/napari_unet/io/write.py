@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VolumeWriteError
+from .source import source_files
 from .volume import Volume
 
 
@@ -42,10 +43,8 @@ def nifti_extension(path: Path) -> str:
 
 def check_target(path: Path, like: Volume | None) -> None:
     """Refuse to overwrite the scan the output belongs to."""
-    src = like.source if like is not None and isinstance(like.source, dict) else {}
-    sources = [src.get("path"), *src.get("files", [])]
     target = path.resolve()
-    if any(s and Path(s).resolve() == target for s in sources):
+    if like is not None and any(s.resolve() == target for s in source_files(like.source)):
         raise VolumeWriteError(f"{path}: is the input scan; choose another output path.")
 
 
