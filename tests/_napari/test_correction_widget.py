@@ -67,7 +67,7 @@ def test_painted_slices_survive_learning_and_the_rest_is_repredicted(loop, qtbot
     others = [0, 1, 3, 4, 6, 7]
     fresh = predict_slices(session.volume, session.model, others, axis=0, device="cpu")
     np.testing.assert_array_equal(layer.data[others], fresh.labels[others])
-    assert "re-predicted 6 unedited slices" in widget.status.value
+    assert "applied to 6 slices" in widget.status.value
     assert widget.undo_button.enabled
     widget.undo_button.clicked.emit()
     np.testing.assert_array_equal(layer.data, before)

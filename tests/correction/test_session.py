@@ -8,18 +8,19 @@ import pytest
 
 from napari_unet.correction.session import CorrectionSession
 from napari_unet.errors import NapariUnetError, TaskError
+from napari_unet.inference import InferenceSettings
 from napari_unet.inference.predictor import predict_slices
 from napari_unet.io import read_volume
 from napari_unet.io.volume import Volume
 from napari_unet.model.checkpoint import Model, load_model
 from napari_unet.model.tasks import make_task
+from napari_unet.training import FinetuneSettings
 from support.widget_helpers import (
     one_torch_thread,  # noqa: F401 (autouse fixture)
     phantom,
 )
 
-FAST = {"iterations": 3, "time_budget": None, "device": "cpu", "batch_size": 2,
-        "patch_size": (32, 32)}
+FAST = FinetuneSettings(iterations=3, device="cpu", batch_size=2, patch_size=(32, 32))
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def session():
     volume = Volume(image, spacing=(2.0, 1.0, 1.0), name="phantom")
     model = Model.new(make_task("segment", n_classes=3), base=4, name="tiny",
                       patch_size=(32, 32))
-    return CorrectionSession.start(volume, model, axis=0, device="cpu")
+    return CorrectionSession.start(volume, model, InferenceSettings(axis=0, device="cpu"))
 
 
 def test_edited_slices_follow_the_difference_from_the_model_output(session):
@@ -46,7 +47,7 @@ def test_learn_keeps_edits_repredicts_the_rest_and_undo_restores(session):
     edited = {1: truth[1].copy(), 5: truth[5].copy()}
     before = session.labels.copy()
     old_model = session.model
-    changed = session.learn(**FAST)
+    changed = session.learn(FAST)
     assert session.model is not old_model
     assert changed == [0, 2, 3, 4, 6, 7]
     for i, user in edited.items():
@@ -66,7 +67,7 @@ def test_learn_keeps_edits_repredicts_the_rest_and_undo_restores(session):
 def test_edits_made_while_learning_are_never_overwritten(session):
     session.labels[3] = (session.output[3] + 1) % 3
     corrected = session.labels[3].copy()
-    update = session.compute_update(**FAST)
+    update = session.compute_update(FAST)
     session.labels[0] = (session.output[0] + 2) % 3  # the user paints while the model learns
     painted = session.labels[0].copy()
     changed = session.apply_update(update)
@@ -77,7 +78,7 @@ def test_edits_made_while_learning_are_never_overwritten(session):
 
 def test_learning_without_corrections_says_what_to_do(session):
     with pytest.raises(NapariUnetError, match="no corrected slices"):
-        session.learn(**FAST)
+        session.learn(FAST)
 
 
 def test_review_next_picks_the_most_uncertain_unreviewed_unedited_slice(session):
@@ -98,7 +99,7 @@ def test_start_gives_per_slice_uncertainty(session):
 def test_save_model_records_parent_and_corrections(session, tmp_path):
     _, truth = phantom()
     session.labels[[2, 4]] = truth[[2, 4]]
-    session.learn(**FAST)
+    session.learn(FAST)
     path = session.save_model(tmp_path / "corrected.safetensors")
     loaded = load_model(path, device="cpu")
     prov = loaded.meta.provenance
@@ -174,13 +175,13 @@ def test_learning_from_corrected_slices_raises_dice_on_the_uncorrected_ones():
     truth = np.ascontiguousarray(truth[block]).astype(np.uint8)
     weak = train(volume, truth, task="segment", n_classes=3, iterations=5, base=8,
                  patch_size=(64, 64), batch_size=4, val_fraction=0.0, device="cpu", seed=0)
-    session = CorrectionSession.start(volume, weak.model, axis=0, device="cpu",
-                                      roi_size=(160, 192))
+    session = CorrectionSession.start(volume, weak.model,
+                                      InferenceSettings(axis=0, device="cpu", roi_size=(160, 192)))
     corrected = [3, 9, 15, 21]
     others = [i for i in range(24) if i not in corrected]
     session.labels[corrected] = truth[corrected]  # the clinician's corrections
     before = dice(session.labels[others], truth[others])
-    session.learn(iterations=40, time_budget=None, lr=1e-3, device="cpu", seed=0)
+    session.learn(FinetuneSettings(iterations=40, lr=1e-3, device="cpu", seed=0))
     after = dice(session.labels[others], truth[others])
     np.testing.assert_array_equal(session.labels[corrected], truth[corrected])
     assert after > before + 0.2, (before, after)

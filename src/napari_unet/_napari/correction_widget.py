@@ -40,7 +40,7 @@ def session_for(layer):
         raise NapariUnetError(f"{layer.name!r} is not an in-memory array")
     session = CorrectionSession(volume, result["model"], result["output"], result["axis"],
                                 labels=data, slice_uncertainty=result["slice_uncertainty"],
-                                predict_options=result.get("settings"))
+                                predict_settings=result.get("settings"))
     layer.metadata[SESSION_KEY] = session
     return session
 
@@ -140,13 +140,16 @@ class CorrectionWidget(Container):
         if not session.edited_slices():
             raise NapariUnetError("no corrected slices yet: correct a few slices with the "
                                   "paint, fill or erase tools first")
-        return lambda progress, cancel: session.compute_update(budget, progress, cancel)
+        from ..training import FinetuneSettings
+
+        settings = FinetuneSettings(time_budget=budget, device=session.predict_settings.device)
+        return lambda progress, cancel: session.compute_update(settings, progress=progress,
+                                                               cancel=cancel)
 
     def _apply(self, update) -> None:
         changed = self.session.apply_update(update)
         self.labels_layer.value.refresh()
-        self.status.value = (f"learned from {update.n_trusted} slices; re-predicted "
-                             f"{len(changed)} unedited slices")
+        self.status.value = f"{update.summary()}; applied to {len(changed)} slices"
         self.update_count()
 
     def learn(self, *_, sync: bool = False):

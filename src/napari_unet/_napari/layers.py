@@ -110,7 +110,7 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
         result = {"model": model, "output": np.array(prediction.labels, copy=True),
                   "axis": int(prediction.axis),
                   "slice_uncertainty": getattr(prediction, "slice_uncertainty", None),
-                  "settings": _settings_dict(prediction)}
+                  "settings": prediction.settings}
         out.append((prediction.labels, {**geo, "name": name, "features": class_features(names),
                                         "colormap": class_colormap(len(names)),
                                         "metadata": {**meta, RESULT_KEY: result}}, "labels"))
@@ -128,11 +128,6 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
         out.append((unc, {**geo, "name": f"{name} uncertainty", "colormap": "inferno",
                           "visible": False, "metadata": meta}, "image"))
     return out
-
-
-def _settings_dict(prediction) -> dict:
-    settings = getattr(prediction, "settings", None)
-    return settings.to_dict() if hasattr(settings, "to_dict") else {}
 
 
 def add_or_update(viewer, tuples: list) -> list:

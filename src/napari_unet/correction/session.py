@@ -22,17 +22,22 @@ import numpy as np
 from ..errors import NapariUnetError, TaskError
 
 if TYPE_CHECKING:
+    from ..inference.predictor import InferenceSettings
     from ..io.volume import Volume
     from ..model.checkpoint import Model
+    from ..training.settings import FinetuneSettings
 
 Progress = Callable[[int, int], None]
-_REPREDICT_KEYS = ("roi_size", "overlap", "batch_size", "device", "tta")
 Cancel = Callable[[], bool]
 
 
 @dataclass
 class Update:
-    """What one round of learning produced, before it touches the user's labels."""
+    """What one round of learning produced, before it touches the user's labels.
+
+    A proposal: the widget shows :meth:`summary` (and may preview the changes) and the
+    user accepts it (:meth:`CorrectionSession.apply_update`) or discards it.
+    """
 
     model: Model
     slices: np.ndarray  # indices (along the axis) that were re-predicted
@@ -40,6 +45,17 @@ class Update:
     uncertainty: np.ndarray | None  # per re-predicted slice, or None
     n_trusted: int
     history: list = field(default_factory=list)
+    changed_voxels: int = 0  # voxels of unedited slices whose label would change
+    changed_slices: int = 0  # how many unedited slices would change at all
+    check: dict | None = None  # acceptance check on held-out corrected voxels, if made
+    recommended: bool = True  # False: the check says the update would make things worse
+
+    def summary(self) -> str:
+        """One sentence for the person deciding whether to accept."""
+        text = (f"learned from {self.n_trusted} corrected slice(s); accepting changes "
+                f"{self.changed_voxels:,} voxels on {self.changed_slices} of "
+                f"{len(self.slices)} unedited slices")
+        return text if self.recommended else text + " (not recommended: see the check)"
 
 
 @dataclass
@@ -62,7 +78,7 @@ class CorrectionSession:
     def __init__(self, volume: Volume, model: Model, output: np.ndarray, axis: int,
                  labels: np.ndarray | None = None,
                  slice_uncertainty: np.ndarray | None = None,
-                 predict_options: dict | None = None):
+                 predict_settings: InferenceSettings | None = None):
         if model.task.kind != "segment":
             raise TaskError(f"the correction loop needs a segmentation model; {model.name!r} "
                             f"does {model.task.describe()}")
@@ -81,24 +97,23 @@ class CorrectionSession:
         n = self.n_slices
         unc = None if slice_uncertainty is None else np.asarray(slice_uncertainty, float)
         self.slice_uncertainty = unc if unc is not None and unc.shape == (n,) else None
-        # re-predictions use the settings of the first run (ROI, overlap, TTA, device)
-        self.predict_options = {k: v for k, v in (predict_options or {}).items()
-                                if k in _REPREDICT_KEYS}
+        # re-predictions use the settings of the first run (ROI, overlap, TTA, device,
+        # precision); the axis is the session's and only labels are needed
+        self.predict_settings = _repredict_settings(predict_settings, self.axis)
         self.reviewed: set[int] = set()
         self._undo: list[_UndoStep] = []
         self.rounds = 0
 
     @classmethod
-    def start(cls, volume: Volume, model: Model, axis: int | str = "auto",
+    def start(cls, volume: Volume, model: Model, settings: InferenceSettings | None = None,
               progress: Progress | None = None, cancel: Cancel | None = None,
-              **predict_kwargs) -> CorrectionSession:
+              ) -> CorrectionSession:
         """Run the model over the scan and open a session on its output."""
         from ..inference.predictor import predict
 
-        pred = predict(volume, model, axis=axis, progress=progress, cancel=cancel,
-                       **predict_kwargs)
+        pred = predict(volume, model, settings, progress=progress, cancel=cancel)
         return cls(volume, model, pred.labels, pred.axis,
-                   slice_uncertainty=pred.slice_uncertainty, predict_options=predict_kwargs)
+                   slice_uncertainty=pred.slice_uncertainty, predict_settings=pred.settings)
 
     # -- what the user did ------------------------------------------------------------
 
@@ -123,13 +138,14 @@ class CorrectionSession:
 
     # -- learning -----------------------------------------------------------------------
 
-    def compute_update(self, time_budget: float = 30.0, progress: Progress | None = None,
-                       cancel: Cancel | None = None, **finetune_kwargs) -> Update:
+    def compute_update(self, settings: FinetuneSettings | None = None, *,
+                       progress: Progress | None = None,
+                       cancel: Cancel | None = None) -> Update:
         """Fine-tune on edited slices, re-predict the others; touches nothing yet.
 
         Safe to run off the GUI thread: it works on a snapshot of the labels.
         """
-        from ..training import finetune
+        from ..training import FinetuneSettings, finetune
 
         labels = np.array(self.labels, copy=True)
         trusted = self._along(labels) != self._along(self.output)
@@ -138,14 +154,16 @@ class CorrectionSession:
             raise NapariUnetError("no corrected slices yet: correct the labels on a few "
                                   "slices with the paint, fill or erase tools, then learn")
         stage = _Stages(progress, 2)
-        finetune_kwargs.setdefault("device", self.predict_options.get("device", "auto"))
-        result = finetune(self.model, self.volume, labels, trusted, axis=self.axis,
-                          time_budget=time_budget, progress=stage(0), cancel=cancel,
-                          **finetune_kwargs)
+        settings = settings or FinetuneSettings(device=self.predict_settings.device)
+        result = finetune(self.model, self.volume, labels, trusted, settings, axis=self.axis,
+                          progress=stage(0), cancel=cancel)
         todo = np.flatnonzero(~trusted)
         new, unc = self._predict_slices(result.model, todo, stage(1), cancel)
-        return Update(result.model, todo, new, unc, int(trusted.sum()),
-                      list(getattr(result, "history", []) or []))
+        changed = new != self._along(labels)[todo]
+        per_slice = changed.reshape(len(todo), -1).sum(axis=1)
+        return Update(result.model, todo, new, unc, int(trusted.sum()), list(result.history),
+                      changed_voxels=int(per_slice.sum()),
+                      changed_slices=int((per_slice > 0).sum()))
 
     def apply_update(self, update: Update) -> list[int]:
         """Write an update into the labels, skipping slices edited meanwhile; undoable."""
@@ -162,11 +180,11 @@ class CorrectionSession:
         self.rounds += 1
         return [int(i) for i in slices]
 
-    def learn(self, time_budget: float = 30.0, progress: Progress | None = None,
-              cancel: Cancel | None = None, **finetune_kwargs) -> list[int]:
-        """Fine-tune on the corrected slices and re-predict the rest; returns those slices."""
-        return self.apply_update(self.compute_update(time_budget, progress, cancel,
-                                                     **finetune_kwargs))
+    def learn(self, settings: FinetuneSettings | None = None, *,
+              progress: Progress | None = None, cancel: Cancel | None = None) -> list[int]:
+        """Compute an update and apply it if recommended; returns the slices it changed."""
+        update = self.compute_update(settings, progress=progress, cancel=cancel)
+        return self.apply_update(update) if update.recommended else []
 
     def undo(self) -> list[int]:
         """Restore the previous model and the re-predicted slices not edited since."""
@@ -193,8 +211,8 @@ class CorrectionSession:
         """Labels (stacked on axis 0) and per-slice uncertainty for ``slices`` only."""
         from ..inference.predictor import predict_slices
 
-        pred = predict_slices(self.volume, model, slices, axis=self.axis, progress=progress,
-                              cancel=cancel, **self.predict_options)
+        pred = predict_slices(self.volume, model, slices, self.predict_settings,
+                              progress=progress, cancel=cancel)
         labels = np.moveaxis(pred.labels, self.axis, 0)[slices]
         unc = pred.slice_uncertainty
         return labels, (None if unc is None else np.asarray(unc, float)[slices])
@@ -257,6 +275,14 @@ def is_dicom(volume: Volume) -> bool:
     from ..io.source import DicomSource
 
     return isinstance(volume.source, DicomSource)
+
+
+def _repredict_settings(settings: InferenceSettings | None, axis: int) -> InferenceSettings:
+    from dataclasses import replace
+
+    from ..inference.predictor import InferenceSettings
+
+    return replace(settings or InferenceSettings(), axis=axis, probabilities=False)
 
 
 def _stem(path: Path) -> str:

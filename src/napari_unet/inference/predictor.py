@@ -153,14 +153,14 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     )
 
 
-def predict_slices(volume, model, slice_indices: Sequence[int], axis: int | str = "auto",
-                   **kwargs) -> Prediction:
-    """Predict only ``slice_indices`` along ``axis`` (see the module docstring).
+def predict_slices(volume, model, slice_indices: Sequence[int],
+                   settings: InferenceSettings | None = None, **kwargs) -> Prediction:
+    """Predict only ``slice_indices`` along the settings' axis (see the module docstring).
 
-    Pass an explicit ``axis`` when the indices come from a viewer: with ``'auto'`` they
+    Give an explicit axis when the indices come from a viewer: with ``'auto'`` they
     refer to the axis :func:`resolve_axis` picks.
     """
-    return predict(volume, model, slices=slice_indices, axis=axis, **kwargs)
+    return predict(volume, model, settings, slices=slice_indices, **kwargs)
 
 
 def resolve_axis(axis: int | str, spacing: Sequence[float] | None, default_axis: int) -> int:

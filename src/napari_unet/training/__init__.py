@@ -29,9 +29,8 @@ data file names, date, iterations, seconds, seed, metrics, held-out slices, nois
 ``.history`` (list of dicts), ``.metrics`` (final ``val_*``), ``.losses`` (every
 iteration), ``.iterations``, ``.seconds``, ``.stopped_by``.
 
-``finetune(model, volume, labels, trusted, *, axis=None, iterations=None, time_budget=None,
-lr=1e-3, batch_size=4, patch_size=None, freeze_encoder=False, augment=True, seed=0,
-device='auto', name=None, progress=None, cancel=None, on_metrics=None) -> TrainResult``
+``finetune(model, volume, labels, trusted, settings=FinetuneSettings(), *, axis=None,
+progress=None, cancel=None, on_metrics=None, **overrides) -> TrainResult``
 
 - A NEW model (the input is never changed), trained only on what a person checked:
   ``trusted`` is a per-slice (1-D along ``axis``, default the model's axis) or per-voxel
@@ -46,7 +45,7 @@ device='auto', name=None, progress=None, cancel=None, on_metrics=None) -> TrainR
 from __future__ import annotations
 
 from .finetune import finetune
-from .settings import TrainResult, TrainSettings
+from .settings import FinetuneSettings, TrainResult, TrainSettings
 from .trainer import train
 
-__all__ = ["train", "finetune", "TrainSettings", "TrainResult"]
+__all__ = ["train", "finetune", "FinetuneSettings", "TrainSettings", "TrainResult"]

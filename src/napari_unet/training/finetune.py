@@ -38,32 +38,29 @@ from .loop import LoopConfig, run_loop
 from .losses import make_loss
 from .metrics import DiceCounter
 from .recipes import EMPTY_SLICE_WEIGHT
-from .settings import TrainResult
-
-DEFAULT_SECONDS = 30.0  # about what a 2-core laptop CPU can spare while a person waits
+from .settings import DEFAULT_FINETUNE_SECONDS, FinetuneSettings, TrainResult
 
 
-def finetune(model, volume, labels, trusted, *, axis: int | None = None,
-             iterations: int | None = None, time_budget: float | None = None,
-             lr: float = 1e-3, batch_size: int = 4, patch_size: tuple[int, int] | None = None,
-             freeze_encoder: bool = False, augment: bool = True, seed: int = 0,
-             device: str = "auto", name: str | None = None, progress=None, cancel=None,
-             on_metrics=None) -> TrainResult:
+def finetune(model, volume, labels, trusted, settings: FinetuneSettings | None = None, *,
+             axis: int | None = None, progress=None, cancel=None, on_metrics=None,
+             **overrides) -> TrainResult:
     """Fine-tune a segmentation ``model`` on the ``trusted`` part of ``labels``.
 
     ``trusted``: booleans per slice along ``axis`` (1-D) or per voxel (the labels' shape).
-    Stops after ``iterations`` or ``time_budget`` seconds (30 s if neither is given).
-    ``axis`` defaults to the model's default slice axis.
+    ``settings`` and/or keywords named like :class:`FinetuneSettings` fields say how long
+    and how; ``axis`` defaults to the model's default slice axis.
     """
     from ..devices import resolve_device
 
+    s = replace(settings or FinetuneSettings(), **overrides)
+    iterations, time_budget, lr, seed = s.iterations, s.time_budget, s.lr, s.seed
+    if iterations is None and time_budget is None:
+        time_budget = DEFAULT_FINETUNE_SECONDS
     task = model.task
     if task.kind != "segment":
         raise TaskError(f"fine-tuning from corrections needs a segmentation model; "
                         f"{model.name!r} is a {task.describe()}")
     axis = model.meta.default_axis if axis is None else axis
-    if iterations is None and time_budget is None:
-        time_budget = DEFAULT_SECONDS
     src = load_source(volume, 0)
     lab_name = getattr(labels, "name", "labels")
     lab = np.asarray(getattr(labels, "array", labels))
@@ -75,20 +72,20 @@ def finetune(model, volume, labels, trusted, *, axis: int | None = None,
     lab_sl = label_slices(lab, axis).astype(np.int16)
     mask_sl = label_slices(trust, axis).astype(np.float32)
     rows = [i for i in range(len(img)) if mask_sl[i].any()]
-    patch = tuple(patch_size or (min(model.meta.patch_size[0], 128),
+    patch = tuple(s.patch_size or (min(model.meta.patch_size[0], 128),
                                  min(model.meta.patch_size[1], 128)))
     weights = np.array([1.0 if lab_sl[i].any() else EMPTY_SLICE_WEIGHT for i in rows])
     sampler = PatchSampler([img], [{"label": lab_sl, "mask": mask_sl, "crop": lab_sl}],
-                           [(0, i) for i in rows], weights, patch, batch_size, seed,
-                           flips=augment, intensity=augment)
+                           [(0, i) for i in rows], weights, patch, s.batch_size, seed,
+                           flips=s.augment, intensity=s.augment)
 
     def next_batch():
         b = sampler.draw()
         return b["image"], b["label"].round().long(), b["mask"]
 
-    dev = resolve_device(device)
+    dev = resolve_device(s.device)
     net = copy.deepcopy(model.net).cpu()
-    params = _trainable(net, freeze_encoder)
+    params = _trainable(net, s.freeze_encoder)
     before = _trusted_dice(net.to(dev).eval(), task, img, lab_sl, mask_sl, rows, dev)
     cfg = LoopConfig(iterations, time_budget, lr, device=dev)
     out = run_loop(net, next_batch, make_loss(task), cfg, None, params=params,
@@ -102,8 +99,8 @@ def finetune(model, volume, labels, trusted, *, axis: int | None = None,
                 timespec="seconds"), "data": src.name, "axis": axis,
                 "trusted_voxels": int(trust.sum()), "iterations": out.iterations,
                 "seconds": round(out.seconds, 2), "seed": seed, "lr": lr,
-                "freeze_encoder": freeze_encoder, "metrics": metrics}}
-    meta = replace(model.meta, name=name or model.name, provenance=prov, hash="")
+                "freeze_encoder": s.freeze_encoder, "metrics": metrics}}
+    meta = replace(model.meta, name=s.name or model.name, provenance=prov, hash="")
     from ..model.checkpoint import Model
 
     return TrainResult(Model(net, meta), out.history, metrics, out.losses, out.iterations,

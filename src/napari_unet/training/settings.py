@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import TaskError
+from ..errors import SettingsError, TaskError
 
 if TYPE_CHECKING:
     from ..model.checkpoint import Model
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 NOISE_KINDS = ("gaussian", "rician", "poisson")
 DEFAULT_ITERATIONS = 500
+DEFAULT_FINETUNE_SECONDS = 30.0  # what a 2-core laptop CPU can spare while a person waits
 
 
 @dataclass
@@ -98,6 +99,35 @@ class TrainSettings:
         if isinstance(self.noise_level, tuple):
             d["noise_level"] = list(self.noise_level)
         return d
+
+
+@dataclass
+class FinetuneSettings:
+    """How :func:`napari_unet.finetune` learns from corrections (the widget and scripts fill it).
+
+    Stops after ``iterations`` or ``time_budget`` seconds, whichever comes first; with
+    neither, ``DEFAULT_FINETUNE_SECONDS``.
+    """
+
+    time_budget: float | None = None
+    iterations: int | None = None
+    lr: float = 1e-3
+    batch_size: int = 4
+    patch_size: tuple[int, int] | None = None  # None: the model's, at most 128
+    freeze_encoder: bool = False
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    name: str | None = None
+
+    def __post_init__(self):
+        if self.iterations is not None and self.iterations < 1:
+            raise SettingsError(f"iterations must be >= 1 (got {self.iterations})")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise SettingsError(f"time budget must be > 0 seconds (got {self.time_budget})")
+        if self.lr <= 0 or self.batch_size < 1:
+            raise SettingsError(f"learning rate must be > 0 and batch size >= 1 "
+                                f"(got {self.lr}, {self.batch_size})")
 
 
 @dataclass
