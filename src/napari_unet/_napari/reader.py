@@ -18,10 +18,9 @@ import warnings
 from pathlib import Path
 
 from ..errors import VolumeReadError
-from ..io.nifti import is_nifti_path
+from ..io.formats import has_dicom_suffix, is_nifti_path
 from .layers import volume_layer_kwargs
 
-DICOM_SUFFIXES = (".dcm", ".ima")
 MAX_PROBED_FILES = 20
 
 
@@ -36,7 +35,7 @@ def get_reader(path: str | list[str]):
 def _accepts(path: Path) -> bool:
     if path.is_dir():
         return _has_dicom(path)
-    return is_nifti_path(path) or path.suffix.lower() in DICOM_SUFFIXES
+    return is_nifti_path(path) or has_dicom_suffix(path)
 
 
 def _has_dicom(folder: Path) -> bool:
@@ -49,7 +48,7 @@ def _has_dicom(folder: Path) -> bool:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(n for n in names if not n.startswith(".")):
             f = Path(root, name)
-            if f.suffix.lower() in DICOM_SUFFIXES or read_header(f)[0] is not None:
+            if has_dicom_suffix(f) or read_header(f)[0] is not None:
                 return True
             probed += 1
             if probed >= MAX_PROBED_FILES:

@@ -14,18 +14,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..io.formats import has_dicom_suffix, is_nifti_path
 from .naming import (
-    NIFTI_SUFFIXES,
     OUTPUT_SUFFIXES,
     dicom_name,
     make_unique,
-    nifti_stem,
+    nifti_name,
     sanitise,
     uid_hash,
 )
 from .qc import QC_DIR
-
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
 @dataclass(frozen=True)
@@ -86,9 +84,9 @@ def _walk(folder: Path, excluded: Path | None) -> list[Path]:
 
 def _classify(path: Path, explicit: bool, found: Discovery, groups: dict) -> None:
     lower = path.name.lower()
-    if lower.endswith(NIFTI_SUFFIXES):
-        found.scans.append(Scan(str(path), nifti_stem(path.name), "nifti"))
-    elif lower.endswith(DICOM_SUFFIXES) or _has_dicm_magic(path):
+    if is_nifti_path(lower):
+        found.scans.append(Scan(str(path), nifti_name(path.name), "nifti"))
+    elif has_dicom_suffix(lower) or _has_dicm_magic(path):
         _add_dicom_file(path, found, groups)
     elif explicit:
         found.scans.append(Scan(str(path), sanitise(path.name) or "scan", "file"))

@@ -12,7 +12,8 @@ import contextlib
 import hashlib
 import re
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from ..io.formats import nifti_stem
+
 OUTPUT_SUFFIXES = ("_labels.nii.gz", "_denoised.nii.gz", "_probabilities.nii.gz",
                    "_uncertainty.nii.gz", "_seg.dcm")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -34,13 +35,9 @@ def uid_hash(uid: str) -> str:
     return io_uid_hash(uid)
 
 
-def nifti_stem(file_name: str) -> str:
-    """``scan_01.nii.gz`` -> ``scan_01``."""
-    for suffix in NIFTI_SUFFIXES:
-        if file_name.lower().endswith(suffix):
-            file_name = file_name[: -len(suffix)]
-            break
-    return sanitise(file_name, 80) or "scan"
+def nifti_name(file_name: str) -> str:
+    """``scan_01.nii.gz`` -> ``scan_01``, made safe as a file name."""
+    return sanitise(nifti_stem(file_name), 80) or "scan"
 
 
 def dicom_name(modality: str | None, series_number: object, description: str | None,

@@ -79,7 +79,7 @@ def _overlay(ax, labels: np.ndarray, n_labels: int, aspect: float, origin: str) 
 
 def write_index(outdir: str | os.PathLike, report: dict) -> Path:
     """``OUTDIR/index.html``: every scan's picture, status and error, worst first."""
-    from .files import atomic_write_text
+    from ..io.write import atomic_write_text
 
     order = {"failed": 0, "skipped": 1, "ok": 2}
     scans = sorted(report["scans"], key=lambda e: order.get(e["status"], 3))

@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .files import atomic_write_text
+from ..io.write import atomic_write_text
 
 STATUSES = ("ok", "failed", "skipped")
 REPORT_NAME = "report.json"

@@ -10,7 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from .files import atomic_write_text, state_dir
+from ..io.write import atomic_write_text
+from .files import state_dir
 
 
 def manifest_path(outdir: str | os.PathLike, name: str) -> Path:

@@ -68,8 +68,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..batch.files import atomic_write_text
     from ..errors import TaskError
+    from ..io.write import atomic_write_text
     from ..training import TrainSettings, train
 
     out = Path(args.output)

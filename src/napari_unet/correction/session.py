@@ -12,7 +12,6 @@ thread, so edits made while the model learns are protected too.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,16 +19,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import NapariUnetError, TaskError
+from ..io.formats import nifti_stem
+from ..progress import Cancel, Progress, Stages
 
 if TYPE_CHECKING:
     from ..inference.predictor import InferenceSettings
     from ..io.volume import Volume
     from ..model.checkpoint import Model
     from ..training.settings import FinetuneSettings
-
-Progress = Callable[[int, int], None]
-Cancel = Callable[[], bool]
-
 
 @dataclass
 class Update:
@@ -153,7 +150,7 @@ class CorrectionSession:
         if not trusted.any():
             raise NapariUnetError("no corrected slices yet: correct the labels on a few "
                                   "slices with the paint, fill or erase tools, then learn")
-        stage = _Stages(progress, 2)
+        stage = Stages(progress, 2)
         settings = settings or FinetuneSettings(device=self.predict_settings.device)
         result = finetune(self.model, self.volume, labels, trusted, settings, axis=self.axis,
                           progress=stage(0), cancel=cancel)
@@ -264,7 +261,7 @@ class CorrectionSession:
         if dicom_seg is None:
             dicom_seg = is_dicom(self.volume)
         if dicom_seg:
-            seg = path.with_name(_stem(path) + "_seg.dcm")
+            seg = path.with_name(nifti_stem(path) + "_seg.dcm")
             written.append(Path(write_dicom_seg(labels, seg, like=self.volume,
                                                 class_names=names) or seg))
         return written
@@ -283,28 +280,3 @@ def _repredict_settings(settings: InferenceSettings | None, axis: int) -> Infere
     from ..inference.predictor import InferenceSettings
 
     return replace(settings or InferenceSettings(), axis=axis, probabilities=False)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
-
-
-class _Stages:
-    """Splits one progress bar over consecutive stages of a job."""
-
-    def __init__(self, progress: Progress | None, n: int, steps: int = 100):
-        self.progress, self.n, self.steps = progress, n, steps
-
-    def __call__(self, k: int) -> Progress | None:
-        if self.progress is None:
-            return None
-
-        def report(done: int, total: int) -> None:
-            frac = done / total if total else 1.0
-            self.progress(int(self.steps * (k + frac)), self.steps * self.n)
-
-        return report

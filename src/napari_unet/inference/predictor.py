@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
 from ..errors import Cancelled, TaskError, VolumeReadError
-
-Progress = Callable[[int, int], None]
-Cancel = Callable[[], bool]
+from ..progress import Cancel, Progress
 
 # Default CPU batch: about this many bytes of activations per forward pass (fits in cache
 # far better than huge batches, and bounds peak memory for 512 x 512 CT slices).

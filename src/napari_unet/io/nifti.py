@@ -26,25 +26,13 @@ import numpy as np
 
 from ..errors import VolumeReadError
 from . import geometry
+from .formats import nifti_stem
 from .source import NiftiSource
 from .volume import Volume
 
 MAX_CHANNELS = 4
 # intensities this low only occur in CT (air is -1000 HU); used to guess the modality
 CT_MIN_THRESHOLD = -500.0
-
-
-def is_nifti_path(path: str | Path) -> bool:
-    name = str(path).lower()
-    return name.endswith(".nii") or name.endswith(".nii.gz")
-
-
-def nifti_stem(path: str | Path) -> str:
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return Path(path).stem
 
 
 def read_nifti(path: str | Path, volume_index: int | None = None) -> Volume:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import VolumeReadError
+from .formats import is_nifti_path
 from .volume import Volume
 
 
@@ -31,6 +32,6 @@ def read_volume(
         return dicom.read_dicom_folder(path, series)
     if path.stat().st_size == 0:
         raise VolumeReadError(f"{path}: the file is empty (0 bytes).")
-    if nifti.is_nifti_path(path):
+    if is_nifti_path(path):
         return nifti.read_nifti(path, volume_index)
     return dicom.read_dicom_file(path)

@@ -76,6 +76,14 @@ def atomic_path(path: Path, ext: str):
             tmp.unlink()
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a small text file (report, manifest, page) so readers never see half of it."""
+    path = Path(path)
+    with atomic_path(path, path.suffix) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        make_shareable(tmp)
+
+
 def write_volume(
     data: np.ndarray, path: str | Path, like: Volume | None = None, dtype=None
 ) -> Path:
