@@ -72,8 +72,9 @@ class OwnedTexts:
     def __init__(self, outdir: Path):
         self.outdir = outdir
         self.ledger = plain_file(state_dir(outdir) / LEDGER_NAME, outdir)
+        text = read_text(self.ledger)
         try:
-            self.known: dict[str, list[str]] = json.loads(read_text(self.ledger) or "{}")
+            self.known: dict[str, list[str]] = json.loads(text or "{}")
         except ValueError:
             self.known = {}
 

@@ -118,9 +118,12 @@ class Report:
 
     def _earlier_entries(self) -> list[dict]:
         """Entries of earlier runs whose outputs are still in the folder."""
+        text = self.texts.read(REPORT_NAME)
         try:
-            old = json.loads(self.texts.read(REPORT_NAME) or "{}")
+            old = json.loads(text or "{}")
         except ValueError:
+            return []
+        if not isinstance(old, dict):
             return []
         out, names = [], set(self._rank)
         for e in list(old.get("scans") or []) + list(old.get("earlier_scans") or []):

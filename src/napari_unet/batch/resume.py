@@ -48,8 +48,9 @@ def base_record(scan, model_hash: str, digest: str) -> dict:
 
 
 def read_manifest(outdir: Path, name: str) -> dict | None:
+    text = read_text(manifest_path(outdir, name))  # a link here is refused, not skipped
     try:
-        record = json.loads(read_text(manifest_path(outdir, name)) or "null")
+        record = json.loads(text or "null")
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
