@@ -84,3 +84,4 @@ def test_an_unreachable_scheduler_is_a_usage_error(tmp_path):
         code, log = run_cli("predict", tmp_path / "in", "-o", tmp_path / "out", "--model",
                             model, "--scheduler", "tcp://127.0.0.1:9", "--quiet")
     assert code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in log
+    assert not (tmp_path / "out" / "report.json").exists()  # refused before any scan

@@ -4,11 +4,14 @@ Each executor yields one report entry per scan as results arrive. A worker that 
 (killed, out of memory) fails only the scan it was running: the local pool is rebuilt,
 and the scans that were in flight beside it run again one at a time, so the one that
 kills its worker is found and the others finish. Dask reschedules a dead worker's task
-itself and fails it (``KilledWorker``) only after it killed several workers.
+itself and fails it (``KilledWorker``) only after it killed several workers; the
+scheduler is reached (short timeout) before any scan runs or is recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -27,10 +30,16 @@ WORKER_DIED = ("the worker process died while processing this scan (killed, or o
 Executor = Callable[[list[Scan], BatchJob, Callable | None, Callable], Iterator[dict]]
 
 
-def executor(settings: BatchSettings) -> Executor:
-    if settings.scheduler:
-        return run_dask
-    return run_processes if settings.workers > 1 else run_local
+@contextlib.contextmanager
+def executor(settings: BatchSettings) -> Iterator[Executor]:
+    """The executor for ``settings``; a Dask scheduler is reached before any scan runs."""
+    if not settings.scheduler:
+        yield run_processes if settings.workers > 1 else run_local
+        return
+    from distributed import Client
+
+    with _connect(Client, settings.scheduler) as client:
+        yield functools.partial(run_dask, client)
 
 
 def run_local(scans: list[Scan], job: BatchJob, cancel, on_start) -> Iterator[dict]:
@@ -114,21 +123,20 @@ def _after_breakage(running: dict, suspects: list, alone: deque) -> Iterator[dic
         alone.extendleft(scan for scan, _ in reversed(suspects))
 
 
-def run_dask(scans: list[Scan], job: BatchJob, cancel, on_start) -> Iterator[dict]:
-    from distributed import Client, as_completed
+def run_dask(client, scans: list[Scan], job: BatchJob, cancel, on_start) -> Iterator[dict]:
+    from distributed import as_completed
 
-    with _connect(Client, job.settings.scheduler) as client:
-        futures = {client.submit(scan_job.process_scan, scan, job, pure=False,
-                                 key=f"napari-unet-{scan.name}-{os.urandom(4).hex()}"): scan
-                   for scan in scans}
-        for future in as_completed(list(futures), loop=client.loop):
-            try:
-                yield future.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker
-                yield entry(futures[future], "failed", error=f"worker failed: {message(exc)}")
-            if cancel and cancel():
-                client.cancel(list(futures))
-                return
+    futures = {client.submit(scan_job.process_scan, scan, job, pure=False,
+                             key=f"napari-unet-{scan.name}-{os.urandom(4).hex()}"): scan
+               for scan in scans}
+    for future in as_completed(list(futures), loop=client.loop):
+        try:
+            yield future.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker
+            yield entry(futures[future], "failed", error=f"worker failed: {message(exc)}")
+        if cancel and cancel():
+            client.cancel(list(futures))
+            return
 
 
 def _connect(client_class, address: str):

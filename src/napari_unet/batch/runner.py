@@ -75,7 +75,7 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
     if not found.scans:
         what = f"matching --series {settings.series} " if settings.series else ""
         raise NoScansFound(f"no NIfTI file or DICOM series {what}found in the inputs")
-    with folder.RunLock(out):
+    with executor(settings) as run, folder.RunLock(out):
         texts = _check_folder(out, settings)
         folder.clear_partial(out)
         scans = [resume.claim_name(out, s) for s in found.scans]
@@ -86,7 +86,7 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
                         settings.to_dict(), [s.name for s in scans], pages=settings.qc,
                         input_paths=settings.input_paths)
         record = _recorder(report, scans, out, found.identifiers, progress, on_scan)
-        _run(scans, job, record, cancel, on_scan)
+        _run(scans, job, record, run, cancel, on_scan)
         saved = report.close(finished=len(report.entries) == len(scans))
         folder.clear_partial(out)
     return BatchResult(report.to_dict(), report.path, report.index_path, saved)
@@ -103,7 +103,7 @@ def _check_folder(out: Path, settings: BatchSettings) -> OwnedTexts:
     return texts
 
 
-def _run(scans: list[Scan], job: BatchJob, record, cancel, on_scan) -> None:
+def _run(scans: list[Scan], job: BatchJob, record, run, cancel, on_scan) -> None:
     todo = []
     for scan in scans:
         done = _already_done(scan, job)
@@ -113,7 +113,6 @@ def _run(scans: list[Scan], job: BatchJob, record, cancel, on_scan) -> None:
             record(scan_job.process_scan(scan, job))
         else:
             todo.append(scan)
-    run = executor(job.settings)
     for item in run(todo, job, cancel, lambda name: on_scan and on_scan(name, None)):
         record(item)
 

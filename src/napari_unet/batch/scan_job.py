@@ -113,7 +113,9 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     finally:
         for tmp in written.temps.values():
             tmp.unlink(missing_ok=True)
-    return written, set(getattr(volume.source, "warnings", ()))
+    # geometry the reader had to assume (also warned, so caught above for any source)
+    notes = volume.source.warnings if isinstance(volume.source, DicomSource) else ()
+    return written, set(notes)
 
 
 def _names(scan: Scan, job: BatchJob, model, volume) -> dict[str, str]:
@@ -136,8 +138,11 @@ def _write_outputs(scan: Scan, job: BatchJob, model, volume, pred, names: dict,
 
     outdir = Path(job.outdir)
     for rel, role in names.items():
-        data = pred.labels if role == "labels" else getattr(pred, role, None)
-        if role in ("seg", "qc") or data is None:
+        if role in ("seg", "qc"):
+            continue
+        data = {"labels": pred.labels, "image": pred.image, "uncertainty": pred.uncertainty,
+                "probabilities": pred.probabilities}[role]
+        if data is None:
             continue
         written.temps[rel] = folder.temp_path(outdir, rel)
         write_volume(data, written.temps[rel], like=volume)
