@@ -1,5 +1,5 @@
-"""``report.json`` (and ``index.html``): rewritten after every scan, so an interrupted
-run still leaves a valid, readable report.
+"""``report.json`` (and ``index.html``): rewritten after every scan that runs (a burst
+of resumed scans in steps), so an interrupted run still leaves a valid, readable report.
 
 Layout (DESIGN.md): ``{"model": {"name", "hash"}, "settings": {...}, "scans": [{"input",
 "status", "outputs", "error", "seconds"}]}``. Extra keys: per scan its output ``name``,
@@ -60,7 +60,7 @@ class Report:
         self.write_errors: list[str] = []
         self.started = _now()
         self.finished = False
-        self._next_save = 0.0  # saves take at most ~5% of the time (large batches)
+        self._next_save = 0.0  # skipped scans: saves take at most ~5% of the time
 
     @property
     def total(self) -> int:
@@ -75,7 +75,8 @@ class Report:
             item["input"] = None
         self.entries.append(item)
         self.entries.sort(key=lambda e: self._rank.get(e["name"], len(self._rank)))
-        if time.monotonic() >= self._next_save:
+        # every scan that ran is saved at once; a burst of resumed scans is saved in steps
+        if item["status"] != "skipped" or time.monotonic() >= self._next_save:
             self.save()
 
     def to_dict(self) -> dict:

@@ -110,14 +110,10 @@ def _positive_int(text: str) -> int:
 
 
 def _axis(text: str) -> int | str:
-    return text if text == "auto" else _int_or_text(text)
-
-
-def _int_or_text(text: str) -> int | str:
     try:
         return int(text)
     except ValueError:
-        return text  # argparse's choices check names it
+        return text  # "auto", or anything else for argparse's choices check to name
 
 
 def run(args) -> int:
