@@ -145,7 +145,8 @@ def _has_dicm_magic(path: Path) -> bool:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
-        return os.pread(fd, 4, 128) == b"DICM"
+        os.lseek(fd, 128, os.SEEK_SET)
+        return os.read(fd, 4) == b"DICM"
     except OSError:
         return False
     finally:

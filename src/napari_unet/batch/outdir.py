@@ -142,7 +142,7 @@ class RunLock:
         try:
             _flock(fd)
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            holder = os.read(fd, 4096).decode("utf-8", "replace")
             os.close(fd)
             raise OutputFolderError(_in_use(holder)) from None
         except OSError as exc:
@@ -152,7 +152,7 @@ class RunLock:
             self._take_pid_file()
             return self
         os.ftruncate(fd, 0)
-        os.pwrite(fd, _holder().encode(), 0)
+        os.write(fd, _holder().encode())
         self.fd = fd
         return self
 

@@ -107,15 +107,14 @@ class Report:
         if why not in self.write_errors:  # once per reason, however often it is retried
             self.write_errors.append(why)
 
-    def close(self, finished: bool) -> bool:
-        """The final save, tried a few times; False when it never succeeded."""
+    def close(self, finished: bool) -> None:
+        """The final save, tried a few times (each failure is in ``write_errors``)."""
         self.finished = finished
         for attempt in range(FINAL_SAVE_TRIES):
             if attempt:
                 time.sleep(0.5 * attempt)
             if self.save():
-                return True
-        return False
+                return
 
     def _earlier_entries(self) -> list[dict]:
         """Entries of earlier runs whose outputs are still in the folder."""

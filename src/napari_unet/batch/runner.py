@@ -37,7 +37,6 @@ class BatchResult:
     report: dict
     report_path: Path
     index_path: Path | None
-    report_saved: bool = True
 
     @property
     def counts(self) -> dict:
@@ -49,7 +48,7 @@ class BatchResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when every scan is ok or skipped and the report was written; else 1."""
+        """0 when every scan is ok or skipped and every report write succeeded; else 1."""
         return 1 if self.counts.get("failed") or self.write_errors else 0
 
 
@@ -87,9 +86,9 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
                         input_paths=settings.input_paths)
         record = _recorder(report, scans, out, found.identifiers, progress, on_scan)
         _run(scans, job, record, run, cancel, on_scan)
-        saved = report.close(finished=len(report.entries) == len(scans))
+        report.close(finished=len(report.entries) == len(scans))
         folder.clear_partial(out)
-    return BatchResult(report.to_dict(), report.path, report.index_path, saved)
+    return BatchResult(report.to_dict(), report.path, report.index_path)
 
 
 def _check_folder(out: Path, settings: BatchSettings) -> OwnedTexts:
