@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..io.formats import has_dicom_suffix, is_nifti_path
-from .naming import OUTPUT_SUFFIXES, dicom_name, file_name, make_unique, uid_hash
+from ..io.series import uid_hash
+from .naming import OUTPUT_SUFFIXES, dicom_name, file_name, make_unique
 from .privacy import identifiers_of, redact
 from .qc import QC_DIR
 
@@ -154,7 +155,7 @@ def _has_dicm_magic(path: Path) -> bool:
 
 
 def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:
-    from ..io.dicom import read_header
+    from ..io.series import read_header
 
     ds, reason = read_header(path)
     if ds is None:
@@ -174,7 +175,7 @@ def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:
 
 
 def _non_image(ds) -> str | None:
-    from ..io.dicom import non_image_reason
+    from ..io.series import non_image_reason
 
     why = non_image_reason(ds)
     return f"non-image DICOM: {why}" if why else None

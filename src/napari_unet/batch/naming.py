@@ -15,6 +15,7 @@ import hashlib
 import re
 
 from ..io.formats import nifti_stem
+from ..io.series import uid_hash
 from .privacy import looks_identifying
 
 OUTPUT_SUFFIXES = ("_labels.nii.gz", "_denoised.nii.gz", "_probabilities.nii.gz",
@@ -29,13 +30,6 @@ def sanitise(text: str, max_len: int = 40) -> str:
 
 def short_hash(text: str, n: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def uid_hash(uid: str) -> str:
-    """The short series handle the I/O layer also shows and accepts (``series=``)."""
-    from ..io.dicom import uid_hash as io_uid_hash
-
-    return io_uid_hash(uid)
 
 
 def file_name(name: str, path: str, identifiers: set[str] = frozenset()) -> str:

@@ -15,8 +15,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from ..io.series import uid_hash
 from ..io.write import atomic_write_text
-from .naming import short_hash, uid_hash, with_key
+from .naming import short_hash, with_key
 from .outdir import plain_file, read_text, state_dir
 
 VERSION = 2
