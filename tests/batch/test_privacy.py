@@ -103,3 +103,6 @@ def test_redaction_and_the_identifying_name_rule():
                  "/srv/models/m.safetensors", paths, ids) == \
         "MR_s003_x/IM1.dcm: bad tag; see notes.txt and m.safetensors"
     assert scrub("cannot open /data/MRN-1234567", {}, set()) == "cannot open <path>"
+    outdir = {"/out/": "", "/out": "the output folder"}  # whole paths only
+    assert scrub("/out/x.nii.gz, /outer/y and /out: full", outdir, set()) == \
+        "x.nii.gz, y and the output folder: full"

@@ -47,8 +47,9 @@ def scrub(text: str | None, paths: dict[str, str], identifiers: set[str]) -> str
     absolute paths by their last part (or ``<path>``), patient names/IDs redacted."""
     if not text:
         return text
-    for path in sorted(paths, key=len, reverse=True):
-        text = text.replace(path, paths[path])
+    for path in sorted(paths, key=len, reverse=True):  # whole paths only, longest first
+        end = "" if path.endswith(("/", "\\")) else r"(?=$|[\s/\\:'\"()\[\],;])"
+        text = re.sub(re.escape(path) + end, lambda _, new=paths[path]: new, text)
     text = _ABS_PATH.sub(lambda m: _last_part(m.group(0), identifiers), text)
     return redact(text, identifiers)
 
