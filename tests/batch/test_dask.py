@@ -19,10 +19,24 @@ from support.cli_run import load_report, run_cli
 pytestmark = pytest.mark.slow
 
 
-def _model_loads_on_worker() -> list:
-    from napari_unet.batch import runner
+def _count_model_loads_on_worker() -> None:
+    """Run on the worker (``client.run``): count the worker's calls to ``load_model``."""
+    from napari_unet.model import checkpoint
 
-    return [runner.MODEL_LOADS, len(runner._MODELS)]
+    load = checkpoint.load_model
+
+    def counted(*args, **kwargs):
+        counted.calls += 1
+        return load(*args, **kwargs)
+
+    counted.calls = 0
+    checkpoint.load_model = counted
+
+
+def _model_loads_on_worker() -> int:
+    from napari_unet.model import checkpoint
+
+    return checkpoint.load_model.calls
 
 
 def test_dask_cluster_gives_the_same_outputs_as_a_local_run(tmp_path):
@@ -38,13 +52,14 @@ def test_dask_cluster_gives_the_same_outputs_as_a_local_run(tmp_path):
     code, _ = run_cli(*common, "-o", tmp_path / "local", "--quiet")
     assert code == 1
     with LocalCluster(n_workers=1, processes=True, threads_per_worker=1,
-                      dashboard_address=None) as cluster:
+                      dashboard_address=None) as cluster, \
+            Client(cluster.scheduler_address) as client:
+        client.run(_count_model_loads_on_worker)
         code, log = run_cli(*common, "-o", tmp_path / "dask", "--scheduler",
                             cluster.scheduler_address)
-        with Client(cluster.scheduler_address) as client:
-            loads = list(client.run(_model_loads_on_worker).values())
+        loads = list(client.run(_model_loads_on_worker).values())
     assert code == 1
-    assert loads == [[1, 1]]  # three scans, one model load on the worker
+    assert loads == [1]  # three scans, one model load on the worker
     local, dask = load_report(tmp_path / "local"), load_report(tmp_path / "dask")
     assert dask["counts"] == local["counts"] == {"ok": 3, "failed": 1, "skipped": 0}
     assert [(e["name"], e["status"]) for e in dask["scans"]] == \
@@ -69,3 +84,4 @@ def test_an_unreachable_scheduler_is_a_usage_error(tmp_path):
         code, log = run_cli("predict", tmp_path / "in", "-o", tmp_path / "out", "--model",
                             model, "--scheduler", "tcp://127.0.0.1:9", "--quiet")
     assert code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in log
+    assert not (tmp_path / "out" / "report.json").exists()  # refused before any scan

@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_unet.batch.discover import discover_scans, redact
-from napari_unet.batch.files import STATE_DIR
+from napari_unet.batch.discover import discover_scans
 from napari_unet.batch.naming import dicom_name, output_names
-from napari_unet.batch.runner import KILL_AFTER_ENV, RESUMED
+from napari_unet.batch.outdir import STATE_DIR
+from napari_unet.batch.privacy import redact
+from napari_unet.batch.runner import RESUMED
 from support.batch_data import (
     PATIENT_STRINGS,
     all_text,
@@ -25,7 +25,7 @@ from support.batch_data import (
     non_image_dicom,
     tiny_model,
 )
-from support.cli_run import by_name, load_report, run_cli
+from support.cli_run import by_name, hooked_cli, load_report, run_cli
 
 FINAL_PATTERNS = ("_labels.nii.gz", "_denoised.nii.gz", "_seg.dcm", ".png")
 
@@ -63,11 +63,13 @@ def test_mixed_folder_gives_one_entry_per_scan_and_exit_1(mixed_run):
     assert len(ok) == 5
     skipped = [e for e in scans.values() if e["status"] == "skipped"]
     assert len(skipped) == 1 and "RTSTRUCT" in skipped[0]["reason"]
-    failed = {e["input"]: e["error"] for e in scans.values() if e["status"] == "failed"}
+    failed = {e["input"]: e for e in scans.values() if e["status"] == "failed"}
     assert len(failed) == 3
-    for path, error in failed.items():  # unreadable files: the error names the file
+    for path, e in failed.items():  # unreadable files: the error names the scan, not the path
         if not path.endswith("two_channels.nii.gz"):
-            assert path.endswith(("broken.nii.gz", "corrupt.dcm")) and path in error
+            assert path.endswith(("broken.nii.gz", "corrupt.dcm"))
+            assert e["error"].startswith(f"{e['name']}: ") and str(mixed_run["inputs"]) not in \
+                e["error"]
     # a scan that fails inside predict (2 channels for a 1-channel model) fails alone
     assert "2 channel(s)" in scans["two_channels"]["error"]
     assert not list(mixed_run["out"].glob("two_channels*"))
@@ -132,9 +134,8 @@ def test_interrupted_run_resumes_without_redoing_or_partial_files(tmp_path):
         nifti_scan(inputs / f"case{i}.nii.gz", seed=i)
     model = tiny_model(tmp_path / "seg.safetensors")
     out = tmp_path / "out"
-    env = {**os.environ, KILL_AFTER_ENV: "2", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "napari_unet", "predict", str(inputs), "-o", str(out),
-           "--model", str(model), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = hooked_cli("kill", "2", "predict", inputs, "-o", out, "--model", model, "--quiet")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     report = load_report(out)  # still valid JSON after the kill

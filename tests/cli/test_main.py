@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from napari_unet.cli.main import main
+from napari_unet.errors import ModelFileError, SettingsError
 from napari_unet.model.checkpoint import Model
 from napari_unet.model.tasks import make_task
 
@@ -67,3 +68,64 @@ def test_import_napari_unet_is_light():
     code = "import sys, napari_unet; print('torch' in sys.modules, 'monai' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["False", "False"]
+
+
+@pytest.fixture(scope="module")
+def usage_inputs(tmp_path_factory):
+    from support.batch_data import nifti_scan, tiny_model
+
+    root = tmp_path_factory.mktemp("usage")
+    return {"root": root, "scan": nifti_scan(root / "scan.nii.gz"),
+            "model": tiny_model(root / "m.safetensors")}
+
+
+def _usage_case(case: str, root, scan, model) -> list:
+    predict = ["predict", scan, "-o", root / "out", "--model", model]
+    return {
+        "device foo": [*predict, "--device", "foo"],
+        "device cuda:abc": [*predict, "--device", "cuda:abc"],
+        "-o names a file": ["predict", scan, "-o", scan, "--model", model],
+        "scheduler garbage": [*predict, "--scheduler", "garbage://x"],
+        "info missing file": ["info", root / "missing.safetensors"],
+        "import missing file": ["import", root / "missing.pth", "-o", root / "x.safetensors",
+                                "--task", "segment", "--in-channels", "1", "--classes", "2"],
+        "train device": ["train", "--task", "segment", "--images", scan, "--labels", scan,
+                         "-o", root / "t.safetensors", "--device", "foo"],
+    }[case]
+
+
+USAGE_CASES = ["device foo", "device cuda:abc", "-o names a file", "scheduler garbage",
+               "info missing file", "import missing file", "train device"]
+
+
+@pytest.mark.parametrize("case", USAGE_CASES)
+def test_usage_errors_are_one_line_and_exit_2_in_every_command(usage_inputs, capsys, case):
+    import time
+
+    argv = [str(a) for a in _usage_case(case, **usage_inputs)]
+    before = usage_inputs["scan"].read_bytes()
+    start = time.monotonic()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert time.monotonic() - start < 20  # no minute-long wait for a scheduler
+    assert err.startswith(f"napari-unet {argv[0]}: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert usage_inputs["scan"].read_bytes() == before  # -o naming the scan left it alone
+    with pytest.raises(Exception) as raised:  # --debug: the exception itself, traceback and all
+        main([*argv, "--debug"])
+    assert isinstance(raised.value, (SettingsError, ModelFileError))
+
+
+def test_the_console_script_follows_the_same_rule(usage_inputs):
+    import time
+
+    from support.cli_run import console
+
+    start = time.monotonic()
+    proc = console(*_usage_case("scheduler garbage", **usage_inputs))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("napari-unet predict: error: --scheduler 'garbage://x' is not a Dask "
+                           "scheduler address; expected e.g. tcp://HOST:8786 (schemes: tcp, "
+                           "tls, ucx, ws, wss, inproc)\n")
+    assert proc.stdout == "" and time.monotonic() - start < 60

@@ -103,14 +103,40 @@ def mixed_folder(root: Path) -> Path:
     return root
 
 
-def all_text(folder: Path) -> str:
-    """Every file name under ``folder`` and the content of every file (gunzipped)."""
+def all_text(folder: Path, skip: tuple[str, ...] = ()) -> str:
+    """Every file name under ``folder`` and the content of every file (gunzipped), but
+    the content of files whose names end with one of ``skip``."""
     parts = []
     for p in sorted(folder.rglob("*")):
         parts.append(str(p.relative_to(folder)))
-        if p.is_file():
+        if p.is_file() and not (skip and p.name.endswith(skip)):
             raw = p.read_bytes()
             if p.name.endswith(".gz"):
                 raw = gzip.decompress(raw)
             parts.append(raw.decode("latin-1"))
     return "\n".join(parts)
+
+
+def series_with_a_gap(folder: Path, seed: int = 6) -> Path:
+    """A DICOM series with its third slice missing: the reader warns (assumed geometry)."""
+    paths = dicom_series(folder, seed=seed, number=9, description="gap")
+    paths[2].unlink()
+    return folder
+
+
+def rtdose(folder: Path) -> Path:
+    """pydicom's multi-frame RTDOSE: readable as a volume, but no DICOM SEG source."""
+    return non_image_dicom(folder / "rtdose.dcm", "rtdose.dcm").parent
+
+
+def process_scan_or_die(scan, job):
+    """``process_scan`` that SIGKILLs its own worker on scans named ``die*`` (as the
+    out-of-memory killer would); tests put it in place with monkeypatch."""
+    import os
+    import signal
+
+    from napari_unet.batch.scan_job import process_scan
+
+    if scan.name.startswith("die"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return process_scan(scan, job)

@@ -1,8 +1,10 @@
 """Batch processing of scan folders: discovery, naming, resume, reports, QC, scale-out.
 
 The CLI's ``napari-unet predict`` is a thin face over :func:`run_batch`; the per-scan
-work (:func:`napari_unet.batch.runner.process_scan`) is a top-level picklable function so
+work (:func:`napari_unet.batch.scan_job.process_scan`) is a top-level picklable function so
 the same code runs in-process, in local worker processes or on a Dask cluster.
+What the batch may touch in the output folder is in :mod:`.outdir` and :mod:`.owned`,
+what it may print in :mod:`.privacy`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ _LAZY = {
     "BatchSettings": "settings",
     "BatchResult": "runner",
     "run_batch": "runner",
-    "process_scan": "runner",
+    "process_scan": "scan_job",
+    "BatchJob": "scan_job",
     "Scan": "discover",
     "discover_scans": "discover",
 }

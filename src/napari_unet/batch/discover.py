@@ -4,35 +4,39 @@ One scan per NIfTI file and one per DICOM series (files grouped by folder and
 SeriesInstanceUID). Non-image DICOM (structured reports, RT structures, SEG, ...) becomes
 a skipped scan with the reason; a file that looks like DICOM but cannot be parsed
 becomes a failed scan, so the report accounts for every file the user pointed at.
-Patient names/IDs are read only to be redacted from messages, never stored in a Scan.
+
+Only regular files are ever opened: named pipes, sockets and devices are skipped with
+the reason (opening a FIFO would block forever), links are followed, and a folder
+reached twice (a link loop) is walked once. Patient names/IDs are read only to be
+redacted from names and messages, never stored in a Scan.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..io.formats import has_dicom_suffix, is_nifti_path
-from .naming import (
-    OUTPUT_SUFFIXES,
-    dicom_name,
-    make_unique,
-    nifti_name,
-    sanitise,
-    uid_hash,
-)
+from ..io.series import uid_hash
+from .naming import OUTPUT_SUFFIXES, dicom_name, file_name, make_unique
+from .privacy import identifiers_of, redact
 from .qc import QC_DIR
+
+_NON_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISDIR, "a folder"))
 
 
 @dataclass(frozen=True)
 class Scan:
-    """One unit of batch work; ``name`` is the non-identifying output stem."""
+    """One unit of batch work; ``name`` is the patient-free output stem."""
 
     input: str  # a file, or the folder holding a DICOM series
     name: str
-    kind: str  # "nifti", "dicom" or "file" (any other file the user named explicitly)
+    kind: str  # "nifti", "dicom" or "file" (anything else met on the way)
     series: str | None = None  # SeriesInstanceUID of a DICOM series (never logged)
     skip_reason: str | None = None
     error: str | None = None
@@ -58,78 +62,131 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
                    series: str | None = None) -> Discovery:
     """Scans under ``inputs`` in a stable order; ``exclude`` (the output folder) is ignored."""
     found = Discovery()
-    excluded = Path(exclude).resolve() if exclude else None
+    excluded = _identity(Path(exclude)) if exclude else None
     groups: dict[tuple[str, str], _Series] = {}
     for root in inputs:
         root = Path(root).resolve()
-        files = [root] if root.is_file() else _walk(root, excluded)
-        for path in files:
-            _classify(path, explicit=path == root, found=found, groups=groups)
-    found.scans += _series_scans(groups, series)
+        for path, problem in _files(root, excluded):
+            if problem:
+                found.scans.append(Scan(str(path), "", "file", skip_reason=problem))
+            else:
+                _classify(path, explicit=path == root, found=found, groups=groups)
+    found.scans = [_named(s, found.identifiers) for s in found.scans]
+    found.scans += _series_scans(groups, series, found.identifiers)
     return _unique(found)
 
 
-def _walk(folder: Path, excluded: Path | None) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _files(root: Path, excluded) -> Iterator[tuple[Path, str | None]]:
+    """(regular file, None) or (anything else, why it is skipped) under ``root``."""
+    what = _not_regular(root)
+    if what == "a folder":
+        yield from _walk(root, excluded)
+    else:
+        yield root, _skip_reason(what)
+
+
+def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
+    seen: set = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and (excluded is None or here / d != excluded))
-        if here == excluded:  # inputs and outputs share a folder: skip our own outputs
+        key = _identity(here)
+        if key in seen or (key == excluded and here != folder):
+            dirnames[:] = []  # a link loop, a folder reached twice, or the output folder
+            continue
+        seen.add(key)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        names = sorted(f for f in filenames if not f.startswith("."))
+        if key == excluded:  # inputs and outputs share a folder: skip our own outputs
             dirnames[:] = [d for d in dirnames if d != QC_DIR]
-            filenames = [f for f in filenames if not f.endswith(OUTPUT_SUFFIXES)]
-        out += [here / f for f in sorted(filenames) if not f.startswith(".")]
-    return out
+            names = [f for f in names if not f.endswith(OUTPUT_SUFFIXES)]
+        for name in names:
+            path = here / name
+            yield path, _skip_reason(_not_regular(path))
+
+
+def _skip_reason(what: str | None) -> str | None:
+    return f"{what}, not a regular file: skipped without opening it" if what else None
+
+
+def _not_regular(path: Path) -> str | None:
+    """None for a regular file (links followed); else what it is, without opening it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return "a link to nothing" if path.is_symlink() else f"unreadable ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _NON_REGULAR if test(mode)), "not a regular file")
 
 
 def _classify(path: Path, explicit: bool, found: Discovery, groups: dict) -> None:
     lower = path.name.lower()
     if is_nifti_path(lower):
-        found.scans.append(Scan(str(path), nifti_name(path.name), "nifti"))
+        found.scans.append(Scan(str(path), "", "nifti"))
     elif has_dicom_suffix(lower) or _has_dicm_magic(path):
         _add_dicom_file(path, found, groups)
     elif explicit:
-        found.scans.append(Scan(str(path), sanitise(path.name) or "scan", "file"))
+        found.scans.append(Scan(str(path), "", "file"))
 
 
 def _has_dicm_magic(path: Path) -> bool:
+    """The DICOM preamble's magic; opened non-blocking and checked to be a regular file."""
     try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        os.lseek(fd, 128, os.SEEK_SET)
+        return os.read(fd, 4) == b"DICM"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:
-    from ..io.dicom import non_image_reason, read_header
+    from ..io.series import read_header
 
     ds, reason = read_header(path)
     if ds is None:
-        found.scans.append(Scan(str(path), sanitise(path.name) or "dicom", "dicom",
-                                error=f"{path}: {reason}"))
+        found.scans.append(Scan(str(path), "", "dicom", error=f"{path}: {reason}"))
         return
-    patient: set[str] = set()
-    _remember_identifiers(ds, patient)
+    patient = identifiers_of(ds)
     found.identifiers |= patient
     uid = str(ds.get("SeriesInstanceUID", "") or "")
-    key = (str(path.parent), uid or f"file:{path}")
+    if not uid:  # no series to group it with: a scan of its own, read as one file
+        found.scans.append(Scan(str(path), "", "dicom", skip_reason=_non_image(ds)))
+        return
+    key = (str(path.parent), uid)
     if key not in groups:
-        skip = non_image_reason(ds)
         description = redact(str(ds.get("SeriesDescription", "") or ""), patient, "")
         groups[key] = _Series(str(path.parent), uid, ds.get("Modality"), ds.get("SeriesNumber"),
-                              description, f"non-image DICOM: {skip}" if skip else None)
+                              description, _non_image(ds))
 
 
-def _remember_identifiers(ds, identifiers: set[str]) -> None:
-    for tag in ("PatientName", "PatientID"):
-        value = str(ds.get(tag, "") or "").strip()
-        if value:
-            identifiers.add(value)
-            identifiers.update(p for p in value.replace("^", " ").split() if len(p) > 2)
+def _non_image(ds) -> str | None:
+    from ..io.series import non_image_reason
+
+    why = non_image_reason(ds)
+    return f"non-image DICOM: {why}" if why else None
 
 
-def _series_scans(groups: dict[tuple[str, str], _Series], wanted: str | None) -> list[Scan]:
+def _named(scan: Scan, identifiers: set[str]) -> Scan:
+    return replace(scan, name=file_name(Path(scan.input).name, scan.input, identifiers))
+
+
+def _series_scans(groups: dict[tuple[str, str], _Series], wanted: str | None,
+                  identifiers: set[str]) -> list[Scan]:
     by_folder: dict[str, list[_Series]] = {}
     for s in groups.values():
         by_folder.setdefault(s.folder, []).append(s)
@@ -139,9 +196,8 @@ def _series_scans(groups: dict[tuple[str, str], _Series], wanted: str | None) ->
         for index, s in enumerate(ordered):
             if wanted is not None and wanted not in (s.uid, uid_hash(s.uid), str(index)):
                 continue
-            name = dicom_name(s.modality, s.number, s.description, s.uid)
-            scans.append(Scan(folder, name, "dicom", series=s.uid or None,
-                              skip_reason=s.skip_reason))
+            name = dicom_name(s.modality, s.number, s.description, s.uid, identifiers)
+            scans.append(Scan(folder, name, "dicom", series=s.uid, skip_reason=s.skip_reason))
     return scans
 
 
@@ -156,14 +212,5 @@ def _series_order(s: _Series) -> tuple:
 def _unique(found: Discovery) -> Discovery:
     keys = [f"{s.input}|{s.series}" for s in found.scans]
     names = make_unique([s.name for s in found.scans], keys)
-    found.scans = [Scan(s.input, n, s.kind, s.series, s.skip_reason, s.error)
-                   for s, n in zip(found.scans, names, strict=True)]
+    found.scans = [replace(s, name=n) for s, n in zip(found.scans, names, strict=True)]
     return found
-
-
-def redact(text: str | None, identifiers: set[str], by: str = "[redacted]") -> str | None:
-    """Replace any patient name/ID seen during discovery (whole words) with ``by``."""
-    if not text or not identifiers:
-        return text
-    alternatives = "|".join(re.escape(i) for i in sorted(identifiers, key=len, reverse=True))
-    return re.sub(rf"(?<!\w)(?:{alternatives})(?!\w)", by, text)

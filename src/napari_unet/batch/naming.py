@@ -1,6 +1,8 @@
 """Output names that never carry patient data.
 
-NIfTI outputs are named after the input file; DICOM outputs after non-identifying series
+A file (NIfTI, or any file named explicitly) is named after its own file name, never its
+folders, unless that name looks identifying (:func:`privacy.looks_identifying`): then it
+is ``scan_<hash of its path>``. A DICOM series is named after non-identifying series
 attributes (modality, series number, a sanitised series description) plus a short hash
 of the SeriesInstanceUID, so two series never collide and no name or ID leaks into
 file names, reports or logs.
@@ -13,6 +15,8 @@ import hashlib
 import re
 
 from ..io.formats import nifti_stem
+from ..io.series import uid_hash
+from .privacy import looks_identifying
 
 OUTPUT_SUFFIXES = ("_labels.nii.gz", "_denoised.nii.gz", "_probabilities.nii.gz",
                    "_uncertainty.nii.gz", "_seg.dcm")
@@ -28,26 +32,21 @@ def short_hash(text: str, n: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def uid_hash(uid: str) -> str:
-    """The short series handle the I/O layer also shows and accepts (``series=``)."""
-    from ..io.dicom import uid_hash as io_uid_hash
-
-    return io_uid_hash(uid)
-
-
-def nifti_name(file_name: str) -> str:
-    """``scan_01.nii.gz`` -> ``scan_01``, made safe as a file name."""
-    return sanitise(nifti_stem(file_name), 80) or "scan"
+def file_name(name: str, path: str, identifiers: set[str] = frozenset()) -> str:
+    """``scan_01.nii.gz`` -> ``scan_01``; an identifying name -> ``scan_<hash of path>``."""
+    stem = nifti_stem(name)
+    safe = "" if looks_identifying(stem, identifiers) else sanitise(stem, 80)
+    return safe or f"scan_{short_hash(path)}"
 
 
 def dicom_name(modality: str | None, series_number: object, description: str | None,
-               series_uid: str) -> str:
+               series_uid: str, identifiers: set[str] = frozenset()) -> str:
     """E.g. ``MR_s003_T1_MPRAGE_1a2b3c4d`` (no patient attribute is ever used)."""
     parts = [sanitise(modality or "", 8) or "OT"]
     with contextlib.suppress(TypeError, ValueError):
         parts.append(f"s{int(series_number):03d}")
     desc = sanitise(description or "")
-    if desc:
+    if desc and not looks_identifying(description, identifiers):
         parts.append(desc)
     parts.append(uid_hash(series_uid))
     return "_".join(parts)
@@ -58,8 +57,12 @@ def make_unique(names: list[str], keys: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     for name in names:
         seen[name] = seen.get(name, 0) + 1
-    return [f"{n}_{short_hash(k, 6)}" if seen[n] > 1 else n
-            for n, k in zip(names, keys, strict=True)]
+    return [with_key(n, k) if seen[n] > 1 else n for n, k in zip(names, keys, strict=True)]
+
+
+def with_key(name: str, key: str) -> str:
+    """``name`` told apart from another input's by a short hash of this input's key."""
+    return f"{name}_{short_hash(key, 6)}"
 
 
 def output_names(stem: str, kind: str, fmt: str, dicom_input: bool,

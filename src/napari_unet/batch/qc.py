@@ -77,10 +77,10 @@ def _overlay(ax, labels: np.ndarray, n_labels: int, aspect: float, origin: str) 
               aspect=aspect, origin=origin, interpolation="nearest")
 
 
-def write_index(outdir: str | os.PathLike, report: dict) -> Path:
-    """``OUTDIR/index.html``: every scan's picture, status and error, worst first."""
-    from ..io.write import atomic_write_text
-
+def index_page(report: dict) -> str:
+    """The text of ``OUTDIR/index.html``: every scan's picture, status and error, worst
+    first; then scans of earlier runs whose outputs are still in the folder. Scans are
+    named by their patient-free names only (the page never shows input paths)."""
     order = {"failed": 0, "skipped": 1, "ok": 2}
     scans = sorted(report["scans"], key=lambda e: order.get(e["status"], 3))
     counts = report.get("counts", {})
@@ -90,11 +90,13 @@ def write_index(outdir: str | os.PathLike, report: dict) -> Path:
             + " &middot; ".join(f"{_badge(s)} {counts.get(s, 0)}" for s in order)
             + f" &middot; {len(report['scans'])} of {report.get('total', '?')} scans"
             + ("" if report.get("finished") else " (running or interrupted)") + "</p>")
+    head += "".join(f'<p class="err">{_e(w)}</p>' for w in report.get("write_errors", []))
     cards = "\n".join(_card(e) for e in scans)
-    page = _PAGE.format(head=head, cards=cards)
-    path = Path(outdir) / INDEX_NAME
-    atomic_write_text(path, page)
-    return path
+    earlier = report.get("earlier_scans") or []
+    if earlier:
+        cards += (f'</div><h2>from earlier runs into this folder ({len(earlier)})</h2>'
+                  '<div class="grid">' + "\n".join(_card(e) for e in earlier))
+    return _PAGE.format(head=head, cards=cards)
 
 
 def _card(e: dict) -> str:
@@ -125,6 +127,7 @@ _PAGE = """<!doctype html>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; background: #fafafa; color: #222; }}
 h1 {{ font-size: 1.3em; margin: 0 0 .3em; }}
+h2 {{ font-size: 1.1em; margin: 1em 0 .3em; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr));
          gap: 12px; }}
 .card {{ background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 8px; }}

@@ -1,23 +1,32 @@
-"""``report.json``: one entry per scan, rewritten atomically after every scan.
+"""``report.json`` (and ``index.html``): rewritten after every scan that runs (a burst
+of resumed scans in steps), so an interrupted run still leaves a valid, readable report.
 
 Layout (DESIGN.md): ``{"model": {"name", "hash"}, "settings": {...}, "scans": [{"input",
-"status", "outputs", "error", "seconds"}]}``. Extra keys say how far the run got
-(``finished``, ``counts``, ``total``) and per scan its output ``name`` and ``qc`` picture,
-so an interrupted run still leaves a valid, readable report.
+"status", "outputs", "error", "seconds"}]}``. Extra keys: per scan its output ``name``,
+``qc`` picture, ``reason`` (why skipped) and ``warnings``; at the top ``total``,
+``counts``, ``started``, ``updated``, ``finished``, ``earlier_scans`` (entries of earlier
+runs into this folder whose outputs are still there) and ``write_errors`` (report or page
+writes that failed and were retried). ``input`` is the only key that holds a path, and
+is null with ``--no-input-paths``; errors, reasons and warnings name scans by their
+patient-free names.
+
+A write that fails (a full disk) is recorded and retried with the next save; the scans
+go on, and the batch exits 1 at the end.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
+import time
 from collections import Counter
-from pathlib import Path
 
-from ..io.write import atomic_write_text
+from . import qc
+from .owned import NotOurs, OwnedTexts
 
 STATUSES = ("ok", "failed", "skipped")
 REPORT_NAME = "report.json"
+FINAL_SAVE_TRIES = 3
 
 
 def entry(scan, status: str, outputs: list[str] | None = None, error: str | None = None,
@@ -36,16 +45,22 @@ def entry(scan, status: str, outputs: list[str] | None = None, error: str | None
 
 
 class Report:
-    """Collects entries in input order and saves the whole report after each one."""
+    """Collects entries in input order and saves the report (and page) after each one."""
 
-    def __init__(self, outdir: str | os.PathLike, model: dict, settings: dict, order: list[str]):
-        self.path = Path(outdir) / REPORT_NAME
-        self.model = model
-        self.settings = settings
+    def __init__(self, texts: OwnedTexts, model: dict, settings: dict, order: list[str],
+                 pages: bool = True, input_paths: bool = True):
+        self.texts = texts
+        self.path = texts.outdir / REPORT_NAME
+        self.index_path = texts.outdir / qc.INDEX_NAME if pages else None
+        self.model, self.settings = model, settings
+        self.input_paths = input_paths
         self._rank = {name: i for i, name in enumerate(order)}
         self.entries: list[dict] = []
+        self.earlier = self._earlier_entries()
+        self.write_errors: list[str] = []
         self.started = _now()
         self.finished = False
+        self._next_save = 0.0  # skipped scans: saves take at most ~5% of the time
 
     @property
     def total(self) -> int:
@@ -56,22 +71,68 @@ class Report:
         return Counter(e["status"] for e in self.entries)
 
     def add(self, item: dict) -> None:
+        if not self.input_paths:
+            item["input"] = None
         self.entries.append(item)
         self.entries.sort(key=lambda e: self._rank.get(e["name"], len(self._rank)))
-        self.save()
-
-    def finish(self) -> None:
-        self.finished = True
-        self.save()
+        # every scan that ran is saved at once; a burst of resumed scans is saved in steps
+        if item["status"] != "skipped" or time.monotonic() >= self._next_save:
+            self.save()
 
     def to_dict(self) -> dict:
         counts = self.counts
         return {"model": self.model, "settings": self.settings, "scans": self.entries,
                 "total": self.total, "counts": {s: counts.get(s, 0) for s in STATUSES},
-                "started": self.started, "updated": _now(), "finished": self.finished}
+                "started": self.started, "updated": _now(), "finished": self.finished,
+                "earlier_scans": self.earlier, "write_errors": self.write_errors}
 
-    def save(self) -> None:
-        atomic_write_text(self.path, json.dumps(self.to_dict(), indent=2))
+    def save(self) -> bool:
+        """Write report.json and index.html; a failure is recorded, not raised."""
+        ok, start = True, time.monotonic()
+        report = self.to_dict()
+        pages = [(REPORT_NAME, lambda: json.dumps(report, indent=2))]
+        if self.index_path is not None:
+            pages.append((qc.INDEX_NAME, lambda: qc.index_page(report)))
+        for name, text in pages:
+            try:
+                self.texts.write(name, text())
+            except (OSError, NotOurs) as exc:
+                ok = False
+                self._record_failure(name, exc)
+        self._next_save = time.monotonic() + 20 * (time.monotonic() - start)
+        return ok
+
+    def _record_failure(self, name: str, exc: Exception) -> None:
+        why = f"{name} could not be written ({exc.strerror if isinstance(exc, OSError) else exc})"
+        if why not in self.write_errors:  # once per reason, however often it is retried
+            self.write_errors.append(why)
+
+    def close(self, finished: bool) -> None:
+        """The final save, tried a few times (each failure is in ``write_errors``)."""
+        self.finished = finished
+        for attempt in range(FINAL_SAVE_TRIES):
+            if attempt:
+                time.sleep(0.5 * attempt)
+            if self.save():
+                return
+
+    def _earlier_entries(self) -> list[dict]:
+        """Entries of earlier runs whose outputs are still in the folder."""
+        text = self.texts.read(REPORT_NAME)
+        try:
+            old = json.loads(text or "{}")
+        except ValueError:
+            return []
+        if not isinstance(old, dict):
+            return []
+        out, names = [], set(self._rank)
+        for e in list(old.get("scans") or []) + list(old.get("earlier_scans") or []):
+            if not isinstance(e, dict) or e.get("name") in names or not e.get("outputs"):
+                continue
+            if all((self.texts.outdir / o).is_file() for o in e["outputs"]):
+                names.add(e["name"])
+                out.append({**e, "input": e.get("input") if self.input_paths else None})
+        return out
 
 
 def _now() -> str:

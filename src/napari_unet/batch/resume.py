@@ -1,53 +1,85 @@
-"""Resume: a scan is finished when its manifest matches the model and settings.
+"""Scan manifests: what each scan's outputs are, which input they came from, and the
+content hash of every file napari-unet wrote for it (see :mod:`.owned`).
 
-The manifest ``OUTDIR/.napari-unet/<name>.json`` is written only after every output of
-the scan has been renamed into place, so its presence means the outputs are complete.
+``OUTDIR/.napari-unet/<name>.json`` is rewritten twice per scan: before its outputs are
+renamed into place (``committing``: the old and the new hash of each file count as
+napari-unet's own) and after (``done``, or ``incomplete`` when part failed). A scan is
+finished when its manifest is ``done`` for the same input, model and settings. Manifests
+hold hashes, never input paths.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
+from ..io.series import uid_hash
 from ..io.write import atomic_write_text
-from .files import state_dir
+from .naming import short_hash, with_key
+from .outdir import plain_file, read_text, state_dir
+
+VERSION = 2
 
 
-def manifest_path(outdir: str | os.PathLike, name: str) -> Path:
-    return state_dir(outdir) / f"{name}.json"
+def manifest_path(outdir: Path, name: str) -> Path:
+    return plain_file(state_dir(outdir) / f"{name}.json", outdir)
 
 
 def input_key(scan) -> str:
-    """Which input a manifest belongs to: path and series; size and mtime for a file."""
-    from .naming import uid_hash
-
-    key = f"{scan.input}|{uid_hash(scan.series) if scan.series else ''}"
-    path = Path(scan.input)
-    if path.is_file():
-        st = path.stat()
-        key += f"|{st.st_size}|{st.st_mtime_ns}"
-    return key
+    """Which input a scan is: its path and series (hashed before it is stored)."""
+    return f"{scan.input}|{uid_hash(scan.series) if scan.series else ''}"
 
 
-def write_manifest(outdir: str | os.PathLike, scan, model_hash: str, digest: str,
-                   outputs: list[str], qc: str | None) -> None:
-    record = {"input": input_key(scan), "model_hash": model_hash, "settings_digest": digest,
-              "outputs": outputs, "qc": qc}
-    atomic_write_text(manifest_path(outdir, scan.name), json.dumps(record, indent=1))
-
-
-def finished(outdir: str | os.PathLike, scan, model_hash: str, digest: str) -> dict | None:
-    """The manifest if this scan's outputs exist for this input, model and settings."""
-    path = manifest_path(outdir, scan.name)
+def input_state(scan) -> str:
+    """Size and modification time of a file input ('' for a folder): a changed file is
+    redone under the same name."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        st = os.stat(scan.input)
+    except OSError:
+        return ""
+    return f"{st.st_size}|{st.st_mtime_ns}" if Path(scan.input).is_file() else ""
+
+
+def base_record(scan, model_hash: str, digest: str) -> dict:
+    return {"version": VERSION, "input_id": short_hash(input_key(scan), 16),
+            "input_state": input_state(scan), "model_hash": model_hash,
+            "settings_digest": digest}
+
+
+def read_manifest(outdir: Path, name: str) -> dict | None:
+    text = read_text(manifest_path(outdir, name))  # a link here is refused, not skipped
+    try:
+        record = json.loads(text or "null")
+    except ValueError:
         return None
-    expected = {"input": input_key(scan), "model_hash": model_hash, "settings_digest": digest}
+    return record if isinstance(record, dict) else None
+
+
+def write_manifest(outdir: Path, name: str, record: dict) -> None:
+    atomic_write_text(manifest_path(outdir, name), json.dumps(record, indent=1))
+
+
+def claim_name(outdir: Path, scan):
+    """``scan``, renamed (name + hash of its input) when its name belongs to another
+    input in this folder already: two inputs with one stem never share outputs."""
+    record = read_manifest(outdir, scan.name)
+    mine = short_hash(input_key(scan), 16)
+    if record is None or record.get("input_id") == mine:
+        return scan
+    return replace(scan, name=with_key(scan.name, input_key(scan)))
+
+
+def finished(outdir: Path, scan, model_hash: str, digest: str) -> dict | None:
+    """The manifest if this scan's outputs exist for this input, model and settings."""
+    record = read_manifest(outdir, scan.name)
+    if record is None or record.get("status") != "done":
+        return None
+    expected = base_record(scan, model_hash, digest)
     if any(record.get(k) != v for k, v in expected.items()):
         return None
     outputs = record.get("outputs") or []
-    if not outputs or not all((Path(outdir) / o).is_file() for o in outputs):
+    if not outputs or not all((outdir / o).is_file() for o in outputs):
         return None
     return record

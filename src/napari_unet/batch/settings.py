@@ -4,34 +4,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from ..errors import SettingsError
+from ..inference.predictor import InferenceSettings
 
 FORMATS = ("nifti", "dicom-seg", "both")
+# how Dask addresses a scheduler: [scheme://]host[:port]
+SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
+_SCHEDULER = re.compile(rf"^(?:(?:{'|'.join(SCHEDULER_SCHEMES)})://)?"
+                        r"(?:[\w.\-]+|\[[0-9A-Fa-f:.%\w]+\])(?::\d{1,5})?(?:/[\w.\-/]*)?$")
 # inference settings that change how fast a scan runs, not what is written
 _NOT_IN_DIGEST = ("batch_size", "device")
-
-
-def _inference_settings():
-    from ..inference.predictor import InferenceSettings
-
-    return InferenceSettings()
 
 
 @dataclass
 class BatchSettings:
     """Inference settings plus what the batch does around them."""
 
-    inference: Any = field(default_factory=_inference_settings)  # an InferenceSettings
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
     format: str = "nifti"  # nifti | dicom-seg | both (SEG only for DICOM input)
-    overwrite: bool = False  # redo scans whose outputs already exist
+    overwrite: bool = False  # redo finished scans (replacing only napari-unet's own files)
     workers: int = 1  # local worker processes (1 = in this process)
     scheduler: str | None = None  # address of an existing Dask scheduler
     quiet: bool = False
     qc: bool = True  # QC pictures and index.html
     series: str | None = None  # only this DICOM series (UID, short hash or index)
+    input_paths: bool = True  # report.json names each scan's input path
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -40,27 +40,29 @@ class BatchSettings:
             raise SettingsError(f"workers must be at least 1, got {self.workers}")
         if self.scheduler and self.workers > 1:
             raise SettingsError("use either --workers (local processes) or --scheduler "
-                             "(a Dask cluster), not both")
+                                "(a Dask cluster), not both")
+        if self.scheduler is not None and not _SCHEDULER.match(self.scheduler):
+            raise SettingsError(f"--scheduler {self.scheduler!r} is not a Dask scheduler "
+                                "address; expected e.g. tcp://HOST:8786 (schemes: "
+                                f"{', '.join(SCHEDULER_SCHEMES)})")
 
     @property
     def probabilities(self) -> bool:
-        return bool(getattr(self.inference, "probabilities", False))
+        return self.inference.probabilities
 
     def to_dict(self) -> dict:
         """JSON-ready, for report.json."""
         d = {k: v for k, v in asdict(self).items() if k != "inference"}
-        return {**_inference_dict(self.inference), **d}
+        return {**_json_ready(self.inference.to_dict()), **d}
 
     def digest(self) -> str:
         """Hash of everything that changes the written outputs (resume compares it)."""
-        inf = {k: v for k, v in _inference_dict(self.inference).items()
+        inf = {k: v for k, v in _json_ready(self.inference.to_dict()).items()
                if k not in _NOT_IN_DIGEST}
         ident = {"inference": inf, "format": self.format}
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()
                               ).hexdigest()[:16]
 
 
-def _inference_dict(inference: Any) -> dict:
-    d = asdict(inference)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()
-            if not callable(v)}
+def _json_ready(d: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}

@@ -2,14 +2,18 @@
 
 A thin face over :func:`napari_unet.batch.run_batch`: parse flags into
 ``InferenceSettings`` + ``BatchSettings``, show a progress bar over scans, exit 0 when
-every scan is ok or skipped, 1 when any failed, 2 for usage errors (bad flags, a missing
-input or model). Scans are only ever shown by their non-identifying output names.
+every scan is ok or skipped, 1 when any failed; usage errors (bad flags, a missing input
+or model, an unusable output folder) raise ``SettingsError``, which ``cli.main`` turns
+into exit 2. Scans are only ever shown by their patient-free names.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+from .main import one_line
 
 EPILOG = """outputs (in OUTDIR):
   <name>_labels.nii.gz         segmentation labels, in the scan's geometry
@@ -18,10 +22,14 @@ EPILOG = """outputs (in OUTDIR):
   <name>_probabilities.nii.gz  per-class probabilities, and <name>_uncertainty.nii.gz
                                (--probabilities)
   report.json, index.html, qc/<name>.png
-<name> is the file name for NIfTI, and modality, series number, series description and
-a short hash of the SeriesInstanceUID for DICOM: never the patient's name or ID.
+<name> is the file's own name for NIfTI (never its folders; scan_<hash> when the name
+looks like patient data), and modality, series number, series description and a short
+hash of the SeriesInstanceUID for DICOM: never the patient's name or ID. Messages and
+index.html show only these names; report.json also lists input paths (--no-input-paths).
 Scans whose outputs exist for the same model and settings are skipped (resume);
---overwrite redoes them. exit codes: 0 all ok or skipped, 1 a scan failed, 2 usage error.
+--overwrite redoes them. A file napari-unet did not write is never replaced, with or
+without --overwrite. One run at a time per OUTDIR.
+exit codes: 0 all ok or skipped, 1 a scan (or writing the report) failed, 2 usage error.
 """
 
 
@@ -41,17 +49,27 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _defaults(cls) -> dict:
+    from dataclasses import MISSING, fields
+
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
 def _add_inference_flags(p) -> None:
-    p.add_argument("--axis", default="auto", choices=["auto", "0", "1", "2"],
+    from ..inference.predictor import PRECISIONS, InferenceSettings
+
+    d = _defaults(InferenceSettings)
+    p.add_argument("--axis", default=d["axis"], type=_axis, choices=["auto", 0, 1, 2],
                    help="slice axis (auto: the acquisition axis)")
-    p.add_argument("--roi", nargs=2, type=_positive_int, metavar=("H", "W"),
-                   help="tile size (default: the model's patch size)")
-    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap in [0, 1)")
-    p.add_argument("--batch-size", type=_positive_int, help="slices per batch (default: auto)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--roi", dest="roi_size", nargs=2, type=_positive_int, metavar=("H", "W"),
+                   default=d["roi_size"], help="tile size (default: the model's patch size)")
+    p.add_argument("--overlap", type=float, default=d["overlap"],
+                   help=f"tile overlap in [0, 1) (default {d['overlap']})")
+    p.add_argument("--batch-size", type=_positive_int, default=d["batch_size"],
+                   help="slices per batch (default: auto)")
+    p.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
-    p.add_argument("--precision", default="auto",
-                   choices=["auto", "float32", "bfloat16", "float16"],
+    p.add_argument("--precision", default=d["precision"], choices=PRECISIONS,
                    help="auto: mixed precision on CUDA, bf16 for segmentation on CPUs with "
                    "native bf16, else float32")
     p.add_argument("--probabilities", action="store_true",
@@ -59,15 +77,23 @@ def _add_inference_flags(p) -> None:
 
 
 def _add_batch_flags(p) -> None:
-    p.add_argument("--format", default="nifti", choices=["nifti", "dicom-seg", "both"],
+    from ..batch.settings import FORMATS, BatchSettings
+
+    d = _defaults(BatchSettings)
+    p.add_argument("--format", default=d["format"], choices=FORMATS,
                    help="output format for labels (dicom-seg needs DICOM input)")
-    p.add_argument("--overwrite", action="store_true", help="redo scans that are finished")
-    p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
-    p.add_argument("--scheduler", metavar="ADDRESS",
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo finished scans (only napari-unet's own files are replaced)")
+    p.add_argument("--workers", type=_positive_int, default=d["workers"],
+                   help="local worker processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=d["scheduler"],
                    help="run on an existing Dask cluster (e.g. tcp://host:8786)")
-    p.add_argument("--series", metavar="UID_OR_INDEX",
+    p.add_argument("--series", metavar="UID_OR_INDEX", default=d["series"],
                    help="only this DICOM series (SeriesInstanceUID, short hash or index)")
-    p.add_argument("--no-qc", action="store_true", help="no QC pictures or index.html")
+    p.add_argument("--no-qc", dest="qc", action="store_false",
+                   help="no QC pictures or index.html")
+    p.add_argument("--no-input-paths", dest="input_paths", action="store_false",
+                   help="leave input paths out of report.json (the only place they appear)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-scan lines")
 
 
@@ -83,64 +109,66 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def run(args) -> int:
-    from ..errors import ModelFileError, NapariUnetError, SettingsError
-
+def _axis(text: str) -> int | str:
     try:
-        settings = build_settings(args)
-        _check_inputs(args.inputs)
-    except (NapariUnetError, ValueError) as exc:
-        return _usage_error(exc)
+        return int(text)
+    except ValueError:
+        return text  # "auto", or anything else for argparse's choices check to name
+
+
+def run(args) -> int:
     from ..batch.runner import run_batch
 
+    settings = build_settings(args)
+    _check_inputs(args.inputs)
     bar = _ProgressBar(args.quiet)
     try:
         result = run_batch(args.inputs, args.output, args.model, settings,
                            progress=bar.progress, on_scan=bar.on_scan)
-    except (ModelFileError, SettingsError) as exc:
-        return _usage_error(exc)
     finally:
         bar.close()
-    _summary(result, args.quiet)
+    _summary(result, args)
     return result.exit_code
 
 
 def build_settings(args):
-    """Flags -> ``BatchSettings`` (holding ``InferenceSettings``); ValueError if invalid."""
+    """Flags -> ``BatchSettings`` holding ``InferenceSettings`` (flags carry the fields'
+    names); a ``SettingsError`` when they cannot work."""
     from ..batch.settings import BatchSettings
     from ..devices import resolve_device
     from ..inference.predictor import InferenceSettings
 
     resolve_device(args.device)  # an unknown or absent device is a usage error
-    axis = args.axis if args.axis == "auto" else int(args.axis)
-    inference = InferenceSettings(axis=axis, roi_size=tuple(args.roi) if args.roi else None,
-                                  overlap=args.overlap, batch_size=args.batch_size,
-                                  device=args.device, tta=args.tta,
-                                  probabilities=args.probabilities,
-                                  precision=args.precision)
-    return BatchSettings(inference=inference, format=args.format, overwrite=args.overwrite,
-                         workers=args.workers, scheduler=args.scheduler, quiet=args.quiet,
-                         qc=not args.no_qc, series=args.series)
+    inference = InferenceSettings(**_fields_from(InferenceSettings, args))
+    return BatchSettings(inference=inference, **_fields_from(BatchSettings, args))
+
+
+def _fields_from(cls, args) -> dict:
+    from dataclasses import fields
+
+    return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
 
 
 def _check_inputs(inputs: list[str]) -> None:
-    missing = [i for i in inputs if not Path(i).exists()]
+    from ..errors import SettingsError
+
+    missing = [i for i in inputs if not os.path.lexists(i)]
     if missing:
-        raise ValueError(f"{', '.join(missing)}: no such file or folder")
+        raise SettingsError(f"{', '.join(missing)}: no such file or folder")
 
 
-def _usage_error(exc: Exception) -> int:
-    print(f"napari-unet predict: error: {exc}", file=sys.stderr)
-    return 2
-
-
-def _summary(result, quiet: bool) -> None:
+def _summary(result, args) -> None:
     counts = result.counts
-    if quiet and not counts.get("failed"):
+    for problem in result.write_errors:
+        print(f"napari-unet predict: {problem}", file=sys.stderr)
+    if args.quiet and not counts.get("failed") and not result.write_errors:
         return
-    where = f"; QC: {result.index_path}" if result.index_path else ""
-    print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped; "
-          f"report: {result.report_path}{where}", file=sys.stderr)
+    warned = sum(1 for e in result.report["scans"] if e["warnings"])
+    where = Path(args.output)
+    pages = f"; QC: {where / result.index_path.name}" if result.index_path else ""
+    print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
+          + (f" ({warned} with warnings)" if warned else "")
+          + f"; report: {where / result.report_path.name}{pages}", file=sys.stderr)
 
 
 class _ProgressBar:
@@ -172,7 +200,9 @@ class _ProgressBar:
             return
         self.counts[entry["status"]] += 1
         if entry["status"] == "failed":
-            self.bar.write(f"failed: {name}: {entry['error']}", file=sys.stderr)
+            self.bar.write(f"failed: {name}: {one_line(entry['error'])}", file=sys.stderr)
+        for warning in entry["warnings"]:
+            self.bar.write(f"warning: {name}: {one_line(warning)}", file=sys.stderr)
         self.bar.set_postfix(self.counts, refresh=False)
         self.bar.update(1)
 

@@ -1,0 +1,153 @@
+"""Where the scans of a batch run: in this process, in local processes, on a Dask cluster.
+
+Each executor yields one report entry per scan as results arrive. A worker that dies
+(killed, out of memory) fails only the scan it was running: the local pool is rebuilt,
+and the scans that were in flight beside it run again one at a time, so the one that
+kills its worker is found and the others finish. Dask reschedules a dead worker's task
+itself and fails it (``KilledWorker``) only after it killed several workers; the
+scheduler is reached (short timeout) before any scan runs or is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from ..errors import SettingsError
+from . import scan_job
+from .discover import Scan
+from .report import entry
+from .scan_job import BatchJob, message
+from .settings import BatchSettings
+
+SCHEDULER_TIMEOUT_S = 10.0
+WORKER_DIED = ("the worker process died while processing this scan (killed, or out of "
+               "memory?); the other scans went on")
+
+Executor = Callable[[list[Scan], BatchJob, Callable | None, Callable], Iterator[dict]]
+
+
+@contextlib.contextmanager
+def executor(settings: BatchSettings) -> Iterator[Executor]:
+    """The executor for ``settings``; a Dask scheduler is reached before any scan runs."""
+    if not settings.scheduler:
+        yield run_processes if settings.workers > 1 else run_local
+        return
+    from distributed import Client
+
+    with _connect(Client, settings.scheduler) as client:
+        yield functools.partial(run_dask, client)
+
+
+def run_local(scans: list[Scan], job: BatchJob, cancel, on_start) -> Iterator[dict]:
+    for scan in scans:
+        if cancel and cancel():
+            return
+        on_start(scan.name)
+        yield scan_job.process_scan(scan, job)
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def run_processes(scans: list[Scan], job: BatchJob, cancel, on_start) -> Iterator[dict]:
+    """At most ``workers`` scans in flight; a broken pool is replaced by a new one."""
+    todo, alone = deque(scans), deque()  # alone: in flight when a worker died
+    while todo or alone:
+        if cancel and cancel():
+            return
+        with _new_pool(job, len(todo) + len(alone)) as pool:
+            yield from _drain(pool, job, todo, alone, cancel)
+
+
+def _new_pool(job: BatchJob, n_scans: int):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = max(1, min(job.settings.workers, n_scans))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads,))
+
+
+def _drain(pool, job: BatchJob, todo: deque, alone: deque, cancel) -> Iterator[dict]:
+    """Run scans on ``pool`` until all are done or the pool breaks."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    running: dict = {}
+    while True:
+        if alone and not running:  # suspects of an earlier breakage: one at a time
+            scan = alone.popleft()
+            running[pool.submit(scan_job.process_scan, scan, job)] = (scan, True)
+        while not alone and todo and len(running) < job.settings.workers:
+            scan = todo.popleft()
+            running[pool.submit(scan_job.process_scan, scan, job)] = (scan, False)
+        if not running:
+            return
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        suspects = []
+        for future in done:
+            scan, isolated = running.pop(future)
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                suspects.append((scan, isolated))
+            except Exception as exc:  # noqa: BLE001
+                yield entry(scan, "failed", error=f"worker failed: {message(exc)}")
+        if suspects:
+            yield from _after_breakage(running, suspects, alone)
+            return
+        if cancel and cancel():
+            return
+
+
+def _after_breakage(running: dict, suspects: list, alone: deque) -> Iterator[dict]:
+    """Every future still running fails too; a scan that ran alone is the culprit."""
+    from concurrent.futures import wait
+
+    wait(running)
+    for future, (scan, isolated) in running.items():
+        try:
+            yield future.result()
+        except Exception:  # noqa: BLE001 - BrokenProcessPool
+            suspects.append((scan, isolated))
+    if len(suspects) == 1 or all(isolated for _, isolated in suspects):
+        for scan, _ in suspects:
+            yield entry(scan, "failed", error=WORKER_DIED)
+    else:
+        alone.extendleft(scan for scan, _ in reversed(suspects))
+
+
+def run_dask(client, scans: list[Scan], job: BatchJob, cancel, on_start) -> Iterator[dict]:
+    from distributed import as_completed
+
+    futures = {client.submit(scan_job.process_scan, scan, job, pure=False,
+                             key=f"napari-unet-{scan.name}-{os.urandom(4).hex()}"): scan
+               for scan in scans}
+    for future in as_completed(list(futures), loop=client.loop):
+        try:
+            yield future.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker
+            yield entry(futures[future], "failed", error=f"worker failed: {message(exc)}")
+        if cancel and cancel():
+            client.cancel(list(futures))
+            return
+
+
+def _connect(client_class, address: str):
+    """A client of the scheduler; a short connect timeout (dask's own when shorter)."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    configured = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    timeout = min(SCHEDULER_TIMEOUT_S, configured or SCHEDULER_TIMEOUT_S)
+    try:
+        return client_class(address, set_as_default=False, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SettingsError(f"cannot reach the Dask scheduler at {address} ({exc}); "
+                            "check the address or start the cluster first") from exc

@@ -1,0 +1,220 @@
+"""The output folder: checked before any work, one run at a time, nothing through links.
+
+napari-unet keeps its own state in ``OUTDIR/.napari-unet``: resume manifests (which also
+record every file it wrote, by content hash: see :mod:`.owned`), the run lock, and
+``partial/`` for temporary files. Outputs are written under ``partial/`` (same file
+system, so the final rename is atomic) with names that never match an output's pattern,
+so a run killed mid-write leaves nothing a later run, or a person, could take for a
+finished output.
+
+Nothing is read, written or deleted through a symbolic link inside the output folder:
+every folder napari-unet uses there is checked with ``lstat``, files are opened with
+``ONOFOLLOW``, and a link is refused with an :class:`OutputFolderError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import os
+import shutil
+import socket
+import stat
+import uuid
+from pathlib import Path
+
+from ..errors import SettingsError
+
+STATE_DIR = ".napari-unet"
+PARTIAL_DIR = "partial"
+LOCK_NAME = "lock"
+NOFOLLOW = getattr(os, "ONOFOLLOW", 0)
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+class OutputFolderError(SettingsError):
+    """The output folder cannot be used as asked (not a folder, not writable, a link
+    inside it, in use by another run): a usage error, exit 2."""
+
+
+def prepare(outdir: str | os.PathLike) -> Path:
+    """Make OUTDIR and check that files can be created in it; returns its resolved path.
+
+    Runs before the model is loaded, so a read-only or misnamed folder fails at once.
+    """
+    given = Path(outdir)
+    path = given.resolve()
+    if path.exists() and not path.is_dir():
+        raise OutputFolderError(f"{given}: exists and is not a folder; -o names the folder "
+                                "the results go to")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".napari-unet-probe-{uuid.uuid4().hex[:8]}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise OutputFolderError(f"{given}: cannot write in this output folder "
+                                f"({exc.strerror or exc}); choose a folder you can write to"
+                                ) from exc
+    return path
+
+
+def real_dir(outdir: Path, rel: str) -> Path:
+    """``outdir/rel``, made where missing; every part checked to be a folder, not a link."""
+    path = outdir
+    for part in Path(rel).parts:
+        path = path / part
+        with contextlib.suppress(FileExistsError):
+            path.mkdir()
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+            raise OutputFolderError(
+                f"{path.relative_to(outdir)} in the output folder is {what}; napari-unet "
+                "never reads, writes or deletes through it: remove it, or choose another "
+                "output folder")
+    return path
+
+
+def state_dir(outdir: Path) -> Path:
+    return real_dir(outdir, STATE_DIR)
+
+
+def plain_file(path: Path, outdir: Path) -> Path:
+    """``path``, refused when it exists as anything but a regular file (e.g. a link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISREG(mode):
+        raise OutputFolderError(f"{path.relative_to(outdir)} in the output folder is not a "
+                                "regular file (a link?); napari-unet never uses it")
+    return path
+
+
+def read_text(path: Path) -> str | None:
+    """A small state file's text, never through a link; None when it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputFolderError(f"{path.name} in {STATE_DIR} is a symbolic link; "
+                                    "napari-unet never reads through it") from exc
+        raise
+    with os.fdopen(fd, encoding="utf-8") as f:
+        return f.read()
+
+
+def temp_path(outdir: Path, final_name: str) -> Path:
+    """A unique temporary path that keeps the final suffix (writers pick format by it)."""
+    partial = real_dir(outdir, f"{STATE_DIR}/{PARTIAL_DIR}")
+    return partial / f"{uuid.uuid4().hex[:12]}-{Path(final_name).name}"
+
+
+def clear_partial(outdir: Path) -> None:
+    """Remove temporary files an interrupted run left behind (never through a link)."""
+    if os.path.lexists(outdir / STATE_DIR / PARTIAL_DIR):
+        shutil.rmtree(real_dir(outdir, f"{STATE_DIR}/{PARTIAL_DIR}"))
+
+
+class RunLock:
+    """One run per output folder: an exclusive ``flock`` on ``.napari-unet/lock``.
+
+    The kernel drops the lock when its process ends, however it ends, so a killed run
+    never leaves the folder locked. Where the file system has no ``flock`` (some network
+    mounts), a ``lock.pid`` file made with ``O_EXCL`` stands in; it is stale, and taken
+    over, once the process it names is gone from this host.
+    """
+
+    def __init__(self, outdir: Path):
+        self.outdir = outdir
+        self.path = state_dir(outdir) / LOCK_NAME
+        self.fd: int | None = None
+        self.pid_file: Path | None = None
+
+    def __enter__(self) -> RunLock:
+        fd = os.open(plain_file(self.path, self.outdir), os.O_RDWR | os.O_CREAT | NOFOLLOW,
+                     0o644)
+        try:
+            _flock(fd)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace")
+            os.close(fd)
+            raise OutputFolderError(_in_use(holder)) from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in _NO_FLOCK:
+                raise
+            self._take_pid_file()
+            return self
+        os.ftruncate(fd, 0)
+        os.write(fd, _holder().encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
+
+    def _take_pid_file(self, retry: bool = True) -> None:
+        path = plain_file(self.path.with_name(LOCK_NAME + ".pid"), self.outdir)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644)
+        except FileExistsError:
+            holder = read_text(path) or ""
+            if retry and _stale(holder):
+                path.unlink(missing_ok=True)
+                return self._take_pid_file(retry=False)
+            raise OutputFolderError(_in_use(holder) + f" (if no run is active, delete "
+                                    f"{STATE_DIR}/{path.name})") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(_holder())
+        self.pid_file = path
+
+
+def _flock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: the pid file stands in
+        raise OSError(errno.ENOSYS, "no flock") from None
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _holder() -> str:
+    import psutil
+
+    pid = os.getpid()
+    return json.dumps({"pid": pid, "host": socket.gethostname(),
+                       "process_started": psutil.Process(pid).create_time(),
+                       "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+
+
+def _stale(holder: str) -> bool:
+    """True when the lock's process is gone (only decidable for this host)."""
+    import psutil
+
+    try:
+        info = json.loads(holder)
+        if info["host"] != socket.gethostname():
+            return False
+        return abs(psutil.Process(info["pid"]).create_time() - info["process_started"]) > 1
+    except psutil.NoSuchProcess:
+        return True
+    except (ValueError, KeyError, TypeError, psutil.Error):
+        return False
+
+
+def _in_use(holder: str) -> str:
+    try:
+        info = json.loads(holder)
+        who = f" (pid {info['pid']} on {info['host']}, since {info['since']})"
+    except (ValueError, KeyError, TypeError):
+        who = ""
+    return (f"the output folder is in use by another napari-unet run{who}; wait for it to "
+            "end, or choose another output folder")

@@ -1,0 +1,70 @@
+"""Keeping patient data out of names, messages and pages.
+
+Three rules, applied to everything the batch prints or writes (file names, stderr,
+``index.html``, SEG descriptions, error texts in ``report.json``):
+
+- Patient names and IDs seen in DICOM headers during discovery are redacted wherever
+  they appear (any case, also inside ``Doe_Jane``-style joined words).
+- Input paths are replaced by the scan's name: folders (which often carry a patient's
+  name or an MRN) never appear. Other absolute paths shrink to their last part, or to
+  ``<path>`` when that part looks identifying.
+- A name taken from a file name is kept only if it does not look identifying
+  (:func:`looks_identifying`); otherwise the scan is called ``scan_<hash>``.
+"""
+
+from __future__ import annotations
+
+import re
+
+_NOT_ALNUM_BEFORE = r"(?<![A-Za-z0-9])"
+_NOT_ALNUM_AFTER = r"(?![A-Za-z0-9])"
+# what a file name that carries patient data tends to contain: a DICOM person name
+# separator, a run of 6+ digits (MRNs, accession numbers, dates like 19800101), a date
+# with separators, or words that announce an identifier
+_IDENTIFYING = re.compile(
+    r"\^|\d{6,}|(?:19|20)\d\d[-_.](?:0[1-9]|1[0-2])[-_.]\d\d"
+    rf"|{_NOT_ALNUM_BEFORE}(?:mrn|dob|pid|ssn|nhs|patient|birth|accession)",
+    re.IGNORECASE)
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/:'\"()\[\],]+/)*[^\s/:'\"()\[\],]*")
+
+
+def looks_identifying(text: str, identifiers: set[str] = frozenset()) -> bool:
+    """True when ``text`` may carry patient data (see the module docstring)."""
+    return bool(_IDENTIFYING.search(text)) or redact(text, identifiers, "") != text
+
+
+def redact(text: str | None, identifiers: set[str], by: str = "[redacted]") -> str | None:
+    """Replace every patient name/ID seen during discovery with ``by`` (any case)."""
+    if not text or not identifiers:
+        return text
+    alternatives = "|".join(re.escape(i) for i in sorted(identifiers, key=len, reverse=True))
+    pattern = rf"{_NOT_ALNUM_BEFORE}(?:{alternatives}){_NOT_ALNUM_AFTER}"
+    return re.sub(pattern, by, text, flags=re.IGNORECASE)
+
+
+def scrub(text: str | None, paths: dict[str, str], identifiers: set[str]) -> str | None:
+    """``text`` fit to print: each path in ``paths`` replaced by its given name, other
+    absolute paths by their last part (or ``<path>``), patient names/IDs redacted."""
+    if not text:
+        return text
+    for path in sorted(paths, key=len, reverse=True):  # whole paths only, longest first
+        end = "" if path.endswith(("/", "\\")) else r"(?=$|[\s/\\:'\"()\[\],;])"
+        text = re.sub(re.escape(path) + end, lambda _, new=paths[path]: new, text)
+    text = _ABS_PATH.sub(lambda m: _last_part(m.group(0), identifiers), text)
+    return redact(text, identifiers)
+
+
+def _last_part(path: str, identifiers: set[str]) -> str:
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return "<path>" if not last or looks_identifying(last, identifiers) else last
+
+
+def identifiers_of(ds) -> set[str]:
+    """Patient name and ID of a DICOM header, whole and by parts (to redact them)."""
+    found: set[str] = set()
+    for tag in ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate"):
+        value = str(ds.get(tag, "") or "").strip()
+        if value:
+            found.add(value)
+            found.update(p for p in re.split(r"[\s^,]+", value) if len(p) > 2)
+    return found
