@@ -102,7 +102,7 @@ def _has_dicm_magic(path: Path) -> bool:
 
 
 def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:
-    from ..io.dicom import non_image_reason, read_header
+    from ..io.dicom_header import non_image_reason, read_header, series_key
 
     ds, reason = read_header(path)
     if ds is None:
@@ -112,7 +112,7 @@ def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:
     patient: set[str] = set()
     _remember_identifiers(ds, patient)
     found.identifiers |= patient
-    uid = str(ds.get("SeriesInstanceUID", "") or "")
+    uid = series_key(ds)  # files without SeriesInstanceUID: grouped by what else they share
     key = (str(path.parent), uid or f"file:{path}")
     if key not in groups:
         skip = non_image_reason(ds)

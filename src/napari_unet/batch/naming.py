@@ -30,7 +30,7 @@ def short_hash(text: str, n: int = 8) -> str:
 
 def uid_hash(uid: str) -> str:
     """The short series handle the I/O layer also shows and accepts (``series=``)."""
-    from ..io.dicom import uid_hash as io_uid_hash
+    from ..io.series import uid_hash as io_uid_hash
 
     return io_uid_hash(uid)
 
