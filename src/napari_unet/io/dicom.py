@@ -217,6 +217,8 @@ def _reencode(src: str, dst: Path) -> str:
 
 def _execute_gdcm(label: str, files: list[str]):
     sitk = _sitk()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # spacing notes are ours (ScanWarning)
     try:
         if len(files) == 1:
             reader = sitk.ImageFileReader()
@@ -234,6 +236,8 @@ def _execute_gdcm(label: str, files: list[str]):
             f"{label}: SimpleITK/GDCM cannot read the pixel data ({reason.strip()}); "
             "the file may be truncated or use an unsupported compression."
         ) from e
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if image.GetDimension() == 2:  # some IOs give 2D for a single slice
         image = sitk.JoinSeries(image)
     return image

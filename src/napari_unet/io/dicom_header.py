@@ -12,6 +12,7 @@ reads its element lengths from the wrong bytes (pydicom's ``SC_rgb_jpeg.dcm``: t
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +52,22 @@ def read_header(path: str | Path):
     A header with malformed image tags is not usable: the reason names the tag and value.
     """
     ds, reason = parse_header(path)
-    if ds is None:
-        return None, reason
-    problem = header_problem(ds)
-    return (None, problem) if problem else (ds, None)
+    return (None, reason) if reason else (ds, None)
 
 
 def parse_header(path: str | Path):
-    """Like ``read_header`` without the tag checks (folders keep the series of a bad file)."""
+    """Like ``read_header``, but a malformed header comes back with its reason (a folder
+    scan notes it on the file's series). pydicom's own warnings about the values are
+    silenced: the reason says what is wrong."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds, reason = _parse(path)
+        if ds is not None and reason is None:
+            reason = header_problem(ds)
+    return ds, reason
+
+
+def _parse(path: str | Path):
     import pydicom
     from pydicom.errors import InvalidDicomError
 

@@ -25,7 +25,6 @@ from ..errors import VolumeReadError
 from .dicom_header import (
     floats_tag,
     frames_in,
-    header_problem,
     int_tag,
     non_image_reason,
     parse_header,
@@ -104,7 +103,7 @@ def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
     for f in _candidate_files(folder):
         ds, reason = parse_header(f)
         if ds is not None:
-            reason = non_image_reason(ds) or header_problem(ds)
+            reason = non_image_reason(ds) or reason
         if reason:
             skipped.append((str(f), reason))
             if ds is not None and reason.startswith("malformed"):
