@@ -57,7 +57,7 @@ def test_truncated_uncompressed_nifti(tmp_path):
     full = small_nifti(tmp_path / "full.nii").read_bytes()
     path = tmp_path / "cut.nii"
     path.write_bytes(full[:400])
-    expect_error(path, "truncated", "832 bytes", "holds 400")
+    expect_error(path, "truncated", "480 bytes of image data", "holds 400 bytes")
 
 
 @pytest.mark.parametrize(("name", "reason"), [("noise.nii", "not a NIfTI file"),

@@ -21,6 +21,7 @@ Volume geometry as sform and qform with code 1 (scanner).
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -53,8 +54,9 @@ def read_nifti(path: str | Path, volume_index: int | None = None) -> Volume:
     """
     path = Path(path)
     try:
-        hdr = _checked_header(path)
+        hdr, fixes = _checked_header(path)
         affine, notes, hdr = _checked_affine(path, hdr)
+        notes = [f"{path}: {fix}" for fix in fixes] + notes
         data = _pick_volume(path, _read_data(path, hdr), volume_index)
     except VolumeReadError:
         raise
@@ -89,8 +91,17 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
+class _Fixes(list):
+    """Collects what nibabel's header checks fixed (a logger as ``check_fix`` uses it)."""
+
+    def log(self, level: int, message: str) -> None:
+        if level >= logging.WARNING and message:
+            self.append(message)
+
+
 def _checked_header(path: Path):
-    """The NIfTI-1/2 header block (as nibabel fixes it on load), sizes checked."""
+    """The NIfTI-1/2 header block as nibabel fixes it on load (sizes checked), and the
+    fixes nibabel would have logged (zero pixdims taken as 1 mm, ...), as notes."""
     import nibabel as nib
 
     with _open(path) as f:
@@ -98,19 +109,20 @@ def _checked_header(path: Path):
     for klass in (nib.Nifti1Header, nib.Nifti2Header):
         size = klass.template_dtype.itemsize
         if len(raw) >= size and klass.may_contain_header(raw[:size]):
-            hdr = klass(raw[:size], check=True)  # nibabel's own checks and fixes
+            hdr, fixes = klass(raw[:size], check=False), _Fixes()
+            hdr.check_fix(logger=fixes)  # nibabel's own checks: fixes, or errors
             if hdr["magic"] not in (b"n+1", b"n+2"):
                 raise VolumeReadError(f"{path}: the header of a NIfTI pair (.hdr/.img); "
                                       "convert it to a single .nii or .nii.gz file.")
             _check_sizes(path, hdr)
-            return hdr
+            return hdr, fixes
     raise VolumeReadError(f"{path}: no NIfTI-1 or NIfTI-2 header at the start of the file "
                           f"({len(raw)} bytes read); not a NIfTI file, or truncated.")
 
 
 def _check_sizes(path: Path, hdr) -> None:
     """Dimensions x data type, extensions and (uncompressed) file size, before reading."""
-    shape, dtype, offset = hdr.get_data_shape(), hdr.get_data_dtype(), _data_offset(hdr)
+    shape, dtype, offset = hdr.get_data_shape(), hdr.get_data_dtype(), _data_offset(path, hdr)
     if not shape or min(shape) < 1:
         raise VolumeReadError(f"{path}: the header gives the image an empty axis "
                               f"(shape {shape}); there are no voxels to read.")
@@ -129,16 +141,17 @@ def _check_sizes(path: Path, hdr) -> None:
     check_allocation(data_bytes + copies * out,
                      f"{path}: an image of {' x '.join(map(str, shape))} {dtype} voxels",
                      VolumeReadError)
-    if not path.name.lower().endswith(".gz") and path.stat().st_size < offset + data_bytes:
+    size = path.stat().st_size
+    if not path.name.lower().endswith(".gz") and size < offset + data_bytes:
         raise VolumeReadError(
-            f"{path}: truncated: the header asks for {offset + data_bytes:,} bytes "
-            f"(image data from byte {offset:,}) but the file holds {path.stat().st_size:,}.")
+            f"{path}: truncated: the header asks for {data_bytes:,} bytes of image data "
+            f"from byte {offset:,}, but the file holds {size:,} bytes in all.")
 
 
-def _data_offset(hdr) -> int:
+def _data_offset(path: Path, hdr) -> int:
     offset = float(hdr["vox_offset"])
     if not math.isfinite(offset) or offset < 0:
-        raise VolumeReadError(f"invalid vox_offset {offset} in the header")
+        raise VolumeReadError(f"{path}: invalid vox_offset {offset} in the header.")
     return max(int(offset), hdr.sizeof_hdr + 4)
 
 
@@ -197,7 +210,7 @@ def _read_data(path: Path, hdr) -> np.ndarray:
     """The image as nibabel's (i, j, k[, ...]) array: scaled to float32 when the header
     says so, else the stored type in native byte order; RGB voxels as a trailing axis."""
     shape, dtype = hdr.get_data_shape(), hdr.get_data_dtype()
-    block = _read_block(path, _data_offset(hdr), math.prod(shape) * dtype.itemsize)
+    block = _read_block(path, _data_offset(path, hdr), math.prod(shape) * dtype.itemsize)
     data = block.view(dtype).reshape(shape, order="F")
     if data.dtype.names:  # RGB24/RGBA32 voxels: channels on a trailing axis
         data = np.stack([data[name] for name in data.dtype.names], axis=-1)
