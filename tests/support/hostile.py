@@ -79,3 +79,29 @@ def peak_rss_of_read(path: Path, env: dict | None = None) -> dict:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=run_env, timeout=300, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def set_raw(ds, keyword: str, value: bytes) -> None:
+    """Put ``value`` as the raw bytes of ``keyword`` (values pydicom would refuse to set)."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    tag = Tag(tag_for_keyword(keyword))
+    value = value + b" " if len(value) % 2 else value
+    ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+
+
+def edit_dicom(path: Path, **raw_values: bytes) -> Path:
+    """Rewrite ``path`` with raw tag values (None deletes the tag)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    for keyword, value in raw_values.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            set_raw(ds, keyword, value)
+    ds.save_as(path)
+    return path

@@ -201,9 +201,11 @@ def _reencode(src: str, dst: Path) -> str:
 
     check_allocation(Path(src).stat().st_size, f"{src}: re-encoding", VolumeReadError)
     try:
-        ds = pydicom.dcmread(src)
-        for _ in ds.iterall():  # convert every element: implicit-VR ones carry no VR yet
-            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's note on the encoding: we give ours
+            ds = pydicom.dcmread(src)
+            for _ in ds.iterall():  # convert every element: implicit-VR ones carry no VR
+                pass
         ts = ds.file_meta.TransferSyntaxUID
         ds.save_as(dst, implicit_vr=ts.is_implicit_VR, little_endian=ts.is_little_endian)
     except Exception as e:

@@ -155,5 +155,5 @@ def _segmentation(labels, datasets, names, algorithm):
 
 def _long_string(text: str) -> str:
     """A DICOM LO value: printable, no backslash (the value separator), 64 characters."""
-    text = "".join(c for c in str(text) if c.isprintable() and c != "\\")
+    text = "".join(c if c.isprintable() and c != "\\" else " " for c in str(text))
     return " ".join(text.split())[:64] or "napari-unet"
