@@ -105,3 +105,31 @@ def edit_dicom(path: Path, **raw_values: bytes) -> Path:
             set_raw(ds, keyword, value)
     ds.save_as(path)
     return path
+
+
+def tiny_model_file(path: Path, name: str = "tiny", base: int = 2) -> Path:
+    """A real, valid model file of a tiny 3-class UNet."""
+    import torch
+
+    from napari_unet.model.checkpoint import Model
+    from napari_unet.model.tasks import make_task
+
+    torch.manual_seed(0)
+    model = Model.new(make_task("segment", n_classes=3), base=base, name=name,
+                      patch_size=(32, 32))
+    return model.save(path)
+
+
+def rewrite_model_meta(src: Path, dst: Path, edit, rehash: bool = True) -> Path:
+    """Copy a model file with its metadata changed by ``edit(meta_dict)``; with ``rehash``
+    the content hash is recomputed, as an attacker (or a careless tool) would."""
+    from safetensors.torch import load_file, save_file
+
+    from napari_unet.model.checkpoint import ModelMeta, content_hash, read_header
+
+    state, meta = load_file(str(src)), read_header(src)
+    edit(meta)
+    if rehash:
+        meta["hash"] = content_hash(state, ModelMeta.from_dict(meta))
+    save_file(state, str(dst), metadata={"napari_unet": json.dumps(meta)})
+    return dst
