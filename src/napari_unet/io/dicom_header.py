@@ -39,7 +39,9 @@ _INT_RANGES = {
     "PixelRepresentation": (0, 1),
 }
 _BITS_ALLOCATED = (1, 8, 16, 32, 64)
-MISENCODED = "napari_unet_misencoded"  # attribute set on data sets that need re-encoding
+MISENCODED = "napari_unet_misencoded"
+# values this long (private blobs, or a length field that lies) stay on disk until used
+DEFER_BYTES = 2**20  # attribute set on data sets that need re-encoding
 
 
 class MalformedTag(ValueError):
@@ -72,12 +74,13 @@ def _parse(path: str | Path):
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, defer_size=DEFER_BYTES)
     except InvalidDicomError:
         if not _starts_like_dataset(path):
             return None, "not a DICOM file"
         try:  # old files without the 128-byte preamble (e.g. pydicom's rtstruct.dcm)
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True,
+                                 defer_size=DEFER_BYTES)
         except Exception:
             return None, "not a DICOM file"
         if "SOPClassUID" not in ds:
