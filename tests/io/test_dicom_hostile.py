@@ -33,20 +33,21 @@ def two_series(folder: Path):
     return a, b
 
 
-MALFORMED = {
-    "NumberOfFrames": (b"1A", "NumberOfFrames '1A'"),
-    "Rows": (b"\0\0", "Rows 0"),
-    "BitsAllocated": (b"\x0c\0", "BitsAllocated 12"),
-    "ImagePositionPatient": (b"nan\\0\\0", "ImagePositionPatient"),
-    "ImageOrientationPatient": (b"1\\0\\0\\1\\0\\0", "not two perpendicular unit vectors"),
-    "RescaleSlope": (b"abc", "RescaleSlope 'abc'"),
-}
+MALFORMED = [
+    ("NumberOfFrames", b"1A", "NumberOfFrames '1A'"),
+    ("Rows", b"\0\0", "Rows 0"),
+    ("Rows", b"", "Rows is empty"),  # found by the fuzzer: was a TypeError
+    ("BitsAllocated", b"\x0c\0", "BitsAllocated 12"),
+    ("ImagePositionPatient", b"nan\\0\\0", "ImagePositionPatient"),
+    ("ImageOrientationPatient", b"1\\0\\0\\1\\0\\0", "not two perpendicular unit vectors"),
+    ("RescaleSlope", b"abc", "RescaleSlope 'abc'"),
+]
 
 
-@pytest.mark.parametrize("keyword", list(MALFORMED))
-def test_one_malformed_slice_fails_only_itself(tmp_path, keyword):
+@pytest.mark.parametrize(("keyword", "value", "reason"), MALFORMED,
+                         ids=[f"{k}={v!r}" for k, v, _ in MALFORMED])
+def test_one_malformed_slice_fails_only_itself(tmp_path, keyword, value, reason):
     """Issue case 10: the good series beside it, and its own series, are still read."""
-    value, reason = MALFORMED[keyword]
     a, b = two_series(tmp_path / "study")
     edit_dicom(a[1], **{keyword: value})
     listing = list_series(tmp_path / "study")

@@ -83,6 +83,8 @@ def test_truncated_data_names_sizes(tmp_path, name):
 @pytest.mark.parametrize(("fields", "patterns"), [
     ({"vox_offset": 3e9}, ["vox_offset", "header extensions"]),
     ({"vox_offset": np.nan}, ["vox_offset"]),
+    ({"vox_offset": -np.inf}, ["invalid vox_offset"]),  # fuzzer: nibabel's OverflowError
+    ({"dim": [1, 60, 1, 1, 1, 1, 1, 1]}, ["1D NIfTI"]),  # fuzzer: was an IndexError
     ({"dim": [3, 4, 0, 4, 1, 1, 1, 1]}, ["empty axis"]),
     ({"datatype": 32, "bitpix": 64}, ["complex"]),
     ({"dim": [9, 2, 2, 2, 2, 2, 2, 2]}, []),

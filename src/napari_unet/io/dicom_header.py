@@ -134,7 +134,9 @@ def header_problem(ds) -> str | None:
     """Why an image header cannot be trusted (naming the tag and its value), or None."""
     try:
         for keyword in _INT_RANGES:
-            int_tag(ds, keyword)
+            if int_tag(ds, keyword) is None and keyword in ("Rows", "Columns") and \
+                    keyword in ds:
+                raise MalformedTag(f"{keyword} is empty")
         bits = int_tag(ds, "BitsAllocated")
         if bits is not None and bits not in _BITS_ALLOCATED:
             raise MalformedTag(f"BitsAllocated {bits} (allowed: 1, 8, 16, 32, 64)")

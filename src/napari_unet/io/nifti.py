@@ -110,6 +110,7 @@ def _checked_header(path: Path):
         size = klass.template_dtype.itemsize
         if len(raw) >= size and klass.may_contain_header(raw[:size]):
             hdr, fixes = klass(raw[:size], check=False), _Fixes()
+            _data_offset(path, hdr)  # nibabel's checks fail on an infinite offset
             hdr.check_fix(logger=fixes)  # nibabel's own checks: fixes, or errors
             if hdr["magic"] not in (b"n+1", b"n+2"):
                 raise VolumeReadError(f"{path}: the header of a NIfTI pair (.hdr/.img); "
@@ -250,6 +251,8 @@ def _pick_volume(path: Path, data: np.ndarray, volume_index: int | None) -> np.n
         data = data[..., 0]
     if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector voxels: dim[5] holds them
         data = data[:, :, :, 0, :]
+    if data.ndim == 1:
+        raise VolumeReadError(f"{path}: a 1D NIfTI (shape {data.shape}) is not an image.")
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim > 4:
