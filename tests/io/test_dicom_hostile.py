@@ -35,6 +35,7 @@ def two_series(folder: Path):
 
 MALFORMED = [
     ("NumberOfFrames", b"1A", "NumberOfFrames '1A'"),
+    ("NumberOfFrames", b"inf", "NumberOfFrames 'inf'"),  # fuzzer: was an OverflowError
     ("Rows", b"\0\0", "Rows 0"),
     ("Rows", b"", "Rows is empty"),  # found by the fuzzer: was a TypeError
     ("BitsAllocated", b"\x0c\0", "BitsAllocated 12"),

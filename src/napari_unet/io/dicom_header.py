@@ -165,7 +165,10 @@ def _get(ds, keyword: str):
     try:
         value = ds.get(keyword)
     except Exception as e:  # pydicom converts lazily: a broken value fails on access
-        raise MalformedTag(f"{keyword} ({type(e).__name__}: {e})") from e
+        from pydicom.datadict import tag_for_keyword
+
+        raw = getattr(ds.get_item(tag_for_keyword(keyword)), "value", b"")
+        raise MalformedTag(f"{keyword} {_show(raw)} (not a value of its type)") from e
     return None if value is None or (hasattr(value, "__len__") and not len(value)) else value
 
 
@@ -209,7 +212,9 @@ def text_tag(ds, keyword: str) -> str:
 
 
 def _show(value) -> str:
-    text = repr(str(value) if not isinstance(value, (str, bytes)) else value)
+    if isinstance(value, bytes):
+        value = value.decode("latin-1").strip()
+    text = repr(value if isinstance(value, str) else str(value))
     return text if len(text) <= 40 else text[:37] + "..."
 
 
