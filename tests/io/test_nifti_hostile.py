@@ -156,3 +156,13 @@ def test_nan_pixdim_does_not_matter_when_the_sform_holds(tmp_path):
     vol, notes = read_with_notes(path)  # nibabel uses the sform: so do we, silently
     np.testing.assert_allclose(vol.affine, volume_affine_from_nifti(QFORM), atol=1e-5)
     assert notes == []
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "inf", "0"])
+def test_a_bad_limit_setting_is_a_settings_error(tmp_path, monkeypatch, value):
+    from napari_unet.errors import SettingsError
+
+    path = write_nifti(tmp_path / "scan.nii.gz", small_header())
+    monkeypatch.setenv("NAPARI_UNET_MAX_BYTES", value)
+    with pytest.raises(SettingsError, match="NAPARI_UNET_MAX_BYTES"):
+        read_volume(path)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VolumeReadError
+from ..errors import NapariUnetError, VolumeReadError
 from ..limits import check_allocation, human_bytes
 from . import geometry
 from .formats import nifti_stem
@@ -58,7 +58,7 @@ def read_nifti(path: str | Path, volume_index: int | None = None) -> Volume:
         affine, notes, hdr = _checked_affine(path, hdr)
         notes = [f"{path}: {fix}" for fix in fixes] + notes
         data = _pick_volume(path, _read_data(path, hdr), volume_index)
-    except VolumeReadError:
+    except NapariUnetError:  # ours already say what is wrong (or a setting is)
         raise
     except Exception as e:  # nibabel/gzip/numpy raise many types for broken files
         raise VolumeReadError(
