@@ -7,9 +7,10 @@ before it tries. The limit is a share of the memory this machine has available n
 
 from __future__ import annotations
 
+import math
 import os
 
-from .errors import NapariUnetError
+from .errors import NapariUnetError, SettingsError
 
 MEMORY_SHARE = 0.5  # of the available memory, for one array that a file asks for
 
@@ -18,7 +19,14 @@ def memory_limit() -> int:
     """Bytes one allocation driven by a file may take."""
     override = os.environ.get("NAPARI_UNET_MAX_BYTES")
     if override:
-        return int(float(override))
+        try:
+            limit = float(override)
+        except ValueError:
+            limit = math.nan
+        if not limit > 0 or math.isinf(limit):
+            raise SettingsError(f"NAPARI_UNET_MAX_BYTES={override!r} is not a number of "
+                                "bytes (e.g. 8e9)")
+        return int(limit)
     import psutil
 
     return int(psutil.virtual_memory().available * MEMORY_SHARE)
@@ -35,8 +43,10 @@ def human_bytes(n: float) -> str:
 def check_allocation(nbytes: float, what: str, error: type[NapariUnetError] = NapariUnetError,
                      limit: int | None = None) -> None:
     """Raise ``error`` when ``what`` (a phrase naming the file) would need too much memory."""
+    source = "given" if limit is not None else (
+        "NAPARI_UNET_MAX_BYTES" if os.environ.get("NAPARI_UNET_MAX_BYTES") else
+        "half the memory available now; set NAPARI_UNET_MAX_BYTES to change it")
     limit = memory_limit() if limit is None else limit
     if nbytes > limit:
         raise error(f"{what} would need {human_bytes(nbytes)} of memory, over the limit of "
-                    f"{human_bytes(limit)} (half the memory available now; set "
-                    "NAPARI_UNET_MAX_BYTES to change it)")
+                    f"{human_bytes(limit)} ({source})")

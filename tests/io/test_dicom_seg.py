@@ -6,6 +6,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 
 from napari_unet.io import read_volume, write_dicom_seg
 from napari_unet.io.source import NiftiSource
@@ -97,3 +98,50 @@ def test_seg_of_multi_frame_source_follows_its_frames(tmp_path):
         k = int(ref.ReferencedFrameNumber) - 1
         ipp = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
         np.testing.assert_allclose(vol.affine @ [k, 0, 0, 1], [*ipp, 1], atol=1e-4)
+
+
+@pytest.mark.parametrize("keyword", ["PixelSpacing", "ImageOrientationPatient",
+                                     "ImagePositionPatient", "StudyInstanceUID"])
+def test_missing_source_attribute_is_a_clear_write_error(tmp_path, keyword):
+    """Issue case 14: no raw highdicom AttributeError; the file and the attribute named."""
+    files = write_dicom_series(np.zeros((3, 8, 8), np.int16), tmp_path / "mr")
+    vol = read_volume(tmp_path / "mr")
+    for f in files:  # the attribute goes missing after reading (or GDCM assumed it)
+        ds = pydicom.dcmread(f)
+        delattr(ds, keyword)
+        ds.save_as(f)
+    out = tmp_path / "out" / "seg.dcm"
+    with pytest.raises(VolumeWriteError) as err:
+        write_dicom_seg(np.ones(vol.spatial_shape, np.uint8), out, like=vol)
+    message = str(err.value)
+    assert str(out) in message and keyword in message and str(files[0]) in message
+    assert "AttributeError" not in message
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def test_legacy_multi_frame_source_is_a_clear_write_error(tmp_path):
+    vol = read_volume(get_testdata_file("rtdose.dcm"))
+    with pytest.raises(VolumeWriteError, match="rtdose.dcm is a multi-frame RTDOSE file "
+                                               "without per-frame functional groups"):
+        write_dicom_seg(np.ones(vol.spatial_shape, np.uint8), tmp_path / "seg.dcm", like=vol)
+    assert not list(tmp_path.iterdir())
+
+
+def test_series_description_names_the_model_never_the_scan(tmp_path):
+    """Issue case 5/14: the folder name may be a patient's; the description is the model's."""
+    folder = tmp_path / "Doe_Jane_MRN-123456"
+    files = write_dicom_series(np.zeros((3, 8, 8), np.int16), folder, patient_name="Doe^Jane")
+    for f in files:  # anonymised sources: type 2 patient/study attributes dropped
+        ds = pydicom.dcmread(f)
+        del ds.PatientName, ds.PatientID, ds.StudyDate
+        ds.save_as(f)
+    vol = read_volume(folder)
+    assert vol.name == folder.name
+    out = write_dicom_seg(np.ones(vol.spatial_shape, np.uint8), tmp_path / "seg.dcm",
+                          like=vol, algorithm="brain\\tissue\x1b[31m v2")
+    ds = pydicom.dcmread(out)
+    assert ds.SeriesDescription == "brain tissue [31m v2 segmentation"
+    assert "Doe" not in str(ds.SeriesDescription) and "MRN" not in str(ds.SeriesDescription)
+    assert ds.PatientName == "" and ds.PatientID == "" and ds.StudyDate == ""
+    for f in files:  # the sources are untouched
+        assert "PatientID" not in pydicom.dcmread(f)

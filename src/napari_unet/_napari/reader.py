@@ -41,7 +41,7 @@ def _accepts(path: Path) -> bool:
 def _has_dicom(folder: Path) -> bool:
     """Cheap probe: a .dcm file, or a DICOM header among the first few files (walked
     lazily, so dropping a huge folder that holds no DICOM costs little)."""
-    from ..io.dicom import read_header
+    from ..io.dicom_header import read_header
 
     probed = 0
     for root, dirs, names in os.walk(folder):

@@ -155,19 +155,17 @@ def _has_dicm_magic(path: Path) -> bool:
 
 
 def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:
-    from ..io.series import read_header
+    from ..io.dicom_header import parse_header, series_key
 
-    ds, reason = read_header(path)
+    # a malformed slice still joins its series: the reader leaves it out with a warning
+    ds, reason = parse_header(path)
     if ds is None:
         found.scans.append(Scan(str(path), "", "dicom", error=f"{path}: {reason}"))
         return
     patient = identifiers_of(ds)
     found.identifiers |= patient
-    uid = str(ds.get("SeriesInstanceUID", "") or "")
-    if not uid:  # no series to group it with: a scan of its own, read as one file
-        found.scans.append(Scan(str(path), "", "dicom", skip_reason=_non_image(ds)))
-        return
-    key = (str(path.parent), uid)
+    uid = series_key(ds)  # files without SeriesInstanceUID: grouped by what else they share
+    key = (str(path.parent), uid or f"file:{path}")
     if key not in groups:
         description = redact(str(ds.get("SeriesDescription", "") or ""), patient, "")
         groups[key] = _Series(str(path.parent), uid, ds.get("Modality"), ds.get("SeriesNumber"),
@@ -175,7 +173,7 @@ def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:
 
 
 def _non_image(ds) -> str | None:
-    from ..io.series import non_image_reason
+    from ..io.dicom_header import non_image_reason
 
     why = non_image_reason(ds)
     return f"non-image DICOM: {why}" if why else None

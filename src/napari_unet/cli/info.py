@@ -16,17 +16,18 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..model.checkpoint import load_model
+    from .main import one_line as safe
 
-    model = load_model(args.model, device="cpu")  # loading verifies the content hash
+    model = load_model(args.model, device="cpu")  # loading verifies every field and the hash
     meta = model.meta
-    if args.json:
+    if args.json:  # JSON escapes control characters itself
         print(json.dumps(meta.to_dict(), indent=2))
         return 0
     a, n = meta.architecture, meta.normalization
     n_params = sum(p.numel() for p in model.net.parameters())
-    lines = [
-        f"model:         {meta.name} ({model.path})",
-        f"task:          {meta.task.describe()}",
+    lines = [  # text from the file goes through ``safe``: no escape sequences reach the terminal
+        f"model:         {safe(meta.name)} ({safe(model.path)})",
+        f"task:          {safe(meta.task.describe())}",
         f"architecture:  UNet in={a.in_channels} out={a.out_channels} base={a.base} "
         f"upsampling={a.upsampling} layout={a.variant} ({n_params:,} parameters)",
         f"normalisation: {n.kind} {n.lower:g}..{n.upper:g}" + (" clipped" if n.clip else ""),
@@ -36,7 +37,7 @@ def run(args) -> int:
     ]
     if meta.task.kind == "segment":
         lines.insert(2, "classes:       " + ", ".join(
-            f"{i}={c}" for i, c in enumerate(meta.task.class_names)))
-    lines += [f"provenance:    {k}: {json.dumps(v)}" for k, v in meta.provenance.items()]
+            f"{i}={safe(c)}" for i, c in enumerate(meta.task.class_names)))
+    lines += [f"provenance:    {safe(k)}: {json.dumps(v)}" for k, v in meta.provenance.items()]
     print("\n".join(lines))
     return 0

@@ -8,10 +8,12 @@ Heavy libraries (nibabel, SimpleITK, pydicom, highdicom) are imported when used.
 from .dicom_seg import write_dicom_seg
 from .read import read_volume
 from .series import SeriesInfo, SeriesList, SliceSpacingWarning, list_series
+from .source import ScanWarning
 from .volume import Volume
 from .write import VolumeWriteError, write_volume
 
 __all__ = [
+    "ScanWarning",
     "SeriesInfo",
     "SeriesList",
     "SliceSpacingWarning",

@@ -1,39 +1,51 @@
 """DICOM reading: single files, multi-frame files and folders of one or several series.
 
-Finding, sorting and checking the slices of a series is ``io.series``' job. Pixels and
-geometry come from SimpleITK (GDCM): rescale slope/intercept applied (CT in HU; int16
-when the values fit, float32 when the rescale is fractional), compressed transfer
-syntaxes as far as GDCM decodes them. Missing slices or uneven spacing give a
-``SliceSpacingWarning`` naming the series and the gaps, also kept in
-``Volume.source.warnings``; the volume then has SimpleITK's mean spacing.
-A single file is read on its own (pass its folder to read its whole series).
+Finding, sorting and checking the slices of a series is ``io.series``' job; each file's
+header is checked by ``io.dicom_header``. Pixels and geometry come from SimpleITK (GDCM):
+rescale slope/intercept applied (CT in HU; int16 when the values fit, float32 when the
+rescale is fractional), compressed transfer syntaxes as far as GDCM decodes them.
+Before GDCM sees a file, the memory its header asks for is checked against
+``limits.check_allocation``, uncompressed pixel data must fit in the file, and a data set
+encoded against its transfer syntax is re-encoded (in a temporary folder) by pydicom.
+What was assumed or repaired (missing slices, uneven spacing, a missing PixelSpacing,
+files left out of a series) is a ``ScanWarning`` naming the series and also kept in
+``Volume.source.warnings``. A single file is read on its own (pass its folder to read
+its whole series).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import VolumeReadError
+from ..limits import check_allocation
 from . import geometry
-from .series import (  # noqa: F401 - re-exported: the batch helper imports them from here
-    NON_IMAGE_MODALITIES,
+from .dicom_header import (
+    MISENCODED,
+    MalformedTag,
+    floats_tag,
+    frames_in,
+    int_tag,
+    non_image_reason,
+    pixel_samples,
+    read_header,
+    text_tag,
+)
+from .series import (
     SeriesInfo,
     SeriesList,
     SliceSpacingWarning,
     check_series,
     choose_series,
-    frames_in,
-    list_series,
-    non_image_reason,
-    read_header,
     scan_folder,
-    uid_hash,
 )
-from .source import DicomSource
+from .source import DicomSource, ScanWarning
 from .volume import Volume
 
 # --- reading -----------------------------------------------------------------------------
@@ -49,9 +61,8 @@ def read_dicom_file(path: str | Path) -> Volume:
     if reason:
         raise VolumeReadError(f"{path}: not an image to open: {reason}.")
     notes = check_series(str(path), [(str(path), ds)])
-    for note in notes:
-        warnings.warn(note, SliceSpacingWarning, stacklevel=3)
-    return _read_members(path, path.stem, [(str(path), ds)], notes)
+    _warn(notes, SliceSpacingWarning)
+    return _read_members(path, str(path), path.stem, [(str(path), ds)], notes)
 
 
 def read_dicom_folder(folder: str | Path, series: int | str | None = None) -> Volume:
@@ -83,17 +94,133 @@ def _read_series(folder: Path, listing: SeriesList, groups: dict, info: SeriesIn
     if len(members) > 1 and any(frames_in(ds) > 1 for _, ds in members):
         raise VolumeReadError(f"{label}: mixes multi-frame files with other files; "
                               "open the multi-frame file itself.")
+    left_out = [f"{label}: {note}" for note in info.notes]
+    _warn(left_out, ScanWarning)
     notes = check_series(label, members)
-    for note in notes:
-        warnings.warn(note, SliceSpacingWarning, stacklevel=4)
+    _warn(notes, SliceSpacingWarning)
     name = folder.name if len(listing) == 1 else f"{folder.name}_{info.uid_hash}"
-    return _read_members(folder, name, members, notes)
+    return _read_members(folder, label, name, members, left_out + notes)
 
 
-def _read_members(path: Path, name: str, members: list, notes: list[str]) -> Volume:
-    import SimpleITK as sitk
+def _warn(notes: list[str], category: type[Warning]) -> None:
+    for note in notes:
+        warnings.warn(note, category, stacklevel=4)
 
+
+def _read_members(path: Path, label: str, name: str, members: list, notes: list[str]) -> Volume:
+    """Pixels and geometry of one series (or file); ``label`` names it in messages."""
+    _check_pixel_data(label, members)
+    with _gdcm_readable(label, members, notes) as files:
+        image = _execute_gdcm(label, files)
+    spacing, origin, direction = geometry.geometry_from_sitk(image)
+    ds0 = members[0][1]
+    spacing = _checked_spacing(label, ds0, spacing, notes)
+    if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
+        raise VolumeReadError(f"{label}: the orientation GDCM reads is degenerate "
+                              f"({np.round(direction, 3).tolist()}); cannot place the voxels.")
+    array = _sitk().GetArrayFromImage(image)
+    del image  # the array is a copy: free GDCM's buffer before compacting
+    source = DicomSource(
+        path=str(Path(path).resolve()),
+        files=tuple(str(Path(f).resolve()) for f, _ in members),
+        sop_instance_uids=tuple(text_tag(ds, "SOPInstanceUID") for _, ds in members),
+        series_uid=text_tag(ds0, "SeriesInstanceUID"),
+        study_uid=text_tag(ds0, "StudyInstanceUID"),
+        frame_of_reference_uid=text_tag(ds0, "FrameOfReferenceUID"),
+        multi_frame=frames_in(ds0) > 1,
+        warnings=tuple(notes),
+    )
+    return Volume(_compact(array), spacing, origin, direction,
+                  text_tag(ds0, "Modality") or "OT", source, name)
+
+
+# --- before GDCM ---------------------------------------------------------------------------
+
+
+def _check_pixel_data(label: str, members: list) -> None:
+    """Refuse what the headers ask for if it exceeds the memory limit or the files."""
+    samples = sum(pixel_samples(ds) for _, ds in members)
+    # GDCM's buffer plus the numpy copy, at the type GDCM decodes to
+    check_allocation(2 * samples * _decoded_itemsize(members[0][1]),
+                     f"{label}: {samples:,} pixel samples", VolumeReadError)
+    for f, ds in members:
+        needed = _native_pixel_bytes(ds)
+        size = Path(f).stat().st_size
+        if needed > size:
+            raise VolumeReadError(
+                f"{f}: truncated: the header asks for {needed:,} bytes of uncompressed pixel "
+                f"data but the file holds {size:,} bytes in all.")
+
+
+def _decoded_itemsize(ds) -> int:
+    """Bytes per sample GDCM gives: wider for rescaled values (float64 if fractional)."""
+    stored = max(int_tag(ds, "BitsAllocated", 16), 8) // 8
+    try:
+        slope = floats_tag(ds, "RescaleSlope", 1)
+        intercept = floats_tag(ds, "RescaleIntercept", 1)
+    except MalformedTag:
+        return 8
+    rescale = [v for v in (slope, intercept) if v is not None]
+    if not rescale:
+        return stored
+    return 8 if any(float(v[0]) != int(v[0]) for v in rescale) else max(stored, 4)
+
+
+def _native_pixel_bytes(ds) -> int:
+    """Bytes of pixel data an uncompressed transfer syntax stores; 0 when compressed."""
+    try:
+        ts = ds.file_meta.TransferSyntaxUID
+        if ts.is_compressed or ts.is_deflated:
+            return 0
+    except Exception:  # no file meta: GDCM guesses an uncompressed syntax
+        pass
+    bits = int_tag(ds, "BitsAllocated", 16)
+    return (pixel_samples(ds) * bits + 7) // 8
+
+
+@contextlib.contextmanager
+def _gdcm_readable(label: str, members: list, notes: list[str]):
+    """The member files as GDCM may read them: misencoded ones re-encoded to temporaries."""
     files = [f for f, _ in members]
+    bad = [i for i, (_, ds) in enumerate(members) if getattr(ds, MISENCODED, False)]
+    if not bad:
+        yield files
+        return
+    note = (f"{label}: {len(bad)} file(s) encoded against their transfer syntax (implicit "
+            "versus explicit VR); re-encoded by pydicom before decoding.")
+    notes.append(note)
+    _warn([note], ScanWarning)
+    with tempfile.TemporaryDirectory(prefix="napari-unet-") as tmp:
+        for i in bad:
+            files[i] = _reencode(files[i], Path(tmp) / f"{i}.dcm")
+        yield files
+
+
+def _reencode(src: str, dst: Path) -> str:
+    import pydicom
+
+    check_allocation(Path(src).stat().st_size, f"{src}: re-encoding", VolumeReadError)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's note on the encoding: we give ours
+            ds = pydicom.dcmread(src)
+            for _ in ds.iterall():  # convert every element: implicit-VR ones carry no VR
+                pass
+        ts = ds.file_meta.TransferSyntaxUID
+        ds.save_as(dst, implicit_vr=ts.is_implicit_VR, little_endian=ts.is_little_endian)
+    except Exception as e:
+        raise VolumeReadError(f"{src}: encoded against its transfer syntax and cannot be "
+                              f"re-encoded ({type(e).__name__}: {e}).") from e
+    return str(dst)
+
+
+# --- GDCM ----------------------------------------------------------------------------------
+
+
+def _execute_gdcm(label: str, files: list[str]):
+    sitk = _sitk()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # spacing notes are ours (ScanWarning)
     try:
         if len(files) == 1:
             reader = sitk.ImageFileReader()
@@ -104,31 +231,62 @@ def _read_members(path: Path, name: str, members: list, notes: list[str]) -> Vol
             reader.SetImageIO("GDCMImageIO")
             reader.SetFileNames(files)
         image = reader.Execute()
-        array = sitk.GetArrayFromImage(image)
     except RuntimeError as e:
         reason = next((ln for ln in str(e).splitlines() if "ERROR" in ln), str(e))
         reason = re.sub(r"\(0x[0-9a-fA-F]+\)", "", reason)  # drop ITK object addresses
         raise VolumeReadError(
-            f"{path}: SimpleITK/GDCM cannot read the pixel data ({reason.strip()}); "
+            f"{label}: SimpleITK/GDCM cannot read the pixel data ({reason.strip()}); "
             "the file may be truncated or use an unsupported compression."
         ) from e
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if image.GetDimension() == 2:  # some IOs give 2D for a single slice
         image = sitk.JoinSeries(image)
-        array = array[None]
-    spacing, origin, direction = geometry.geometry_from_sitk(image)
-    ds0 = members[0][1]
-    source = DicomSource(
-        path=str(Path(path).resolve()),
-        files=tuple(str(Path(f).resolve()) for f in files),
-        sop_instance_uids=tuple(str(ds.get("SOPInstanceUID", "")) for _, ds in members),
-        series_uid=str(ds0.get("SeriesInstanceUID", "")),
-        study_uid=str(ds0.get("StudyInstanceUID", "")),
-        frame_of_reference_uid=str(ds0.get("FrameOfReferenceUID", "")),
-        multi_frame=frames_in(ds0) > 1,
-        warnings=tuple(notes),
-    )
-    return Volume(_compact(array), spacing, origin, direction,
-                  str(ds0.get("Modality", "OT")), source, name)
+    return image
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk
+
+
+def _checked_spacing(label: str, ds, spacing: tuple, notes: list[str]) -> tuple:
+    """GDCM's spacing, with a note when PixelSpacing was missing or unusable (GDCM then
+    silently takes 1 mm), and 1 mm wherever GDCM's value is not a positive number."""
+    problem = _pixel_spacing_problem(ds)
+    fixed = tuple(float(s) if np.isfinite(s) and s > 0 else 1.0 for s in spacing)
+    if problem:
+        note = (f"{label}: {problem}; in-plane spacing {fixed[1]:g} x {fixed[2]:g} mm "
+                "assumed, so distances and volumes in this scan are not real millimetres.")
+        notes.append(note)
+        _warn([note], ScanWarning)
+    return fixed
+
+
+def _pixel_spacing_problem(ds) -> str | None:
+    try:
+        spacing = floats_tag(ds, "PixelSpacing", 2)
+        if spacing is None:
+            spacing = _functional_group_spacing(ds)
+    except MalformedTag as e:
+        return f"malformed {e}"
+    if spacing is None:
+        return "no PixelSpacing"
+    if np.any(spacing <= 0):
+        return f"PixelSpacing {spacing.tolist()} is not positive"
+    return None
+
+
+def _functional_group_spacing(ds) -> np.ndarray | None:
+    """PixelSpacing of an enhanced multi-frame file (shared, else first frame's group)."""
+    for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        try:
+            measures = ds.get(keyword)[0].PixelMeasuresSequence[0]
+        except (AttributeError, IndexError, KeyError, TypeError):
+            continue
+        return floats_tag(measures, "PixelSpacing", 2)
+    return None
 
 
 def _compact(array: np.ndarray) -> np.ndarray:

@@ -27,16 +27,8 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DEFAULT_WORLD = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=float)
 
 
-def affine_from_geometry(spacing, origin, direction) -> np.ndarray:
-    """4x4 index-to-LPS matrix from array-order spacing, LPS origin and direction columns."""
-    a = np.eye(4)
-    a[:3, :3] = np.asarray(direction, float).reshape(3, 3) * np.asarray(spacing, float)[None, :]
-    a[:3, 3] = np.asarray(origin, float)
-    return a
-
-
 def geometry_from_affine(affine: np.ndarray) -> tuple[tuple, tuple, np.ndarray]:
-    """(spacing, origin, direction) such that ``affine_from_geometry`` gives ``affine`` back.
+    """(spacing, origin, direction) such that ``Volume.affine`` gives ``affine`` back.
 
     Direction columns are unit vectors; a sheared affine keeps its shear in ``direction``
     (then not orthogonal), so the matrix is reproduced exactly.

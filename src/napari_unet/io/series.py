@@ -1,7 +1,8 @@
 """DICOM folders: find the image series, describe them, sort and check their slices.
 
-- Headers are read with pydicom (no pixel data) to group files by SeriesInstanceUID and
-  skip non-image objects (SR, RTSTRUCT, RTPLAN, SEG, ...) with a reason.
+- Headers are read and checked by ``dicom_header`` (no pixel data) to group files by
+  SeriesInstanceUID and skip non-image objects (SR, RTSTRUCT, RTPLAN, SEG, ...) and
+  malformed files with a reason; the series of a malformed file is read from the others.
 - Slices are sorted **geometrically**: by ImagePositionPatient projected on the slice
   normal (row x column of ImageOrientationPatient), never by InstanceNumber (only the
   fallback when positions are missing).
@@ -21,21 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VolumeReadError
-
-NON_IMAGE_MODALITIES = {
-    "SR": "structured report",
-    "RTSTRUCT": "RT structure set (contours, not an image)",
-    "RTPLAN": "RT plan",
-    "RTRECORD": "RT treatment record",
-    "KO": "key object selection",
-    "PR": "presentation state",
-    "SEG": "segmentation object, not a scan",
-    "REG": "registration object",
-    "DOC": "encapsulated document",
-}
+from .dicom_header import (
+    floats_tag,
+    frames_in,
+    int_tag,
+    non_image_reason,
+    parse_header,
+    series_key,
+    text_tag,
+)
+from .source import ScanWarning
 
 
-class SliceSpacingWarning(UserWarning):
+class SliceSpacingWarning(ScanWarning):
     """A DICOM series with missing slices or uneven slice spacing."""
 
 
@@ -55,6 +54,7 @@ class SeriesInfo:
     size: tuple[int, int]  # rows, columns of each slice
     files: list[str] = field(repr=False)  # sorted geometrically when possible
     number: int | None = None
+    notes: tuple[str, ...] = ()  # files left out, grouping assumed: warnings when read
 
     @property
     def uid_hash(self) -> str:
@@ -80,57 +80,6 @@ class SeriesList(list):
         return "\n".join(lines) or "no image series"
 
 
-# --- headers ---------------------------------------------------------------------------------
-
-
-def read_header(path: str | Path):
-    """(pydicom Dataset without pixels, None) or (None, reason it is not usable)."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except InvalidDicomError:
-        if not _starts_like_dataset(path):
-            return None, "not a DICOM file"
-        try:  # old files without the 128-byte preamble (e.g. pydicom's rtstruct.dcm)
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-        except Exception:
-            return None, "not a DICOM file"
-        if "SOPClassUID" not in ds:
-            return None, "not a DICOM file"
-    except Exception as e:
-        return None, f"unreadable DICOM header ({type(e).__name__}: {e})"
-    return ds, None
-
-
-def _starts_like_dataset(path) -> bool:
-    """A file without preamble is parsed only if it starts with a group 0002/0008 tag,
-    so that arbitrary large files in a folder are not parsed as DICOM."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-    except OSError:
-        return False
-    return head in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
-
-
-def non_image_reason(ds) -> str | None:
-    """Why a DICOM object holds no image to segment, or None for an image."""
-    modality = str(ds.get("Modality", "")).upper()
-    sop = ds.get("SOPClassUID")
-    sop_name = getattr(sop, "name", str(sop))
-    if modality in NON_IMAGE_MODALITIES:
-        return f"{modality} ({sop_name}): {NON_IMAGE_MODALITIES[modality]}"
-    if "Rows" not in ds or "Columns" not in ds:
-        return f"{modality or 'unknown modality'} ({sop_name}): no image data"
-    return None
-
-
-def frames_in(ds) -> int:
-    return int(ds.get("NumberOfFrames", 1) or 1)
-
-
 # --- folders ---------------------------------------------------------------------------------
 
 
@@ -143,58 +92,64 @@ def _candidate_files(folder: Path) -> list[Path]:
 
 
 def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
-    """Group a folder's (recursive) DICOM image files by series; also return the headers."""
+    """Group a folder's (recursive) DICOM image files by series; also return the headers.
+
+    A malformed file is skipped with its reason and noted on its series, which is read
+    from its good files; files without SeriesInstanceUID are grouped by ``series_key``.
+    """
     folder = Path(folder)
     groups: dict[str, list] = {}
-    skipped = []
+    skipped, notes = [], {}
     for f in _candidate_files(folder):
-        ds, reason = read_header(f)
+        ds, reason = parse_header(f)
         if ds is not None:
-            reason = non_image_reason(ds)
-        if reason is None and "SeriesInstanceUID" not in ds:
-            reason = "image without SeriesInstanceUID"
+            reason = non_image_reason(ds) or reason
         if reason:
             skipped.append((str(f), reason))
+            if ds is not None and reason.startswith("malformed"):
+                notes.setdefault(series_key(ds), []).append(
+                    f"{f.name} left out of this series ({reason})")
             continue
-        groups.setdefault(str(ds.SeriesInstanceUID), []).append((str(f), ds))
+        key = series_key(ds)
+        if key not in groups and not text_tag(ds, "SeriesInstanceUID"):
+            notes.setdefault(key, []).insert(0, (
+                "the files have no SeriesInstanceUID; grouped by study, frame of reference, "
+                "series number, modality, size and orientation"))
+        groups.setdefault(key, []).append((str(f), ds))
     series = []
-    for uid, members in groups.items():
-        members = _sort_members(members)
-        groups[uid] = members
-        ds0 = members[0][1]
-        series.append(SeriesInfo(
-            uid=uid,
-            modality=str(ds0.get("Modality", "OT")),
-            description=str(ds0.get("SeriesDescription", "")),
-            n_slices=sum(frames_in(ds) for _, ds in members),
-            size=(int(ds0.Rows), int(ds0.Columns)),
-            files=[f for f, _ in members],
-            number=_int_or_none(ds0.get("SeriesNumber")),
-        ))
+    for key, members in groups.items():
+        groups[key] = members = _sort_members(members)
+        series.append(_series_info(key, members, notes.get(key, [])))
     series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
     return SeriesList(series, skipped, str(folder)), groups
 
 
-def _int_or_none(value) -> int | None:
+def _series_info(key: str, members: list, notes: list[str]) -> SeriesInfo:
+    ds0 = members[0][1]
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+        number = int_tag(ds0, "SeriesNumber")
+    except ValueError:
+        number = None
+    return SeriesInfo(
+        uid=key,
+        modality=text_tag(ds0, "Modality") or "OT",
+        description=text_tag(ds0, "SeriesDescription"),
+        n_slices=sum(frames_in(ds) for _, ds in members),
+        size=(int_tag(ds0, "Rows"), int_tag(ds0, "Columns")),
+        files=[f for f, _ in members],
+        number=number,
+        notes=tuple(notes),
+    )
 
 
 def _normal(ds) -> np.ndarray | None:
-    iop = ds.get("ImageOrientationPatient")
-    if iop is None or len(iop) != 6:
-        return None
-    row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
-    return np.cross(row, col)
+    iop = floats_tag(ds, "ImageOrientationPatient", 6)
+    return None if iop is None else np.cross(iop[:3], iop[3:])
 
 
 def _position(ds, normal) -> float | None:
-    ipp = ds.get("ImagePositionPatient")
-    if ipp is None or normal is None or len(ipp) != 3:
-        return None
-    return float(np.dot(np.asarray(ipp, float), normal))
+    ipp = floats_tag(ds, "ImagePositionPatient", 3)
+    return None if ipp is None or normal is None else float(np.dot(ipp, normal))
 
 
 def _sort_members(members: list) -> list:
@@ -204,9 +159,15 @@ def _sort_members(members: list) -> list:
     if all(p is not None for p in pos):
         order = np.argsort(pos, kind="stable")
     else:
-        order = np.argsort([_int_or_none(ds.get("InstanceNumber")) or 0 for _, ds in members],
-                           kind="stable")
+        order = np.argsort([_instance_number(ds) for _, ds in members], kind="stable")
     return [members[i] for i in order]
+
+
+def _instance_number(ds) -> int:
+    try:
+        return int_tag(ds, "InstanceNumber", 0)
+    except ValueError:
+        return 0
 
 
 def list_series(folder: str | Path) -> SeriesList:
@@ -250,7 +211,7 @@ def choose_series(folder: Path, listing: SeriesList, series: int | str | None) -
 
 def check_series(name: str, members: list) -> list[str]:
     """Refuse inconsistent series; return warnings about missing slices / uneven spacing."""
-    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in members}
+    sizes = {(int_tag(ds, "Rows"), int_tag(ds, "Columns")) for _, ds in members}
     if len(sizes) > 1:
         raise VolumeReadError(
             f"{name}: slices of different sizes in one series ({sorted(sizes)}); "
@@ -291,16 +252,16 @@ def _spacing_warnings(name: str, pos: np.ndarray) -> list[str]:
 
 def _multi_frame_notes(name: str, ds) -> list[str]:
     """Spacing warnings for an enhanced multi-frame file from its per-frame positions."""
-    frames = ds.get("PerFrameFunctionalGroupsSequence")
-    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
-    if frames_in(ds) < 2 or not frames:
-        return []
     try:
+        frames = ds.get("PerFrameFunctionalGroupsSequence")
+        shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+        if frames_in(ds) < 2 or not frames:
+            return []
         group = shared if "PlaneOrientationSequence" in (shared or {}) else frames[0]
         iop = group.PlaneOrientationSequence[0].ImageOrientationPatient
         normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
         pos = [float(np.dot(np.asarray(f.PlanePositionSequence[0].ImagePositionPatient,
                                        float), normal)) for f in frames]
-    except (AttributeError, IndexError, KeyError):
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         return []
     return _spacing_warnings(name, np.sort(pos))

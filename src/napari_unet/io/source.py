@@ -11,6 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+class ScanWarning(UserWarning):
+    """Something about a scan was assumed or repaired while reading it (1 mm for a missing
+    PixelSpacing, the qform for a broken sform, a malformed slice left out, ...).
+
+    The same text is kept in ``Volume.source.warnings``, so reports can show it later.
+    """
+
+
 @dataclass(frozen=True)
 class NiftiSource:
     path: str
@@ -18,6 +26,7 @@ class NiftiSource:
     nifti_version: int = 1
     volume_index: int | None = None
     channels: bool = False
+    warnings: tuple[str, ...] = field(default_factory=tuple)  # geometry that was assumed
 
     @property
     def files(self) -> tuple[str, ...]:

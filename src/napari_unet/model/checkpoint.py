@@ -5,6 +5,11 @@ model is one self-describing file: architecture, task rules, the intensity norma
 used in training, default slice axis and patch size, provenance and a content hash over
 weights, architecture, task and normalisation (checked on load: a corrupted file is
 refused with a message naming it).
+
+A model file can come from anyone: on load every metadata field is checked (types,
+ranges, no unknown field: ``meta_schema``), a missing hash is an error (never a skipped
+check), and the network's size (weights and one patch's activations) is checked against
+``limits`` before anything is built or read into memory.
 """
 
 from __future__ import annotations
@@ -20,15 +25,16 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import ModelFileError, TaskError
+from ..errors import ModelFileError, NapariUnetError, SettingsError, TaskError
 from ..io.write import atomic_path, make_shareable
+from ..limits import check_allocation
+from .meta_schema import FORMAT, FORMAT_VERSION, MetaFieldError, check_metadata
 from .normalize import Normalization
 from .tasks import TaskSpec
-from .unet import Architecture, UNet
+from .unet import Architecture, UNet, check_size
 
-FORMAT = "napari-unet-model"
-FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
+MAX_HEADER_BYTES = 16 * 2**20  # a UNet's tensor list and metadata take a few KB
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 
@@ -46,6 +52,10 @@ class ModelMeta:
     hash: str = ""
 
     def __post_init__(self):
+        if self.default_axis not in (0, 1, 2):
+            raise SettingsError(f"default axis must be 0, 1 or 2 (got {self.default_axis})")
+        if len(self.patch_size) != 2 or min(self.patch_size) < 1:
+            raise SettingsError(f"patch size must be two sizes >= 1 (got {self.patch_size})")
         if self.architecture.in_channels != self.task.in_channels:
             raise TaskError(
                 f"architecture has {self.architecture.in_channels} input channels but the "
@@ -159,46 +169,66 @@ def save_model(path: str | os.PathLike, net: torch.nn.Module, meta: ModelMeta) -
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[ModelMeta, dict[str, torch.Tensor]]:
-    """Metadata and weights of a model file; :class:`ModelFileError` names bad files."""
+    """Metadata and weights of a model file; :class:`ModelFileError` names bad files.
+
+    Order matters: the metadata is checked (fields, then the size of the network it
+    describes) before the weights are read, and the weights against the hash after.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
+    meta = read_meta(path)
+    check_size(meta.architecture, meta.patch_size, str(path), ModelFileError)
+    check_allocation(path.stat().st_size, f"{path}: the weights", ModelFileError)
     try:
-        meta_dict = read_header(path)
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: not a readable napari-unet model file ({exc})") from exc
-    try:
-        meta = ModelMeta.from_dict(meta_dict)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: invalid model metadata ({exc})") from exc
-    if meta.hash and content_hash(state, meta) != meta.hash:
+    if content_hash(state, meta) != meta.hash:
         raise ModelFileError(f"{path}: content hash mismatch, the file is corrupted or was "
                              "edited; re-export or re-download it")
     return meta, state
 
 
-def read_header(path: str | os.PathLike) -> dict:
-    """The JSON metadata alone, read without touching the weights."""
+def read_meta(path: str | os.PathLike) -> ModelMeta:
+    """The checked metadata of a model file, without reading the weights."""
     path = Path(path)
+    meta_dict = read_header(path)
+    try:
+        return ModelMeta.from_dict(meta_dict)
+    except (NapariUnetError, KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: invalid model metadata ({exc})") from exc
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON metadata alone, read without touching the weights; every field checked
+    (``meta_schema``), so callers may use any field they find."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
             raise ModelFileError(f"{path}: file is truncated (no safetensors header)")
         n = int(np.frombuffer(raw, dtype="<u8")[0])
-        if n > 100_000_000 or n > path.stat().st_size - 8:
+        if n > path.stat().st_size - 8:
             raise ModelFileError(f"{path}: file is truncated or not a safetensors file")
+        if n > MAX_HEADER_BYTES:
+            raise ModelFileError(f"{path}: a safetensors header of {n:,} bytes is not a "
+                                 "napari-unet model's")
         try:
             header = json.loads(f.read(n))
             meta = json.loads(header["__metadata__"]["napari_unet"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ModelFileError(f"{path}: not a napari-unet model file (no metadata)") from exc
-    if meta.get("format") != FORMAT:
-        fmt = meta.get("format")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
         raise ModelFileError(f"{path}: not a napari-unet model file (format {fmt!r})")
+    try:
+        check_metadata(meta)
+    except MetaFieldError as exc:
+        raise ModelFileError(f"{path}: invalid model metadata: {exc}") from exc
     return meta
 
 

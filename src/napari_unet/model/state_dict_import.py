@@ -3,7 +3,9 @@
 Two key layouts are recognised: the original PyTorch UNet (``inc.conv.conv.0.weight``,
 ``down1.mpconv.1.conv.0.weight``, ``up1.conv.conv.0.weight``, ``outc.conv.weight``) and
 milesial's Pytorch-UNet (``inc.double_conv.*``, ``down1.maxpool_conv.1.double_conv.*``,
-``up1.up.*``, ``up1.conv.double_conv.*``). Width and upsampling are read off the tensors.
+``up1.up.*``, ``up1.conv.double_conv.*``). Width and upsampling are read off the
+tensors, and the network they describe is checked against ``limits`` before it is built
+(a 3 MB file can describe a 360 GB UNet).
 Files are read with ``torch.load(weights_only=True)`` only: pickled code never runs.
 """
 
@@ -17,10 +19,11 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFileError
+from ..limits import check_allocation
 from .checkpoint import Model, ModelMeta
 from .normalize import Normalization
 from .tasks import TaskSpec
-from .unet import Architecture, UNet
+from .unet import Architecture, UNet, check_size
 
 _MILESIAL = [
     (re.compile(r"^inc\.double_conv\."), "inc.conv.conv."),
@@ -35,6 +38,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
+    check_allocation(path.stat().st_size, f"{path}: the tensors", ModelFileError)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -60,14 +64,14 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def detect_layout(state: dict[str, torch.Tensor]) -> str:
+def detect_layout(state: dict[str, torch.Tensor], path: Path | str = "state_dict") -> str:
     if any(k.startswith("inc.double_conv.") for k in state):
         return "milesial"
     if any(k.startswith("inc.conv.conv.") for k in state):
         return "original"
-    sample = ", ".join(list(state)[:3])
+    sample = ", ".join(repr(k)[:60] for k in list(state)[:3])
     raise ModelFileError(
-        "unknown UNet key layout (expected 'inc.conv.conv.*' of the original UNet or "
+        f"{path}: unknown UNet key layout (expected 'inc.conv.conv.*' of the original UNet or "
         f"'inc.double_conv.*' of milesial's Pytorch-UNet; found {sample}, ...)")
 
 
@@ -82,13 +86,17 @@ def to_native_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, tor
     return out
 
 
-def infer_architecture(state: dict[str, torch.Tensor], layout: str) -> Architecture:
+def infer_architecture(state: dict[str, torch.Tensor], layout: str,
+                       path: Path | str = "state_dict") -> Architecture:
     """Channels, width and upsampling read off the tensors."""
     try:
         first = state["inc.conv.conv.0.weight"]
         out = state["outc.conv.weight"]
     except KeyError as exc:
-        raise ModelFileError(f"state_dict lacks {exc.args[0]!r}: not a complete UNet") from exc
+        raise ModelFileError(f"{path}: lacks {exc.args[0]!r}: not a complete UNet") from exc
+    if first.ndim != 4 or out.ndim != 4 or min(first.shape[:2]) < 1 or out.shape[0] < 1:
+        raise ModelFileError(f"{path}: the first and last convolutions have shapes "
+                             f"{tuple(first.shape)} and {tuple(out.shape)}: not a 2D UNet")
     upsampling = "transposed" if "up1.up.weight" in state else "bilinear"
     return Architecture(int(first.shape[1]), int(out.shape[0]), int(first.shape[0]),
                         upsampling, layout)
@@ -105,14 +113,15 @@ def import_state_dict(
     """A :class:`Model` from a state_dict file; shapes must match the task exactly."""
     path = Path(path)
     raw = load_state_dict_file(path)
-    layout = detect_layout(raw)
+    layout = detect_layout(raw, path)
     state = to_native_keys(raw, layout)
-    arch = infer_architecture(state, layout)
+    arch = infer_architecture(state, layout, path)
     if arch.in_channels != task.in_channels or arch.out_channels != task.out_channels:
         raise ModelFileError(
             f"{path}: the weights have {arch.in_channels} input and {arch.out_channels} output "
             f"channels, but {task.describe()} with {task.in_channels} input channel(s) needs "
             f"{task.in_channels} -> {task.out_channels}; fix --in-channels/--classes/--task")
+    check_size(arch, patch_size, str(path), ModelFileError)
     net = UNet.from_architecture(arch)
     try:
         net.load_state_dict(state, strict=True)

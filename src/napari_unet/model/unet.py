@@ -209,3 +209,41 @@ def _level(name: str) -> int:
     if kind == "down":
         return idx
     return (DEPTH - idx) + (1 if name.startswith(f"{top}.up") else 0)
+
+
+# --- sizes, checked before a UNet is built from a file's numbers -----------------------------
+
+
+def state_size(arch: Architecture) -> int:
+    """Numbers in the state_dict of the UNet ``arch`` describes, counted without allocating
+    them (the network is built on torch's meta device); -1 when even that overflows."""
+    try:
+        with torch.device("meta"):
+            net = UNet.from_architecture(arch)
+    except (RuntimeError, OverflowError):
+        return -1
+    return sum(t.numel() for t in net.state_dict().values())
+
+
+def activation_bytes(arch: Architecture, patch: tuple[int, int]) -> int:
+    """A sane estimate of one float32 patch's activations in a forward pass: at each level
+    a double conv keeps a few tensors of its width alive besides the skip connections."""
+    h, w = (-(-int(n) // MULTIPLE) * MULTIPLE for n in patch)
+    widths, _ = _channel_plan(arch)
+    per_pixel = sum(6 * c / 4**level for level, c in enumerate(widths))
+    per_pixel += arch.in_channels + 2 * arch.out_channels  # input, logits, probabilities
+    return int(4 * h * w * per_pixel)
+
+
+def check_size(arch: Architecture, patch: tuple[int, int], what: str, error: type) -> None:
+    """Raise ``error`` when building ``arch`` and running it on one ``patch`` would need
+    more memory than ``limits`` allows (weights twice: as read and as the network's)."""
+    from ..limits import check_allocation
+
+    numbers = state_size(arch)
+    if numbers < 0:
+        raise error(f"{what}: a UNet of base width {arch.base} has tensors too large to "
+                    "describe; the file is damaged or not a UNet")
+    check_allocation(8 * numbers + activation_bytes(arch, patch),
+                     f"{what}: a UNet of base width {arch.base} ({numbers:,} weights) on "
+                     f"{patch[0]} x {patch[1]} patches", error)
