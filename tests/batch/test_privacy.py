@@ -65,14 +65,15 @@ def test_messages_pages_and_file_names_name_scans_without_patient_data(patient_r
         assert _leaks(json.dumps({k: v for k, v in e.items() if k != "input"})) == []
 
 
-def test_the_seg_description_is_the_patient_free_name(patient_run):
+def test_the_seg_description_names_the_model_not_the_scan(patient_run):
     import highdicom as hd
 
     out = patient_run["root"] / "out"
     entry = next(e for e in load_report(out)["scans"] if e["name"].startswith("MR_s003_"))
     seg_file = next(o for o in entry["outputs"] if o.endswith("_seg.dcm"))
     seg = hd.seg.segread(out / seg_file)
-    assert seg.SeriesDescription == f"{entry['name']} segmentation"[:64]
+    model_name = load_report(out)["model"]["name"]  # the algorithm, never the scan
+    assert seg.SeriesDescription == f"{model_name} segmentation"[:64]
     assert _leaks(seg.SeriesDescription) == []
 
 

@@ -161,7 +161,8 @@ def _write_seg(scan: Scan, job: BatchJob, model, volume, pred, rel: str,
 
     tmp = folder.temp_path(Path(job.outdir), rel)
     try:
-        write_dicom_seg(pred.labels, tmp, like=volume, class_names=list(model.task.class_names))
+        write_dicom_seg(pred.labels, tmp, like=volume, class_names=list(model.task.class_names),
+                        algorithm=model.name)
     except Exception as exc:  # noqa: BLE001 - highdicom raises many kinds for odd series
         tmp.unlink(missing_ok=True)
         labels = f"{scan.name}_labels.nii.gz"
