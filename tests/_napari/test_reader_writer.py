@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from napari_unet._napari.reader import get_reader
 from napari_unet.errors import VolumeReadError
 from napari_unet.io import read_volume
-from napari_unet.io.geometry import nearest_axes
+from napari_unet.io.geometry import anatomical_axes
 from napari_unet.io.source import DicomSource
 from support.dicom_factory import AXIAL, oblique, write_dicom_series
 
@@ -48,14 +48,16 @@ def test_axial_dicom_layer_is_in_physical_mm(make_napari_viewer, tmp_path):
 
 
 def test_ras_nifti_and_oblique_dicom_world_coordinates(make_napari_viewer, tmp_path):
+    """napari world = W @ LPS: each napari axis one LPS axis, in millimetres."""
     viewer = make_napari_viewer()
     [nii] = viewer.open(str(ras_nifti(tmp_path / "ras.nii.gz")), plugin=PLUGIN)
     vol = read_volume(tmp_path / "ras.nii.gz")
-    np.testing.assert_allclose(nii.scale, vol.spacing)
-    m = nearest_axes(vol.direction)  # napari world = M @ LPS: mm along the scan's axes
-    np.testing.assert_allclose(np.abs(m), np.eye(3)[::-1])
+    np.testing.assert_allclose(np.abs(nii.scale), vol.spacing)
+    np.testing.assert_allclose(nii.scale[1:], -np.asarray(vol.spacing[1:]))  # R, A: flipped
+    w = anatomical_axes(vol.direction)
+    np.testing.assert_allclose(w, np.eye(3)[::-1])
     for index in [(0, 0, 0), (5, 9, 11), (2, 3, 4)]:
-        np.testing.assert_allclose(world_of(nii, index), m @ (vol.affine @ [*index, 1])[:3],
+        np.testing.assert_allclose(world_of(nii, index), w @ (vol.affine @ [*index, 1])[:3],
                                    atol=1e-4)
 
     write_dicom_series(np.ones((4, 8, 9)), tmp_path / "obl", spacing=(2.0, 1.0, 1.0),
@@ -63,9 +65,9 @@ def test_ras_nifti_and_oblique_dicom_world_coordinates(make_napari_viewer, tmp_p
     [obl] = viewer.open(str(tmp_path / "obl"), plugin=PLUGIN)
     vol = obl.metadata["napari_unet_volume"]
     assert not np.allclose(obl.affine.affine_matrix, np.eye(4))  # rotation kept as affine
-    m = nearest_axes(vol.direction)
+    w = anatomical_axes(vol.direction)
     for index in [(0, 0, 0), (3, 7, 8), (1, 5, 2)]:
-        np.testing.assert_allclose(world_of(obl, index), m @ (vol.affine @ [*index, 1])[:3],
+        np.testing.assert_allclose(world_of(obl, index), w @ (vol.affine @ [*index, 1])[:3],
                                    atol=1e-4)
 
 
