@@ -212,12 +212,18 @@ def _own_geometry(seg, path: Path) -> Volume:
     from . import geometry
 
     vol = seg.get_volume(combine_segments=True)
+    array = np.asarray(vol.array)
     spacing, origin, direction = geometry.geometry_from_affine(vol.affine)
+    if np.dot(direction[:, 0], np.cross(direction[:, 2], direction[:, 1])) < 0:
+        # slices in the order a DICOM series is read (along row x column), like its scan
+        origin = tuple(np.asarray(origin) + direction[:, 0] * spacing[0] * (len(array) - 1))
+        direction[:, 0] *= -1
+        array = array[::-1]
     source = DicomSource(
         path=str(path.resolve()), files=(str(path.resolve()),),
         sop_instance_uids=(str(seg.SOPInstanceUID),),
         series_uid=str(seg.get("SeriesInstanceUID", "")),
         study_uid=str(seg.get("StudyInstanceUID", "")),
         frame_of_reference_uid=str(seg.get("FrameOfReferenceUID", "")), multi_frame=True)
-    return Volume(np.asarray(vol.array), spacing, origin, direction, "SEG", source,
+    return Volume(np.ascontiguousarray(array), spacing, origin, direction, "SEG", source,
                   path.stem)
