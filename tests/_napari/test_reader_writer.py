@@ -13,6 +13,7 @@ from napari_unet.io import read_volume
 from napari_unet.io.geometry import anatomical_axes
 from napari_unet.io.source import DicomSource
 from support.dicom_factory import AXIAL, oblique, write_dicom_series
+from support.phantoms import label_blobs
 
 pytestmark = pytest.mark.gui
 
@@ -163,13 +164,6 @@ def test_broken_series_is_reported_and_the_others_open(make_napari_viewer, tmp_p
 NAMES = ["background", "liver", "tumour"]
 
 
-def blobs(shape) -> np.ndarray:
-    labels = np.zeros(shape, np.uint8)
-    labels[1:4, 2:6, 3:8] = 1
-    labels[2, 7:10, 1:4] = 2
-    return labels
-
-
 def assert_named_labels(layer, names=NAMES) -> None:
     assert layer._type_string == "labels"
     assert list(layer.features["class"]) == names
@@ -181,7 +175,8 @@ def test_saved_labels_reopen_as_labels_with_names_and_colours(make_napari_viewer
     src = ras_nifti(tmp_path / "scan.nii.gz")
     viewer = make_napari_viewer()
     [image] = viewer.open(str(src), plugin=PLUGIN)
-    labels = viewer.add_labels(blobs(image.data.shape), name="organs", metadata=image.metadata,
+    labels = viewer.add_labels(label_blobs(image.data.shape), name="organs",
+                               metadata=image.metadata,
                                features={"index": [0, 1, 2], "class": NAMES},
                                **{k: getattr(image, k) for k in ("scale", "translate")})
     viewer.layers.selection = {labels}
@@ -195,9 +190,9 @@ def test_saved_labels_reopen_as_labels_with_names_and_colours(make_napari_viewer
 
 
 def test_plain_labels_files_from_other_tools_open_as_labels(make_napari_viewer, tmp_path):
-    nib.Nifti1Image(blobs((6, 8, 10)).T.astype(np.int16), np.eye(4)).to_filename(
+    nib.Nifti1Image(label_blobs((6, 8, 10)).T.astype(np.int16), np.eye(4)).to_filename(
         str(tmp_path / "case_seg.nii.gz"))
-    nib.Nifti1Image(blobs((6, 8, 10)).T.astype(np.int16), np.eye(4)).to_filename(
+    nib.Nifti1Image(label_blobs((6, 8, 10)).T.astype(np.int16), np.eye(4)).to_filename(
         str(tmp_path / "case.nii.gz"))
     viewer = make_napari_viewer()
     [seg] = viewer.open(str(tmp_path / "case_seg.nii.gz"), plugin=PLUGIN)
@@ -214,12 +209,13 @@ def test_dicom_seg_opens_as_labels_alone_and_with_its_scan(make_napari_viewer, t
     write_dicom_series(data, study / "ct", spacing=(3.0, 0.8, 0.7), origin=(-50.0, 20.0, 7.5),
                        direction=AXIAL, modality="CT")
     scan = read_volume(study / "ct")
-    labels = blobs(scan.spatial_shape)
+    labels = label_blobs(scan.spatial_shape)
     write_dicom_seg(labels, study / "seg" / "organs.dcm", like=scan, class_names=NAMES)
 
     viewer = make_napari_viewer()
     [alone] = viewer.open(str(study / "seg" / "organs.dcm"), plugin=PLUGIN)
     assert_named_labels(alone)
+    assert (np.asarray(alone.data) == 2).sum() == (labels == 2).sum()
     for index in np.argwhere(np.asarray(alone.data) == 2):  # lands on the tumour
         at = np.linalg.solve(scan.affine, [*alone.metadata["napari_unet_volume"].affine
                                            @ [*index, 1]])[:3]
@@ -241,7 +237,7 @@ def test_looks_like_labels_warns_for_label_maps_only(make_napari_viewer, tmp_pat
     viewer = make_napari_viewer()
     [scan] = viewer.open(str(ras_nifti(tmp_path / "scan.nii.gz")), plugin=PLUGIN)
     assert not looks_like_labels(scan)
-    as_image = viewer.add_image(blobs((6, 8, 10)))  # a label map someone opened as image
+    as_image = viewer.add_image(label_blobs((6, 8, 10)))  # a label map someone opened as image
     assert looks_like_labels(as_image)
     assert looks_like_labels(viewer.add_labels(np.zeros((4, 4, 4), np.uint8)))
     assert not looks_like_labels(viewer.add_image(np.random.default_rng(0).random((4, 5, 6))))
@@ -253,7 +249,8 @@ def test_file_save_selected_layers_menu_writes_named_labels(make_napari_viewer, 
     src = ras_nifti(tmp_path / "scan.nii.gz")
     viewer = make_napari_viewer()
     [image] = viewer.open(str(src), plugin=PLUGIN)
-    labels = viewer.add_labels(blobs(image.data.shape), name="organs", metadata=image.metadata,
+    labels = viewer.add_labels(label_blobs(image.data.shape), name="organs",
+                               metadata=image.metadata,
                                features={"index": [0, 1, 2], "class": NAMES})
     viewer.layers.selection = {labels}
     target = tmp_path / "saved" / "organs.nii.gz"
@@ -278,7 +275,7 @@ def test_layer_without_source_is_written_by_its_anatomical_axes(make_napari_view
     viewer = make_napari_viewer()
     [image] = viewer.open(str(src), plugin=PLUGIN)
     assert image.axis_labels[0] == "R→L"
-    drawn = viewer.add_labels(blobs(image.data.shape), **geometry_kwargs(image))
+    drawn = viewer.add_labels(label_blobs(image.data.shape), **geometry_kwargs(image))
     [out] = drawn.save(str(tmp_path / "drawn.nii.gz"), plugin=PLUGIN)
     np.testing.assert_allclose(nib.load(out).affine, nib.load(src).affine, atol=1e-5)
     np.testing.assert_array_equal(read_volume(out).array, drawn.data)

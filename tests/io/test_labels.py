@@ -18,6 +18,7 @@ from napari_unet.io.labels import (
     sample,
 )
 from support.dicom_factory import AXIAL, oblique, write_dicom_series
+from support.phantoms import label_blobs
 
 NAMES = ["background", "liver", "tumour"]
 
@@ -30,16 +31,9 @@ def ras_scan(path, shape=(10, 12, 6)):
     return read_volume(path)
 
 
-def blobs(shape) -> np.ndarray:
-    labels = np.zeros(shape, np.uint8)
-    labels[1:4, 2:6, 3:8] = 1
-    labels[2, 7:10, 1:4] = 2
-    return labels
-
-
 def test_class_names_travel_in_nifti_and_geometry_is_unchanged(tmp_path):
     scan = ras_scan(tmp_path / "scan.nii.gz")
-    labels = blobs(scan.spatial_shape)
+    labels = label_blobs(scan.spatial_shape)
     out = write_volume(labels, tmp_path / "out.nii.gz", like=scan, class_names=NAMES)
     img = nib.load(out)
     assert img.header.get_intent()[0] == "label"
@@ -55,7 +49,7 @@ def test_class_names_travel_in_nifti_and_geometry_is_unchanged(tmp_path):
 
 
 def test_plain_integer_files_named_like_labels_are_labels(tmp_path):
-    labels = blobs((6, 8, 10))
+    labels = label_blobs((6, 8, 10))
     for name in ["case_labels.nii.gz", "case_seg.nii", "liver-mask.nii.gz",
                  "Segmentation.nii.gz", "brain_label.nii.gz"]:
         assert named_like_labels(name), name
@@ -76,7 +70,7 @@ def test_plain_integer_files_named_like_labels_are_labels(tmp_path):
 
 
 def test_label_intent_from_other_tools_counts(tmp_path):
-    img = nib.Nifti1Image(blobs((6, 8, 10)).T.astype(np.float32), np.eye(4))
+    img = nib.Nifti1Image(label_blobs((6, 8, 10)).T.astype(np.float32), np.eye(4))
     img.header.set_intent("label")
     img.to_filename(str(tmp_path / "atlas.nii.gz"))
     label_map = nifti_label_map(read_volume(tmp_path / "atlas.nii.gz"), tmp_path / "atlas.nii.gz")

@@ -60,3 +60,11 @@ def write_phantom_nifti(path: str | Path, orientation: str) -> Path:
     values = phantom_values(shape, geometry.volume_affine_from_nifti(nifti_affine))
     nib.Nifti1Image(values.T, nifti_affine).to_filename(str(path))
     return Path(path)
+
+
+def label_blobs(shape) -> np.ndarray:
+    """A small label map: a block of class 1 and a bar of class 2 on one slice."""
+    labels = np.zeros(shape, np.uint8)
+    labels[1:4, 2:6, 3:8] = 1
+    labels[2, 7:10, 1:4] = 2
+    return labels
