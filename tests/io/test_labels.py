@@ -141,3 +141,22 @@ def test_axial_seg_without_empty_frames(tmp_path):
     label_map = read_dicom_seg(seg)
     np.testing.assert_allclose(label_map.volume.affine, scan.affine, atol=1e-5)
     np.testing.assert_array_equal(label_map.volume.array, labels)
+
+
+def test_hostile_label_files_stay_bounded(tmp_path):
+    """Huge label values and broken or huge name extensions neither crash nor allocate."""
+    from napari_unet.io.labels import MAX_CLASS_NAMES, class_names_extension
+
+    data = np.zeros((4, 5, 6), np.uint32)
+    data[0, 0, 0] = 2**31
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_intent("label")
+    img.header.extensions.append(class_names_extension(["bg", "one"]))
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"{not json"))
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(
+        "comment", b'{"napari-unet": {"class_names": "' + b"x" * (2 << 20) + b'"}}'))
+    img.to_filename(str(tmp_path / "big_labels.nii.gz"))
+    label_map = nifti_label_map(read_volume(tmp_path / "big_labels.nii.gz"),
+                                tmp_path / "big_labels.nii.gz")
+    assert label_map.class_names[:2] == ("bg", "one")
+    assert len(label_map.class_names) == MAX_CLASS_NAMES

@@ -34,6 +34,8 @@ LABEL_NAME = re.compile(r"(^|[._-])(labels?|seg|segmentation|mask)([._-]|$)", re
 MAX_NAMED_LABELS = 256  # distinct values a file named like labels may have
 MAX_UNNAMED_LABELS = 16  # distinct values that make any integer data look like labels
 SAMPLE_VOXELS = 1_000_000  # values looked at to count distinct values
+MAX_CLASS_NAMES = 65536  # names kept per label map (uint16 labels)
+MAX_EXTENSION_BYTES = 1 << 20  # a class-name extension larger than this is ignored
 BACKGROUND = "background"
 
 
@@ -85,10 +87,12 @@ def as_label_array(array: np.ndarray) -> np.ndarray:
 
 
 def class_names_for(n_labels: int, names=None) -> tuple[str, ...]:
-    """``names`` padded to ``n_labels`` ("background", then "class i")."""
-    names = list(names or [])
+    """``names`` padded to ``n_labels`` ("background", then "class i"), at most
+    ``MAX_CLASS_NAMES`` of them (a label value read from a file can be anything)."""
+    names = list(names or [])[:MAX_CLASS_NAMES]
     out = [names[i] if i < len(names) and names[i] else
-           (BACKGROUND if i == 0 else f"class {i}") for i in range(n_labels)]
+           (BACKGROUND if i == 0 else f"class {i}")
+           for i in range(min(n_labels, MAX_CLASS_NAMES))]
     return tuple(out)
 
 
@@ -107,14 +111,14 @@ def nifti_label_info(header) -> tuple[bool, tuple[str, ...] | None]:
     """(intent says labels, class names from our extension) of a NIfTI header."""
     names = None
     for ext in getattr(header, "extensions", ()):
-        if ext.get_code() != 6:  # comment
+        if ext.get_code() != 6 or len(ext.get_content()) > MAX_EXTENSION_BYTES:  # comment
             continue
         try:
             found = json.loads(ext.get_content().decode("utf-8"))[EXTENSION_KEY]["class_names"]
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
         if isinstance(found, list) and all(isinstance(n, str) for n in found):
-            names = tuple(found)
+            names = class_names_for(len(found), found)
     try:
         intent = header.get_intent()[0]
     except Exception:  # unknown intent codes
@@ -183,7 +187,8 @@ def read_dicom_seg(path: str | Path, like: Volume | None = None) -> LabelMap:
         raise VolumeReadError(f"{path}: cannot read this DICOM SEG "
                               f"({type(e).__name__}: {e}).") from e
     volume.array = as_label_array(volume.array)
-    top = max([*numbers, int(volume.array.max(initial=0))], default=0)
+    top = min(max([*numbers, int(volume.array.max(initial=0))], default=0),
+              MAX_CLASS_NAMES - 1)
     class_names = tuple(BACKGROUND if v == 0 else names.get(v, f"segment {v}")
                         for v in range(top + 1))
     return LabelMap(volume, class_names)
