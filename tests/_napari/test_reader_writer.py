@@ -10,9 +10,10 @@ import SimpleITK as sitk
 from napari_unet._napari.reader import get_reader
 from napari_unet.errors import VolumeReadError
 from napari_unet.io import read_volume
-from napari_unet.io.geometry import nearest_axes
+from napari_unet.io.geometry import anatomical_axes
 from napari_unet.io.source import DicomSource
 from support.dicom_factory import AXIAL, oblique, write_dicom_series
+from support.phantoms import label_blobs
 
 pytestmark = pytest.mark.gui
 
@@ -48,14 +49,16 @@ def test_axial_dicom_layer_is_in_physical_mm(make_napari_viewer, tmp_path):
 
 
 def test_ras_nifti_and_oblique_dicom_world_coordinates(make_napari_viewer, tmp_path):
+    """napari world = W @ LPS: each napari axis one LPS axis, in millimetres."""
     viewer = make_napari_viewer()
     [nii] = viewer.open(str(ras_nifti(tmp_path / "ras.nii.gz")), plugin=PLUGIN)
     vol = read_volume(tmp_path / "ras.nii.gz")
-    np.testing.assert_allclose(nii.scale, vol.spacing)
-    m = nearest_axes(vol.direction)  # napari world = M @ LPS: mm along the scan's axes
-    np.testing.assert_allclose(np.abs(m), np.eye(3)[::-1])
+    np.testing.assert_allclose(np.abs(nii.scale), vol.spacing)
+    np.testing.assert_allclose(nii.scale[1:], -np.asarray(vol.spacing[1:]))  # R, A: flipped
+    w = anatomical_axes(vol.direction)
+    np.testing.assert_allclose(w, np.eye(3)[::-1])
     for index in [(0, 0, 0), (5, 9, 11), (2, 3, 4)]:
-        np.testing.assert_allclose(world_of(nii, index), m @ (vol.affine @ [*index, 1])[:3],
+        np.testing.assert_allclose(world_of(nii, index), w @ (vol.affine @ [*index, 1])[:3],
                                    atol=1e-4)
 
     write_dicom_series(np.ones((4, 8, 9)), tmp_path / "obl", spacing=(2.0, 1.0, 1.0),
@@ -63,9 +66,9 @@ def test_ras_nifti_and_oblique_dicom_world_coordinates(make_napari_viewer, tmp_p
     [obl] = viewer.open(str(tmp_path / "obl"), plugin=PLUGIN)
     vol = obl.metadata["napari_unet_volume"]
     assert not np.allclose(obl.affine.affine_matrix, np.eye(4))  # rotation kept as affine
-    m = nearest_axes(vol.direction)
+    w = anatomical_axes(vol.direction)
     for index in [(0, 0, 0), (3, 7, 8), (1, 5, 2)]:
-        np.testing.assert_allclose(world_of(obl, index), m @ (vol.affine @ [*index, 1])[:3],
+        np.testing.assert_allclose(world_of(obl, index), w @ (vol.affine @ [*index, 1])[:3],
                                    atol=1e-4)
 
 
@@ -154,3 +157,125 @@ def test_broken_series_is_reported_and_the_others_open(make_napari_viewer, tmp_p
         layers = viewer.open(str(tmp_path / "study"), plugin=PLUGIN)
     assert [lyr.data.shape for lyr in layers] == [(3, 8, 8)]
     assert not np.asarray(layers[0].data).any()  # the good (all-zero) series
+
+
+# --- label maps stay labels ------------------------------------------------------------------
+
+NAMES = ["background", "liver", "tumour"]
+
+
+def assert_named_labels(layer, names=NAMES) -> None:
+    assert layer._type_string == "labels"
+    assert list(layer.features["class"]) == names
+    colors = [tuple(np.round(layer.colormap.map(v), 3)) for v in range(len(names))]
+    assert colors[0][3] == 0 and len(set(colors)) == len(names)  # one colour per class
+
+
+def test_saved_labels_reopen_as_labels_with_names_and_colours(make_napari_viewer, tmp_path):
+    src = ras_nifti(tmp_path / "scan.nii.gz")
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(src), plugin=PLUGIN)
+    labels = viewer.add_labels(label_blobs(image.data.shape), name="organs",
+                               metadata=image.metadata,
+                               features={"index": [0, 1, 2], "class": NAMES},
+                               **{k: getattr(image, k) for k in ("scale", "translate")})
+    viewer.layers.selection = {labels}
+    [out] = viewer.layers.save(str(tmp_path / "organs.nii.gz"), selected=True, plugin=PLUGIN)
+    np.testing.assert_array_equal(nib.load(out).affine, nib.load(str(src)).affine)
+    [again] = viewer.open(out, plugin=PLUGIN)
+    assert_named_labels(again)
+    np.testing.assert_array_equal(again.data, labels.data)
+    np.testing.assert_allclose(again.scale, image.scale)
+    np.testing.assert_allclose(again.translate, image.translate)
+
+
+def test_plain_labels_files_from_other_tools_open_as_labels(make_napari_viewer, tmp_path):
+    nib.Nifti1Image(label_blobs((6, 8, 10)).T.astype(np.int16), np.eye(4)).to_filename(
+        str(tmp_path / "case_seg.nii.gz"))
+    nib.Nifti1Image(label_blobs((6, 8, 10)).T.astype(np.int16), np.eye(4)).to_filename(
+        str(tmp_path / "case.nii.gz"))
+    viewer = make_napari_viewer()
+    [seg] = viewer.open(str(tmp_path / "case_seg.nii.gz"), plugin=PLUGIN)
+    [scan] = viewer.open(str(tmp_path / "case.nii.gz"), plugin=PLUGIN)
+    assert seg._type_string == "labels" and seg.data.dtype == np.uint8
+    assert scan._type_string == "image"  # same values, but nothing says labels
+
+
+def test_dicom_seg_opens_as_labels_alone_and_with_its_scan(make_napari_viewer, tmp_path):
+    from napari_unet.io import write_dicom_seg
+
+    study = tmp_path / "study"
+    data = np.random.default_rng(1).integers(0, 900, (5, 16, 20)).astype(np.int16)
+    write_dicom_series(data, study / "ct", spacing=(3.0, 0.8, 0.7), origin=(-50.0, 20.0, 7.5),
+                       direction=AXIAL, modality="CT")
+    scan = read_volume(study / "ct")
+    labels = label_blobs(scan.spatial_shape)
+    write_dicom_seg(labels, study / "seg" / "organs.dcm", like=scan, class_names=NAMES)
+
+    viewer = make_napari_viewer()
+    [alone] = viewer.open(str(study / "seg" / "organs.dcm"), plugin=PLUGIN)
+    assert_named_labels(alone)
+    assert (np.asarray(alone.data) == 2).sum() == (labels == 2).sum()
+    for index in np.argwhere(np.asarray(alone.data) == 2):  # lands on the tumour
+        at = np.linalg.solve(scan.affine, [*alone.metadata["napari_unet_volume"].affine
+                                           @ [*index, 1]])[:3]
+        assert labels[tuple(np.round(at).astype(int))] == 2
+
+    image, on_scan = viewer.open(str(study), plugin=PLUGIN)
+    assert image._type_string == "image"
+    assert_named_labels(on_scan)
+    np.testing.assert_array_equal(on_scan.data, labels)
+    np.testing.assert_allclose(on_scan.scale, image.scale)
+    np.testing.assert_allclose(on_scan.translate, image.translate)
+    [out] = on_scan.save(str(tmp_path / "organs.nii.gz"), plugin=PLUGIN)
+    assert nib.load(out).header.get_intent()[0] == "label"
+
+
+def test_looks_like_labels_warns_for_label_maps_only(make_napari_viewer, tmp_path):
+    from napari_unet._napari.layers import looks_like_labels
+
+    viewer = make_napari_viewer()
+    [scan] = viewer.open(str(ras_nifti(tmp_path / "scan.nii.gz")), plugin=PLUGIN)
+    assert not looks_like_labels(scan)
+    as_image = viewer.add_image(label_blobs((6, 8, 10)))  # a label map someone opened as image
+    assert looks_like_labels(as_image)
+    assert looks_like_labels(viewer.add_labels(np.zeros((4, 4, 4), np.uint8)))
+    assert not looks_like_labels(viewer.add_image(np.random.default_rng(0).random((4, 5, 6))))
+
+
+def test_file_save_selected_layers_menu_writes_named_labels(make_napari_viewer, tmp_path):
+    from support.napari_doors import menu_action, watch_dialogs
+
+    src = ras_nifti(tmp_path / "scan.nii.gz")
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(src), plugin=PLUGIN)
+    labels = viewer.add_labels(label_blobs(image.data.shape), name="organs",
+                               metadata=image.metadata,
+                               features={"index": [0, 1, 2], "class": NAMES})
+    viewer.layers.selection = {labels}
+    target = tmp_path / "saved" / "organs.nii.gz"
+    target.parent.mkdir()
+    with watch_dialogs() as dialogs:
+        dialogs.file_name, dialogs.file_type = str(target), "class names"
+        menu_action(viewer, "napari.window.file.save_layers_dialog.selected").trigger()
+    assert dialogs.titles == ["Save selected layers"] and not dialogs.errors
+    np.testing.assert_array_equal(nib.load(target).affine, nib.load(str(src)).affine)
+    [again] = viewer.open(str(target), plugin=PLUGIN)
+    assert_named_labels(again)
+    np.testing.assert_array_equal(again.data, labels.data)
+
+
+def test_layer_without_source_is_written_by_its_anatomical_axes(make_napari_viewer, tmp_path):
+    """A layer drawn over a sagittal scan (its placement copied, no source kept) is saved
+    where it is shown, through its axis labels."""
+    from napari_unet._napari.layers import geometry_kwargs
+    from support.phantoms import write_phantom_nifti
+
+    src = write_phantom_nifti(tmp_path / "sag.nii.gz", "sagittal")
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(src), plugin=PLUGIN)
+    assert image.axis_labels[0] == "R→L"
+    drawn = viewer.add_labels(label_blobs(image.data.shape), **geometry_kwargs(image))
+    [out] = drawn.save(str(tmp_path / "drawn.nii.gz"), plugin=PLUGIN)
+    np.testing.assert_allclose(nib.load(out).affine, nib.load(src).affine, atol=1e-5)
+    np.testing.assert_array_equal(read_volume(out).array, drawn.data)

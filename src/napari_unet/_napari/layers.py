@@ -35,7 +35,8 @@ def volume_from_layer(layer) -> Volume:
     """The layer's data as a Volume in its physical geometry.
 
     The source Volume stored by the reader gives the exact geometry (and what a writer needs
-    for DICOM); otherwise the geometry comes from the layer's scale/translate/affine.
+    for DICOM); otherwise the geometry comes from the layer's scale/translate/affine, with
+    world axes read from its anatomical axis labels, or as (S, P, L) without them.
     """
     data = np.asarray(layer.data)
     rgb = bool(getattr(layer, "rgb", False))
@@ -47,9 +48,10 @@ def volume_from_layer(layer) -> Volume:
     if src is not None and tuple(src.spatial_shape) == tuple(spatial):
         return Volume(data, src.spacing, src.origin, src.direction, src.modality,
                       src.source, layer.name)
-    from ..io.geometry import geometry_from_layer
+    from ..io.geometry import axes_from_labels, geometry_from_layer
 
-    spacing, origin, direction = geometry_from_layer(_data_to_world(layer))
+    spacing, origin, direction = geometry_from_layer(
+        _data_to_world(layer), axes_from_labels(getattr(layer, "axis_labels", None)))
     return Volume(data, spacing, origin, direction, name=layer.name)
 
 
@@ -66,17 +68,33 @@ def _data_to_world(layer) -> np.ndarray:
 
 
 def geometry_kwargs(layer) -> dict[str, Any]:
-    """The input layer's placement in the world, for results that must overlay it."""
+    """The input layer's placement in the world, for results that must overlay it
+    (scale, translate, affine, and its anatomical axis labels and units)."""
     return {"scale": tuple(layer.scale), "translate": tuple(layer.translate),
-            "affine": np.asarray(layer.affine.affine_matrix).copy()}
+            "affine": np.asarray(layer.affine.affine_matrix).copy(),
+            "axis_labels": tuple(layer.axis_labels), "units": tuple(layer.units)}
 
 
 def volume_layer_kwargs(volume: Volume) -> dict[str, Any]:
-    """Layer kwargs placing a Volume in physical millimetres (for readers, samples)."""
+    """Layer kwargs placing a Volume in LPS millimetres, shown radiologically, with
+    anatomical axis labels and mm units (``io.geometry.layer_geometry``)."""
     from ..io.geometry import layer_geometry
 
     kw = layer_geometry(volume.spacing, volume.origin, volume.direction)
     return {**kw, "name": volume.name, "metadata": {VOLUME_KEY: volume}}
+
+
+def looks_like_labels(layer) -> bool:
+    """Whether ``layer`` holds a label map (a Labels layer, or integer data with a few
+    values, judged on a bounded sample): denoising it or segmenting it again is most
+    likely a mistake worth a warning."""
+    from ..io.labels import few_label_values
+
+    if getattr(layer, "_type_string", "") == "labels":
+        return True
+    if getattr(layer, "rgb", False) or getattr(layer, "multiscale", False):
+        return False
+    return few_label_values(layer.data)
 
 
 def class_features(names) -> dict[str, list]:

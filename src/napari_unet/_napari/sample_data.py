@@ -1,33 +1,43 @@
 """npe2 sample data: the MNI ICBM152 2009 T1 brain, alone or with its tissue labels.
 
-Read through the plugin's own reader path (``read_volume``) so the layers carry physical
-scale/translate and their source Volume, exactly like a scan opened from disk.
+Built exactly as the reader builds layers from files (``reader.image_layer`` and
+``reader.labels_layer``): LPS millimetres shown radiologically, anatomical axis labels,
+the source Volume kept for writing back, class names on the labels.
 """
 
 from __future__ import annotations
 
 from ..sample_files import sample_path
-from .layers import class_colormap, class_features, volume_layer_kwargs
+from .reader import image_layer, labels_layer
 
 TISSUE_CLASSES = ("background/CSF", "grey matter", "white matter")
 
 
-def _layer(key: str, name: str, kind: str, **extra) -> tuple:
+def _volume(key: str, name: str):
     from ..io import read_volume
 
     volume = read_volume(sample_path(key))
     volume.name = name
-    return volume.array, {**volume_layer_kwargs(volume), **extra}, kind
+    return volume
+
+
+def _shown(layers: list[tuple]) -> list[tuple]:
+    from .radiological import follow_current_viewer
+
+    follow_current_viewer()
+    return layers
 
 
 def brain_t1() -> list[tuple]:
-    """The T1 brain as an Image layer in millimetres."""
-    return [_layer("brain_t1", "brain T1", "image", colormap="gray")]
+    """The T1 brain as an Image layer."""
+    data, kwargs, kind = image_layer(_volume("brain_t1", "brain T1"))
+    return _shown([(data, {**kwargs, "colormap": "gray"}, kind)])
 
 
 def brain_t1_with_labels() -> list[tuple]:
     """The T1 brain plus its tissue labels (background/CSF, grey and white matter)."""
-    labels = _layer("brain_tissue_labels", "brain tissue labels", "labels",
-                    features=class_features(TISSUE_CLASSES),
-                    colormap=class_colormap(len(TISSUE_CLASSES)), opacity=0.5)
-    return [*brain_t1(), labels]
+    from ..io.labels import LabelMap, as_label_array
+
+    volume = _volume("brain_tissue_labels", "brain tissue labels")
+    volume.array = as_label_array(volume.array)
+    return _shown([*brain_t1(), labels_layer(LabelMap(volume, TISSUE_CLASSES))])

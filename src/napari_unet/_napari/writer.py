@@ -3,8 +3,12 @@
 When the layer's ``metadata["napari_unet_volume"]`` holds the source Volume (set by the
 reader, sample data and this plugin's result layers) and the shapes agree, the output
 takes the source geometry exactly (NIfTI input: its header and affine; DICOM input: the
-series geometry). Otherwise the geometry comes from the layer's scale, translate, rotate,
-shear and affine, with napari's world axes read as (S, P, L) millimetres.
+series geometry), whatever the display did. Otherwise the geometry comes from the layer's
+scale, translate, rotate, shear and affine, with napari's world axes read from its
+anatomical axis labels (LPS millimetres), or as (S, P, L) millimetres without them.
+
+Labels keep their class names (the layer's ``features``, as this plugin's reader, sample
+data and widgets set them) in the file, so that it reopens as labels (``io.labels``).
 """
 
 from __future__ import annotations
@@ -13,14 +17,34 @@ from typing import Any
 
 import numpy as np
 
+from ..io.labels import class_names_for
 from ..io.volume import Volume
 from ..io.write import VolumeWriteError
 from .layers import VOLUME_KEY
 
 
 def write_labels(path: str, data: Any, meta: dict) -> list[str]:
-    """Save a Labels layer (uint8, or uint16 above 255 labels)."""
-    return _write(path, data, meta, dtype=None)
+    """Save a Labels layer (uint8, or uint16 above 255 labels) with its class names."""
+    data = np.asarray(data)
+    n_labels = int(data.max(initial=0)) + 1
+    return _write(path, data, meta, dtype=None,
+                  class_names=class_names_for(n_labels, layer_class_names(meta)))
+
+
+def layer_class_names(meta: dict) -> list[str] | None:
+    """Class names from a Labels layer's ``features`` (an ``index`` and a ``class``
+    column, one row per label value), or None."""
+    features = meta.get("features")
+    try:
+        index, names = list(features["index"]), list(features["class"])
+    except (KeyError, TypeError, IndexError):
+        return None
+    out: list[str] = []
+    for value, name in zip(index, names, strict=False):
+        if isinstance(value, (int, np.integer)) and 0 <= value < 65536:
+            out += [""] * (int(value) + 1 - len(out))
+            out[int(value)] = str(name)
+    return out or None
 
 
 def write_image(path: str, data: Any, meta: dict) -> list[str]:
@@ -30,11 +54,12 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
     return _write(path, data, meta, dtype=dtype)
 
 
-def _write(path: str, data: Any, meta: dict, dtype) -> list[str]:
+def _write(path: str, data: Any, meta: dict, dtype, class_names=None) -> list[str]:
     from ..io import write_volume
 
     data = np.asarray(data)
-    written = write_volume(data, path, like=volume_for(data, meta), dtype=dtype)
+    written = write_volume(data, path, like=volume_for(data, meta), dtype=dtype,
+                           class_names=class_names)
     return [str(written)]
 
 
@@ -51,9 +76,10 @@ def volume_for(data: np.ndarray, meta: dict) -> Volume:
             f"layer {meta.get('name')!r} has shape {data.shape}: NIfTI output needs a 3D "
             "layer (slices, rows, columns)."
         )
-    from ..io.geometry import geometry_from_layer
+    from ..io.geometry import axes_from_labels, geometry_from_layer
 
-    spacing, origin, direction = geometry_from_layer(_data_to_world(meta))
+    spacing, origin, direction = geometry_from_layer(
+        _data_to_world(meta), axes_from_labels(meta.get("axis_labels")))
     return Volume(data, spacing, origin, direction, name=meta.get("name") or "layer")
 
 

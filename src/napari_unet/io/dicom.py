@@ -73,11 +73,14 @@ def read_dicom_folder(folder: str | Path, series: int | str | None = None) -> Vo
     return _read_series(folder, listing, groups, info)
 
 
-def read_all_series(folder: str | Path) -> list[tuple[SeriesInfo, Volume | VolumeReadError]]:
-    """Every image series of a folder, scanning the headers once; failures are returned
-    (not raised) so that one broken series does not hide the others."""
+def read_all_series(
+    folder: str | Path, scan: tuple[SeriesList, dict] | None = None
+) -> list[tuple[SeriesInfo, Volume | VolumeReadError]]:
+    """Every image series of a folder, scanning the headers once (``scan``: the result of
+    ``scan_folder`` when the caller has it); failures are returned (not raised) so that
+    one broken series does not hide the others."""
     folder = Path(folder)
-    listing, groups = scan_folder(folder)
+    listing, groups = scan if scan is not None else scan_folder(folder)
     choose_series(folder, listing, 0)  # raises the "no image series" error
     out = []
     for info in listing:

@@ -10,12 +10,15 @@ axis a.
 - SimpleITK orders axes fastest-first (x, y, z), so array axis a is ITK axis 2 - a.
 - NIfTI (nibabel) stores data (i, j, k) fastest-first and its affine maps (i, j, k) to RAS;
   our array is the data transposed to (k, j, i) and LPS = diag(-1, -1, 1) @ RAS.
-- napari: layers use array-index order; for scans whose axes are (signed) world axes,
-  scale/translate make napari's world coordinates physical millimetres along the array
-  axes; oblique scans get the remaining rotation as the layer ``affine``.
+- napari: layers use array-index order; world coordinates are LPS millimetres, each napari
+  axis one LPS axis (``anatomical_axes``), scale negative where an array axis runs against
+  it, so scans show radiologically; oblique scans keep the remaining rotation as the
+  layer ``affine``. Display never changes what is written: writers use the source geometry.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -72,40 +75,75 @@ def nifti_affine_from_volume(volume_affine: np.ndarray) -> np.ndarray:
 
 
 # --- napari --------------------------------------------------------------------------------
+#
+# napari world coordinates are LPS millimetres: each napari axis is one LPS axis (the one
+# nearest to that array axis), never negated, so the status bar reads the same numbers as
+# a DICOM viewer. Axes that run against their LPS axis get a negative scale, which
+# flips them on screen: with napari's default camera (values grow down and to the right)
+# an axial slice then shows anterior up and the patient's right on the screen's left.
+# Superior-up coronal and sagittal views need the camera flipped
+# (``_napari.radiological``), which the axis labels below drive.
+
+# the direction in which LPS x, y and z grow: the axis labels napari shows
+LPS_AXIS_LABELS = ("R→L", "A→P", "I→S")
+MM = "mm"
 
 
-def nearest_axes(direction: np.ndarray) -> np.ndarray:
-    """Signed permutation M (3x3) whose row a is the world axis closest to array axis a.
+def anatomical_axes(direction: np.ndarray) -> np.ndarray:
+    """Permutation W (3x3, no signs): row a picks the LPS axis nearest to array axis a.
 
-    napari world coordinates are ``M @ LPS``: physical millimetres along the scan's own
-    (nearest principal) axes, so an axial scan shows axial slices and keeps its mm units.
+    napari world coordinates are ``W @ LPS``. The axes are paired as a whole (the
+    permutation with the largest total alignment), so a 45-degree oblique scan still gets
+    three distinct axes.
     """
-    d = np.asarray(direction, float).reshape(3, 3)
-    m = np.zeros((3, 3))
-    for a in range(3):
-        w = int(np.argmax(np.abs(d[:, a])))
-        m[a, w] = np.sign(d[w, a])
-    if np.any(np.abs(m).sum(axis=0) != 1):  # two axes nearest the same world axis
-        return DEFAULT_WORLD.copy()
-    return m
+    d = np.abs(np.asarray(direction, float).reshape(3, 3))
+    best = max(itertools.permutations(range(3)),
+               key=lambda p: sum(d[p[a], a] for a in range(3)))
+    w = np.zeros((3, 3))
+    for a, lps in enumerate(best):
+        w[a, lps] = 1.0
+    return w
+
+
+def axis_labels(direction: np.ndarray) -> tuple[str, str, str]:
+    """Anatomical label of each napari axis ("I→S": grows toward superior)."""
+    w = anatomical_axes(direction)
+    return tuple(LPS_AXIS_LABELS[int(np.argmax(row))] for row in w)
+
+
+def axes_from_labels(labels) -> np.ndarray | None:
+    """The W of ``anatomical_axes`` back from a layer's axis labels (None if they are
+    not three distinct anatomical labels)."""
+    labels = tuple(labels or ())[-3:]
+    if len(labels) != 3 or sorted(labels) != sorted(LPS_AXIS_LABELS):
+        return None
+    w = np.zeros((3, 3))
+    for a, label in enumerate(labels):
+        w[a, LPS_AXIS_LABELS.index(label)] = 1.0
+    return w
 
 
 def layer_geometry(spacing, origin, direction, atol: float = 1e-6) -> dict:
-    """napari layer kwargs (``scale``, ``translate``, maybe ``affine``) for a Volume geometry.
+    """napari layer kwargs placing a Volume in LPS millimetres (see the comment above).
 
-    Axis-aligned scans: ``world = scale * index + translate`` (no affine). Oblique ones:
-    ``world = R @ (scale * index + translate)`` with the residual rotation R as ``affine``.
+    ``scale`` is the spacing, negative along array axes that run against their LPS axis;
+    ``translate`` the origin. Axis-aligned scans need nothing else; oblique ones keep
+    their exact geometry through the residual rotation R as ``affine``:
+    ``world = R @ (scale * index + translate)``.
     """
-    m = nearest_axes(direction)
-    r = m @ np.asarray(direction, float).reshape(3, 3)
-    t = m @ np.asarray(origin, float)
-    out = {"scale": tuple(float(s) for s in spacing)}
-    if np.allclose(r, np.eye(3), atol=atol):
+    w = anatomical_axes(direction)
+    r = w @ np.asarray(direction, float).reshape(3, 3)
+    signs = np.where(np.diag(r) < 0, -1.0, 1.0)
+    rotation = r * signs[None, :]
+    t = w @ np.asarray(origin, float)
+    out = {"scale": tuple(float(s) for s in np.asarray(spacing, float) * signs),
+           "axis_labels": axis_labels(direction), "units": (MM, MM, MM)}
+    if np.allclose(rotation, np.eye(3), atol=atol):
         out["translate"] = tuple(float(v) for v in t)
         return out
     aff = np.eye(4)
-    aff[:3, :3] = r
-    out["translate"] = tuple(float(v) for v in np.linalg.solve(r, t))
+    aff[:3, :3] = rotation
+    out["translate"] = tuple(float(v) for v in np.linalg.solve(rotation, t))
     out["affine"] = aff
     return out
 
@@ -113,8 +151,8 @@ def layer_geometry(spacing, origin, direction, atol: float = 1e-6) -> dict:
 def geometry_from_layer(data_to_world: np.ndarray, world_axes: np.ndarray | None = None):
     """(spacing, origin, direction) from a 3D layer's 4x4 data-to-world matrix.
 
-    ``world_axes`` is the M of ``nearest_axes`` for the layer's source; without a source,
-    napari world axes are taken as (S, P, L), SimpleITK's default orientation.
+    ``world_axes`` is the W of ``anatomical_axes`` for the layer's source; without a
+    source, napari world axes are taken as (S, P, L), SimpleITK's default orientation.
     """
     m = DEFAULT_WORLD if world_axes is None else np.asarray(world_axes, float)
     lift = np.eye(4)

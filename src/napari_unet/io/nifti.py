@@ -283,8 +283,22 @@ def guess_modality(array: np.ndarray) -> str:
     return "CT" if numeric and float(np.min(array)) < CT_MIN_THRESHOLD else "MR"
 
 
-def nifti_image(data: np.ndarray, like: Volume):
-    """A nibabel image of the slices-first ``data`` in the geometry of ``like``."""
+def nifti_image(data: np.ndarray, like: Volume, class_names=None):
+    """A nibabel image of the slices-first ``data`` in the geometry of ``like``.
+
+    ``class_names`` marks ``data`` as a label map (intent ``label``, names in a header
+    extension: ``io.labels``), so that it reopens as labels.
+    """
+    img = _nifti_image(data, like)
+    if class_names is not None:
+        from .labels import class_names_extension
+
+        img.header.set_intent("label")
+        img.header.extensions.append(class_names_extension(class_names))
+    return img
+
+
+def _nifti_image(data: np.ndarray, like: Volume):
     import nibabel as nib
 
     xyz = data.transpose(2, 1, 0, 3) if data.ndim == 4 else data.T

@@ -85,7 +85,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_volume(
-    data: np.ndarray, path: str | Path, like: Volume | None = None, dtype=None
+    data: np.ndarray, path: str | Path, like: Volume | None = None, dtype=None,
+    class_names=None,
 ) -> Path:
     """Write ``data`` (slices-first like ``like.array``, optional trailing channel axis).
 
@@ -93,6 +94,8 @@ def write_volume(
     nibabel loads the output with exactly the input's affine; for DICOM input the series
     geometry; without ``like``, SimpleITK's default (1 mm, array axis 0 = superior).
     ``dtype`` defaults to ``output_dtype`` (labels uint8/uint16, images float32).
+    ``class_names`` (labels only) are stored in the file, which then reopens as labels
+    (``io.labels``).
     """
     from . import geometry, nifti
 
@@ -108,7 +111,7 @@ def write_volume(
         )
     check_target(path, like)
     data = np.ascontiguousarray(data, dtype=output_dtype(data) if dtype is None else dtype)
-    image = nifti.nifti_image(data, like)
+    image = nifti.nifti_image(data, like, class_names=class_names)
     with atomic_path(path, ext) as tmp:
         image.to_filename(str(tmp))
     return path
