@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from napari_unet.io import geometry, read_volume
+from napari_unet.io import Volume, geometry, read_volume
 from support.dicom_factory import AXIAL, write_dicom_series
 from support.phantoms import (
     ANTERIOR,
@@ -85,7 +85,7 @@ def test_nifti_phantoms_show_radiologically(make_napari_viewer, tmp_path, orient
 def test_dicom_phantom_shows_radiologically(make_napari_viewer, tmp_path):
     spacing, origin = (2.0, 0.9, 0.8), (-12.0, -10.0, 30.0)
     shape = (12, 22, 26)
-    affine = geometry.affine_from_geometry(spacing, origin, AXIAL)
+    affine = Volume(np.zeros(shape), spacing, origin, AXIAL).affine
     write_dicom_series(phantom_values(shape, affine), tmp_path / "ct", spacing=spacing,
                        origin=origin, direction=AXIAL, modality="CT")
     viewer = make_napari_viewer(show=True)

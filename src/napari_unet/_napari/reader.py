@@ -78,7 +78,7 @@ def read_layers(path: str | list[str]) -> list[tuple]:
 
 def _file_layer(path: Path) -> tuple:
     from ..io import read_volume
-    from ..io.dicom import read_header
+    from ..io.dicom_header import read_header
     from ..io.labels import is_dicom_seg, nifti_label_map, read_dicom_seg
 
     if not is_nifti_path(path):
@@ -92,8 +92,9 @@ def _file_layer(path: Path) -> tuple:
 
 def _folder_layers(folder: Path) -> list[tuple]:
     from ..io.dicom import read_all_series
+    from ..io.dicom_header import read_header
     from ..io.labels import read_dicom_seg, seg_series_uid
-    from ..io.series import read_header, scan_folder
+    from ..io.series import scan_folder
 
     scan = scan_folder(folder)
     segs = [f for f, reason in scan[0].skipped if reason.startswith("SEG")]

@@ -169,8 +169,9 @@ def _write_seg(scan: Scan, job: BatchJob, model, volume, pred, rel: str,
         if labels not in written.temps:
             written.temps[labels] = folder.temp_path(Path(job.outdir), labels)
             write_volume(pred.labels, written.temps[labels], like=volume)
-        written.error = (f"DICOM SEG not written ({message(exc)}); the labels are kept as "
-                         f"NIfTI ({labels})")
+        why = message(exc).replace(str(tmp), rel)  # name the output, not its temp file
+        why = why.replace(str(tmp.relative_to(job.outdir)), rel)
+        written.error = f"DICOM SEG not written ({why}); the labels are kept as NIfTI ({labels})"
         return
     written.temps[rel] = tmp
 
