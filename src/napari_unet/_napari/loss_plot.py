@@ -8,13 +8,17 @@ import math
 class LossPlot:
     """Matplotlib figure in napari's Qt binding; ``add(entry)`` appends one log step."""
 
-    def __init__(self, height: float = 2.6):
+    def __init__(self, height: float = 2.4):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
         self.figure = Figure(figsize=(4, height), tight_layout=True)
+        from qtpy.QtWidgets import QSizePolicy
+
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(int(height * 70))
+        self.canvas.setFixedHeight(int(height * 70))
+        # follows the dock's width instead of asking for the figure's 4 inches
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.loss_ax = self.figure.add_subplot(111)
         self.metric_ax = self.loss_ax.twinx()
         self.history: list[dict] = []
