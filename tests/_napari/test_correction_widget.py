@@ -15,20 +15,8 @@ from napari_unet._napari.worker import JobState
 from napari_unet.correction.session import CorrectionSession
 from napari_unet.inference.predictor import predict_slices
 from napari_unet.model.checkpoint import load_model
-from support.widget_helpers import (
-    CORRECTION,
-    INFERENCE,
-    SCALE,
-    TRANSLATE,
-    add_scan,
-    click,
-    home_in_tmp,  # noqa: F401 (autouse fixture)
-    one_torch_thread,  # noqa: F401 (autouse fixture)
-    open_widget,
-    tiny_model_file,
-    use_model_file,
-    wait_until_idle,
-)
+from support import widget_helpers as W
+from support.widget_helpers import home_in_tmp, one_torch_thread  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.gui
 
@@ -37,14 +25,14 @@ pytestmark = pytest.mark.gui
 def loop(make_napari_viewer, qtbot, tmp_path):
     """A scan, its segmentation by a tiny model (Run clicked), and the correction widget."""
     viewer = make_napari_viewer()
-    add_scan(viewer)
-    inference = open_widget(viewer, INFERENCE)
-    use_model_file(inference, tiny_model_file(tmp_path))
+    W.add_scan(viewer)
+    inference = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(inference, W.tiny_model_file(tmp_path))
     inference.device.value = "cpu"
     inference.probs.value = True
-    click(qtbot, inference.run_button)
-    assert wait_until_idle(qtbot, inference) is JobState.DONE
-    widget = open_widget(viewer, CORRECTION)
+    W.click(qtbot, inference.run_button)
+    assert W.wait_until_idle(qtbot, inference) is JobState.DONE
+    widget = W.open_widget(viewer, W.CORRECTION)
     widget.budget.value = 1
     return viewer, viewer.layers["scan tiny"], widget
 
@@ -62,9 +50,9 @@ def paint_two_slices(viewer, layer):
 
 
 def learn(qtbot, widget) -> None:
-    click(qtbot, widget.learn_button)
+    W.click(qtbot, widget.learn_button)
     assert widget.runner.state is JobState.RUNNING and not widget.learn_button.enabled
-    assert wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
 
 
 def test_learning_proposes_then_accept_writes_only_unedited_slices(loop, qtbot):
@@ -83,10 +71,10 @@ def test_learning_proposes_then_accept_writes_only_unedited_slices(loop, qtbot):
     assert update.summary() in widget.proposal_text.value
     preview = viewer.layers[preview_name(layer)]
     assert np.count_nonzero(preview.data) == update.changed_voxels
-    np.testing.assert_allclose(preview.scale, SCALE)
+    np.testing.assert_allclose(preview.scale, W.SCALE)
     assert widget.accept_button.enabled and widget.discard_button.enabled
     assert viewer.layers.selection.active is layer  # painting stays on the labels
-    click(qtbot, widget.accept_button)
+    W.click(qtbot, widget.accept_button)
     assert preview_name(layer) not in viewer.layers and widget.proposal is None
     session = widget.session
     assert session.model is update.model and session.model.hash != old.hash
@@ -95,7 +83,7 @@ def test_learning_proposes_then_accept_writes_only_unedited_slices(loop, qtbot):
     fresh = predict_slices(session.volume, session.model, others, axis=0, device="cpu")
     np.testing.assert_array_equal(layer.data[others], fresh.labels[others])
     assert "6 slices updated" in widget.status.value
-    click(qtbot, widget.undo_button)
+    W.click(qtbot, widget.undo_button)
     np.testing.assert_array_equal(layer.data, before)
     assert widget.session.model is old and not widget.undo_button.enabled
 
@@ -105,7 +93,7 @@ def test_discard_changes_nothing(loop, qtbot):
     paint_two_slices(viewer, layer)
     before = layer.data.copy()
     learn(qtbot, widget)
-    click(qtbot, widget.discard_button)
+    W.click(qtbot, widget.discard_button)
     np.testing.assert_array_equal(layer.data, before)
     assert preview_name(layer) not in viewer.layers
     assert not widget.accept_button.enabled and not widget.undo_button.enabled
@@ -118,9 +106,22 @@ def test_edits_made_while_learning_are_kept(loop, qtbot):
     learn(qtbot, widget)
     layer.paint((7, 30, 30), (int(layer.data[7, 30, 30]) + 1) % 3)  # a new edit, slice 7
     mine = layer.data[7].copy()
-    click(qtbot, widget.accept_button)
+    W.click(qtbot, widget.accept_button)
     np.testing.assert_array_equal(layer.data[7], mine)
     assert "you edited meanwhile kept" in widget.status.value
+
+
+def test_a_proposal_for_labels_replaced_by_a_new_run_is_not_applied(loop, qtbot):
+    viewer, layer, widget = loop
+    paint_two_slices(viewer, layer)
+    learn(qtbot, widget)
+    inference = W.open_widget(viewer, W.INFERENCE)  # already docked: the same widget
+    W.click(qtbot, inference.run_button)
+    assert W.wait_until_idle(qtbot, inference) is JobState.DONE
+    fresh = layer.data.copy()
+    W.click(qtbot, widget.accept_button)
+    np.testing.assert_array_equal(layer.data, fresh)
+    assert "learn again" in widget.status.value and not widget.session.can_undo
 
 
 def test_a_proposal_the_check_advises_against_needs_a_deliberate_click(loop, qtbot,
@@ -142,24 +143,24 @@ def test_a_proposal_the_check_advises_against_needs_a_deliberate_click(loop, qtb
         widget.proposal_text.value
     assert widget.is_shown(widget.anyway) and not widget.accept_button.enabled
     np.testing.assert_array_equal(layer.data, before)
-    click(qtbot, widget.anyway)
+    W.click(qtbot, widget.anyway)
     assert widget.anyway.value and widget.accept_button.enabled
-    click(qtbot, widget.accept_button)
+    W.click(qtbot, widget.accept_button)
     assert widget.session.can_undo and not widget.is_shown(widget.anyway)
 
 
 def test_review_next_jumps_to_the_most_uncertain_slice_and_marks_it(loop, qtbot):
     viewer, layer, widget = loop
     unc = widget.session.slice_uncertainty
-    click(qtbot, widget.review_button)
+    W.click(qtbot, widget.review_button)
     first = viewer.dims.current_step[0]
     assert unc[first] == unc.max()
-    click(qtbot, widget.review_button)
+    W.click(qtbot, widget.review_button)
     second = viewer.dims.current_step[0]
     assert second != first and unc[second] == np.sort(unc)[-2]
     marks = viewer.layers["scan tiny reviewed"]
     assert sorted(marks.data[:, 0].astype(int)) == sorted([first, second])
-    np.testing.assert_allclose(marks.scale, SCALE)
+    np.testing.assert_allclose(marks.scale, W.SCALE)
     assert f"{min(first, second)}, {max(first, second)}" in widget.reviewed.value
 
 
@@ -168,11 +169,11 @@ def test_cancel_stops_learning_within_a_second_and_leaves_the_labels_alone(loop,
     widget.budget.value = 60
     paint_two_slices(viewer, layer)
     before = layer.data.copy()
-    click(qtbot, widget.learn_button)
+    W.click(qtbot, widget.learn_button)
     qtbot.waitUntil(lambda: widget.runner.panel.bar.value > 0, timeout=20000)
-    click(qtbot, widget.cancel_button)
+    W.click(qtbot, widget.cancel_button)
     qtbot.waitUntil(lambda: widget.runner.state is JobState.CANCELLED, timeout=1000)
-    wait_until_idle(qtbot, widget)
+    W.wait_until_idle(qtbot, widget)
     np.testing.assert_array_equal(layer.data, before)
     assert widget.proposal is None and preview_name(layer) not in viewer.layers
     assert not widget.session.can_undo and widget.learn_button.enabled
@@ -184,15 +185,15 @@ def test_save_model_and_labels_to_the_user_folder_and_to_a_chosen_file(loop, qtb
     viewer, layer, widget = loop
     paint_two_slices(viewer, layer)
     learn(qtbot, widget)
-    click(qtbot, widget.accept_button)
-    click(qtbot, widget.save_model_button)  # no file chosen: a unique one in ~/napari-unet
+    W.click(qtbot, widget.accept_button)
+    W.click(qtbot, widget.save_model_button)  # no file chosen: a unique one in ~/napari-unet
     (saved,) = (Path.home() / "napari-unet" / "models").glob("tiny-corrected-*.safetensors")
     prov = load_model(saved, device="cpu").meta.provenance
     assert prov["parent"]["name"] == "tiny" and prov["corrected_slices"] == 2
-    click(qtbot, widget.save_model_button)  # again: a second file, the first one kept
+    W.click(qtbot, widget.save_model_button)  # again: a second file, the first one kept
     assert len(list(saved.parent.glob("*.safetensors"))) == 2
     widget.labels_path.value = tmp_path / "labels.nii.gz"
-    click(qtbot, widget.save_labels_button)
+    W.click(qtbot, widget.save_labels_button)
     saved = nib.load(tmp_path / "labels.nii.gz")
     np.testing.assert_array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0), layer.data)
     from napari_unet.io import read_volume
@@ -200,8 +201,8 @@ def test_save_model_and_labels_to_the_user_folder_and_to_a_chosen_file(loop, qtb
 
     back = read_volume(tmp_path / "labels.nii.gz")
     geo = layer_geometry(back.spacing, back.origin, back.direction)
-    np.testing.assert_allclose(geo["scale"], SCALE, rtol=1e-5)
-    np.testing.assert_allclose(geo["translate"], TRANSLATE, atol=1e-4)
+    np.testing.assert_allclose(geo["scale"], W.SCALE, rtol=1e-5)
+    np.testing.assert_allclose(geo["translate"], W.TRANSLATE, atol=1e-4)
 
 
 def test_change_labels_marks_only_voxels_that_would_change():

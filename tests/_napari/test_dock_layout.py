@@ -6,19 +6,8 @@ import numpy as np
 import pytest
 
 from napari_unet._napari.worker import JobState
-from support.widget_helpers import (
-    CORRECTION,
-    INFERENCE,
-    TRAINING,
-    add_scan,
-    click,
-    home_in_tmp,  # noqa: F401 (autouse fixture)
-    one_torch_thread,  # noqa: F401 (autouse fixture)
-    open_widget,
-    tiny_model_file,
-    use_model_file,
-    wait_until_idle,
-)
+from support import widget_helpers as W
+from support.widget_helpers import home_in_tmp, one_torch_thread  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.gui
 LONG = "sub-0042_ses-baseline_acq-mprage_run-01_T1w_defaced_bias-corrected_registered"
@@ -35,13 +24,13 @@ def test_three_docks_leave_the_canvas_60_percent_after_a_run_with_probabilities(
     viewer = make_napari_viewer(show=True)
     window = viewer.window._qt_window
     window.resize(1280, 800)
-    add_scan(viewer, name=LONG)
-    widgets = [open_widget(viewer, name) for name in (INFERENCE, CORRECTION, TRAINING)]
+    W.add_scan(viewer, name=LONG)
+    widgets = [W.open_widget(viewer, name) for name in (W.INFERENCE, W.CORRECTION, W.TRAINING)]
     inference = widgets[0]
-    use_model_file(inference, tiny_model_file(tmp_path))
+    W.use_model_file(inference, W.tiny_model_file(tmp_path))
     inference.device.value, inference.probs.value = "cpu", True
-    click(qtbot, inference.run_button)
-    assert wait_until_idle(qtbot, inference) is JobState.DONE
+    W.click(qtbot, inference.run_button)
+    assert W.wait_until_idle(qtbot, inference) is JobState.DONE
     settle(qtbot)
     status = inference.status
     assert len(status.value) > 200  # five long layer names: it must wrap, not widen

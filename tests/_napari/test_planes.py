@@ -10,17 +10,8 @@ from napari_unet._napari.planes import AUTO, axis_plane, plane_axis
 from napari_unet._napari.progress_panel import clock, progress_text
 from napari_unet._napari.worker import JobState
 from napari_unet.inference.predictor import resolve_axis
-from support.widget_helpers import (
-    INFERENCE,
-    click,
-    home_in_tmp,  # noqa: F401 (autouse fixture)
-    one_torch_thread,  # noqa: F401 (autouse fixture)
-    open_widget,
-    phantom,
-    tiny_model_file,
-    use_model_file,
-    wait_until_idle,
-)
+from support import widget_helpers as W
+from support.widget_helpers import home_in_tmp, one_torch_thread  # noqa: F401 (autouse)
 
 AXIAL_FIRST = np.eye(3)[:, ::-1]  # array axes (z, y, x) along LPS (S, P, L): an axial scan
 SAGITTAL_FIRST = np.eye(3)  # array axis 0 along L: slices stacked left to right
@@ -43,7 +34,8 @@ def test_plane_axis_follows_the_direction_cosines():
 def test_progress_words():
     assert progress_text(0, 189, 0.0) == "0/189"
     assert progress_text(60, 189, 6.0) == "60/189, about 0:13 left"
-    assert progress_text(60, 189, 0.1) == "60/189"  # too early to guess
+    assert progress_text(60, 189, 0.1, "slices") == "60/189 slices"  # too early to guess
+    assert progress_text(37, 200, 3.0, "%") == "18%, about 0:13 left"
     assert clock(3725) == "1:02:05" and clock(59.6) == "1:00"
 
 
@@ -53,17 +45,17 @@ def test_axial_means_axial_for_a_scan_stored_sagittal_first(make_napari_viewer, 
                                                             tmp_path, choice):
     """A NIfTI whose array runs i -> superior, j -> anterior, k -> right (3 mm axial
     slices): the widget's 'axial' and 'auto' both slice along the superior axis."""
-    image, _ = phantom((6, 32, 40))  # (i, j, k) as nibabel stores the data
+    image, _ = W.phantom((6, 32, 40))  # (i, j, k) as nibabel stores the data
     affine = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [3, 0, 0, 0], [0, 0, 0, 1]], float)
     path = tmp_path / "sagittal_first.nii.gz"
     nib.Nifti1Image(image, affine).to_filename(path)
     viewer = make_napari_viewer()
     (layer,) = viewer.open(path, plugin="napari-unet")
-    widget = open_widget(viewer, INFERENCE)
-    use_model_file(widget, tiny_model_file(tmp_path))
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, W.tiny_model_file(tmp_path))
     widget.device.value, widget.plane.value = "cpu", choice
-    click(qtbot, widget.run_button)
-    assert wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+    W.click(qtbot, widget.run_button)
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
     volume = layer.metadata["napari_unet_volume"]
     axial = plane_axis("axial", volume.direction)
     assert volume.spacing[axial] == pytest.approx(3.0)

@@ -9,25 +9,8 @@ import pytest
 
 from napari_unet._napari.model_picker import NEW
 from napari_unet._napari.worker import JobState
-from support.widget_helpers import (
-    CORRECTION,
-    INFERENCE,
-    SCALE,
-    TRAINING,
-    TRANSLATE,
-    add_scan,
-    click,
-    docked,
-    errors_shown,
-    home_in_tmp,  # noqa: F401 (autouse fixture)
-    menu_action,
-    notification_log,
-    one_torch_thread,  # noqa: F401 (autouse fixture)
-    open_widget,
-    tiny_model_file,
-    use_model_file,
-    wait_until_idle,
-)
+from support import widget_helpers as W
+from support.widget_helpers import home_in_tmp, one_torch_thread  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.gui
 
@@ -35,10 +18,10 @@ pytestmark = pytest.mark.gui
 @pytest.mark.parametrize("path", [("Plugins", "napari-unet"), ("Layers", "Segment")])
 def test_every_widget_opens_from_the_menus_with_the_viewer(make_napari_viewer, path):
     viewer = make_napari_viewer()
-    for name in (INFERENCE, CORRECTION, TRAINING):
-        action = menu_action(viewer, *path, name)
+    for name in (W.INFERENCE, W.CORRECTION, W.TRAINING):
+        action = W.menu_action(viewer, *path, name)
         action.trigger()
-        widget = docked(viewer, name)
+        widget = W.docked(viewer, name)
         assert widget.viewer is viewer, name
     assert len(viewer.window.dock_widgets) == 3
 
@@ -48,9 +31,9 @@ def test_inference_gives_aligned_labels_named_after_input_and_model(make_napari_
     from napari.utils import progress
 
     viewer = make_napari_viewer()
-    scan = add_scan(viewer)
-    widget = open_widget(viewer, INFERENCE)
-    use_model_file(widget, tiny_model_file(tmp_path))
+    scan = W.add_scan(viewer)
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, W.tiny_model_file(tmp_path))
     assert "segmentation into 3 classes (background, block, disc)" in widget.picker.info.value
     widget.device.value = "cpu"
     widget.probs.value = True
@@ -62,25 +45,25 @@ def test_inference_gives_aligned_labels_named_after_input_and_model(make_napari_
                 (ev.value, total)))
 
     progress._all_instances.events.changed.connect(follow)
-    click(qtbot, widget.run_button)
+    W.click(qtbot, widget.run_button)
     try:
-        assert wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+        assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
     finally:
         progress._all_instances.events.changed.disconnect(follow)
     labels = viewer.layers["scan tiny"]
     assert labels in widget.last_layers and labels._type_string == "labels"
     assert labels.data.shape == scan.data.shape and labels.data.dtype == np.uint8
-    np.testing.assert_allclose(labels.scale, SCALE)
-    np.testing.assert_allclose(labels.translate, TRANSLATE)
+    np.testing.assert_allclose(labels.scale, W.SCALE)
+    np.testing.assert_allclose(labels.translate, W.TRANSLATE)
     np.testing.assert_allclose(labels.affine.affine_matrix, scan.affine.affine_matrix)
     assert list(labels.features["class"]) == ["background", "block", "disc"]
     for cls in ("background", "block", "disc"):
         prob = viewer.layers[f"scan tiny p({cls})"]
         assert prob.data.shape == scan.data.shape and not prob.rgb
-        np.testing.assert_allclose(prob.translate, TRANSLATE)
+        np.testing.assert_allclose(prob.translate, W.TRANSLATE)
     unc = viewer.layers["scan tiny uncertainty"]
     assert unc.data.shape == scan.data.shape
-    np.testing.assert_allclose(unc.scale, SCALE)
+    np.testing.assert_allclose(unc.scale, W.SCALE)
     # its own progress: a full bar and the time taken; napari's activity advanced with it
     panel = widget.runner.panel
     assert panel.bar.value == panel.bar.max == 8 and panel.text.value.startswith("done in")
@@ -91,26 +74,26 @@ def test_inference_gives_aligned_labels_named_after_input_and_model(make_napari_
 def test_denoising_model_gives_an_image_layer_and_hides_classes(make_napari_viewer, qtbot,
                                                                tmp_path):
     viewer = make_napari_viewer()
-    scan = add_scan(viewer)
-    widget = open_widget(viewer, INFERENCE)
+    scan = W.add_scan(viewer)
+    widget = W.open_widget(viewer, W.INFERENCE)
     widget.picker.source.value = NEW
     widget.picker.kind.value = "denoise"
     assert not widget.is_shown(widget.picker.classes) and widget.is_shown(widget.picker.kind)
-    use_model_file(widget, tiny_model_file(tmp_path, "denoise", name="den"))
+    W.use_model_file(widget, W.tiny_model_file(tmp_path, "denoise", name="den"))
     assert "denoising" in widget.picker.info.value
     widget.device.value = "cpu"
-    click(qtbot, widget.run_button)
-    assert wait_until_idle(qtbot, widget) is JobState.DONE
+    W.click(qtbot, widget.run_button)
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE
     out = viewer.layers["scan den"]
     assert out._type_string == "image" and out.data.shape == scan.data.shape
-    np.testing.assert_allclose(out.translate, TRANSLATE)
+    np.testing.assert_allclose(out.translate, W.TRANSLATE)
 
 
 def test_settings_that_contradict_the_model_disable_run(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    add_scan(viewer)
-    widget = open_widget(viewer, INFERENCE)
-    use_model_file(widget, tiny_model_file(tmp_path, in_channels=2, name="two"))
+    W.add_scan(viewer)
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, W.tiny_model_file(tmp_path, in_channels=2, name="two"))
     assert not widget.run_button.enabled
     assert "expects 2-channel images" in widget.status.value
     widget.picker.source.value = NEW
@@ -120,7 +103,7 @@ def test_settings_that_contradict_the_model_disable_run(make_napari_viewer, tmp_
 
 
 def test_plain_words_instead_of_axis_numbers_and_zeros(make_napari_viewer):
-    widget = open_widget(make_napari_viewer(), INFERENCE)
+    widget = W.open_widget(make_napari_viewer(), W.INFERENCE)
     assert list(widget.plane.choices) == ["auto (the acquisition plane)", "axial", "coronal",
                                           "sagittal"]
     for field in (widget.roi, widget.batch):
@@ -129,48 +112,48 @@ def test_plain_words_instead_of_axis_numbers_and_zeros(make_napari_viewer):
 
 
 def test_bad_model_file_shows_an_error_and_runs_nothing(make_napari_viewer, tmp_path):
-    notifications = notification_log()
+    notifications = W.notification_log()
     viewer = make_napari_viewer()
-    add_scan(viewer)
+    W.add_scan(viewer)
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    widget = open_widget(viewer, INFERENCE)
-    use_model_file(widget, bad)
-    shown = errors_shown(notifications())
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, bad)
+    shown = W.errors_shown(notifications())
     assert any("broken.safetensors" in m for m in shown), shown
     assert not widget.run_button.enabled and "broken.safetensors" in widget.status.value
     assert len(viewer.layers) == 1
 
 
 def test_a_2d_layer_fails_with_a_clear_message(make_napari_viewer, qtbot):
-    notifications = notification_log()
+    notifications = W.notification_log()
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((40, 48), np.float32), name="flat")
-    widget = open_widget(viewer, INFERENCE)
-    click(qtbot, widget.run_button)
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.click(qtbot, widget.run_button)
     assert widget.runner.state is JobState.FAILED and widget.runner.worker is None
-    assert any("3D scan" in m for m in errors_shown(notifications()))
+    assert any("3D scan" in m for m in W.errors_shown(notifications()))
     assert "failed" in widget.status.value and widget.run_button.enabled
 
 
 def test_cancel_stops_a_running_inference_within_a_second(make_napari_viewer, qtbot,
                                                           tmp_path):
     viewer = make_napari_viewer()
-    add_scan(viewer, shape=(400, 48, 48))
-    widget = open_widget(viewer, INFERENCE)
-    use_model_file(widget, tiny_model_file(tmp_path))
+    W.add_scan(viewer, shape=(400, 48, 48))
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, W.tiny_model_file(tmp_path))
     widget.device.value, widget.batch.value = "cpu", 1
     states = []
     widget.runner.state_changed.connect(states.append)
-    click(qtbot, widget.run_button)
+    W.click(qtbot, widget.run_button)
     assert widget.cancel_button.enabled and not widget.run_button.enabled
     qtbot.waitUntil(lambda: widget.runner.panel.bar.value >= 2, timeout=20000)
     clicked = time.monotonic()
-    click(qtbot, widget.cancel_button)
+    W.click(qtbot, widget.cancel_button)
     qtbot.waitUntil(lambda: widget.runner.state is JobState.CANCELLED, timeout=1000)
     assert time.monotonic() - clicked < 1.0
     assert widget.runner.panel.bar.value < 400  # it stopped, it did not finish
-    wait_until_idle(qtbot, widget)
+    W.wait_until_idle(qtbot, widget)
     assert states == [JobState.RUNNING, JobState.CANCELLED]
     assert [ly.name for ly in viewer.layers] == ["scan"]
     assert widget.run_button.enabled and not widget.cancel_button.enabled

@@ -100,7 +100,7 @@ class CorrectionWidget(DockWidget):
             self.save_model_button, self.labels_path, self.save_labels_button, self.status])
         self.model_file = AutoPath(self.model_path, "models", ".safetensors", "corrected")
         self.labels_file = AutoPath(self.labels_path, "labels", ".nii.gz", "labels")
-        self.proposal = None
+        self.proposal = self._proposed_for = None
         self._bound = None
         self.learn_button.changed.connect(self.learn)
         self.accept_button.changed.connect(self.accept)
@@ -180,7 +180,7 @@ class CorrectionWidget(DockWidget):
     def learn(self, *_):
         """The Learn button: fine-tune and propose an update in a thread worker."""
         self._drop_proposal()
-        return self.runner.start(self._prepare_learning, self._propose)
+        return self.runner.start(self._prepare_learning, self._propose, unit="%")
 
     def _prepare_learning(self):
         session, budget = self.session, float(self.budget.value)
@@ -197,7 +197,7 @@ class CorrectionWidget(DockWidget):
 
     def _propose(self, update) -> None:
         layer = self.labels_layer.value
-        self.proposal = update
+        self.proposal, self._proposed_for = update, self.session
         P.show_preview(self.viewer, layer, self.session, update)
         text = update.summary()
         if not update.recommended:
@@ -218,6 +218,10 @@ class CorrectionWidget(DockWidget):
         update, layer = self.proposal, self.labels_layer.value
         if update is None:
             return None
+        if self.session is not self._proposed_for:  # the model was run again meanwhile
+            self._drop_proposal()
+            self.status.value = "the labels were replaced by a new run: learn again"
+            return None
         changed = self.session.apply_update(update)
         self._drop_proposal()
         layer.refresh()
@@ -232,7 +236,7 @@ class CorrectionWidget(DockWidget):
         self.status.value = "discarded: your labels are unchanged"
 
     def _drop_proposal(self) -> None:
-        self.proposal = None
+        self.proposal = self._proposed_for = None
         self.proposal_text.value = ""
         self.anyway.visible = False
         P.remove_preview(self.viewer, self._bound)

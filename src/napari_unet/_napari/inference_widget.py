@@ -127,7 +127,7 @@ class InferenceWidget(DockWidget):
 
     def run(self, *_):
         """The Run button: predict in a thread worker; results become layers."""
-        return self.runner.start(self._prepare, self._show)
+        return self.runner.start(self._prepare, self._show, unit="slices")
 
     def _prepare(self):
         """The work as ``fn(job)``, with everything read from the fields now."""

@@ -20,9 +20,12 @@ def clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-def progress_text(done: int, total: int, elapsed: float) -> str:
-    """'60/189, about 0:12 left' once the pace is known."""
-    text = f"{done}/{total}" if total else f"{done}"
+def progress_text(done: int, total: int, elapsed: float, unit: str = "") -> str:
+    """'60/189 slices, about 0:12 left' once the pace is known (unit '%': '32%')."""
+    if unit == "%" and total:
+        text = f"{100 * done // total}%"
+    else:
+        text = (f"{done}/{total}" if total else f"{done}") + (f" {unit}" if unit else "")
     if total and 0 < done < total and elapsed >= ETA_AFTER_S:
         text += f", about {clock(elapsed / done * (total - done))} left"
     return text
@@ -40,9 +43,10 @@ class ProgressPanel(Container):
         super().__init__(widgets=[self.bar, self.text, self.cancel_button], labels=False)
         self.margins = (0, 0, 0, 0)
         self._start = time.monotonic()
+        self.unit = ""
 
-    def begin(self) -> None:
-        self._start = time.monotonic()
+    def begin(self, unit: str = "") -> None:
+        self._start, self.unit = time.monotonic(), unit
         self.bar.max, self.bar.value = 0, 0  # busy until the first report
         self.text.value = "starting..."
         self.cancel_button.enabled = True
@@ -51,7 +55,8 @@ class ProgressPanel(Container):
         if self.bar.max != total:
             self.bar.max = total
         self.bar.value = min(done, total) if total else done
-        self.text.value = progress_text(done, total, time.monotonic() - self._start)
+        self.text.value = progress_text(done, total, time.monotonic() - self._start,
+                                        self.unit)
 
     def stopping(self) -> None:
         self.text.value = "stopping..."

@@ -201,8 +201,8 @@ class TrainingWidget(DockWidget):
 
     def train(self, *_):
         """The Train button: train in a thread worker, plot as it learns, save the model."""
-        return self.runner.start(self._prepare, self._finished, on_update=self._on_update,
-                                 on_cancelled=self._keep_partial)
+        return self.runner.start(self._prepare, self._finished, unit="s",
+                                 on_update=self._on_update, on_cancelled=self._keep_partial)
 
     def _prepare(self):
         images, labels = self.data()

@@ -57,9 +57,13 @@ class JobContext:
     def __init__(self, post: Callable[[Update], None], stop: threading.Event):
         self.post = post
         self._stop = stop
+        self._last: Progressed | None = None
 
     def progress(self, done: int, total: int) -> None:
-        self.post(Progressed(int(done), int(total)))
+        update = Progressed(int(done), int(total))
+        if update != self._last:  # a training loop repeats the same second many times
+            self._last = update
+            self.post(update)
 
     def cancelled(self) -> bool:
         return self._stop.is_set()
@@ -106,21 +110,27 @@ class JobRunner(QObject):
         return self.state is JobState.RUNNING
 
     def start(self, prepare: Callable[[], JobFn], on_done: Callable[[Any], None], *,
-              on_update: Callable[[Update], None] | None = None,
+              unit: str = "", on_update: Callable[[Update], None] | None = None,
               on_cancelled: Callable[[Cancelled | None], None] | None = None):
-        """Prepare on the GUI thread, run in a thread worker; returns the worker or None."""
+        """Prepare on the GUI thread, run in a thread worker; returns the worker or None.
+
+        ``unit`` names what the job counts (slices, s) in the progress text;
+        ``on_cancelled`` gets the :class:`Cancelled` raised (it may carry ``partial``).
+        """
         from napari.qt.threading import create_worker
 
         if self.running:
             return None
         try:
             fn = prepare()
-        except NapariUnetError as exc:
-            self._end(JobState.FAILED, exc)
+        except NapariUnetError as exc:  # settings that cannot work: nothing ran
+            self.error = exc
+            self._set_state(JobState.FAILED)
+            report_error(self.desc, exc)
             return None
         self._stop.clear()
         self.error, self._on_update = None, on_update
-        self.panel.begin()
+        self.panel.begin(unit)
         self._set_state(JobState.RUNNING)
         context = JobContext(self._updated.emit, self._stop)
 
