@@ -36,6 +36,15 @@ def settle(seconds: float = 0.5) -> None:
         time.sleep(0.02)
 
 
+def share_height(viewer, docks, fractions) -> None:
+    """What a user does by dragging the splitter between two stacked docks."""
+    from qtpy.QtCore import Qt
+
+    window = viewer.window._qt_window
+    height = window.height()
+    window.resizeDocks(docks, [int(f * height) for f in fractions], Qt.Orientation.Vertical)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "screenshot.png")
@@ -56,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if inference.runner.error is not None:
         raise SystemExit(f"inference failed: {inference.runner.error}")
     labels = inference.last_layers[0]
-    labels.opacity = 0.5
-    _, correction = viewer.window.add_plugin_dock_widget("napari-unet", "UNet correction loop")
+    labels.opacity = 0.4
+    dock, _ = viewer.window.add_plugin_dock_widget("napari-unet", "UNet correction loop")
+    share_height(viewer, [inference.parent(), dock], [0.62, 0.38])
     viewer.layers.selection.active = labels
     labels.mode = "paint"
     viewer.dims.set_current_step(0, scan.data.shape[0] // 2 + 10)

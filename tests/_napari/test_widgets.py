@@ -145,8 +145,10 @@ def test_cancel_stops_a_running_inference_within_a_second(make_napari_viewer, qt
     widget.device.value, widget.batch.value = "cpu", 1
     states = []
     widget.runner.state_changed.connect(states.append)
+    assert not widget.is_shown(widget.runner.panel.bar)  # nothing ran before: no bar
     W.click(qtbot, widget.run_button)
     assert widget.cancel_button.enabled and not widget.run_button.enabled
+    assert widget.is_shown(widget.cancel_button) and widget.is_shown(widget.runner.panel.bar)
     qtbot.waitUntil(lambda: widget.runner.panel.bar.value >= 2, timeout=20000)
     clicked = time.monotonic()
     W.click(qtbot, widget.cancel_button)
@@ -156,5 +158,5 @@ def test_cancel_stops_a_running_inference_within_a_second(make_napari_viewer, qt
     W.wait_until_idle(qtbot, widget)
     assert states == [JobState.RUNNING, JobState.CANCELLED]
     assert [ly.name for ly in viewer.layers] == ["scan"]
-    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    assert widget.run_button.enabled and not widget.is_shown(widget.cancel_button)
     assert "cancelled" in widget.status.value

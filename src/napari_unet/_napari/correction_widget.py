@@ -70,11 +70,11 @@ class CorrectionWidget(DockWidget):
         self.budget = SpinBox(label="learning (s)", min=1, max=3600, value=30,
                               tooltip="how long the model may learn from your corrections")
         self.learn_button = PushButton(
-            text="Learn from corrections",
+            text="Learn from edits",
             tooltip="Fine-tune the model on the slices you corrected, then propose new "
                     "labels for the slices nobody edited. Nothing changes until Accept.")
         self.runner = JobRunner("Learning from corrections")
-        self.proposal_text = wrapping(Label(value=""))
+        self.proposal_text = wrapping(Label(value="", visible=False))
         self.anyway = CheckBox(text="accept anyway", value=False, visible=False,
                                tooltip="the check advises against this update; tick to "
                                        "allow Accept")
@@ -96,7 +96,7 @@ class CorrectionWidget(DockWidget):
         super().__init__(viewer, [
             self.labels_layer, self.edited, self.budget, self.learn_button, self.runner.panel,
             self.proposal_text, self.anyway, row(self.accept_button, self.discard_button),
-            row(self.undo_button, self.review_button), self.reviewed, self.model_path,
+            self.undo_button, self.review_button, self.reviewed, self.model_path,
             self.save_model_button, self.labels_path, self.save_labels_button, self.status])
         self.model_file = AutoPath(self.model_path, "models", ".safetensors", "corrected")
         self.labels_file = AutoPath(self.labels_path, "labels", ".nii.gz", "labels")
@@ -203,6 +203,7 @@ class CorrectionWidget(DockWidget):
         if not update.recommended:
             text += f". Not recommended: {P.check_words(update.check)}"
         self.proposal_text.value = text + ". Accept or Discard?"
+        self.proposal_text.visible = True
         self.anyway.value = False
         self.anyway.visible = not update.recommended
         self._enable_decision()
@@ -238,6 +239,7 @@ class CorrectionWidget(DockWidget):
     def _drop_proposal(self) -> None:
         self.proposal = self._proposed_for = None
         self.proposal_text.value = ""
+        self.proposal_text.visible = False
         self.anyway.visible = False
         P.remove_preview(self.viewer, self._bound)
         self._enable_decision()

@@ -28,8 +28,10 @@ class DockWidget(QScrollArea):
         self.viewer = napari_viewer
         self._fields: dict[int, Container] = {}
         self.form = Container(widgets=[self._field(w) for w in widgets], labels=False)
+        self.form.margins = (6, 4, 4, 4)
         self.form.native.setSizePolicy(QSizePolicy.Policy.Ignored,
                                        QSizePolicy.Policy.Preferred)
+        self.form.native.layout().addStretch(1)  # spare height below, not between fields
         self.setWidget(self.form.native)
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

@@ -57,7 +57,7 @@ class InferenceWidget(DockWidget):
                                                                 *devices],
                                        tooltip="where the model runs: a graphics card "
                                                "(cuda, mps) is much faster than the cpu"))
-        self.tta = CheckBox(text="flip averaging (slower)", value=False,
+        self.tta = CheckBox(text="flip averaging", value=False,
                             tooltip="Also runs each slice mirrored and averages the "
                                     "answers: a little more accurate, about 4x slower.")
         self.probs = CheckBox(text="probability maps", value=False,

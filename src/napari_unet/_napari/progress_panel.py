@@ -42,6 +42,8 @@ class ProgressPanel(Container):
                                                 "nothing is changed by a cancelled run")
         super().__init__(widgets=[self.bar, self.text, self.cancel_button], labels=False)
         self.margins = (0, 0, 0, 0)
+        for w in (self.bar, self.text, self.cancel_button):  # nothing before the first run
+            w.visible = False
         self._start = time.monotonic()
         self.unit = ""
 
@@ -49,6 +51,7 @@ class ProgressPanel(Container):
         self._start, self.unit = time.monotonic(), unit
         self.bar.max, self.bar.value = 0, 0  # busy until the first report
         self.text.value = "starting..."
+        self.bar.visible = self.text.visible = self.cancel_button.visible = True
         self.cancel_button.enabled = True
 
     def show(self, done: int, total: int) -> None:
@@ -63,7 +66,7 @@ class ProgressPanel(Container):
         self.cancel_button.enabled = False
 
     def end(self, outcome: str) -> None:
-        self.cancel_button.enabled = False
+        self.cancel_button.enabled = self.cancel_button.visible = False
         elapsed = clock(time.monotonic() - self._start)
         if self.bar.max == 0:
             self.bar.max = 1

@@ -27,7 +27,7 @@ from ..errors import NapariUnetError
 from . import layers as L
 from .dock import DockWidget, auto_choice, compact, wrapping
 from .inference_widget import image_layers
-from .loss_plot import LossPlot
+from .loss_plot import HEADLINE, LossPlot
 from .planes import AUTO, CHOICES, PLANE_TOOLTIP, resolved_axis
 from .user_files import AutoPath
 from .worker import JobRunner, JobState, Metrics, error_message, report_error
@@ -236,8 +236,9 @@ class TrainingWidget(DockWidget):
         if not self.plot.history:
             for entry in result.history:
                 self.plot.add(entry)
-        metrics = ", ".join(f"{k.removeprefix('val_')} {v:.3g}"
-                            for k, v in result.metrics.items() if isinstance(v, int | float))
+        metrics = ", ".join(f"validation {k.removeprefix('val_')} {result.metrics[k]:.3g}"
+                            for k in HEADLINE
+                            if isinstance(result.metrics.get(k), int | float))
         if save_error is None and result.model.path:
             where = f"saved to {result.model.path}"
         else:
