@@ -13,7 +13,7 @@ from __future__ import annotations
 from magicgui.widgets import ComboBox, Container, Label
 from magicgui.widgets.bases import ButtonWidget
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy
+from qtpy.QtWidgets import QComboBox, QFrame, QMainWindow, QScrollArea, QSizePolicy
 
 WIDTH_FRACTION = 0.125  # of the main window
 MIN_WIDTH, MAX_WIDTH = 160, 300
@@ -61,7 +61,7 @@ class DockWidget(QScrollArea):
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         content = self.form.native.sizeHint().height()
         window = self.window()
-        if window is self:
+        if not isinstance(window, QMainWindow):  # not docked yet, or floating on its own
             return QSize(MAX_WIDTH, content)
         width = int(min(MAX_WIDTH, max(MIN_WIDTH, WIDTH_FRACTION * window.width())))
         return QSize(width, min(content, max(MIN_HEIGHT, window.height() // 3)))

@@ -2,11 +2,12 @@
 
 A widget hands :meth:`JobRunner.start` a ``prepare()`` that reads its fields on the GUI
 thread and returns the work as ``fn(job: JobContext)``; settings that cannot work raise
-:class:`NapariUnetError` there and end the run as FAILED before any thread starts. The
-work runs in a napari thread worker and reports typed updates (:class:`Progressed`,
-:class:`Metrics`) through a Qt signal, so they arrive on the GUI thread, where they feed
-the widget's :class:`ProgressPanel` and napari's activity progress. Outcomes travel as
-values (not raised), so a Cancel never shows up as an error with a traceback.
+there (:class:`NapariUnetError`, or an OSError for a folder that cannot be made) and end
+the run as FAILED before any thread starts. The work runs in a napari thread worker and
+reports typed updates (:class:`Progressed`, :class:`Metrics`) through a Qt signal, so
+they arrive on the GUI thread, where they feed the widget's :class:`ProgressPanel` and
+napari's activity progress. Outcomes travel as values (not raised), so a Cancel never
+shows up as an error with a traceback.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class JobRunner(QObject):
             return None
         try:
             fn = prepare()
-        except NapariUnetError as exc:  # settings that cannot work: nothing ran
+        except (NapariUnetError, OSError, ValueError) as exc:  # nothing ran
             self.error = exc
             self._set_state(JobState.FAILED)
             report_error(self.desc, exc)
