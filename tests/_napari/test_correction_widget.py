@@ -1,38 +1,38 @@
-"""The correction loop in a real viewer: paint, learn, undo, review, cancel, save."""
+"""The correction loop as napari opens it: paint, learn, preview, accept or discard, undo,
+review, cancel, save."""
 
 from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_unet._napari.correction_widget import CorrectionWidget
-from napari_unet._napari.inference_widget import InferenceWidget
-from napari_unet._napari.model_picker import FILE
+from napari_unet._napari.change_preview import change_labels, check_words, preview_name
+from napari_unet._napari.worker import JobState
+from napari_unet.correction.session import CorrectionSession
 from napari_unet.inference.predictor import predict_slices
 from napari_unet.model.checkpoint import load_model
-from support.widget_helpers import (
-    SCALE,
-    TRANSLATE,
-    add_scan,
-    one_torch_thread,  # noqa: F401 (autouse fixture)
-    tiny_model_file,
-)
+from support import widget_helpers as W
+from support.widget_helpers import home_in_tmp, one_torch_thread  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def loop(make_napari_viewer, tmp_path):
-    """A viewer with a scan, its segmentation by a tiny model, and the correction widget."""
+def loop(make_napari_viewer, qtbot, tmp_path):
+    """A scan, its segmentation by a tiny model (Run clicked), and the correction widget."""
     viewer = make_napari_viewer()
-    add_scan(viewer)
-    inference = InferenceWidget(viewer)
-    inference.picker.source.value = FILE
-    inference.picker.file.value = tiny_model_file(tmp_path)
+    W.add_scan(viewer)
+    inference = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(inference, W.tiny_model_file(tmp_path))
     inference.device.value = "cpu"
-    inference.run_sync()
-    widget = CorrectionWidget(viewer)
+    inference.probs.value = True
+    W.click(qtbot, inference.run_button)
+    assert W.wait_until_idle(qtbot, inference) is JobState.DONE
+    widget = W.open_widget(viewer, W.CORRECTION)
     widget.budget.value = 1
     return viewer, viewer.layers["scan tiny"], widget
 
@@ -49,80 +49,151 @@ def paint_two_slices(viewer, layer):
     layer.refresh()
 
 
-def test_painted_slices_survive_learning_and_the_rest_is_repredicted(loop, qtbot):
+def learn(qtbot, widget) -> None:
+    W.click(qtbot, widget.learn_button)
+    assert widget.runner.state is JobState.RUNNING and not widget.learn_button.enabled
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+
+
+def test_learning_proposes_then_accept_writes_only_unedited_slices(loop, qtbot):
     viewer, layer, widget = loop
     assert widget.edited.value.startswith("edited slices: 0")
     paint_two_slices(viewer, layer)
-    qtbot.waitUntil(lambda: widget.edited.value.startswith("edited slices: 2"), timeout=3000)
-    painted = layer.data[[2, 5]].copy()
-    before = layer.data.copy()
+    qtbot.waitUntil(lambda: widget.edited.value.startswith("edited slices: 2 (axial)"),
+                    timeout=3000)
+    painted, before = layer.data[[2, 5]].copy(), layer.data.copy()
     old = widget.session.model
-    widget.learn_button.clicked.emit()  # thread path; the sync path is below
-    assert widget.job.state == "running" and not widget.learn_button.enabled
-    qtbot.waitUntil(lambda: widget.job.state != "running", timeout=60000)
-    assert widget.job.state == "done", widget.job.error
+    learn(qtbot, widget)
+    update = widget.proposal
+    # a proposal: summary and preview, labels untouched until Accept
+    np.testing.assert_array_equal(layer.data, before)
+    assert widget.session.model is old
+    assert update.summary() in widget.proposal_text.value
+    preview = viewer.layers[preview_name(layer)]
+    assert np.count_nonzero(preview.data) == update.changed_voxels
+    np.testing.assert_allclose(preview.scale, W.SCALE)
+    assert widget.accept_button.enabled and widget.discard_button.enabled
+    assert viewer.layers.selection.active is layer  # painting stays on the labels
+    W.click(qtbot, widget.accept_button)
+    assert preview_name(layer) not in viewer.layers and widget.proposal is None
     session = widget.session
-    assert session.model is not old and session.model.hash != old.hash
+    assert session.model is update.model and session.model.hash != old.hash
     np.testing.assert_array_equal(layer.data[[2, 5]], painted)
     others = [0, 1, 3, 4, 6, 7]
     fresh = predict_slices(session.volume, session.model, others, axis=0, device="cpu")
     np.testing.assert_array_equal(layer.data[others], fresh.labels[others])
-    assert "applied to 6 slices" in widget.status.value
-    assert widget.undo_button.enabled
-    widget.undo_button.clicked.emit()
+    assert "6 slices updated" in widget.status.value
+    W.click(qtbot, widget.undo_button)
     np.testing.assert_array_equal(layer.data, before)
     assert widget.session.model is old and not widget.undo_button.enabled
 
 
-def test_learning_synchronously_from_two_corrected_slices(loop):
+def test_discard_changes_nothing(loop, qtbot):
     viewer, layer, widget = loop
     paint_two_slices(viewer, layer)
-    painted = layer.data[[2, 5]].copy()
-    widget.learn(sync=True)
-    assert widget.job.state == "done"
-    np.testing.assert_array_equal(layer.data[[2, 5]], painted)
-    assert widget.edited.value.startswith("edited slices: 2")
+    before = layer.data.copy()
+    learn(qtbot, widget)
+    W.click(qtbot, widget.discard_button)
+    np.testing.assert_array_equal(layer.data, before)
+    assert preview_name(layer) not in viewer.layers
+    assert not widget.accept_button.enabled and not widget.undo_button.enabled
     assert widget.session.edited_slices() == [2, 5]
 
 
-def test_review_next_jumps_to_the_most_uncertain_slice_and_marks_it(loop):
+def test_edits_made_while_learning_are_kept(loop, qtbot):
+    viewer, layer, widget = loop
+    paint_two_slices(viewer, layer)
+    learn(qtbot, widget)
+    layer.paint((7, 30, 30), (int(layer.data[7, 30, 30]) + 1) % 3)  # a new edit, slice 7
+    mine = layer.data[7].copy()
+    W.click(qtbot, widget.accept_button)
+    np.testing.assert_array_equal(layer.data[7], mine)
+    assert "you edited meanwhile kept" in widget.status.value
+
+
+def test_a_proposal_for_labels_replaced_by_a_new_run_is_not_applied(loop, qtbot):
+    viewer, layer, widget = loop
+    paint_two_slices(viewer, layer)
+    learn(qtbot, widget)
+    inference = W.open_widget(viewer, W.INFERENCE)  # already docked: the same widget
+    W.click(qtbot, inference.run_button)
+    assert W.wait_until_idle(qtbot, inference) is JobState.DONE
+    fresh = layer.data.copy()
+    W.click(qtbot, widget.accept_button)
+    np.testing.assert_array_equal(layer.data, fresh)
+    assert "learn again" in widget.status.value and not widget.session.can_undo
+
+
+def test_a_proposal_the_check_advises_against_needs_a_deliberate_click(loop, qtbot,
+                                                                      monkeypatch):
+    """The core's check says no: the widget says why and Accept waits for 'accept anyway'."""
+    real = CorrectionSession.compute_update
+
+    def judged_worse(self, *args, **kwargs):
+        return replace(real(self, *args, **kwargs), recommended=False,
+                       check={"reason": "Dice on held-out corrected voxels fell from 0.91 "
+                                        "to 0.62"})
+
+    monkeypatch.setattr(CorrectionSession, "compute_update", judged_worse)
+    viewer, layer, widget = loop
+    paint_two_slices(viewer, layer)
+    before = layer.data.copy()
+    learn(qtbot, widget)
+    assert "Not recommended: Dice on held-out corrected voxels fell" in \
+        widget.proposal_text.value
+    assert widget.is_shown(widget.anyway) and not widget.accept_button.enabled
+    np.testing.assert_array_equal(layer.data, before)
+    W.click(qtbot, widget.anyway)
+    assert widget.anyway.value and widget.accept_button.enabled
+    W.click(qtbot, widget.accept_button)
+    assert widget.session.can_undo and not widget.is_shown(widget.anyway)
+
+
+def test_review_next_jumps_to_the_most_uncertain_slice_and_marks_it(loop, qtbot):
     viewer, layer, widget = loop
     unc = widget.session.slice_uncertainty
-    first = widget.review_next()
+    W.click(qtbot, widget.review_button)
+    first = viewer.dims.current_step[0]
     assert unc[first] == unc.max()
-    assert viewer.dims.current_step[0] == first
-    second = widget.review_next()
+    W.click(qtbot, widget.review_button)
+    second = viewer.dims.current_step[0]
     assert second != first and unc[second] == np.sort(unc)[-2]
-    assert viewer.dims.current_step[0] == second
     marks = viewer.layers["scan tiny reviewed"]
     assert sorted(marks.data[:, 0].astype(int)) == sorted([first, second])
-    np.testing.assert_allclose(marks.scale, SCALE)
+    np.testing.assert_allclose(marks.scale, W.SCALE)
     assert f"{min(first, second)}, {max(first, second)}" in widget.reviewed.value
 
 
-def test_cancel_stops_learning_and_leaves_the_labels_alone(loop, qtbot):
+def test_cancel_stops_learning_within_a_second_and_leaves_the_labels_alone(loop, qtbot):
     viewer, layer, widget = loop
     widget.budget.value = 60
     paint_two_slices(viewer, layer)
     before = layer.data.copy()
-    widget.learn()
-    assert widget.cancel_button.enabled
-    widget.cancel_button.clicked.emit()
-    qtbot.waitUntil(lambda: widget.job.state == "cancelled", timeout=30000)
+    W.click(qtbot, widget.learn_button)
+    qtbot.waitUntil(lambda: widget.runner.panel.bar.value > 0, timeout=20000)
+    W.click(qtbot, widget.cancel_button)
+    qtbot.waitUntil(lambda: widget.runner.state is JobState.CANCELLED, timeout=1000)
+    W.wait_until_idle(qtbot, widget)
     np.testing.assert_array_equal(layer.data, before)
+    assert widget.proposal is None and preview_name(layer) not in viewer.layers
     assert not widget.session.can_undo and widget.learn_button.enabled
+    assert "your labels are unchanged" in widget.status.value
 
 
-def test_save_model_and_labels(loop, tmp_path):
+def test_save_model_and_labels_to_the_user_folder_and_to_a_chosen_file(loop, qtbot,
+                                                                      tmp_path):
     viewer, layer, widget = loop
     paint_two_slices(viewer, layer)
-    widget.learn(sync=True)
-    widget.model_path.value = tmp_path / "corrected.safetensors"
-    widget.save_model_button.clicked.emit()
-    prov = load_model(tmp_path / "corrected.safetensors", device="cpu").meta.provenance
+    learn(qtbot, widget)
+    W.click(qtbot, widget.accept_button)
+    W.click(qtbot, widget.save_model_button)  # no file chosen: a unique one in ~/napari-unet
+    (saved,) = (Path.home() / "napari-unet" / "models").glob("tiny-corrected-*.safetensors")
+    prov = load_model(saved, device="cpu").meta.provenance
     assert prov["parent"]["name"] == "tiny" and prov["corrected_slices"] == 2
+    W.click(qtbot, widget.save_model_button)  # again: a second file, the first one kept
+    assert len(list(saved.parent.glob("*.safetensors"))) == 2
     widget.labels_path.value = tmp_path / "labels.nii.gz"
-    widget.save_labels_button.clicked.emit()
+    W.click(qtbot, widget.save_labels_button)
     saved = nib.load(tmp_path / "labels.nii.gz")
     np.testing.assert_array_equal(np.asarray(saved.dataobj).transpose(2, 1, 0), layer.data)
     from napari_unet.io import read_volume
@@ -130,5 +201,23 @@ def test_save_model_and_labels(loop, tmp_path):
 
     back = read_volume(tmp_path / "labels.nii.gz")
     geo = layer_geometry(back.spacing, back.origin, back.direction)
-    np.testing.assert_allclose(geo["scale"], SCALE, rtol=1e-5)
-    np.testing.assert_allclose(geo["translate"], TRANSLATE, atol=1e-4)
+    np.testing.assert_allclose(geo["scale"], W.SCALE, rtol=1e-5)
+    np.testing.assert_allclose(geo["translate"], W.TRANSLATE, atol=1e-4)
+
+
+def test_change_labels_marks_only_voxels_that_would_change():
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[:, :, 0] = 2
+    proposed = np.ones((2, 3, 5), np.uint8)  # slices 1 and 3 along axis 1: (z, x) each
+    proposed[:, :, 0] = 0
+    out = change_labels(labels, 1, np.array([1, 3]), proposed, n_labels=3)
+    assert out.shape == labels.shape
+    assert (out[:, [0, 2], :] == 0).all()  # slices not re-predicted
+    assert out[0, 1, 0] == 3  # 2 -> background: the extra value
+    assert out[0, 1, 1] == 1 and out[0, 3, 4] == 1
+
+
+def test_check_words_prefers_the_checks_reason():
+    assert check_words({"reason": "worse on slice 4"}) == "worse on slice 4"
+    assert "dice before 0.9" in check_words({"dice_before": 0.9, "dice_after": 0.7})
+    assert "worse" in check_words(None)

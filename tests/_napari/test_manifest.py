@@ -55,3 +55,18 @@ def test_wheel_carries_root_manifest_models_and_samples(tmp_path):
     bundled = {n for n in names if n.startswith("napari_unet/model/bundled/")}
     assert {p.relative_to(ROOT / "src").as_posix() for p in
             (ROOT / "src/napari_unet/model/bundled").glob("*.safetensors")} <= bundled
+
+
+def test_widgets_take_the_viewer_the_way_napari_injects_it():
+    """napari injects the viewer only into ``napari_viewer`` (or a Viewer annotation)."""
+    import inspect
+
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(ROOT / "napari.yaml")
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    for widget in manifest.contributions.widgets:
+        module, attr = commands[widget.command].split(":")
+        cls = getattr(__import__(module, fromlist=[attr]), attr)
+        params = list(inspect.signature(cls).parameters)
+        assert params == ["napari_viewer"], (widget.display_name, params)

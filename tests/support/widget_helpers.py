@@ -1,4 +1,8 @@
-"""Small real inputs for the napari widget tests: a phantom scan and tiny model files."""
+"""Small real inputs for the napari widget tests, and napari's own doors to the widgets.
+
+Widgets are opened the way napari opens them (the plugin manager, the menus), with the
+viewer injected by napari; buttons are pressed with a real mouse click.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from napari_unet.model.tasks import make_task
 
 SCALE = (2.0, 0.8, 0.9)
 TRANSLATE = (-30.0, 12.5, 4.0)
+PLUGIN = "napari-unet"
+INFERENCE, CORRECTION, TRAINING = "UNet inference", "UNet correction loop", "UNet training"
 
 
 def phantom(shape=(8, 40, 48), seed=0) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +49,88 @@ def add_scan(viewer, shape=(8, 40, 48), name: str = "scan"):
 def errors_shown(records) -> list[str]:
     """Messages of error notifications in napari's notification records."""
     return [str(n.message) for n in records if str(n.severity).lower().endswith("error")]
+
+
+def warnings_shown(records) -> list[str]:
+    return [str(n.message) for n in records if str(n.severity).lower().endswith("warning")]
+
+
+# -- napari's doors ---------------------------------------------------------------------------
+
+
+def open_widget(viewer, name: str):
+    """The widget as *Plugins > napari-unet > name* opens it (napari injects the viewer)."""
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def menu_action(viewer, *path: str):
+    """The QAction at a menu path of the main window, e.g. ('Layers', 'Segment', 'UNet...')."""
+    menus = [a for a in viewer.window._qt_window.menuBar().actions()]
+    for depth, title in enumerate(path):
+        for action in menus:
+            text = action.text().replace("&", "")
+            if text == title or (depth == len(path) - 1 and text.startswith(title)):
+                break
+        else:
+            raise LookupError(f"no menu item {title!r} under {path[:depth]}: "
+                              f"{[a.text() for a in menus]}")
+        if depth == len(path) - 1:
+            return action
+        menu = action.menu()
+        menu.aboutToShow.emit()  # napari fills app-model menus when they open
+        menus = menu.actions()
+    raise LookupError(path)
+
+
+def docked(viewer, name: str):
+    """The widget napari docked under ``name`` (as the Window menu lists it)."""
+    return viewer.window.dock_widgets[f"{name} ({PLUGIN})"]
+
+
+def click(qtbot, button) -> None:
+    """A real left click on a magicgui PushButton/CheckBox."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtWidgets import QCheckBox
+
+    assert button.enabled, f"{button.text!r} is disabled"
+    native = button.native
+    # a check box takes clicks on its box and text, not on the empty space beside them
+    at = QPoint(6, native.height() // 2) if isinstance(native, QCheckBox) else QPoint()
+    qtbot.mouseClick(native, Qt.MouseButton.LeftButton, pos=at)
+
+
+def wait_until_idle(qtbot, widget, timeout: int = 30000):
+    """Wait for the widget's job to end; returns its final JobState."""
+    from napari_unet._napari.worker import JobState
+
+    qtbot.waitUntil(lambda: widget.runner.state is not JobState.RUNNING, timeout=timeout)
+    qtbot.waitUntil(lambda: widget.runner.worker is None, timeout=5000)
+    return widget.runner.state
+
+
+def use_model_file(widget, path) -> None:
+    from napari_unet._napari.model_picker import FILE
+
+    widget.picker.source.value = FILE
+    widget.picker.file.value = path
+
+
+def notification_log():
+    """A callable giving the napari notifications shown since this call."""
+    from napari.utils.notifications import notification_manager
+
+    start = len(notification_manager.records)
+    return lambda: notification_manager.records[start:]
+
+
+@pytest.fixture(autouse=True)
+def home_in_tmp(tmp_path, monkeypatch):
+    """Default save folders (~/napari-unet/...) land in the test's folder (Path.home())."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
 
 
 @pytest.fixture(autouse=True)

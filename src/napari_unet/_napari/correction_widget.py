@@ -1,19 +1,32 @@
-"""Correction loop widget: correct slices with the paint tools, let the model learn, repeat.
+"""Correction loop widget: correct slices with the paint tools, let the model learn, review.
 
-The logic is :class:`napari_unet.correction.session.CorrectionSession` (no Qt); this widget binds
-a session to a Labels layer made by the inference widget (the session edits the layer's
-data in place), shows the edited-slice count live, and runs learning in a thread_worker.
+The logic is :class:`napari_unet.correction.session.CorrectionSession` (no Qt); this widget
+binds a session to a Labels layer made by the inference widget (the session edits the
+layer's data in place) and shows the edited-slice count live. Learning runs in the
+widget's :class:`JobRunner` and ends in a proposal: its summary and a preview layer of the
+voxels that would change. Only Accept writes it (never into slices edited meanwhile);
+a proposal the acceptance check advises against needs a deliberate extra click.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    FileEdit,
+    Label,
+    PushButton,
+    SpinBox,
+)
 from qtpy.QtCore import QTimer
 
 from ..errors import NapariUnetError
+from . import change_preview as P
 from . import layers as L
-from .worker import Job
+from .dock import DockWidget, compact, row, wrapping
+from .user_files import AutoPath
+from .worker import JobRunner, JobState, error_message, report_error
 
 SESSION_KEY = "napari_unet_session"
 
@@ -45,47 +58,70 @@ def session_for(layer):
     return session
 
 
-class CorrectionWidget(Container):
-    """Edited-slice count, Learn from corrections, Undo, Review next, Save."""
+class CorrectionWidget(DockWidget):
+    """Edited-slice count, Learn, Accept/Discard, Undo, Review next, Save."""
 
-    def __init__(self, viewer):
-        self.viewer = viewer
-        self.labels_layer = ComboBox(label="labels",
-                                     choices=lambda _w: result_labels_layers(viewer),
-                                     tooltip="a segmentation made by the UNet inference widget")
-        self.edited = Label(value="edited slices: 0")
-        self.budget = SpinBox(label="time budget (s)", min=1, max=3600, value=30)
-        self.learn_button = PushButton(text="Learn from corrections")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.undo_button = PushButton(text="Undo", enabled=False)
-        self.review_button = PushButton(text="Review next")
-        self.reviewed = Label(value="reviewed: none")
+    def __init__(self, napari_viewer):
+        viewer = napari_viewer
+        self.labels_layer = compact(ComboBox(
+            label="labels", choices=lambda _w: result_labels_layers(viewer),
+            tooltip="a segmentation made by the UNet inference widget"))
+        self.edited = wrapping(Label(value="edited slices: 0"))
+        self.budget = SpinBox(label="learning (s)", min=1, max=3600, value=30,
+                              tooltip="how long the model may learn from your corrections")
+        self.learn_button = PushButton(
+            text="Learn from edits",
+            tooltip="Fine-tune the model on the slices you corrected, then propose new "
+                    "labels for the slices nobody edited. Nothing changes until Accept.")
+        self.runner = JobRunner("Learning from corrections")
+        self.proposal_text = wrapping(Label(value="", visible=False))
+        self.anyway = CheckBox(text="accept anyway", value=False, visible=False,
+                               tooltip="the check advises against this update; tick to "
+                                       "allow Accept")
+        self.accept_button = PushButton(text="Accept", enabled=False,
+                                        tooltip="write the proposed labels (undoable)")
+        self.discard_button = PushButton(text="Discard", enabled=False,
+                                         tooltip="drop the proposal; nothing changes")
+        self.undo_button = PushButton(text="Undo", enabled=False,
+                                      tooltip="take back the last accepted update")
+        self.review_button = PushButton(text="Review next",
+                                        tooltip="go to the slice the model is least sure "
+                                                "of that nobody has reviewed or edited")
+        self.reviewed = wrapping(Label(value="reviewed: none"))
         self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
-        self.save_model_button = PushButton(text="Save model...")
+        self.save_model_button = PushButton(text="Save model")
         self.labels_path = FileEdit(label="labels file", mode="w", filter="*.nii.gz *.dcm")
-        self.save_labels_button = PushButton(text="Save labels...")
-        self.status = Label(value="")
-        super().__init__(widgets=[self.labels_layer, self.edited, self.budget, self.learn_button,
-                                  self.cancel_button, self.undo_button, self.review_button,
-                                  self.reviewed, self.model_path, self.save_model_button,
-                                  self.labels_path, self.save_labels_button, self.status])
-        self.job = Job(self._on_state, desc="Learning from corrections")
+        self.save_labels_button = PushButton(text="Save labels")
+        self.status = wrapping(Label(value=""))
+        super().__init__(viewer, [
+            self.labels_layer, self.edited, self.budget, self.learn_button, self.runner.panel,
+            self.proposal_text, self.anyway, row(self.accept_button, self.discard_button),
+            self.undo_button, self.review_button, self.reviewed, self.model_path,
+            self.save_model_button, self.labels_path, self.save_labels_button, self.status])
+        self.model_file = AutoPath(self.model_path, "models", ".safetensors", "corrected")
+        self.labels_file = AutoPath(self.labels_path, "labels", ".nii.gz", "labels")
+        self.proposal = self._proposed_for = None
         self._bound = None
         self.learn_button.changed.connect(self.learn)
-        self.cancel_button.changed.connect(self.job.cancel)
+        self.accept_button.changed.connect(self.accept)
+        self.discard_button.changed.connect(self.discard)
+        self.anyway.changed.connect(self._enable_decision)
         self.undo_button.changed.connect(self.undo)
         self.review_button.changed.connect(self.review_next)
         self.save_model_button.changed.connect(self.save_model)
         self.save_labels_button.changed.connect(self.save_labels)
         self.labels_layer.changed.connect(self._bind)
+        self.runner.state_changed.connect(self._on_state)
         # napari announces a paint before writing it: recount once the strokes settle
         self._recount = QTimer()
         self._recount.setSingleShot(True)
         self._recount.setInterval(100)
         self._recount.timeout.connect(self.update_count)
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
         self._bind()
+
+    @property
+    def cancel_button(self):
+        return self.runner.panel.cancel_button
 
     @property
     def session(self):
@@ -96,12 +132,16 @@ class CorrectionWidget(Container):
         """Follow paint/fill/erase on the chosen layer to keep the count live."""
         events = ("paint", "labels_update", "data")
         if self._bound is not None:
+            self._drop_proposal()
             for name in events:
                 getattr(self._bound.events, name).disconnect(self._schedule_count)
         self._bound = self.labels_layer.value
         if self._bound is not None:
             for name in events:
                 getattr(self._bound.events, name).connect(self._schedule_count)
+            session = self._session_or_none()
+            if session is not None:
+                self.model_file.propose(f"{session.model.name}-corrected")
         self.update_count()
 
     def _schedule_count(self, *_):
@@ -113,9 +153,12 @@ class CorrectionWidget(Container):
             self.edited.value = "edited slices: 0 (run the inference widget first)"
             self._enable(False)
             return
+        from .planes import axis_plane
+
         n = len(session.edited_slices())
-        self.edited.value = f"edited slices: {n} (along axis {session.axis})"
-        self._enable(not self.job.running)
+        plane = axis_plane(session.axis, session.volume.direction)
+        self.edited.value = f"edited slices: {n} ({plane})"
+        self._enable(not self.runner.running)
 
     def _session_or_none(self):
         try:
@@ -130,10 +173,16 @@ class CorrectionWidget(Container):
                   self.save_labels_button):
             b.enabled = on
         self.undo_button.enabled = bool(on and session is not None and session.can_undo)
+        self._enable_decision()
 
-    # -- learning ---------------------------------------------------------------------------
+    # -- learning: a proposal, then Accept or Discard ----------------------------------------
 
-    def _learn_fn(self):
+    def learn(self, *_):
+        """The Learn button: fine-tune and propose an update in a thread worker."""
+        self._drop_proposal()
+        return self.runner.start(self._prepare_learning, self._propose, unit="%")
+
+    def _prepare_learning(self):
         session, budget = self.session, float(self.budget.value)
         if session is None:
             raise NapariUnetError("no segmentation to correct: run the inference widget first")
@@ -143,48 +192,79 @@ class CorrectionWidget(Container):
         from ..training import FinetuneSettings
 
         settings = FinetuneSettings(time_budget=budget, device=session.predict_settings.device)
-        return lambda progress, cancel: session.compute_update(settings, progress=progress,
-                                                               cancel=cancel)
+        return lambda job: session.compute_update(settings, progress=job.progress,
+                                                  cancel=job.cancelled)
 
-    def _apply(self, update) -> None:
-        changed = self.session.apply_update(update)
-        self.labels_layer.value.refresh()
-        self.status.value = f"{update.summary()}; applied to {len(changed)} slices"
-        self.update_count()
+    def _propose(self, update) -> None:
+        layer = self.labels_layer.value
+        self.proposal, self._proposed_for = update, self.session
+        P.show_preview(self.viewer, layer, self.session, update)
+        text = update.summary()
+        if not update.recommended:
+            text += f". Not recommended: {P.check_words(update.check)}"
+        self.proposal_text.value = text + ". Accept or Discard?"
+        self.proposal_text.visible = True
+        self.anyway.value = False
+        self.anyway.visible = not update.recommended
+        self._enable_decision()
 
-    def learn(self, *_, sync: bool = False):
-        """Fine-tune on the edited slices and re-predict the rest (thread unless ``sync``)."""
-        try:
-            fn = self._learn_fn()
-        except NapariUnetError as exc:
-            self.job._fail(exc)
+    def _enable_decision(self, *_):
+        pending = self.proposal is not None and not self.runner.running
+        ok = pending and (self.proposal.recommended or bool(self.anyway.value))
+        self.accept_button.enabled = ok
+        self.discard_button.enabled = pending
+
+    def accept(self, *_):
+        """Write the proposal into the labels (slices edited meanwhile are kept)."""
+        update, layer = self.proposal, self.labels_layer.value
+        if update is None:
             return None
-        if sync:
-            return self.job.run_sync(fn, self._apply)
-        return self.job.start(fn, self._apply)
+        if self.session is not self._proposed_for:  # the model was run again meanwhile
+            self._drop_proposal()
+            self.status.value = "the labels were replaced by a new run: learn again"
+            return None
+        changed = self.session.apply_update(update)
+        self._drop_proposal()
+        layer.refresh()
+        kept = len(update.slices) - len(changed)
+        self.status.value = (f"accepted: {len(changed)} slices updated"
+                             + (f", {kept} you edited meanwhile kept" if kept else ""))
+        self.update_count()
+        return changed
 
-    def run_sync(self):
-        return self.learn(sync=True)
+    def discard(self, *_):
+        self._drop_proposal()
+        self.status.value = "discarded: your labels are unchanged"
+
+    def _drop_proposal(self) -> None:
+        self.proposal = self._proposed_for = None
+        self.proposal_text.value = ""
+        self.proposal_text.visible = False
+        self.anyway.visible = False
+        P.remove_preview(self.viewer, self._bound)
+        self._enable_decision()
 
     def undo(self, *_):
+        self._drop_proposal()
         try:
             restored = self.session.undo()
         except NapariUnetError as exc:
-            self.job._fail(exc)
+            report_error("Undo", exc)
             return
         self.labels_layer.value.refresh()
         self.status.value = f"undone: restored {len(restored)} slices and the previous model"
         self.update_count()
 
-    def _on_state(self, state: str) -> None:
-        self.cancel_button.enabled = state == "running"
-        self._enable(state != "running")
-        if state != "running":
-            self.update_count()
-        if state in ("cancelled", "failed"):
-            self.status.value = f"learning {state}"
-        elif state == "running":
-            self.status.value = "learning..."
+    def _on_state(self, state: JobState) -> None:
+        self._enable(state is not JobState.RUNNING)
+        if state is JobState.RUNNING:
+            self.status.value = "learning from your corrections..."
+        elif state is JobState.CANCELLED:
+            self.status.value = "learning cancelled: your labels are unchanged"
+        elif state is JobState.FAILED:
+            self.status.value = f"learning failed: {error_message(self.runner.error)}"
+        elif state is JobState.DONE:
+            self.status.value = ""
 
     # -- review -----------------------------------------------------------------------------
 
@@ -223,32 +303,31 @@ class CorrectionWidget(Container):
             pts = self.viewer.layers[name]
             pts.data = np.vstack([pts.data, point])
         else:
-            pts = self.viewer.add_points(point[None], name=name, size=6, face_color="yellow",
-                                         symbol="star", **L.geometry_kwargs(layer))
+            self.viewer.add_points(point[None], name=name, size=6, face_color="yellow",
+                                   symbol="star", **L.geometry_kwargs(layer))
             self.viewer.layers.selection.active = layer
 
     # -- saving -----------------------------------------------------------------------------
 
     def save_model(self, *_):
-        out = self._save("model", self.model_path, self.session.save_model)
+        out = self._save("model", self.model_file, self.session.save_model)
         if out is not None:
             self.status.value = f"saved model {out}"
         return out
 
     def save_labels(self, *_):
-        out = self._save("labels", self.labels_path, self.session.save_labels)
+        out = self._save("labels", self.labels_file, self.session.save_labels)
         if out is not None:
             self.status.value = "saved " + ", ".join(str(p) for p in out)
         return out
 
-    def _save(self, what: str, path_widget, save):
+    def _save(self, what: str, where: AutoPath, save):
         """Run one of the session's savers; failures become notifications, not crashes."""
-        path = str(path_widget.value)
-        if path in ("", "."):
-            self.job._fail(NapariUnetError(f"choose a {what} file name first"))
-            return None
         try:
+            path = where.target()
+            if path is None:
+                raise NapariUnetError(f"choose a {what} file name first")
             return save(path)
         except Exception as exc:  # noqa: BLE001 - shown to the user
-            self.job._fail(exc)
+            report_error(f"Saving {what}", exc)
             return None

@@ -1,28 +1,22 @@
-"""Inference widget: pick an image and a model, press Run, get aligned result layers.
+"""Inference widget: pick a scan and a model, press Run, get aligned result layers.
 
-The widget only gathers settings and turns the core's Prediction into layers; the work is
-:func:`napari_unet.inference.predictor.predict`, run in a napari thread_worker (``run``) or in the
-calling thread (``run_sync``, for tests and scripts).
+The widget only gathers an :class:`~napari_unet.inference.predictor.InferenceSettings` and
+turns the core's Prediction into layers; the work is
+:func:`~napari_unet.inference.predictor.predict`, run by the widget's :class:`JobRunner`.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSpinBox,
-    Label,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton
 
 from ..errors import NapariUnetError
 from . import layers as L
+from .dock import DockWidget, auto_choice, compact, wrapping
 from .model_picker import ModelPicker
-from .worker import Job
+from .planes import AUTO, CHOICES, PLANE_TOOLTIP, axis_plane, settings_axis
+from .worker import JobRunner, JobState, error_message
 
 
 def image_layers(viewer) -> list:
@@ -35,42 +29,61 @@ def layer_channels(layer) -> int:
     return layer.data.shape[-1] if getattr(layer, "rgb", False) else 1
 
 
-class InferenceWidget(Container):
+class InferenceWidget(DockWidget):
     """Run a UNet over the slices of an image layer."""
 
-    def __init__(self, viewer):
+    def __init__(self, napari_viewer):
         from ..devices import available_devices
 
-        self.viewer = viewer
-        self.image = ComboBox(label="image", choices=lambda _w: image_layers(self.viewer))
+        viewer = napari_viewer
+        self.image = compact(ComboBox(label="scan", choices=lambda _w: image_layers(viewer),
+                                      tooltip="the image layer to segment or denoise"))
         self.picker = ModelPicker(allow_new=True)
-        self.axis = ComboBox(label="slice axis", choices=["auto", 0, 1, 2], value="auto",
-                             tooltip="auto = the model's default axis")
-        self.roi = SpinBox(label="ROI size", min=0, max=4096, value=0,
-                           tooltip="sliding-window tile size in pixels; 0 = the model's patch size")
-        self.overlap = FloatSpinBox(label="overlap", min=0.0, max=0.9, step=0.05, value=0.25)
-        self.batch = SpinBox(label="batch size", min=0, max=1024, value=0,
-                             tooltip="slices per batch; 0 = chosen from free memory")
+        self.plane = compact(ComboBox(label="slices", choices=list(CHOICES), value=AUTO,
+                                      tooltip=PLANE_TOOLTIP))
+        self.roi = auto_choice(
+            "tile size", (64, 128, 256, 384, 512, 768, 1024),
+            "Large slices are processed in square tiles of this many pixels. auto: the "
+            "tile size the model was trained with.")
+        self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.9, step=0.05,
+                                    value=0.25, tooltip="how much neighbouring tiles "
+                                    "overlap (0.25 = a quarter); more is smoother and slower")
+        self.batch = auto_choice(
+            "batch", (1, 2, 4, 8, 16, 32, 64),
+            "How many slices go through the model at once. auto: chosen from free "
+            "memory; lower it if the computer runs out of memory.")
         devices = available_devices()
-        self.device = ComboBox(label="device", choices=[f"auto ({devices[0]})", *devices])
-        self.tta = CheckBox(text="test-time augmentation (flips)", value=False)
-        self.probs = CheckBox(text="probabilities and uncertainty", value=False)
-        self.status = Label(value="")
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        super().__init__(widgets=[self.image, self.picker, self.axis, self.roi, self.overlap,
-                                  self.batch, self.device, self.tta, self.probs, self.status,
-                                  self.run_button, self.cancel_button])
-        self.job = Job(self._on_state, desc="UNet inference")
+        self.device = compact(ComboBox(label="device", choices=[f"auto ({devices[0]})",
+                                                                *devices],
+                                       tooltip="where the model runs: a graphics card "
+                                               "(cuda, mps) is much faster than the cpu"))
+        self.tta = CheckBox(text="flip averaging", value=False,
+                            tooltip="Also runs each slice mirrored and averages the "
+                                    "answers: a little more accurate, about 4x slower.")
+        self.probs = CheckBox(text="probability maps", value=False,
+                              tooltip="Adds a hidden layer per class with the model's "
+                                      "confidence, and an uncertainty map. The correction "
+                                      "widget's Review next uses it.")
+        self.run_button = PushButton(text="Run", tooltip="segment (or denoise) the scan")
+        self.status = wrapping(Label(value=""))
+        self.runner = JobRunner("UNet inference")
+        super().__init__(viewer, [self.image, *self.picker.widgets, self.plane, self.roi,
+                                  self.overlap, self.batch, self.device, self.tta,
+                                  self.probs, self.run_button, self.runner.panel,
+                                  self.status])
         self.last_layers: list = []
+        self.picker.set_shown = self.set_shown
+        self.picker.update()
         self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.job.cancel)
+        self.runner.state_changed.connect(self._on_state)
         for w in (self.image, self.picker.source, self.picker.file, self.picker.kind,
                   self.picker.classes, self.picker.class_names):
             w.changed.connect(self._check)
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
         self._check()
+
+    @property
+    def cancel_button(self):
+        return self.runner.panel.cancel_button
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -98,74 +111,60 @@ class InferenceWidget(Container):
     def _check(self, *_):
         reason = self.problem()
         self.status.value = "" if reason is None else reason
-        self.run_button.enabled = reason is None and not self.job.running
-        if reason is None and not self.picker.is_new:
-            with contextlib.suppress(NapariUnetError, OSError):
-                axis = self.picker.default_axis()
-                self.axis.tooltip = f"auto = the model's default axis ({axis})"
+        self.run_button.enabled = reason is None and not self.runner.running
 
-    def predict_kwargs(self) -> dict:
-        return {
-            "axis": self.axis.value,
-            "roi_size": self.roi.value or None,
-            "overlap": float(self.overlap.value),
-            "batch_size": self.batch.value or None,
-            "device": self.device_name(),
-            "tta": bool(self.tta.value),
-            "probabilities": bool(self.probs.value),
-        }
+    def settings(self, volume):
+        """The InferenceSettings these fields describe, for ``volume``."""
+        from ..inference.predictor import InferenceSettings
+
+        return InferenceSettings(
+            axis=settings_axis(self.plane.value, volume), roi_size=self.roi.value or None,
+            overlap=float(self.overlap.value), batch_size=self.batch.value or None,
+            device=self.device_name(), tta=bool(self.tta.value),
+            probabilities=bool(self.probs.value))
 
     # -- running ----------------------------------------------------------------------------
 
-    def _job(self):
-        """The work as ``fn(progress, cancel)``, with everything read from the GUI now."""
+    def run(self, *_):
+        """The Run button: predict in a thread worker; results become layers."""
+        return self.runner.start(self._prepare, self._show, unit="slices")
+
+    def _prepare(self):
+        """The work as ``fn(job)``, with everything read from the fields now."""
         reason = self.problem()
         if reason is not None:
             raise NapariUnetError(reason)
         layer = self.image.value
         volume = L.volume_from_layer(layer)
-        kwargs = self.predict_kwargs()
-        load = self.picker.loader(layer_channels(layer), device=kwargs["device"])
+        settings = self.settings(volume)
+        load = self.picker.loader(layer_channels(layer), device=settings.device)
 
-        def fn(progress, cancel):
+        def fn(job):
             from ..inference.predictor import predict
 
             model = load()
-            pred = predict(volume, model, progress=progress, cancel=cancel, **kwargs)
+            pred = predict(volume, model, settings, progress=job.progress,
+                           cancel=job.cancelled)
             return layer, volume, model, pred
 
         return fn
 
-    def _on_done(self, result) -> None:
+    def _show(self, result) -> None:
         layer, volume, model, pred = result
         self.last_layers = L.add_or_update(self.viewer,
                                            L.prediction_layers(pred, layer, model, volume))
-        self.status.value = f"done: {', '.join(ly.name for ly in self.last_layers)}"
+        plane = "?"
+        with contextlib.suppress(ValueError, StopIteration):
+            plane = axis_plane(pred.axis, volume.direction)
+        self.status.value = (f"{plane} slices in {pred.seconds:.1f} s: "
+                             + ", ".join(ly.name for ly in self.last_layers))
 
-    def run_sync(self):
-        """Run in the calling thread; returns the result layers (None after an error)."""
-        try:
-            fn = self._job()
-        except NapariUnetError as exc:
-            self.job._fail(exc)
-            return None
-        self.job.run_sync(fn, self._on_done)
-        return self.last_layers if self.job.state == "done" else None
-
-    def run(self, *_):
-        """Start the job in a thread_worker (the Run button)."""
-        try:
-            fn = self._job()
-        except NapariUnetError as exc:
-            self.job._fail(exc)
-            return None
-        return self.job.start(fn, self._on_done)
-
-    def _on_state(self, state: str) -> None:
-        running = state == "running"
-        self.cancel_button.enabled = running
+    def _on_state(self, state: JobState) -> None:
+        running = state is JobState.RUNNING
         self.run_button.enabled = not running and self.problem() is None
-        if state in ("cancelled", "failed"):
-            self.status.value = state
-        elif running:
-            self.status.value = "running..."
+        if running:
+            self.status.value = f"running {self.picker.source.value}..."
+        elif state is JobState.CANCELLED:
+            self.status.value = "cancelled: no layer was changed"
+        elif state is JobState.FAILED:
+            self.status.value = f"failed: {error_message(self.runner.error)}"

@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 VOLUME_KEY = "napari_unet_volume"
 RESULT_KEY = "napari_unet_result"
 
-# colours for label values 1.. (0 stays transparent): distinguishable on grey MRI/CT
-_PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#42d4f4",
-            "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000"]
+# colours for label values 1.. (0 stays transparent), safe for colour-blind readers:
+# Okabe & Ito's palette (black left out: invisible on MRI/CT), then Paul Tol's "muted"
+_PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
+            "#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "#44AA99",
+            "#999933", "#AA4499"]
 
 
 def layer_volume(layer) -> Volume | None:

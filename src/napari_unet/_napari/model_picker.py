@@ -2,43 +2,50 @@
 
 The task is read from the model file's header (no weights loaded) and explained in plain
 words; the class count is only offered for a new segmentation model, because a trained
-model's outputs fix it (and denoising has no classes at all).
+model's outputs fix it (and denoising has no classes at all). The picker's fields go into
+the host widget's form (so their labels line up with the others).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, Label, LineEdit, SpinBox
 
 from ..errors import NapariUnetError
+from .dock import compact, wrapping
 
 FILE = "Model file..."
 NEW = "New model"
 
 
-class ModelPicker(Container):
-    """Pick a model; ``task(in_channels)`` and ``load(in_channels)`` follow the choice."""
+class ModelPicker:
+    """Pick a model; ``task(in_channels)`` and ``loader(in_channels)`` follow the choice."""
 
     def __init__(self, allow_new: bool = True, label: str = "model"):
         from ..model.checkpoint import bundled_models
 
         choices = [*bundled_models(), FILE] + ([NEW] if allow_new else [])
-        self.source = ComboBox(label=label, choices=choices, value=choices[0])
+        self.source = compact(ComboBox(
+            label=label, choices=choices, value=choices[0],
+            tooltip="a model that comes with napari-unet, a model file (.safetensors) "
+                    "you trained or received, or a new untrained model"))
         self.file = FileEdit(label="model file", mode="r", filter="*.safetensors")
         self.kind = ComboBox(label="task", choices=["segment", "denoise"], value="segment")
         self.classes = SpinBox(label="classes", min=1, max=255, value=2,
-                               tooltip="1 = binary (sigmoid), N >= 2 = N classes (softmax)")
+                               tooltip="1: one structure against the background; "
+                                       "2 or more: that many classes, background included")
         self.class_names = LineEdit(label="class names",
                                     tooltip="comma-separated, background first (optional)")
-        self.info = Label(label="task")
-        super().__init__(widgets=[self.source, self.file, self.kind, self.classes,
-                                  self.class_names, self.info], labels=True)
+        self.info = wrapping(Label(label="does"))
+        self.widgets = [self.source, self.file, self.kind, self.classes, self.class_names,
+                        self.info]
         self.error: str | None = None
+        # the host form shows/hides a field with its label (DockWidget.set_shown)
+        self.set_shown = lambda widget, shown: setattr(widget, "visible", shown)
         self._header_cache: dict[str, object] = {}
         for w in (self.source, self.file, self.kind, self.classes, self.class_names):
-            w.changed.connect(self._update)
-        self._update()
+            w.changed.connect(self.update)
 
     @property
     def is_new(self) -> bool:
@@ -73,12 +80,8 @@ class ModelPicker(Container):
             self._header_cache = {key: read_header(path)}
         return self._header_cache[key]
 
-    def default_axis(self) -> int | None:
-        return None if self.is_new else int(self._header().get("default_axis", 0))
-
-    def load(self, in_channels: int = 1, device: str = "auto"):
-        """The chosen model, loaded (or freshly initialised for a new model)."""
-        return self.loader(in_channels, device)()
+    def default_axis(self) -> int:
+        return 0 if self.is_new else int(self._header().get("default_axis", 0))
 
     def loader(self, in_channels: int = 1, device: str = "auto"):
         """A callable that loads the choice made now; safe to call from a worker thread."""
@@ -90,12 +93,13 @@ class ModelPicker(Container):
         ref = self.ref()
         return lambda: load_model(ref, device=device)
 
-    def _update(self, *_):
+    def update(self, *_):
+        """Show the fields that apply and say what the model does (call once in a form)."""
         new, seg = self.is_new, self.kind.value == "segment"
-        self.file.visible = self.source.value == FILE
-        self.kind.visible = new
-        self.classes.visible = new and seg
-        self.class_names.visible = new and seg
+        self.set_shown(self.file, self.source.value == FILE)
+        self.set_shown(self.kind, new)
+        self.set_shown(self.classes, new and seg)
+        self.set_shown(self.class_names, new and seg)
         self.error = None
         try:
             text = self.task().describe()
@@ -108,16 +112,10 @@ class ModelPicker(Container):
                 from napari.utils.notifications import show_error
 
                 show_error(text)
-        self.info.value = _wrap(text)
+        self.info.value = text
 
 
 def _device(device: str):
     from ..devices import resolve_device
 
     return resolve_device(device)
-
-
-def _wrap(text: str, width: int = 48) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width)) or text

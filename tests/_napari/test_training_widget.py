@@ -1,0 +1,120 @@
+"""The training widget as napari opens it: train, plot, keep the model, warn when it is poor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_unet._napari.layers import class_colormap, class_features
+from napari_unet._napari.training_widget import class_count, poor_dice_warning
+from napari_unet._napari.worker import JobState
+from napari_unet.model.checkpoint import load_model
+from support import widget_helpers as W
+from support.widget_helpers import home_in_tmp, one_torch_thread  # noqa: F401 (autouse)
+
+pytestmark = pytest.mark.gui
+NAMES = ["background", "bright block", "dim disc"]
+
+
+def models_in(home) -> list:
+    return sorted((home / "napari-unet" / "models").glob("*.safetensors"))
+
+
+@pytest.fixture
+def layers_viewer(make_napari_viewer):
+    """A scan and its named labels, as the reader or the inference widget leave them."""
+    viewer = make_napari_viewer()
+    image, labels = W.phantom((8, 40, 48))
+    viewer.add_image(image, name="scan", scale=W.SCALE)
+    viewer.add_labels(labels, name="truth", scale=W.SCALE, features=class_features(NAMES),
+                      colormap=class_colormap(3))
+    return viewer
+
+
+def test_training_keeps_the_class_names_saves_in_the_user_folder_and_plots(
+        layers_viewer, qtbot, tmp_path):
+    home = Path.home()  # the test's own folder (home_in_tmp)
+    widget = W.open_widget(layers_viewer, W.TRAINING)
+    widget.task.value = "denoise"
+    assert not widget.is_shown(widget.classes) and widget.is_shown(widget.noise)
+    widget.task.value = "segment"
+    assert widget.is_shown(widget.classes) and not widget.is_shown(widget.noise)
+    assert widget.class_names.value == ", ".join(NAMES)  # from the labels layer
+    assert not widget.save_button.enabled
+    widget.base.value, widget.budget.value = 4, 2
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    (saved,) = models_in(home)
+    assert saved.name.startswith("unet-segment-")
+    model = load_model(saved, device="cpu")
+    assert list(model.task.class_names) == NAMES and model.task.n_classes == 3
+    assert widget.plot.history and widget.plot.loss_ax.lines[0].get_xdata().size >= 1
+    assert "iterations" in widget.status.value and str(saved) in widget.status.value
+    # Save after the run: to a file of the user's choice, as often as they like
+    widget.output.value = tmp_path / "mine.safetensors"
+    W.click(qtbot, widget.save_button)
+    assert load_model(tmp_path / "mine.safetensors", device="cpu").hash == model.hash
+
+
+def test_cancel_keeps_the_partial_model_and_offers_to_save_it(layers_viewer, qtbot):
+    home = Path.home()
+    widget = W.open_widget(layers_viewer, W.TRAINING)
+    widget.base.value, widget.budget.value = 4, 600
+    W.click(qtbot, widget.train_button)
+    qtbot.waitUntil(lambda: widget.runner.panel.bar.value >= 1, timeout=30000)
+    W.click(qtbot, widget.cancel_button)
+    qtbot.waitUntil(lambda: widget.runner.state is JobState.CANCELLED, timeout=1000)
+    W.wait_until_idle(qtbot, widget)
+    assert models_in(home) == []  # not saved without asking
+    assert "press Save model" in widget.status.value and widget.save_button.enabled
+    assert widget.result.stopped_by == "cancelled"
+    W.click(qtbot, widget.save_button)
+    (saved,) = models_in(home)
+    assert load_model(saved, device="cpu").task.n_classes == 3
+
+
+def test_labels_unrelated_to_the_scan_give_a_poor_dice_warning(make_napari_viewer, qtbot):
+    notifications = W.notification_log()
+    viewer = make_napari_viewer()
+    image, _ = W.phantom((10, 32, 32))
+    noise = np.random.default_rng(1).integers(0, 3, image.shape).astype(np.uint8)
+    viewer.add_image(image, name="scan")
+    viewer.add_labels(noise, name="random")
+    widget = W.open_widget(viewer, W.TRAINING)
+    widget.base.value, widget.budget.value = 4, 1
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    assert widget.result.metrics["val_dice"] < 0.5
+    assert any("validation Dice" in m for m in W.warnings_shown(notifications()))
+    assert "Warning: validation Dice" in widget.status.value
+
+
+def test_training_from_files(make_napari_viewer, qtbot, tmp_path):
+    import nibabel as nib
+
+    image, labels = W.phantom((6, 32, 40))
+    for name, data in (("scan.nii.gz", image), ("truth.nii.gz", labels)):
+        nib.Nifti1Image(data.transpose(2, 1, 0), np.eye(4)).to_filename(tmp_path / name)
+    widget = W.open_widget(make_napari_viewer(), W.TRAINING)
+    widget.source.value = "files"
+    assert widget.is_shown(widget.image_files) and not widget.is_shown(widget.image)
+    widget.image_files.value = [tmp_path / "scan.nii.gz"]
+    widget.label_files.value = [tmp_path / "truth.nii.gz"]
+    widget.classes.value, widget.base.value, widget.budget.value = 3, 4, 1
+    widget.output.value = tmp_path / "from_files.safetensors"
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    assert widget.result.model.task.class_names[0] == "background"
+    assert "scan.nii.gz" in str(widget.result.model.meta.provenance)
+    assert (tmp_path / "from_files.safetensors").is_file()
+
+
+def test_class_count_and_dice_words():
+    assert class_count([], 2) is None
+    assert class_count(["background", "tumour"], 1) == 1  # binary labels, two names
+    assert class_count(["background", "a", "b"], 1) == 3  # a class not painted yet
+    assert poor_dice_warning({"val_dice": 0.31}).startswith("validation Dice 0.31")
+    assert poor_dice_warning({"val_dice": 0.8}) is None
+    assert poor_dice_warning({"val_psnr": 30.0}) is None
