@@ -22,11 +22,11 @@ PLANE_TOOLTIP = ("Which 2D slices the model reads. auto: the plane the scan was 
 
 def plane_axis(plane: str, direction) -> int:
     """Array axis whose slices lie in ``plane`` for a scan with these direction cosines."""
-    from ..io.geometry import nearest_axes
+    from ..io.geometry import anatomical_axes
 
     if plane not in _NORMAL:
         raise ValueError(f"unknown plane {plane!r}: use one of {', '.join(PLANES)}")
-    nearest = np.abs(nearest_axes(direction))  # row a: the world axis nearest array axis a
+    nearest = anatomical_axes(direction)  # row a: the LPS axis nearest array axis a
     return int(np.argmax(nearest[:, _NORMAL[plane]]))
 
 
