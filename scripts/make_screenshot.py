@@ -1,8 +1,8 @@
 """Make the README screenshot: the sample brain segmented, with the widgets docked.
 
 Everything goes through the doors a user takes: the sample from *File > Open Sample*
-(``viewer.open_sample``), the widgets from *Plugins > napari-unet* (the plugin manager),
-the Run button clicked. Run on a display, or::
+(``viewer.open_sample``), the widgets from *Plugins > CT/MR UNet - napari-unet* (the
+plugin manager), the Run button clicked. Run on a display, or::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/make_screenshot.py
 """

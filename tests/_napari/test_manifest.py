@@ -20,6 +20,18 @@ def test_npe2_validate_passes():
     assert res.returncode == 0 and "valid" in res.stdout + res.stderr
 
 
+def test_napari_preselects_napari_unet_when_it_asks_for_a_reader():
+    """napari's "Choose reader" dialog lists display names sorted and checks the first."""
+    from npe2 import PluginManifest
+
+    from support.napari_doors import DISPLAY_NAME
+    from support.widget_helpers import DISPLAY_NAME as SHOWN
+
+    name = PluginManifest.from_file(ROOT / "napari.yaml").display_name
+    assert name == DISPLAY_NAME == SHOWN
+    assert sorted([name, "napari builtins", "napari-itk-io", "napari-nifti"])[0] == name
+
+
 def test_installed_manifest_is_the_root_file():
     """What the napari.manifest entry point loads is byte-for-byte the root napari.yaml."""
     from importlib.metadata import entry_points

@@ -15,7 +15,7 @@ import pytest
 from napari.settings import NapariSettings, get_settings
 
 from support.dicom_factory import write_dicom_series
-from support.napari_doors import PLUGIN, drop, napari_session, watch_dialogs
+from support.napari_doors import DISPLAY_NAME, PLUGIN, drop, napari_session, watch_dialogs
 
 pytestmark = pytest.mark.gui
 
@@ -55,11 +55,12 @@ OPENED = [[PLUGIN, [10, 8, 6], "image"]]
 def test_first_drop_asks_once_and_napari_unet_is_remembered_after_restart(tmp_path, scans):
     config = tmp_path / "napari" / "settings.yaml"
     first = napari_session(config, [
-        ("choose", "napari-unet"), ("drop", [scans["nii.gz"]]),
+        ("choose", DISPLAY_NAME), ("drop", [scans["nii.gz"]]),
         ("choose", None), ("drop", [scans["nii"], scans["dcm"]]), ("drop", [scans["folder"]]),
     ])
     # napari itself asks, once, when two readers claim a file (napari-unet is offered)
-    assert first["titles"] == ["Choose reader"] and "napari-unet" in first["offered"][0]
+    assert first["titles"] == ["Choose reader"] and DISPLAY_NAME in first["offered"][0]
+    assert first["preselected"] == [DISPLAY_NAME]  # the user only presses OK
     assert first["steps"][1]["layers"] == OPENED
     # from then on every NIfTI/DICOM file and folder opens with napari-unet, no dialog
     assert [s["dialogs"] for s in first["steps"]] == [0, 1, 1, 1, 1]

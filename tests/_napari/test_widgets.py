@@ -10,12 +10,13 @@ import pytest
 from napari_unet._napari.model_picker import NEW
 from napari_unet._napari.worker import JobState
 from support import widget_helpers as W
+from support.napari_doors import DISPLAY_NAME
 from support.widget_helpers import home_in_tmp, one_torch_thread  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.gui
 
 
-@pytest.mark.parametrize("path", [("Plugins", "napari-unet"), ("Layers", "Segment")])
+@pytest.mark.parametrize("path", [("Plugins", DISPLAY_NAME), ("Layers", "Segment")])
 def test_every_widget_opens_from_the_menus_with_the_viewer(make_napari_viewer, path):
     viewer = make_napari_viewer()
     for name in (W.INFERENCE, W.CORRECTION, W.TRAINING):

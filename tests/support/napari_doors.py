@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PLUGIN = "napari-unet"
+DISPLAY_NAME = "CT/MR UNet - napari-unet"  # napari.yaml display_name: menus, dialogs, docks
 
 
 def drop(viewer, paths) -> None:

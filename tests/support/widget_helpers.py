@@ -17,6 +17,7 @@ from napari_unet.model.tasks import make_task
 SCALE = (2.0, 0.8, 0.9)
 TRANSLATE = (-30.0, 12.5, 4.0)
 PLUGIN = "napari-unet"
+DISPLAY_NAME = "CT/MR UNet - napari-unet"  # menus and dock titles show it
 INFERENCE, CORRECTION, TRAINING = "UNet inference", "UNet correction loop", "UNet training"
 
 
@@ -85,7 +86,7 @@ def menu_action(viewer, *path: str):
 
 def docked(viewer, name: str):
     """The widget napari docked under ``name`` (as the Window menu lists it)."""
-    return viewer.window.dock_widgets[f"{name} ({PLUGIN})"]
+    return viewer.window.dock_widgets[f"{name} ({DISPLAY_NAME})"]
 
 
 def click(qtbot, button) -> None:
