@@ -161,3 +161,18 @@ def test_cancel_stops_a_running_inference_within_a_second(make_napari_viewer, qt
     assert [ly.name for ly in viewer.layers] == ["scan"]
     assert widget.run_button.enabled and not widget.is_shown(widget.cancel_button)
     assert "cancelled" in widget.status.value
+
+
+def test_a_label_map_chosen_as_scan_gets_a_warning_but_can_still_run(make_napari_viewer,
+                                                                      tmp_path):
+    viewer = make_napari_viewer()
+    scan = W.add_scan(viewer)
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, W.tiny_model_file(tmp_path))
+    widget.image.value = scan
+    assert "label map" not in widget.status.value
+    mask = viewer.add_image((scan.data > scan.data.mean()).astype("uint8"), name="mask")
+    widget.image.reset_choices()
+    widget.image.value = mask
+    assert "'mask' looks like a label map" in widget.status.value
+    assert widget.run_button.enabled  # a warning, not a refusal

@@ -43,6 +43,17 @@ def test_single_scan_writes_the_task_output_in_the_input_geometry(
         [("ok", [f"head_01{suffix}"])]
 
 
+def test_labels_carry_the_model_class_names_and_reopen_as_labels(tmp_path, scan):
+    from napari_unet.io import read_volume
+    from napari_unet.io.labels import nifti_label_map
+
+    model = tiny_model(tmp_path / "m.safetensors", "segment", 3)
+    assert run_cli("predict", scan, "-o", tmp_path / "out", "--model", model, "--quiet")[0] == 0
+    path = tmp_path / "out" / "head_01_labels.nii.gz"
+    label_map = nifti_label_map(read_volume(path), path)
+    assert label_map is not None and label_map.class_names == ("background", "grey", "white")
+
+
 def test_probabilities_and_uncertainty_maps(tmp_path, scan):
     model = tiny_model(tmp_path / "m.safetensors")
     code, _ = run_cli("predict", scan, "-o", tmp_path, "--model", model, "--quiet",

@@ -110,8 +110,16 @@ class InferenceWidget(DockWidget):
 
     def _check(self, *_):
         reason = self.problem()
-        self.status.value = "" if reason is None else reason
+        self.status.value = reason or self.caution() or ""
         self.run_button.enabled = reason is None and not self.runner.running
+
+    def caution(self) -> str | None:
+        """A warning that does not block Run: the scan looks like a label map."""
+        layer = self.image.value
+        if layer is not None and L.looks_like_labels(layer):
+            return (f"note: {layer.name!r} looks like a label map (a few whole-number "
+                    "values), not a scan; segmenting or denoising it is rarely useful")
+        return None
 
     def settings(self, volume):
         """The InferenceSettings these fields describe, for ``volume``."""
@@ -135,6 +143,10 @@ class InferenceWidget(DockWidget):
         if reason is not None:
             raise NapariUnetError(reason)
         layer = self.image.value
+        if self.caution():
+            from napari.utils.notifications import show_warning
+
+            show_warning(self.caution())
         volume = L.volume_from_layer(layer)
         settings = self.settings(volume)
         load = self.picker.loader(layer_channels(layer), device=settings.device)

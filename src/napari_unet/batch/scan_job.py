@@ -145,7 +145,8 @@ def _write_outputs(scan: Scan, job: BatchJob, model, volume, pred, names: dict,
         if data is None:
             continue
         written.temps[rel] = folder.temp_path(outdir, rel)
-        write_volume(data, written.temps[rel], like=volume)
+        names_of = list(model.task.class_names) if role == "labels" else None
+        write_volume(data, written.temps[rel], like=volume, class_names=names_of)
     seg = next((rel for rel, role in names.items() if role == "seg"), None)
     if seg is not None:
         _write_seg(scan, job, model, volume, pred, seg, written)
@@ -168,7 +169,8 @@ def _write_seg(scan: Scan, job: BatchJob, model, volume, pred, rel: str,
         labels = f"{scan.name}_labels.nii.gz"
         if labels not in written.temps:
             written.temps[labels] = folder.temp_path(Path(job.outdir), labels)
-            write_volume(pred.labels, written.temps[labels], like=volume)
+            write_volume(pred.labels, written.temps[labels], like=volume,
+                         class_names=list(model.task.class_names))
         why = message(exc).replace(str(tmp), rel)  # name the output, not its temp file
         why = why.replace(str(tmp.relative_to(job.outdir)), rel)
         written.error = f"DICOM SEG not written ({why}); the labels are kept as NIfTI ({labels})"
