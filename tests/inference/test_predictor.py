@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.errors import Cancelled, TaskError, VolumeReadError
+from napari_unet.errors import Cancelled, SettingsError, TaskError, VolumeReadError
 from napari_unet.inference.engine import FLIPS, Engine
 from napari_unet.inference.predictor import InferenceSettings, predict, predict_slices, resolve_axis
 from napari_unet.io.volume import Volume
 from napari_unet.model.checkpoint import Model
 from napari_unet.model.normalize import Normalization
 from napari_unet.model.tasks import make_task
+from support.devices import DEVICES, prob_atol
 
 TASKS = {
     "binary": dict(kind="segment", n_classes=1),
@@ -63,12 +64,14 @@ def direct_probs(model: Model, image2d: np.ndarray, fitted) -> np.ndarray:
         return model.task.activate(model.net.eval()(x))[0].permute(1, 2, 0).numpy()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(TASKS))
-def test_every_task_gives_dtype_shape_and_value_set(name):
+def test_every_task_gives_dtype_shape_and_value_set(name, device):
     model = tiny_model(**TASKS[name])
     vol = scan()
-    pred = predict(vol, model)
-    assert pred.axis == 0 and pred.device == "cpu" and pred.model_hash == model.hash
+    pred = predict(vol, model, device=device)
+    assert pred.axis == 0 and pred.model_hash == model.hash
+    assert pred.device.split(":")[0] == device
     if model.task.kind == "segment":
         assert pred.image is None
         assert pred.labels.shape == vol.spatial_shape
@@ -106,15 +109,17 @@ def test_probabilities_sum_to_one_and_uncertainty_is_normalised_entropy():
     np.testing.assert_allclose(pred.slice_uncertainty, entropy.mean(axis=(1, 2)), atol=1e-5)
 
 
-def test_whole_slice_that_fits_the_roi_equals_the_net_itself():
-    model = tiny_model("segment", 3, patch=(64, 64))
+@pytest.mark.parametrize("device", DEVICES)
+def test_whole_slice_equals_the_net_itself(device):
+    """Slices larger than the model's patch still go through whole when they fit."""
+    model = tiny_model("segment", 3, patch=(16, 16))
     vol = scan((3, 20, 24))
-    pred = predict(vol, model, probabilities=True, precision="float32")
-    assert not pred.tiled
+    pred = predict(vol, model, probabilities=True, precision="float32", device=device)
+    assert not pred.tiled and pred.roi_size == (20, 24)
     fitted = model.meta.normalization.fit(vol.array)
     for i in range(3):
         ref = direct_probs(model, vol.array[i], fitted)
-        np.testing.assert_allclose(pred.probabilities[i], ref, atol=1e-5)
+        np.testing.assert_allclose(pred.probabilities[i], ref, atol=prob_atol(device))
 
 
 def test_caller_model_is_left_as_it_was():
@@ -163,16 +168,39 @@ def test_volume_smaller_than_roi_and_single_slice():
         np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
 
 
-def test_slices_larger_than_roi_are_tiled_with_monai():
-    model = tiny_model("segment", 3, patch=(16, 16))
+@pytest.mark.parametrize("device", DEVICES)
+def test_slices_larger_than_roi_are_tiled_with_monai(device):
+    from monai.inferers import sliding_window_inference
+
+    model = tiny_model("segment", 3, patch=(64, 64))
     vol = scan((2, 40, 20))
-    pred = predict(vol, model, probabilities=True, overlap=0.5)
-    assert pred.tiled and pred.labels.shape == vol.spatial_shape
+    pred = predict(vol, model, probabilities=True, overlap=0.5, roi_size=(16, 16),
+                   precision="float32", device=device)
+    assert pred.tiled and pred.roi_size == (16, 16) and pred.labels.shape == vol.spatial_shape
     np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
-    # a ROI that fits the whole slice gives the untiled reference, which differs at seams
-    whole = predict(vol, model, probabilities=True, roi_size=(64, 64))
+    # the same as MONAI's Gaussian sliding window over the caller's net
+    fitted = model.meta.normalization.fit(vol.array)
+    x = torch.as_tensor(np.asarray(fitted.forward(vol.array[:, None]))).float()
+    with torch.no_grad():
+        ref = sliding_window_inference(x, (16, 16), 2, lambda t: model.task.activate(
+            model.net.eval()(t)), overlap=0.5, mode="gaussian")
+    np.testing.assert_allclose(pred.probabilities, ref.permute(0, 2, 3, 1).numpy(),
+                               atol=prob_atol(device))
+    # whole slices differ from tiles only near the seams
+    whole = predict(vol, model, probabilities=True)
     assert not whole.tiled
     assert np.mean(pred.labels == whole.labels) > 0.5
+
+
+def test_slices_too_large_for_the_memory_budget_are_tiled(monkeypatch):
+    import napari_unet.inference.budget as budget
+
+    model = tiny_model("segment", 3, patch=(16, 16))
+    vol = scan((2, 40, 20))
+    monkeypatch.setattr(budget, "CPU_WHOLE_SLICE_BUDGET", 10_000)  # bytes: < one slice
+    pred = predict(vol, model, probabilities=True)
+    assert pred.tiled and pred.roi_size == (16, 16)
+    np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
 
 
 def test_four_d_channels_are_input_channels():
@@ -294,12 +322,14 @@ def test_settings_dataclass_keywords_and_positional_axis():
     assert predict(vol, model, settings=s).settings.to_dict()["batch_size"] == 3
     with pytest.raises(TypeError, match="unknown settings"):
         predict(vol, model, axes=1)
-    with pytest.raises(TaskError, match="overlap"):
+    with pytest.raises(SettingsError, match="overlap"):
         predict(vol, model, overlap=1.5)
-    with pytest.raises(TaskError, match="axis"):
+    with pytest.raises(SettingsError, match="axis"):
         predict(vol, model, axis=3)
-    with pytest.raises(TaskError, match="3D volume"):
+    with pytest.raises(VolumeReadError, match="array: expected a 3D volume"):
         predict(np.zeros((4, 4)), model)
+    with pytest.raises(VolumeReadError, match="complex64"):
+        predict(np.zeros((2, 4, 4), np.complex64), model)
 
 
 def test_torch_thread_count_is_restored():
@@ -340,14 +370,13 @@ def test_out_of_memory_halves_the_batch():
 
 
 def test_out_of_memory_at_batch_one_falls_back_to_cpu(monkeypatch):
-    import napari_unet.inference.engine as eng
+    import contextlib
 
     model = tiny_model("segment", 3)
-    engine = Engine(Model(_FlakyNet(model.net), model.meta), torch.device("cpu"), 4, (32, 32))
+    engine = Engine(Model(_FlakyNet(model.net), model.meta), torch.device("cpu"), 4)
     engine.device = torch.device("cuda")  # pretend: no GPU is needed to test the logic
     monkeypatch.setattr(Engine, "_to_device", lambda self, x: x)
-    monkeypatch.setattr(eng, "autocast_for",
-                        lambda device, dtype: torch.autocast("cpu", enabled=False))
+    monkeypatch.setattr(Engine, "_backend_flags", lambda self: contextlib.nullcontext())
     _FlakyNet.fails_left = 3  # batch 4, 2, 1 fail on the "GPU"
     x = torch.rand(4, 1, 12, 12)
     with warnings.catch_warnings(record=True) as caught:
@@ -364,22 +393,30 @@ def test_out_of_memory_at_batch_one_falls_back_to_cpu(monkeypatch):
     _FlakyNet.fails_left = 0
 
 
-def test_bfloat16_gives_the_float32_labels_and_auto_picks_it_only_where_it_pays():
-    from napari_unet.inference.engine import autocast_dtype, cpu_has_native_bf16
-
+@pytest.mark.parametrize("device", DEVICES)
+def test_default_precision_gives_the_float32_labels(device):
+    """bf16 (auto on CUDA and on CPUs with native bf16) against strict float32."""
     torch.manual_seed(3)
     model = tiny_model("segment", 3, patch=(64, 64))
     vol = scan((4, 40, 48))
-    ref = predict(vol, model, probabilities=True, precision="float32")
-    fast = predict(vol, model, probabilities=True, precision="bfloat16")
-    assert np.abs(fast.probabilities - ref.probabilities).max() < 0.02
-    assert (fast.labels == ref.labels).mean() > 0.98
+    ref = predict(vol, model, probabilities=True, precision="float32", device=device)
+    for precision in ("bfloat16", "auto"):
+        fast = predict(vol, model, probabilities=True, precision=precision, device=device)
+        assert np.abs(fast.probabilities - ref.probabilities).max() < 0.02
+        assert (fast.labels == ref.labels).mean() > 0.98
+
+
+def test_auto_precision_picks_bf16_only_where_it_pays():
+    from napari_unet.inference.engine import compute_dtype, cpu_has_native_bf16
+
     cpu = torch.device("cpu")
-    seg, den = model.task, tiny_model("denoise").task
-    assert autocast_dtype(cpu, "float32", seg) is None
-    assert autocast_dtype(cpu, "auto", den) is None  # denoised intensities keep float32
-    assert autocast_dtype(cpu, "auto", seg) == (torch.bfloat16 if cpu_has_native_bf16() else None)
-    with pytest.raises(TaskError, match="float16 needs a CUDA GPU"):
-        autocast_dtype(cpu, "float16", seg)
-    with pytest.raises(TaskError, match="precision must be one of"):
-        predict(vol, model, precision="half")
+    seg, den = tiny_model("segment", 3).task, tiny_model("denoise").task
+    assert compute_dtype(cpu, "float32", seg) == torch.float32
+    assert compute_dtype(cpu, "auto", den) == torch.float32  # intensities keep float32
+    native = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert compute_dtype(cpu, "auto", seg) == native
+    assert compute_dtype(cpu, "bfloat16", den) == torch.bfloat16
+    with pytest.raises(SettingsError, match="float16 needs a CUDA GPU"):
+        compute_dtype(cpu, "float16", seg)
+    with pytest.raises(SettingsError, match="precision must be one of"):
+        predict(scan(), tiny_model("segment", 3), precision="half")
