@@ -30,12 +30,17 @@ import os
 import warnings
 
 import torch
+from torch.profiler import record_function
 
 from ..errors import SettingsError
 from ..model.tasks import TaskSpec
 from .fast_net import inference_copy
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+# profiler labels of the stages (``bench/inference.py --profile`` reads them)
+STAGE_UPLOAD, STAGE_NORMALISE = "napari_unet.upload", "napari_unet.normalise"
+STAGE_NET, STAGE_ACTIVATE = "napari_unet.net", "napari_unet.activate"
+STAGE_BLEND, STAGE_OUTPUTS = "napari_unet.blend", "napari_unet.outputs"
 
 
 def physical_cores() -> int:
@@ -149,8 +154,9 @@ class Engine:
             if not self.tiled(h, w):
                 return self._predict(x)
             roi = (min(self.tile[0], h), min(self.tile[1], w))  # cut only the larger axes
-            return sliding_window_inference(x, roi, len(x), self._predict,
-                                            overlap=self.overlap, mode="gaussian")
+            with record_function(STAGE_BLEND):
+                return sliding_window_inference(x, roi, len(x), self._predict,
+                                                overlap=self.overlap, mode="gaussian")
 
     def _backend_flags(self):
         """CUDA: autotuned cuDNN kernels, or deterministic ones; TF32 only for ``auto``."""
@@ -180,7 +186,10 @@ class Engine:
         return mean
 
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
-        return self.task.activate(self.net(x).float())
+        with record_function(STAGE_NET):
+            logits = self.net(x)
+        with record_function(STAGE_ACTIVATE):
+            return self.task.activate(logits.float())
 
     def _flipped(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         if not dims:

@@ -318,6 +318,9 @@ def _host(t) -> np.ndarray:
 
 def _run(stack, indices, batch, engine, prep, out, progress, cancel) -> None:
     """Batches in order; batch k+1 is uploaded while batch k computes (on CUDA)."""
+    from torch.profiler import record_function
+
+    from .engine import STAGE_NORMALISE, STAGE_OUTPUTS, STAGE_UPLOAD
     from .staging import SlabLoader, batches, group_size
 
     total, done = len(indices), 0
@@ -327,9 +330,15 @@ def _run(stack, indices, batch, engine, prep, out, progress, cancel) -> None:
     for k, sel in enumerate(groups):
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled after {done} of {total} slices")
-        probs, variance = engine(prep(loader.get(k)))
-        loader.prefetch(k + 1)  # host staging and upload overlap the queued GPU work
-        out.write(sel, probs, variance, prep.fitted)
+        with record_function(STAGE_UPLOAD):
+            raw = loader.get(k)
+        with record_function(STAGE_NORMALISE):
+            x = prep(raw)
+        probs, variance = engine(x)
+        with record_function(STAGE_UPLOAD):
+            loader.prefetch(k + 1)  # host staging and upload overlap the queued GPU work
+        with record_function(STAGE_OUTPUTS):
+            out.write(sel, probs, variance, prep.fitted)
         done += group_size(sel)
         if progress is not None:
             progress(done, total)
