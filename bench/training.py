@@ -108,8 +108,8 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS),
                    help="default: both on CUDA, b16-p128-bs8 on the CPU")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: physical cores)")
-    p.add_argument("--warmup", type=int, help="W (default: 20 on CUDA, 3 on the CPU)")
-    p.add_argument("--iterations", type=int, help="N (default: 200 on CUDA, 10 on the CPU)")
+    p.add_argument("--warmup", type=int, help="W (default: 10 on CUDA, 3 on the CPU)")
+    p.add_argument("--iterations", type=int, help="N (default: 100 on CUDA, 10 on the CPU)")
     p.add_argument("--dice-iterations", type=int,
                    help="iterations of the Dice runs (default: 300 on CUDA, 0 = none on CPU)")
     p.add_argument("--slices", type=int, default=12, help="slices of the synthetic volume")
@@ -120,8 +120,8 @@ def main() -> None:
 
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    args.warmup = args.warmup or (20 if cuda else 3)
-    args.iterations = args.iterations or (200 if cuda else 10)
+    args.warmup = args.warmup or (10 if cuda else 3)
+    args.iterations = args.iterations or (100 if cuda else 10)
     if args.dice_iterations is None:
         args.dice_iterations = 300 if cuda else 0
     configs = args.configs or (list(CONFIGS) if cuda else ["b16-p128-bs8"])
