@@ -367,6 +367,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.threads:  # predict() takes its thread count from OMP_NUM_THREADS
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads or physical_cores())
     if args.rss_child:
         return rss_child(tuple(args.rss_child))

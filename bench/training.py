@@ -115,6 +115,8 @@ def main() -> None:
     p.add_argument("--slices", type=int, default=12, help="slices of the synthetic volume")
     p.add_argument("-o", "--output", type=Path)
     args = p.parse_args()
+    if args.threads:  # napari_unet takes its thread count from OMP_NUM_THREADS
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads or physical_cores())
     from napari_unet.devices import resolve_device
 
