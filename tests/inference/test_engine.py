@@ -33,7 +33,7 @@ def test_inference_copy_computes_what_the_net_computes(device):
     assert (ConvReLU in kinds) == fused
     assert all(p.device.type == device and p.dtype == torch.float32 for p in fast.parameters())
     x = torch.rand(3, 1, 37, 21)  # odd sizes: padded to 48 x 32 by the UNet itself
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         got = fast(x.to(device)).cpu()
         want = net(x)
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=prob_atol(device) * 10)
@@ -106,12 +106,13 @@ def test_stored_dtypes_give_the_same_result_as_float32(device):
     """int16 CT, uint16, big-endian NIfTI data and float16 are read exactly on the device."""
     model = tiny_model("segment", 3)
     ints = np.round(scan((4, 12, 14)).array).astype(np.int16)
-    ref = predict(ints.astype(np.float32), model, probabilities=True, device=device)
+    kw = dict(device=device, deterministic=True)  # the same kernels for every run
+    ref = predict(ints.astype(np.float32), model, **kw)
     shifted = (ints.astype(np.int32) + 2000).astype(np.uint16)  # same percentile mapping
     for stored in (ints, ints.astype(">i2"), shifted):
-        got = predict(stored, model, probabilities=True, device=device)
+        got = predict(stored, model, **kw)
         assert np.mean(got.labels == ref.labels) > (0.99 if stored is shifted else 0.9999)
-    half = predict(ints.astype(np.float16), model, device=device)
+    half = predict(ints.astype(np.float16), model, **kw)
     assert np.mean(half.labels == ref.labels) > 0.95
 
 
@@ -120,8 +121,9 @@ def test_boolean_volumes_are_read_as_zero_and_one(device):
     """Issue 11 case 17: a mask given to predict used to fail inside numpy."""
     model = tiny_model("segment", 3)
     mask = scan((3, 12, 14)).array > 500
-    got = predict(mask, model, probabilities=True, device=device)
-    ref = predict(mask.astype(np.uint8), model, probabilities=True, device=device)
+    kw = dict(probabilities=True, device=device, deterministic=True)
+    got = predict(mask, model, **kw)
+    ref = predict(mask.astype(np.uint8), model, **kw)
     np.testing.assert_array_equal(got.labels, ref.labels)
     np.testing.assert_array_equal(got.probabilities, ref.probabilities)
 
@@ -145,8 +147,12 @@ def test_batching_and_partial_runs_do_not_change_results(device):
     kw = dict(probabilities=True, precision="float32", device=device, deterministic=True)
     one = predict(vol, model, batch_size=1, **kw)
     many = predict(vol, model, batch_size=7, **kw)
-    np.testing.assert_array_equal(one.labels, many.labels)
+    # other batch shapes may pick other (deterministic) cuDNN algorithms: float32 rounding
     np.testing.assert_allclose(one.probabilities, many.probabilities, atol=prob_atol(device))
+    same = 1.0 if device == "cpu" else 0.99
+    assert np.mean(one.labels == many.labels) >= same
     part = predict(vol, model, axis=1, slices=[8, 1, 4], batch_size=2, **kw)
     full = predict(vol, model, axis=1, **kw)
-    np.testing.assert_array_equal(part.labels[:, [1, 4, 8]], full.labels[:, [1, 4, 8]])
+    np.testing.assert_allclose(part.probabilities[:, [1, 4, 8]], full.probabilities[:, [1, 4, 8]],
+                               atol=prob_atol(device))
+    assert np.mean(part.labels[:, [1, 4, 8]] == full.labels[:, [1, 4, 8]]) >= same

@@ -57,7 +57,7 @@ def test_every_task_gives_dtype_shape_and_value_set(name, device):
 
 def test_binary_labels_are_thresholded_probabilities():
     model = tiny_model("segment", 1)
-    pred = predict(scan(), model, probabilities=True)
+    pred = predict(scan(), model, probabilities=True, device="cpu")
     assert pred.probabilities.shape == (*scan().spatial_shape, 1)
     assert pred.probabilities.min() >= 0 and pred.probabilities.max() <= 1
     np.testing.assert_array_equal(pred.labels, (pred.probabilities[..., 0] > 0.5))
@@ -66,7 +66,7 @@ def test_binary_labels_are_thresholded_probabilities():
 
 def test_probabilities_sum_to_one_and_uncertainty_is_normalised_entropy():
     model = tiny_model("segment", 3)
-    pred = predict(scan(), model, probabilities=True)
+    pred = predict(scan(), model, probabilities=True, device="cpu")
     p = pred.probabilities
     assert p.dtype == np.float32 and p.shape == (*scan().spatial_shape, 3)
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
@@ -104,10 +104,10 @@ def test_caller_model_is_left_as_it_was():
 def test_each_axis_equals_predicting_the_transposed_volume(axis):
     model = tiny_model("segment", 3)
     vol = scan((6, 10, 14))
-    pred = predict(vol, model, axis=axis, probabilities=True)
+    pred = predict(vol, model, axis=axis, probabilities=True, device="cpu")
     assert pred.axis == axis and pred.labels.shape == vol.spatial_shape
     moved = np.ascontiguousarray(np.moveaxis(vol.array, axis, 0))
-    ref = predict(moved, model, axis=0, probabilities=True)
+    ref = predict(moved, model, axis=0, probabilities=True, device="cpu")
     np.testing.assert_array_equal(pred.labels, np.moveaxis(ref.labels, 0, axis))
     np.testing.assert_allclose(pred.probabilities, np.moveaxis(ref.probabilities, 0, axis),
                                atol=1e-5)
@@ -130,7 +130,7 @@ def test_volume_smaller_than_roi_and_single_slice():
     model = tiny_model("segment", 3, patch=(128, 128))
     for shape in [(4, 7, 9), (1, 20, 24), (3, 1, 1)]:
         vol = scan(shape)
-        pred = predict(vol, model, probabilities=True, precision="float32")
+        pred = predict(vol, model, probabilities=True, precision="float32", device="cpu")
         assert pred.labels.shape == shape and not pred.tiled
         np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
 
@@ -154,7 +154,7 @@ def test_slices_larger_than_roi_are_tiled_with_monai(device):
     np.testing.assert_allclose(pred.probabilities, ref.permute(0, 2, 3, 1).numpy(),
                                atol=prob_atol(device))
     # whole slices differ from tiles only near the seams
-    whole = predict(vol, model, probabilities=True)
+    whole = predict(vol, model, probabilities=True, device=device)
     assert not whole.tiled
     assert np.mean(pred.labels == whole.labels) > 0.5
 
@@ -165,7 +165,7 @@ def test_slices_too_large_for_the_memory_budget_are_tiled(monkeypatch):
     model = tiny_model("segment", 3, patch=(16, 16))
     vol = scan((2, 40, 20))
     monkeypatch.setattr(budget, "CPU_WHOLE_SLICE_BUDGET", 10_000)  # bytes: < one slice
-    pred = predict(vol, model, probabilities=True)
+    pred = predict(vol, model, probabilities=True, device="cpu")
     assert pred.tiled and pred.roi_size == (16, 16)
     np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
 
@@ -193,8 +193,8 @@ def test_nan_and_inf_are_replaced_by_finite_extremes_with_a_warning():
     finite = dirty[np.isfinite(dirty)]
     clean[0, 0, :3] = [finite.min(), finite.max(), finite.min()]
     with pytest.warns(RuntimeWarning, match="3 NaN/Inf"):
-        got = predict(Volume(dirty, name="dirty"), model, probabilities=True)
-    ref = predict(clean, model, probabilities=True)
+        got = predict(Volume(dirty, name="dirty"), model, probabilities=True, device="cpu")
+    ref = predict(clean, model, probabilities=True, device="cpu")
     np.testing.assert_array_equal(got.labels, ref.labels)
     assert np.all(np.isfinite(got.probabilities))
     with pytest.raises(VolumeReadError, match="allnan.*NaN or Inf"):
@@ -224,8 +224,8 @@ def test_cancel_stops_between_batches():
 def test_predict_slices_fills_only_the_requested_slices():
     model = tiny_model("segment", 3)
     vol = scan((6, 10, 12))
-    full = predict(vol, model, axis=1, probabilities=True)
-    part = predict_slices(vol, model, [7, 2, -1], axis=1, probabilities=True)
+    full = predict(vol, model, axis=1, probabilities=True, device="cpu")
+    part = predict_slices(vol, model, [7, 2, -1], axis=1, probabilities=True, device="cpu")
     assert part.slices.tolist() == [2, 7, 9]
     for i in range(10):
         if i in (2, 7, 9):
@@ -253,7 +253,7 @@ def test_denoise_partial_run_leaves_nan_elsewhere():
 def test_tta_averages_the_flips():
     model = tiny_model("segment", 3)
     vol = scan((2, 12, 20))
-    pred = predict(vol, model, tta=True, probabilities=True, precision="float32")
+    pred = predict(vol, model, tta=True, probabilities=True, precision="float32", device="cpu")
     fitted = model.meta.normalization.fit(vol.array)
     x = torch.as_tensor(np.asarray(fitted.forward(vol.array[:, None]))).float()
     with torch.no_grad():
@@ -273,7 +273,7 @@ def test_denoise_tta_gives_a_spread_map():
 def test_ct_window_normalisation_and_int16():
     model = tiny_model("segment", 2, normalization=Normalization("window", -1000, 1000))
     vol = scan(dtype=np.int16)
-    pred = predict(vol, model, probabilities=True, precision="float32")
+    pred = predict(vol, model, probabilities=True, precision="float32", device="cpu")
     fitted = model.meta.normalization.fit(vol.array)
     ref = direct_probs(model, vol.array[2], fitted)
     np.testing.assert_allclose(pred.probabilities[2], ref, atol=1e-5)
@@ -303,7 +303,7 @@ def test_torch_thread_count_is_restored():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        predict(scan((2, 8, 8)), tiny_model("segment", 1))
+        predict(scan((2, 8, 8)), tiny_model("segment", 1), device="cpu")
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -329,10 +329,10 @@ class _FlakyNet(torch.nn.Module):
 
 def test_out_of_memory_halves_the_batch():
     model = tiny_model("segment", 3)
-    ref = predict(scan(), model, batch_size=4)
+    ref = predict(scan(), model, batch_size=4, device="cpu")
     flaky = Model(_FlakyNet(model.net, max_batch=1), model.meta)
     with pytest.warns(RuntimeWarning, match="retrying with batch size"):
-        got = predict(scan(), flaky, batch_size=4)
+        got = predict(scan(), flaky, batch_size=4, device="cpu")
     np.testing.assert_array_equal(got.labels, ref.labels)
 
 
