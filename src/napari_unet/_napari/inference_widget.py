@@ -47,7 +47,8 @@ class InferenceWidget(Container):
         self.axis = ComboBox(label="slice axis", choices=["auto", 0, 1, 2], value="auto",
                              tooltip="auto = the model's default axis")
         self.roi = SpinBox(label="ROI size", min=0, max=4096, value=0,
-                           tooltip="sliding-window tile size in pixels; 0 = the model's patch size")
+                           tooltip="sliding-window tile size in pixels; 0 = whole slices "
+                           "when they fit in memory, else the model's patch size")
         self.overlap = FloatSpinBox(label="overlap", min=0.0, max=0.9, step=0.05, value=0.25)
         self.batch = SpinBox(label="batch size", min=0, max=1024, value=0,
                              tooltip="slices per batch; 0 = chosen from free memory")

@@ -45,15 +45,16 @@ def _add_inference_flags(p) -> None:
     p.add_argument("--axis", default="auto", choices=["auto", "0", "1", "2"],
                    help="slice axis (auto: the acquisition axis)")
     p.add_argument("--roi", nargs=2, type=_positive_int, metavar=("H", "W"),
-                   help="tile size (default: the model's patch size)")
+                   help="tile size (default: whole slices when they fit in memory, "
+                   "else the model's patch size)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap in [0, 1)")
     p.add_argument("--batch-size", type=_positive_int, help="slices per batch (default: auto)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
     p.add_argument("--precision", default="auto",
                    choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto: mixed precision on CUDA, bf16 for segmentation on CPUs with "
-                   "native bf16, else float32")
+                   help="auto: bf16 for segmentation on CUDA and on CPUs with native bf16, "
+                   "else float32")
     p.add_argument("--probabilities", action="store_true",
                    help="also write probabilities and an uncertainty map")
 
