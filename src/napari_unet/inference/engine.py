@@ -188,8 +188,9 @@ class Engine:
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
         with record_function(STAGE_NET):
             logits = self.net(x)
-        with record_function(STAGE_ACTIVATE):
-            return self.task.activate(logits.float())
+        with record_function(STAGE_ACTIVATE):  # class-first float32: per-pixel reductions
+            return self.task.activate(logits.to(torch.float32,  # over classes vectorise
+                                                memory_format=torch.contiguous_format))
 
     def _flipped(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         if not dims:
