@@ -12,6 +12,7 @@ from napari_unet.inference.budget import activation_bytes, plan
 from napari_unet.inference.fast_net import (
     ConvReLU,
     EvenMaxPool2d,
+    SplitUp,
     inference_copy,
     mkldnn_conv_relu_works,
 )
@@ -30,7 +31,7 @@ def test_inference_copy_computes_what_the_net_computes(device):
     assert nn.BatchNorm2d not in kinds and nn.MaxPool2d not in kinds
     assert EvenMaxPool2d in kinds
     fused = device == "cpu" and mkldnn_conv_relu_works(torch.float32)
-    assert (ConvReLU in kinds) == fused
+    assert (ConvReLU in kinds) == fused and (SplitUp in kinds) == fused
     assert all(p.device.type == device and p.dtype == torch.float32 for p in fast.parameters())
     x = torch.rand(3, 1, 37, 21)  # odd sizes: padded to 48 x 32 by the UNet itself
     with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
