@@ -38,7 +38,7 @@ STAGE_TYPES = {"napari_unet.upload": "upload (host -> device)",
 
 def flops_by_type(run) -> dict[str, float]:
     """Run ``run()`` under a global forward hook and add up modelled FLOPs per type."""
-    from napari_unet.inference.fast_net import ConvReLU, EvenMaxPool2d
+    from napari_unet.inference.fast_net import ConvReLU, EvenMaxPool2d, SplitUp
 
     flops: dict[str, float] = defaultdict(float)
 
@@ -49,6 +49,10 @@ def flops_by_type(run) -> dict[str, float]:
             w = module.weight
             k = w.shape[1] * w.shape[2] * w.shape[3]
             flops["conv (+ fused ReLU)"] += 2.0 * k * out.numel()
+        elif isinstance(module, SplitUp):  # its first conv, split in two (the rest hooks)
+            w, skip = module.weight, args[1]
+            pixels = skip.shape[0] * skip.shape[2] * skip.shape[3]
+            flops["conv (+ fused ReLU)"] += 2.0 * w[0].numel() * w.shape[0] * pixels
         elif isinstance(module, nn.ConvTranspose2d):
             flops["conv (+ fused ReLU)"] += 2.0 * module.weight[0].numel() * args[0].numel()
         elif isinstance(module, nn.ReLU):
