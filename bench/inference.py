@@ -181,11 +181,16 @@ def compare(array, model, device, args, name: str) -> dict:
     naive_loop(array[:2], model, roi, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_a, pred = best_of(args.repeat, device, run)
+    t_a, pred = best_of(1, device, run)
     peak_gpu = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    t_a32, pred32 = best_of(args.repeat, device, lambda: run(precision="float32"))
-    t_b, naive = best_of(args.naive_repeat, device,
-                         lambda: naive_loop(array, model, roi, device))
+    t_a32, pred32 = best_of(1, device, lambda: run(precision="float32"))
+    t_b, naive = best_of(1, device, lambda: naive_loop(array, model, roi, device))
+    for i in range(1, max(args.repeat, args.naive_repeat)):  # rounds interleave the runs, so
+        if i < args.repeat:  # a change of load on a shared machine hits all of them alike
+            t_a = min(t_a, timed(device, run)[0])
+            t_a32 = min(t_a32, timed(device, lambda: run(precision="float32"))[0])
+        if i < args.naive_repeat:
+            t_b = min(t_b, timed(device, lambda: naive_loop(array, model, roi, device))[0])
     mm32 = matmul_gflops(device, torch.float32)
     mm = mm32 if dtype == torch.float32 else matmul_gflops(device, dtype)
     useful = model.net.flops_per_pixel() * np.prod(array.shape[:3]) / 1e9  # GFLOP, no padding
@@ -350,8 +355,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cases", nargs="+", choices=CASES, help="default: brain ct rss on the "
                    "CPU, brain ct batch on CUDA")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: physical cores)")
-    p.add_argument("--repeat", type=int, default=2, help="best of N runs of (a) and (a32)")
-    p.add_argument("--naive-repeat", type=int, default=1, help="best of N runs of (b)")
+    p.add_argument("--repeat", type=int, default=3, help="best of N runs of (a) and (a32)")
+    p.add_argument("--naive-repeat", type=int, default=2, help="best of N runs of (b); "
+                   "the runs of (a), (a32) and (b) alternate")
     p.add_argument("--no-profile", dest="profile", action="store_false",
                    help="skip the per-layer-type profile")
     p.add_argument("--ct-shape", type=int, nargs=3, metavar=("Z", "Y", "X"))

@@ -7,7 +7,8 @@ Two passes over the same call:
   upsampling 6 per output element, 2 x 2 max-pooling 3 per output element;
 - ``torch.profiler`` self times (device time on CUDA) of every op, attributed to the stage
   label the code sets around it (``napari_unet.net``, ``.normalise``, ``.outputs``...) and,
-  inside the net, to a layer type by the op's name.
+  inside the net, to a layer type by the op's name; on the CPU the time a stage spends
+  outside any op (Python: module calls, MONAI's transform) shows as "Python in <stage>".
 
 The result: per layer type, seconds, share of the profiled time, GFLOP, GFLOP/s and that
 rate as a percentage of the matmul rate at the precision the run used.
@@ -81,9 +82,13 @@ def times_by_type(run, device: torch.device) -> dict[str, float]:
             torch.cuda.synchronize(device)
     seconds: dict[str, float] = defaultdict(float)
     for ev in prof.events():
-        if ev.device_type != torch.autograd.DeviceType.CPU or ev.name.startswith(
-                ("napari_unet.", "ProfilerStep")):
+        if ev.device_type != torch.autograd.DeviceType.CPU or ev.name.startswith("Profiler"):
             continue  # kernels count through the op that launched them
+        if ev.name.startswith("napari_unet."):  # time in the stage outside any op: Python
+            if device.type == "cpu":
+                seconds[f"Python in {ev.name[len('napari_unet.'):]}"] += (
+                    ev.self_cpu_time_total / 1e6)
+            continue
         us = ev.self_device_time_total if device.type == "cuda" else ev.self_cpu_time_total
         if us > 0:
             seconds[_layer_type(ev)] += us / 1e6
