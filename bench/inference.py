@@ -108,7 +108,10 @@ def machine(device: torch.device) -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(),
+    import psutil
+
+    info = {"cpu": cpu, "logical_cpus": os.cpu_count(),
+            "physical_cores": psutil.cpu_count(logical=False),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "device": str(device),
             "load_average_at_start": list(os.getloadavg())}
