@@ -128,7 +128,8 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
 
     Settings come from ``settings`` and/or keywords named like :class:`InferenceSettings`
     fields (``axis``, ``roi_size``, ``overlap``, ``batch_size``, ``device``, ``tta``,
-    ``probabilities``, ``uncertainty``). ``progress(done, total)`` is called after every
+    ``probabilities``, ``uncertainty``, ``precision``, ``deterministic``).
+    ``progress(done, total)`` is called after every
     batch (in slices); ``cancel()`` is checked before every batch and, when true, raises
     :class:`Cancelled`. ``slices`` restricts the run to those indices along the axis.
     """
