@@ -389,15 +389,15 @@ def main() -> None:
                            else ("brain", "ct", "rss"))
     runs = {"brain": brain_case, "ct": ct_case, "rss": rss_case, "batch": batch_case}
     result = {"machine": machine(device)}
-    for case in cases:
-        print(f"running {case} on {device} ...", flush=True)
-        result[case] = runs[case](args, device)
-    result["machine"]["load_average_at_end"] = list(os.getloadavg())
-    result["targets"] = targets(result, device)
     out = args.output or RESULTS / ("inference.json" if device.type == "cpu"
                                     else f"inference_{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    for case in cases:  # the JSON is rewritten after each case: a killed run keeps the rest
+        print(f"running {case} on {device} ...", flush=True)
+        result[case] = runs[case](args, device)
+        result["machine"]["load_average_at_end"] = list(os.getloadavg())
+        result["targets"] = targets(result, device)
+        out.write_text(json.dumps(result, indent=2) + "\n")
     summary(result)
     print(f"wrote {out}")
 

@@ -128,18 +128,18 @@ def main() -> None:
         args.dice_iterations = 300 if cuda else 0
     configs = args.configs or (list(CONFIGS) if cuda else ["b16-p128-bs8"])
     result = {"machine": machine(device), "configs": {}}
-    for name in configs:
+    out = args.output or RESULTS / ("training.json" if not cuda else "training_cuda.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name in configs:  # the JSON is rewritten after each: a killed run keeps the rest
         print(f"training {name} on {device} ...", flush=True)
         r = result["configs"][name] = bench_config(name, args, device)
         print(f"  {r['it_per_s']:.2f} it/s ({r['tflops']:.2f} TFLOP/s), dice {r['dice']}")
-    result["machine"]["load_average_at_end"] = list(os.getloadavg())
-    if cuda:
-        result["targets"] = {f"{n}: >= {TARGETS_CUDA[n]:g} it/s":
-                             result["configs"][n]["it_per_s"] >= TARGETS_CUDA[n]
-                             for n in configs}
-    out = args.output or RESULTS / ("training.json" if not cuda else "training_cuda.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+        result["machine"]["load_average_at_end"] = list(os.getloadavg())
+        if cuda:
+            result["targets"] = {f"{n}: >= {TARGETS_CUDA[n]:g} it/s":
+                                 result["configs"][n]["it_per_s"] >= TARGETS_CUDA[n]
+                                 for n in result["configs"]}
+        out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 
 
