@@ -209,7 +209,8 @@ class Engine:
         if self.device.type != "cpu":
             warnings.warn(f"{self.device} ran out of memory even at batch size 1; falling "
                           "back to the CPU (slower)", RuntimeWarning, stacklevel=3)
-            self.device = torch.device("cpu")
+            self.device, self.net = torch.device("cpu"), None  # free the GPU copy first
+            torch.cuda.empty_cache()
             precision = "float32" if self.precision == "float16" else self.precision
             self.dtype = compute_dtype(self.device, precision, self.task)
             self.net = inference_copy(self._source, self.device, self.dtype)
