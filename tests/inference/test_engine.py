@@ -40,6 +40,22 @@ def test_inference_copy_computes_what_the_net_computes(device):
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=prob_atol(device) * 10)
 
 
+@pytest.mark.parametrize("variant", ["original", "milesial"])
+@pytest.mark.parametrize("upsampling", ["bilinear", "transposed"])
+def test_inference_copy_of_every_unet_layout(variant, upsampling):
+    from napari_unet.model.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(2, 3, base=4, upsampling=upsampling, variant=variant).eval()
+    x = torch.rand(2, 2, 20, 28)
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 1e-2)):  # logits: std 0.1-0.3
+        fast = inference_copy(net, torch.device("cpu"), dtype)
+        with torch.inference_mode():
+            got = fast(x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+            want = net(x)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=tol, rtol=tol)
+
+
 def test_even_max_pool_equals_max_pool_for_every_size_and_nan():
     pool = EvenMaxPool2d()
     for shape in [(2, 3, 8, 6), (1, 2, 7, 9), (1, 1, 2, 2)]:
