@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 
 from .errors import SettingsError
@@ -41,3 +44,35 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise SettingsError(f"device 'mps' asked for, but Apple MPS is not available here; "
                          f"use one of {available_devices()} or 'auto'")
     return dev
+
+
+# cuBLAS needs a fixed workspace to be repeatable; the value PyTorch's notes recommend
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool = True):
+    """Exactly repeatable kernels inside: the same inputs and seed give the same bits.
+
+    On the CPU torch is already repeatable for a fixed thread count. On CUDA this selects
+    cuDNN's deterministic algorithms without autotuning and ``torch.use_deterministic_
+    algorithms(True)``, so an operation with no deterministic CUDA kernel raises instead
+    of silently varying; ``CUBLAS_WORKSPACE_CONFIG`` is set when unset (set it before
+    Python starts to be sure cuBLAS has not chosen its workspace already). Restores the
+    previous settings on exit; ``enabled=False`` changes nothing.
+    """
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              cudnn.deterministic, cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.deterministic, cudnn.benchmark = before[2], before[3]

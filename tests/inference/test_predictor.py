@@ -8,52 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.errors import Cancelled, TaskError, VolumeReadError
+from napari_unet.errors import Cancelled, SettingsError, TaskError, VolumeReadError
 from napari_unet.inference.engine import FLIPS, Engine
 from napari_unet.inference.predictor import InferenceSettings, predict, predict_slices, resolve_axis
 from napari_unet.io.volume import Volume
 from napari_unet.model.checkpoint import Model
 from napari_unet.model.normalize import Normalization
-from napari_unet.model.tasks import make_task
+from support.devices import DEVICES, prob_atol
+from support.tiny_models import scan, tiny_model
 
 TASKS = {
     "binary": dict(kind="segment", n_classes=1),
     "3-class": dict(kind="segment", n_classes=3),
     "denoise": dict(kind="denoise"),
 }
-
-
-def tiny_model(kind="segment", n_classes=None, in_channels=1, patch=(32, 32), seed=0,
-               normalization=None, default_axis=0) -> Model:
-    torch.manual_seed(seed)
-    task = make_task(kind, in_channels=in_channels, n_classes=n_classes)
-    model = Model.new(task, base=4, normalization=normalization, patch_size=patch,
-                      default_axis=default_axis)
-    _randomise_batchnorm(model.net)
-    return model.to("cpu")
-
-
-def _randomise_batchnorm(net) -> None:
-    """Non-trivial running stats, so folding BN into the convs is really exercised."""
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    net.eval()
-
-
-def scan(shape=(5, 20, 24), seed=0, spacing=(1.0, 1.0, 1.0), dtype=np.float32) -> Volume:
-    rng = np.random.default_rng(seed)
-    zz = np.linspace(-1, 1, shape[0])[:, None, None]
-    yy = np.linspace(-1, 1, shape[1])[None, :, None]
-    xx = np.linspace(-1, 1, shape[2])[None, None, :]
-    blob = 1000.0 * ((zz**2 + yy**2 + xx**2) < 0.5) + 100 * rng.standard_normal(shape[:3])
-    array = blob.astype(dtype)
-    if len(shape) == 4:
-        array = np.stack([array * (c + 1) for c in range(shape[3])], axis=-1)
-    return Volume(array, spacing=spacing, name=f"scan{shape}")
 
 
 def direct_probs(model: Model, image2d: np.ndarray, fitted) -> np.ndarray:
@@ -63,12 +31,14 @@ def direct_probs(model: Model, image2d: np.ndarray, fitted) -> np.ndarray:
         return model.task.activate(model.net.eval()(x))[0].permute(1, 2, 0).numpy()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(TASKS))
-def test_every_task_gives_dtype_shape_and_value_set(name):
+def test_every_task_gives_dtype_shape_and_value_set(name, device):
     model = tiny_model(**TASKS[name])
     vol = scan()
-    pred = predict(vol, model)
-    assert pred.axis == 0 and pred.device == "cpu" and pred.model_hash == model.hash
+    pred = predict(vol, model, device=device)
+    assert pred.axis == 0 and pred.model_hash == model.hash
+    assert pred.device.split(":")[0] == device
     if model.task.kind == "segment":
         assert pred.image is None
         assert pred.labels.shape == vol.spatial_shape
@@ -87,7 +57,7 @@ def test_every_task_gives_dtype_shape_and_value_set(name):
 
 def test_binary_labels_are_thresholded_probabilities():
     model = tiny_model("segment", 1)
-    pred = predict(scan(), model, probabilities=True)
+    pred = predict(scan(), model, probabilities=True, device="cpu")
     assert pred.probabilities.shape == (*scan().spatial_shape, 1)
     assert pred.probabilities.min() >= 0 and pred.probabilities.max() <= 1
     np.testing.assert_array_equal(pred.labels, (pred.probabilities[..., 0] > 0.5))
@@ -96,7 +66,7 @@ def test_binary_labels_are_thresholded_probabilities():
 
 def test_probabilities_sum_to_one_and_uncertainty_is_normalised_entropy():
     model = tiny_model("segment", 3)
-    pred = predict(scan(), model, probabilities=True)
+    pred = predict(scan(), model, probabilities=True, device="cpu")
     p = pred.probabilities
     assert p.dtype == np.float32 and p.shape == (*scan().spatial_shape, 3)
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
@@ -106,15 +76,17 @@ def test_probabilities_sum_to_one_and_uncertainty_is_normalised_entropy():
     np.testing.assert_allclose(pred.slice_uncertainty, entropy.mean(axis=(1, 2)), atol=1e-5)
 
 
-def test_whole_slice_that_fits_the_roi_equals_the_net_itself():
-    model = tiny_model("segment", 3, patch=(64, 64))
+@pytest.mark.parametrize("device", DEVICES)
+def test_whole_slice_equals_the_net_itself(device):
+    """Slices larger than the model's patch still go through whole when they fit."""
+    model = tiny_model("segment", 3, patch=(16, 16))
     vol = scan((3, 20, 24))
-    pred = predict(vol, model, probabilities=True, precision="float32")
-    assert not pred.tiled
+    pred = predict(vol, model, probabilities=True, precision="float32", device=device)
+    assert not pred.tiled and pred.roi_size == (20, 24)
     fitted = model.meta.normalization.fit(vol.array)
     for i in range(3):
         ref = direct_probs(model, vol.array[i], fitted)
-        np.testing.assert_allclose(pred.probabilities[i], ref, atol=1e-5)
+        np.testing.assert_allclose(pred.probabilities[i], ref, atol=prob_atol(device))
 
 
 def test_caller_model_is_left_as_it_was():
@@ -132,10 +104,10 @@ def test_caller_model_is_left_as_it_was():
 def test_each_axis_equals_predicting_the_transposed_volume(axis):
     model = tiny_model("segment", 3)
     vol = scan((6, 10, 14))
-    pred = predict(vol, model, axis=axis, probabilities=True)
+    pred = predict(vol, model, axis=axis, probabilities=True, device="cpu")
     assert pred.axis == axis and pred.labels.shape == vol.spatial_shape
     moved = np.ascontiguousarray(np.moveaxis(vol.array, axis, 0))
-    ref = predict(moved, model, axis=0, probabilities=True)
+    ref = predict(moved, model, axis=0, probabilities=True, device="cpu")
     np.testing.assert_array_equal(pred.labels, np.moveaxis(ref.labels, 0, axis))
     np.testing.assert_allclose(pred.probabilities, np.moveaxis(ref.probabilities, 0, axis),
                                atol=1e-5)
@@ -158,21 +130,44 @@ def test_volume_smaller_than_roi_and_single_slice():
     model = tiny_model("segment", 3, patch=(128, 128))
     for shape in [(4, 7, 9), (1, 20, 24), (3, 1, 1)]:
         vol = scan(shape)
-        pred = predict(vol, model, probabilities=True, precision="float32")
+        pred = predict(vol, model, probabilities=True, precision="float32", device="cpu")
         assert pred.labels.shape == shape and not pred.tiled
         np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
 
 
-def test_slices_larger_than_roi_are_tiled_with_monai():
-    model = tiny_model("segment", 3, patch=(16, 16))
+@pytest.mark.parametrize("device", DEVICES)
+def test_slices_larger_than_roi_are_tiled_with_monai(device):
+    from monai.inferers import sliding_window_inference
+
+    model = tiny_model("segment", 3, patch=(64, 64))
     vol = scan((2, 40, 20))
-    pred = predict(vol, model, probabilities=True, overlap=0.5)
-    assert pred.tiled and pred.labels.shape == vol.spatial_shape
+    pred = predict(vol, model, probabilities=True, overlap=0.5, roi_size=(16, 16),
+                   precision="float32", device=device)
+    assert pred.tiled and pred.roi_size == (16, 16) and pred.labels.shape == vol.spatial_shape
     np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
-    # a ROI that fits the whole slice gives the untiled reference, which differs at seams
-    whole = predict(vol, model, probabilities=True, roi_size=(64, 64))
+    # the same as MONAI's Gaussian sliding window over the caller's net
+    fitted = model.meta.normalization.fit(vol.array)
+    x = torch.as_tensor(np.asarray(fitted.forward(vol.array[:, None]))).float()
+    with torch.no_grad():
+        ref = sliding_window_inference(x, (16, 16), 2, lambda t: model.task.activate(
+            model.net.eval()(t)), overlap=0.5, mode="gaussian")
+    np.testing.assert_allclose(pred.probabilities, ref.permute(0, 2, 3, 1).numpy(),
+                               atol=prob_atol(device))
+    # whole slices differ from tiles only near the seams
+    whole = predict(vol, model, probabilities=True, device=device)
     assert not whole.tiled
     assert np.mean(pred.labels == whole.labels) > 0.5
+
+
+def test_slices_too_large_for_the_memory_budget_are_tiled(monkeypatch):
+    import napari_unet.inference.budget as budget
+
+    model = tiny_model("segment", 3, patch=(16, 16))
+    vol = scan((2, 40, 20))
+    monkeypatch.setattr(budget, "CPU_WHOLE_SLICE_BUDGET", 10_000)  # bytes: < one slice
+    pred = predict(vol, model, probabilities=True, device="cpu")
+    assert pred.tiled and pred.roi_size == (16, 16)
+    np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
 
 
 def test_four_d_channels_are_input_channels():
@@ -198,8 +193,8 @@ def test_nan_and_inf_are_replaced_by_finite_extremes_with_a_warning():
     finite = dirty[np.isfinite(dirty)]
     clean[0, 0, :3] = [finite.min(), finite.max(), finite.min()]
     with pytest.warns(RuntimeWarning, match="3 NaN/Inf"):
-        got = predict(Volume(dirty, name="dirty"), model, probabilities=True)
-    ref = predict(clean, model, probabilities=True)
+        got = predict(Volume(dirty, name="dirty"), model, probabilities=True, device="cpu")
+    ref = predict(clean, model, probabilities=True, device="cpu")
     np.testing.assert_array_equal(got.labels, ref.labels)
     assert np.all(np.isfinite(got.probabilities))
     with pytest.raises(VolumeReadError, match="allnan.*NaN or Inf"):
@@ -229,8 +224,8 @@ def test_cancel_stops_between_batches():
 def test_predict_slices_fills_only_the_requested_slices():
     model = tiny_model("segment", 3)
     vol = scan((6, 10, 12))
-    full = predict(vol, model, axis=1, probabilities=True)
-    part = predict_slices(vol, model, [7, 2, -1], axis=1, probabilities=True)
+    full = predict(vol, model, axis=1, probabilities=True, device="cpu")
+    part = predict_slices(vol, model, [7, 2, -1], axis=1, probabilities=True, device="cpu")
     assert part.slices.tolist() == [2, 7, 9]
     for i in range(10):
         if i in (2, 7, 9):
@@ -258,7 +253,7 @@ def test_denoise_partial_run_leaves_nan_elsewhere():
 def test_tta_averages_the_flips():
     model = tiny_model("segment", 3)
     vol = scan((2, 12, 20))
-    pred = predict(vol, model, tta=True, probabilities=True, precision="float32")
+    pred = predict(vol, model, tta=True, probabilities=True, precision="float32", device="cpu")
     fitted = model.meta.normalization.fit(vol.array)
     x = torch.as_tensor(np.asarray(fitted.forward(vol.array[:, None]))).float()
     with torch.no_grad():
@@ -278,7 +273,7 @@ def test_denoise_tta_gives_a_spread_map():
 def test_ct_window_normalisation_and_int16():
     model = tiny_model("segment", 2, normalization=Normalization("window", -1000, 1000))
     vol = scan(dtype=np.int16)
-    pred = predict(vol, model, probabilities=True, precision="float32")
+    pred = predict(vol, model, probabilities=True, precision="float32", device="cpu")
     fitted = model.meta.normalization.fit(vol.array)
     ref = direct_probs(model, vol.array[2], fitted)
     np.testing.assert_allclose(pred.probabilities[2], ref, atol=1e-5)
@@ -294,19 +289,21 @@ def test_settings_dataclass_keywords_and_positional_axis():
     assert predict(vol, model, settings=s).settings.to_dict()["batch_size"] == 3
     with pytest.raises(TypeError, match="unknown settings"):
         predict(vol, model, axes=1)
-    with pytest.raises(TaskError, match="overlap"):
+    with pytest.raises(SettingsError, match="overlap"):
         predict(vol, model, overlap=1.5)
-    with pytest.raises(TaskError, match="axis"):
+    with pytest.raises(SettingsError, match="axis"):
         predict(vol, model, axis=3)
-    with pytest.raises(TaskError, match="3D volume"):
+    with pytest.raises(VolumeReadError, match="array: expected a 3D volume"):
         predict(np.zeros((4, 4)), model)
+    with pytest.raises(VolumeReadError, match="complex64"):
+        predict(np.zeros((2, 4, 4), np.complex64), model)
 
 
 def test_torch_thread_count_is_restored():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        predict(scan((2, 8, 8)), tiny_model("segment", 1))
+        predict(scan((2, 8, 8)), tiny_model("segment", 1), device="cpu")
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -332,22 +329,21 @@ class _FlakyNet(torch.nn.Module):
 
 def test_out_of_memory_halves_the_batch():
     model = tiny_model("segment", 3)
-    ref = predict(scan(), model, batch_size=4)
+    ref = predict(scan(), model, batch_size=4, device="cpu")
     flaky = Model(_FlakyNet(model.net, max_batch=1), model.meta)
     with pytest.warns(RuntimeWarning, match="retrying with batch size"):
-        got = predict(scan(), flaky, batch_size=4)
+        got = predict(scan(), flaky, batch_size=4, device="cpu")
     np.testing.assert_array_equal(got.labels, ref.labels)
 
 
 def test_out_of_memory_at_batch_one_falls_back_to_cpu(monkeypatch):
-    import napari_unet.inference.engine as eng
+    import contextlib
 
     model = tiny_model("segment", 3)
-    engine = Engine(Model(_FlakyNet(model.net), model.meta), torch.device("cpu"), 4, (32, 32))
+    engine = Engine(Model(_FlakyNet(model.net), model.meta), torch.device("cpu"), 4)
     engine.device = torch.device("cuda")  # pretend: no GPU is needed to test the logic
     monkeypatch.setattr(Engine, "_to_device", lambda self, x: x)
-    monkeypatch.setattr(eng, "autocast_for",
-                        lambda device, dtype: torch.autocast("cpu", enabled=False))
+    monkeypatch.setattr(Engine, "_backend_flags", lambda self: contextlib.nullcontext())
     _FlakyNet.fails_left = 3  # batch 4, 2, 1 fail on the "GPU"
     x = torch.rand(4, 1, 12, 12)
     with warnings.catch_warnings(record=True) as caught:
@@ -364,22 +360,30 @@ def test_out_of_memory_at_batch_one_falls_back_to_cpu(monkeypatch):
     _FlakyNet.fails_left = 0
 
 
-def test_bfloat16_gives_the_float32_labels_and_auto_picks_it_only_where_it_pays():
-    from napari_unet.inference.engine import autocast_dtype, cpu_has_native_bf16
-
+@pytest.mark.parametrize("device", DEVICES)
+def test_default_precision_gives_the_float32_labels(device):
+    """bf16 (auto on CUDA and on CPUs with native bf16) against strict float32."""
     torch.manual_seed(3)
     model = tiny_model("segment", 3, patch=(64, 64))
     vol = scan((4, 40, 48))
-    ref = predict(vol, model, probabilities=True, precision="float32")
-    fast = predict(vol, model, probabilities=True, precision="bfloat16")
-    assert np.abs(fast.probabilities - ref.probabilities).max() < 0.02
-    assert (fast.labels == ref.labels).mean() > 0.98
+    ref = predict(vol, model, probabilities=True, precision="float32", device=device)
+    for precision in ("bfloat16", "auto"):
+        fast = predict(vol, model, probabilities=True, precision=precision, device=device)
+        assert np.abs(fast.probabilities - ref.probabilities).max() < 0.02
+        assert (fast.labels == ref.labels).mean() > 0.98
+
+
+def test_auto_precision_picks_bf16_only_where_it_pays():
+    from napari_unet.inference.engine import compute_dtype, cpu_has_native_bf16
+
     cpu = torch.device("cpu")
-    seg, den = model.task, tiny_model("denoise").task
-    assert autocast_dtype(cpu, "float32", seg) is None
-    assert autocast_dtype(cpu, "auto", den) is None  # denoised intensities keep float32
-    assert autocast_dtype(cpu, "auto", seg) == (torch.bfloat16 if cpu_has_native_bf16() else None)
-    with pytest.raises(TaskError, match="float16 needs a CUDA GPU"):
-        autocast_dtype(cpu, "float16", seg)
-    with pytest.raises(TaskError, match="precision must be one of"):
-        predict(vol, model, precision="half")
+    seg, den = tiny_model("segment", 3).task, tiny_model("denoise").task
+    assert compute_dtype(cpu, "float32", seg) == torch.float32
+    assert compute_dtype(cpu, "auto", den) == torch.float32  # intensities keep float32
+    native = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert compute_dtype(cpu, "auto", seg) == native
+    assert compute_dtype(cpu, "bfloat16", den) == torch.bfloat16
+    with pytest.raises(SettingsError, match="float16 needs a CUDA GPU"):
+        compute_dtype(cpu, "float16", seg)
+    with pytest.raises(SettingsError, match="precision must be one of"):
+        predict(scan(), tiny_model("segment", 3), precision="half")

@@ -15,6 +15,7 @@ from napari_unet.training.blindspot import blindspot
 from napari_unet.training.data import split_slices
 from napari_unet.training.losses import make_loss
 from napari_unet.training.noise import add_noise
+from support.devices import needs_cuda
 from support.synthetic import TINY, blobs, falls, smooth_volume
 
 
@@ -69,12 +70,28 @@ def test_self_supervised_denoising_with_and_without_references():
 
 
 def test_same_seed_same_weights_and_other_seed_differs():
+    """The seed promise on the CPU: exact (torch's CPU kernels repeat for a thread count)."""
     img, lab = blobs(3)
-    runs = [train(img, lab, iterations=6, seed=s, **TINY).model.net.state_dict()
+    runs = [train(img, lab, iterations=6, seed=s, device="cpu", **TINY).model.net.state_dict()
             for s in (5, 5, 6)]
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert any(not torch.equal(runs[0][k], runs[2][k]) for k in runs[0]
                if runs[0][k].is_floating_point())
+
+
+@needs_cuda
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="bilinear upsampling has no deterministic CUDA backward in torch "
+                   "(F.interpolate); training needs its own deterministic upsampling first")
+def test_same_seed_same_weights_on_cuda_in_deterministic_mode():
+    """The seed promise on CUDA: exact under ``napari_unet.devices.deterministic``."""
+    from napari_unet.devices import deterministic
+
+    img, lab = blobs(3)
+    with deterministic():
+        runs = [train(img, lab, iterations=6, seed=5, device="cuda", **TINY)
+                .model.net.state_dict() for _ in range(2)]
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
 def test_model_file_round_trips(tmp_path):

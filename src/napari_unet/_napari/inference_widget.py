@@ -43,8 +43,8 @@ class InferenceWidget(DockWidget):
                                       tooltip=PLANE_TOOLTIP))
         self.roi = auto_choice(
             "tile size", (64, 128, 256, 384, 512, 768, 1024),
-            "Large slices are processed in square tiles of this many pixels. auto: the "
-            "tile size the model was trained with.")
+            "Slices that do not fit in memory are processed in square tiles of this many "
+            "pixels. auto: whole slices when they fit, else the model's training tile.")
         self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.9, step=0.05,
                                     value=0.25, tooltip="how much neighbouring tiles "
                                     "overlap (0.25 = a quarter); more is smoother and slower")

@@ -62,7 +62,9 @@ def _add_inference_flags(p) -> None:
     p.add_argument("--axis", default=d["axis"], type=_axis, choices=["auto", 0, 1, 2],
                    help="slice axis (auto: the acquisition axis)")
     p.add_argument("--roi", dest="roi_size", nargs=2, type=_positive_int, metavar=("H", "W"),
-                   default=d["roi_size"], help="tile size (default: the model's patch size)")
+                   default=d["roi_size"],
+                   help="tile size (default: whole slices when they fit in memory, else "
+                   "the model's patch size)")
     p.add_argument("--overlap", type=float, default=d["overlap"],
                    help=f"tile overlap in [0, 1) (default {d['overlap']})")
     p.add_argument("--batch-size", type=_positive_int, default=d["batch_size"],
@@ -70,8 +72,10 @@ def _add_inference_flags(p) -> None:
     p.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
     p.add_argument("--precision", default=d["precision"], choices=PRECISIONS,
-                   help="auto: mixed precision on CUDA, bf16 for segmentation on CPUs with "
-                   "native bf16, else float32")
+                   help="auto: bf16 for segmentation on CUDA and on CPUs with native bf16, "
+                   "else float32")
+    p.add_argument("--deterministic", action="store_true",
+                   help="the same output bits on every run on CUDA (slower kernels)")
     p.add_argument("--probabilities", action="store_true",
                    help="also write probabilities and an uncertainty map")
 

@@ -1,36 +1,46 @@
-"""The part of inference that touches torch: a fast copy of the net, tiling, TTA, devices.
+"""The part of inference that runs the net: precision, whole slices or MONAI tiles, TTA, OOM.
 
-Kept apart from :mod:`napari_unet.inference.predictor` (which handles volumes, axes and outputs) so
-that each stays short. The engine takes batches of normalised 2D slices (B, C, H, W) on the
-CPU and returns probabilities (B, C, H, W) float32 on the CPU:
+Kept apart from :mod:`napari_unet.inference.predictor` (volumes, axes, outputs) so that
+each stays short. The engine takes normalised slices (B, C, H, W) float32 on its device
+and returns probabilities (B, C, H, W) float32 on the same device; nothing here copies
+to the host, so on CUDA the whole journey stays on the GPU. The device is a parameter
+and the code path is the same on every device, which lets the CPU tests cover it.
 
-- the net is a deep copy in eval mode with BatchNorm folded into the preceding conv
-  (``fuse_conv_bn_eval``) and channels-last weights; the caller's model is not touched;
-- slices that fit in the ROI go through the net whole (the UNet pads to a multiple of 16
-  itself); larger slices are tiled by MONAI's ``sliding_window_inference`` with Gaussian
-  blending of the tiles' probabilities;
+- the net is :func:`~napari_unet.inference.fast_net.inference_copy` in the compute dtype
+  (see :func:`compute_dtype`); the caller's model is not touched;
+- whole slices go through the net in one pass (the UNet pads to a multiple of 16
+  itself); with a ``tile`` (a ROI given by the user, or slices whose activations do not
+  fit the memory budget) MONAI's ``sliding_window_inference`` cuts only the axes larger
+  than the tile and blends the tiles' probabilities with a Gaussian;
 - TTA averages the probabilities of the identity and the H, W and HW flips;
-- precision ``auto``: CUDA runs under autocast (bf16 where supported, else fp16), and so
-  does segmentation on CPUs with native bf16 (about 2.3x faster than float32 there, with
-  the same labels); denoising and other CPUs stay float32;
 - a CUDA out-of-memory halves the batch, then moves to the CPU, each time with a warning.
+
+Why not MONAI's ``SliceInferer``: it takes the whole normalised volume as one float tensor
+and returns all class probabilities as another (840 MB for a 512 x 512 x 400 CT with two
+classes, beside the volume itself), with no progress, cancel or partial runs between
+batches. Streaming batches of slices through ``sliding_window_inference`` (MONAI's own
+tiling and Gaussian blending, used where tiles are needed) keeps memory at one batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import os
 import warnings
 
 import torch
-from torch import nn
+from torch.profiler import record_function
 
-from ..errors import TaskError
+from ..errors import SettingsError
 from ..model.tasks import TaskSpec
+from .fast_net import inference_copy
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+# profiler labels of the stages (``bench/inference.py --profile`` reads them)
+STAGE_UPLOAD, STAGE_NORMALISE = "napari_unet.upload", "napari_unet.normalise"
+STAGE_NET, STAGE_ACTIVATE = "napari_unet.net", "napari_unet.activate"
+STAGE_BLEND, STAGE_OUTPUTS = "napari_unet.blend", "napari_unet.outputs"
 
 
 def physical_cores() -> int:
@@ -57,28 +67,6 @@ def cpu_threads(n: int | None = None):
         torch.set_num_threads(before)
 
 
-def fuse_batchnorm(net: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm2d that follows a Conv2d in a Sequential into the conv."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            pair = isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-            if pair and bn.running_mean is not None:
-                seq[i] = fuse_conv_bn_eval(conv, bn)
-                seq[i + 1] = nn.Identity()
-    return net
-
-
-def inference_copy(net: nn.Module, device: torch.device) -> nn.Module:
-    """An eval-mode, BN-fused, channels-last copy of ``net`` on ``device``."""
-    fast = fuse_batchnorm(copy.deepcopy(net).eval())
-    for p in fast.parameters():
-        p.requires_grad_(False)
-    return fast.to(device=device, memory_format=torch.channels_last)
-
-
 def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
@@ -96,52 +84,54 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
-def autocast_dtype(device: torch.device, precision: str, task: TaskSpec) -> torch.dtype | None:
-    """The autocast dtype for a run, or None for plain float32.
+def compute_dtype(device: torch.device, precision: str, task: TaskSpec) -> torch.dtype:
+    """The dtype the net runs in.
 
-    ``auto``: mixed precision on CUDA (bf16 where the GPU has it, else fp16); on the CPU
-    bf16 only for segmentation on CPUs with native bf16 (labels are argmax/threshold
-    decisions, which bf16 leaves intact; denoised intensities keep float32 precision).
+    ``auto``: bf16 for segmentation on CUDA (fp16 on GPUs without bf16) and on CPUs with
+    native bf16 (labels are argmax/threshold decisions, which bf16 leaves intact on
+    >= 99.9 % of voxels); float32 for denoising (intensities keep their precision; CUDA
+    may use TF32 convolutions there) and elsewhere. ``float32`` is strict IEEE float32,
+    also on CUDA (no TF32).
     """
     if precision == "float32" or device.type == "mps":
-        return None
+        return torch.float32
     if precision == "float16":
         if device.type != "cuda":
-            raise TaskError("precision float16 needs a CUDA GPU; use bfloat16 or float32")
+            raise SettingsError("precision float16 needs a CUDA GPU; use bfloat16 or float32")
         return torch.float16
     if precision == "bfloat16":
         return torch.bfloat16
+    if task.kind != "segment":
+        return torch.float32
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if task.kind == "segment" and cpu_has_native_bf16() else None
-
-
-def autocast_for(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 class Engine:
     """Runs batches of slices through the net; see the module docstring for what it does."""
 
-    def __init__(self, model, device: torch.device, batch_size: int, roi: tuple[int, int],
-                 overlap: float = 0.25, tta: bool = False, precision: str = "auto"):
+    def __init__(self, model, device: torch.device, batch_size: int,
+                 tile: tuple[int, int] | None = None, overlap: float = 0.25,
+                 tta: bool = False, precision: str = "auto", deterministic: bool = False):
         self.task: TaskSpec = model.task
-        self.precision = precision
+        self.precision, self.deterministic = precision, deterministic
         self.device = device
-        self.net = inference_copy(model.net, device)
+        self.dtype = compute_dtype(device, precision, self.task)
+        self._source = model.net  # rebuilt from it if the GPU runs out of memory
+        self.net = inference_copy(model.net, device, self.dtype)
         self.batch_size = self._initial_batch = max(1, int(batch_size))
-        self.roi = roi
+        self.tile = tile
         self.overlap = overlap
         self.tta = tta
         # denoising + TTA: the spread of the flips is the uncertainty, so keep it too
         self.with_variance = tta and self.task.kind == "denoise"
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, C, H, W) float32 on the CPU -> probabilities, TTA variance (or None)."""
+        """(B, C, H, W) float32 normalised -> probabilities, TTA variance (or None)."""
         while True:
             try:
+                x = self._to_device(x)
                 step = self.batch_size
                 outs = [self._forward(x[i : i + step]) for i in range(0, len(x), step)]
                 break
@@ -154,39 +144,58 @@ class Engine:
         return (out[:, :c], out[:, c:]) if self.with_variance else (out, None)
 
     def tiled(self, h: int, w: int) -> bool:
-        return h > self.roi[0] or w > self.roi[1]
+        return self.tile is not None and (h > self.tile[0] or w > self.tile[1])
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         from monai.inferers import sliding_window_inference
 
-        x = self._to_device(x)
         h, w = x.shape[-2:]
-        with autocast_for(self.device, autocast_dtype(self.device, self.precision, self.task)):
-            if self.tiled(h, w):  # only the axes larger than the ROI are cut (no padding)
-                roi = (min(self.roi[0], h), min(self.roi[1], w))
-                out = sliding_window_inference(x, roi, len(x), self._predict,
-                                               overlap=self.overlap, mode="gaussian")
-            else:
-                out = self._predict(x)
-        return out.float().cpu()
+        with self._backend_flags():
+            if not self.tiled(h, w):
+                return self._predict(x)
+            roi = (min(self.tile[0], h), min(self.tile[1], w))  # cut only the larger axes
+            with record_function(STAGE_BLEND):
+                return sliding_window_inference(x, roi, len(x), self._predict,
+                                                overlap=self.overlap, mode="gaussian")
+
+    def _backend_flags(self):
+        """CUDA: autotuned cuDNN kernels, or deterministic ones; TF32 only for ``auto``."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        from ..devices import deterministic
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.backends.cudnn.flags(
+            enabled=True, benchmark=not self.deterministic, deterministic=self.deterministic,
+            allow_tf32=self.precision == "auto"))
+        stack.enter_context(deterministic(self.deterministic))
+        return stack
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True)
 
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
+        """Normalised float32 -> activated float32 (and the TTA variance for denoising)."""
+        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if not self.tta:
-            return self.task.activate(self.net(x).float())
+            return self._activate(x)
         outs = torch.stack([self._flipped(x, dims) for dims in FLIPS])
         mean = outs.mean(dim=0)
         if self.with_variance:
             return torch.cat([mean, outs.var(dim=0, unbiased=False)], dim=1)
         return mean
 
+    def _activate(self, x: torch.Tensor) -> torch.Tensor:
+        with record_function(STAGE_NET):
+            logits = self.net(x)
+        with record_function(STAGE_ACTIVATE):  # class-first float32: per-pixel reductions
+            return self.task.activate(logits.to(torch.float32,  # over classes vectorise
+                                                memory_format=torch.contiguous_format))
+
     def _flipped(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         if not dims:
-            return self.task.activate(self.net(x).float())
-        return self.task.activate(self.net(x.flip(dims)).float()).flip(dims)
+            return self._activate(x)
+        return self._activate(x.flip(dims)).flip(dims)
 
     def _shrink(self, exc: BaseException) -> None:
         """After an out-of-memory: halve the batch, then leave the GPU; else give up."""
@@ -200,8 +209,12 @@ class Engine:
         if self.device.type != "cpu":
             warnings.warn(f"{self.device} ran out of memory even at batch size 1; falling "
                           "back to the CPU (slower)", RuntimeWarning, stacklevel=3)
-            self.device = torch.device("cpu")
-            self.net = self.net.to(self.device)
+            self.device, self.net = torch.device("cpu"), None  # free the GPU copy first
+            torch.cuda.empty_cache()
+            precision = "float32" if self.precision == "float16" else self.precision
+            self.dtype = compute_dtype(self.device, precision, self.task)
+            self.net = inference_copy(self._source, self.device, self.dtype)
             self.batch_size = self._initial_batch
             return
         raise exc
+

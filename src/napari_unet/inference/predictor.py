@@ -4,13 +4,22 @@
 arrays in the input's array order and spatial shape, so
 ``write_volume(pred.labels, path, like=volume)`` writes them aligned with the scan.
 
-- **Normalisation** is fitted once per volume (``model.meta.normalization.fit``), applied
-  per batch with MONAI's ``ScaleIntensityRange``.
+- **The device does the work**: batches of raw slices travel to the device once, in their
+  stored dtype (:mod:`~napari_unet.inference.staging`: pinned memory and a side stream on
+  CUDA); normalisation, the net, tile blending, activation, decisions, probabilities and
+  uncertainty all run there, and only the results asked for come back (uint8 labels for
+  a segmentation). The same code runs on the CPU, where "the device" is the host.
+- **Normalisation** is fitted once per volume (``model.meta.normalization.fit``) and
+  applied per batch with MONAI's ``ScaleIntensityRange``.
 - **NaN / Inf** voxels are replaced before normalisation: NaN and -Inf by the volume's
   finite minimum, +Inf by its finite maximum, with a warning giving their count. A volume
-  with no finite voxel at all raises :class:`VolumeReadError` naming it.
+  with no finite voxel at all raises :class:`VolumeReadError` naming it. Boolean volumes
+  are read as 0/1.
 - **Axis** 0, 1, 2 or ``'auto'``: the axis with the largest spacing (the acquisition
   axis); ties, and plain arrays without spacing, use ``model.meta.default_axis``.
+- **Whole slices or tiles** (:mod:`~napari_unet.inference.budget`): whole slices when one
+  fits the memory budget, MONAI tiles of the model's patch size otherwise or of
+  ``roi_size`` when given.
 - **Memory**: slices stream through in batches into preallocated outputs of the final
   dtype; float32 probability / uncertainty volumes exist only when asked for.
 - **Partial runs** (``slices=`` or :func:`predict_slices`): outputs are still full-size;
@@ -18,7 +27,7 @@ arrays in the input's array order and spatial shape, so
   NaN elsewhere), and ``Prediction.slices`` lists them; :meth:`Prediction.merge_into`
   copies just those slices into an existing array (e.g. a labels layer being corrected).
 
-The torch side (fused copy of the net, tiling, TTA, devices, out-of-memory fallback) is in
+The net itself (precision, tiling, TTA, out-of-memory fallback) is in
 :mod:`napari_unet.inference.engine`.
 """
 
@@ -31,14 +40,8 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from ..errors import Cancelled, TaskError, VolumeReadError
+from ..errors import Cancelled, SettingsError, TaskError, VolumeReadError
 from ..progress import Cancel, Progress
-
-# Default CPU batch: about this many bytes of activations per forward pass (fits in cache
-# far better than huge batches, and bounds peak memory for 512 x 512 CT slices).
-CPU_ACTIVATION_BUDGET = 64 * 2**20
-MAX_BATCH = 64
-
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
@@ -48,31 +51,37 @@ class InferenceSettings:
     """Everything that changes how :func:`predict` runs (the CLI and widgets fill this)."""
 
     axis: int | str = "auto"
-    roi_size: tuple[int, int] | None = None  # None: the model's patch_size
+    # None: whole slices when one fits the memory budget, else tiles of the model's
+    # patch size; (H, W): MONAI tiles of that size wherever a slice is larger
+    roi_size: tuple[int, int] | None = None
     overlap: float = 0.25
     batch_size: int | None = None  # None: chosen from the slice size and the device
     device: str = "auto"
     tta: bool = False
     probabilities: bool = False  # keep per-class probabilities (float32, channel-last)
     uncertainty: bool = False  # keep the per-voxel uncertainty map (implied by probabilities)
-    # auto: bf16/fp16 on CUDA; bf16 for segmentation on CPUs with native bf16 (AVX512-BF16,
-    # AMX): about 2x faster there with the same labels; float32 everywhere else
+    # auto: bf16 for segmentation on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX),
+    # labels equal to float32's on >= 99.9 % of voxels; float32 elsewhere (TF32 convs
+    # allowed on CUDA). float32: strict float32 everywhere, also on CUDA
     precision: str = "auto"
+    # CUDA: deterministic cuDNN kernels, no autotuning (the same bits every run; the CPU
+    # always is repeatable)
+    deterministic: bool = False
 
     def __post_init__(self):
         if self.axis != "auto" and self.axis not in (0, 1, 2, -1, -2, -3):
-            raise TaskError(f"axis must be 0, 1, 2 or 'auto', not {self.axis!r}")
+            raise SettingsError(f"axis must be 0, 1, 2 or 'auto', not {self.axis!r}")
         if not 0.0 <= float(self.overlap) < 1.0:
-            raise TaskError(f"overlap must lie in [0, 1) (got {self.overlap})")
+            raise SettingsError(f"overlap must lie in [0, 1) (got {self.overlap})")
         if self.precision not in PRECISIONS:
-            raise TaskError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                            f"not {self.precision!r}")
+            raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                                f"not {self.precision!r}")
         if self.batch_size is not None and int(self.batch_size) < 1:
-            raise TaskError(f"batch_size must be >= 1 (got {self.batch_size})")
+            raise SettingsError(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.roi_size is not None:
             roi = tuple(int(v) for v in np.broadcast_to(self.roi_size, (2,)))
             if min(roi) < 1:
-                raise TaskError(f"roi_size must be two positive sizes (got {self.roi_size})")
+                raise SettingsError(f"roi_size must be two positive sizes (got {self.roi_size})")
             self.roi_size = roi
 
     def to_dict(self) -> dict:
@@ -95,7 +104,7 @@ class Prediction:
     slices: np.ndarray | None = None  # indices along `axis` predicted; None: all of them
     settings: InferenceSettings = field(default_factory=InferenceSettings)
     batch_size: int = 1
-    roi_size: tuple[int, int] = (0, 0)
+    roi_size: tuple[int, int] = (0, 0)  # one forward item: the tile, or the whole slice
     tiled: bool = False
 
     @property
@@ -119,12 +128,14 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
 
     Settings come from ``settings`` and/or keywords named like :class:`InferenceSettings`
     fields (``axis``, ``roi_size``, ``overlap``, ``batch_size``, ``device``, ``tta``,
-    ``probabilities``, ``uncertainty``). ``progress(done, total)`` is called after every
+    ``probabilities``, ``uncertainty``, ``precision``, ``deterministic``).
+    ``progress(done, total)`` is called after every
     batch (in slices); ``cancel()`` is checked before every batch and, when true, raises
     :class:`Cancelled`. ``slices`` restricts the run to those indices along the axis.
     """
     from ..devices import resolve_device
-    from .engine import Engine, cpu_threads
+    from .budget import plan
+    from .engine import Engine, compute_dtype, cpu_threads
 
     start = time.perf_counter()
     settings = _settings(settings, overrides)
@@ -133,21 +144,22 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     axis = resolve_axis(settings.axis, spacing, model.meta.default_axis)
     stack = np.moveaxis(array, axis, 0)  # a view: slices along `axis` first
     indices = _indices(slices, len(stack), axis, name)
-    roi = settings.roi_size or tuple(model.meta.patch_size)
     device = resolve_device(settings.device)
-    batch = settings.batch_size or default_batch_size(stack.shape[1:3], roi, model, device)
-    engine = Engine(model, device, batch, roi, settings.overlap, settings.tta,
-                    settings.precision)
+    itemsize = compute_dtype(device, settings.precision, model.task).itemsize
+    how = plan(model, stack.shape[1:3], settings.roi_size, settings.batch_size, device,
+               itemsize)
+    engine = Engine(model, device, how.batch, how.tile, settings.overlap, settings.tta,
+                    settings.precision, settings.deterministic)
     prep = _Preprocess(model.meta.normalization.fit(array), _nonfinite_fill(array, name))
     out = _Outputs(model.task, array.shape, axis, settings)
     with cpu_threads(), _no_grad():
-        _run(stack, indices, batch, engine, prep, out, progress, cancel)
+        _run(stack, indices, how.batch, engine, prep, out, progress, cancel)
     return Prediction(
         labels=out.labels, image=out.image, probabilities=out.probs,
         uncertainty=out.unc, slice_uncertainty=out.slice_unc, axis=axis,
         device=str(engine.device), seconds=time.perf_counter() - start,
         model_hash=model.hash, slices=None if slices is None else indices, settings=settings,
-        batch_size=batch, roi_size=tuple(roi), tiled=engine.tiled(*stack.shape[1:3]),
+        batch_size=how.batch, roi_size=how.item_hw, tiled=engine.tiled(*stack.shape[1:3]),
     )
 
 
@@ -172,21 +184,6 @@ def resolve_axis(axis: int | str, spacing: Sequence[float] | None, default_axis:
     return int(default_axis) % 3 if int(default_axis) % 3 in largest else int(largest[0])
 
 
-def default_batch_size(slice_hw: Sequence[int], roi: Sequence[int], model, device) -> int:
-    """Slices per batch from the activation memory of one slice (or tile) of the UNet."""
-    arch = model.meta.architecture
-    h, w = (min(int(a), int(r)) for a, r in zip(slice_hw, roi, strict=True))
-    pixels = (-(-h // 16) * 16) * (-(-w // 16) * 16)
-    per_pixel = 4 * (6 * arch.base + 2 * arch.in_channels + 3 * arch.out_channels)
-    budget = CPU_ACTIVATION_BUDGET
-    if device.type == "cuda":
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(device)
-        budget, per_pixel = free // 4, per_pixel // 2  # half precision under autocast
-    return int(np.clip(budget // (pixels * per_pixel), 1, MAX_BATCH))
-
-
 def _settings(settings, overrides: dict) -> InferenceSettings:
     if settings is not None and not isinstance(settings, InferenceSettings):
         overrides = {"axis": settings, **overrides}  # predict(volume, model, 2) = axis 2
@@ -204,10 +201,13 @@ def _unpack(volume) -> tuple[np.ndarray, tuple | None, str]:
     name = getattr(volume, "name", None) or "array"
     array = np.asarray(array)
     if array.ndim not in (3, 4):
-        raise TaskError(f"{name}: expected a 3D volume (Z, Y, X) or (Z, Y, X, C), "
-                        f"got shape {array.shape}")
+        raise VolumeReadError(f"{name}: expected a 3D volume (Z, Y, X) or (Z, Y, X, C), "
+                              f"got shape {array.shape}")
     if array.dtype.kind not in "biuf":
-        raise TaskError(f"{name}: cannot predict from {array.dtype} voxels")
+        raise VolumeReadError(f"{name}: cannot predict from {array.dtype} voxels (numbers "
+                              "or booleans are needed)")
+    if array.dtype.kind == "b":  # a mask: False/True are intensities 0/1
+        array = array.view(np.uint8)
     return array, spacing, name
 
 
@@ -252,25 +252,26 @@ def _nonfinite_fill(array: np.ndarray, name: str) -> tuple[float, float] | None:
 
 @dataclass
 class _Preprocess:
-    """Slices (B, H, W[, C]) as stored -> normalised (B, C, H, W) float32, channels-last."""
+    """Raw slices (B, H, W[, C]) on the device -> normalised (B, C, H, W) float32 there."""
 
     fitted: object
     fill: tuple[float, float] | None
 
-    def __call__(self, raw: np.ndarray):
+    def __call__(self, raw):
         import torch
 
         if self.fill is not None:
-            raw = np.nan_to_num(raw, nan=self.fill[0], neginf=self.fill[0], posinf=self.fill[1])
+            raw = torch.nan_to_num(raw, nan=self.fill[0], neginf=self.fill[0],
+                                   posinf=self.fill[1])
         if raw.ndim == 3:
-            raw = raw[..., None]
-        x = self.fitted.forward(np.ascontiguousarray(raw))
-        x = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
-        return x.float().permute(0, 3, 1, 2)
+            raw = raw.unsqueeze(-1)
+        x = self.fitted.forward(raw)
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x
+        return x.float().permute(0, 3, 1, 2)  # channels-last strides, no copy
 
 
 class _Outputs:
-    """Preallocated result arrays, filled batch by batch through slice-first views."""
+    """Preallocated host arrays, filled batch by batch; decisions are made on the device."""
 
     def __init__(self, task, shape: tuple[int, ...], axis: int, settings: InferenceSettings):
         self.task, self.axis = task, axis
@@ -286,36 +287,62 @@ class _Outputs:
         self.slice_unc = np.full(shape[axis], np.nan, np.float32) if seg or settings.tta else None
 
     def write(self, idx, probs, variance, fitted) -> None:
+        """Fill slices ``idx`` from device tensors; only what is kept is copied back."""
         from .uncertainty import entropy_map, spread_map
 
         first = (lambda a: np.moveaxis(a, self.axis, 0))  # noqa: E731
         if self.labels is not None:
-            first(self.labels)[idx] = self.task.decide(probs).numpy()
+            first(self.labels)[idx] = _host(_label_tensor(self.task.decide(probs), self.task))
         else:
-            img = fitted.inverse(probs.permute(0, 2, 3, 1).numpy())
+            img = _host(fitted.inverse(probs.permute(0, 2, 3, 1)))
             first(self.image)[idx] = img if self.image.ndim == 4 else img[..., 0]
         if self.probs is not None:
-            first(self.probs)[idx] = probs.permute(0, 2, 3, 1).numpy()
+            first(self.probs)[idx] = _host(probs.permute(0, 2, 3, 1))
         if self.slice_unc is None:
             return
         unc = entropy_map(probs, self.task) if variance is None else spread_map(variance)
-        self.slice_unc[idx] = unc.mean(dim=(1, 2)).numpy()
+        self.slice_unc[idx] = _host(unc.mean(dim=(1, 2)))
         if self.unc is not None:
-            first(self.unc)[idx] = unc.numpy()
+            first(self.unc)[idx] = _host(unc)
+
+
+def _label_tensor(labels, task):
+    """Labels in the narrowest dtype torch and numpy share, before they leave the device."""
+    import torch
+
+    return labels.to(torch.uint8 if task.label_dtype == np.uint8 else torch.int32)
+
+
+def _host(t) -> np.ndarray:
+    return t.cpu().numpy()
 
 
 def _run(stack, indices, batch, engine, prep, out, progress, cancel) -> None:
-    total = len(indices)
-    for done in range(0, total, batch):
+    """Batches in order; batch k+1 is uploaded while batch k computes (on CUDA)."""
+    from torch.profiler import record_function
+
+    from .engine import STAGE_NORMALISE, STAGE_OUTPUTS, STAGE_UPLOAD
+    from .staging import SlabLoader, batches, group_size
+
+    total, done = len(indices), 0
+    groups = batches(indices, batch)
+    loader = SlabLoader(stack, groups, engine.device)
+    loader.prefetch(0)
+    for k, sel in enumerate(groups):
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled after {done} of {total} slices")
-        idx = indices[done : done + batch]
-        run = idx[-1] - idx[0] == len(idx) - 1  # a run of slices: views, not copies
-        sel = slice(int(idx[0]), int(idx[-1]) + 1) if run else idx
-        probs, variance = engine(prep(stack[sel]))
-        out.write(sel, probs, variance, prep.fitted)
+        with record_function(STAGE_UPLOAD):
+            raw = loader.get(k)
+        with record_function(STAGE_NORMALISE):
+            x = prep(raw)
+        probs, variance = engine(x)
+        with record_function(STAGE_UPLOAD):
+            loader.prefetch(k + 1)  # host staging and upload overlap the queued GPU work
+        with record_function(STAGE_OUTPUTS):
+            out.write(sel, probs, variance, prep.fitted)
+        done += group_size(sel)
         if progress is not None:
-            progress(min(done + batch, total), total)
+            progress(done, total)
 
 
 def _no_grad():
