@@ -132,7 +132,8 @@ def test_usage_errors_exit_2_with_a_clear_message(tmp_path, scan, case):
 
 
 def test_bad_flags_are_usage_errors(tmp_path, scan, capsys):
-    for bad in (["--workers", "0"], ["--axis", "3"], ["--format", "png"], ["--roi", "8"]):
+    for bad in (["--workers", "0"], ["--axis", "3"], ["--axis", "transverse"],
+                ["--format", "png"], ["--roi", "8"]):
         with pytest.raises(SystemExit) as exc:
             main(["predict", str(scan), "-o", str(tmp_path), "--model", "x", *bad])
         assert exc.value.code == 2
@@ -156,3 +157,11 @@ def test_help_describes_outputs_and_exit_codes(capsys):
     for flag in ("--workers", "--scheduler", "--format", "--probabilities", "_labels.nii.gz",
                  "report.json", "exit codes"):
         assert flag in text
+
+
+def test_slices_are_chosen_by_plane_name(tmp_path, scan):
+    model = tiny_model(tmp_path / "m.safetensors")
+    code, _ = run_cli("predict", scan, "-o", tmp_path / "out", "--model", model, "--axis",
+                      "coronal", "--quiet")
+    report = load_report(tmp_path / "out")
+    assert code == 0 and report["settings"]["axis"] == "coronal"

@@ -114,6 +114,24 @@ def test_each_axis_equals_predicting_the_transposed_volume(axis):
     assert pred.slice_uncertainty.shape == (vol.spatial_shape[axis],)
 
 
+def test_planes_are_found_from_the_direction_cosines_whatever_the_storage_order():
+    axial_first = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], float)  # axis 0 runs I->S
+    sagittal_first = np.eye(3)  # direction[:, 0] = LPS x: axis 0 runs R->L
+    assert resolve_axis("axial", None, 0, axial_first) == 0
+    assert resolve_axis("sagittal", None, 0, axial_first) == 2
+    assert resolve_axis("sagittal", None, 1, sagittal_first) == 0
+    assert resolve_axis("axial", None, 0, sagittal_first) == 2
+    assert resolve_axis("coronal", None, 0, sagittal_first) == 1
+    vol = scan()
+    vol.direction = sagittal_first
+    model = tiny_model("segment", 1)
+    assert predict(vol, model, axis="axial", device="cpu").axis == 2
+    with pytest.raises(SettingsError, match="plain array"):
+        predict(vol.array, model, axis="axial", device="cpu")
+    with pytest.raises(SettingsError, match="axial, coronal, sagittal"):
+        InferenceSettings(axis="transverse")
+
+
 def test_auto_axis_is_the_largest_spacing_with_ties_to_the_default():
     assert resolve_axis("auto", (1.0, 1.0, 3.0), default_axis=0) == 2
     assert resolve_axis("auto", (1.0, 1.0, 1.0), default_axis=1) == 1

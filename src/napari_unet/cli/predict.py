@@ -57,10 +57,13 @@ def _defaults(cls) -> dict:
 
 def _add_inference_flags(p) -> None:
     from ..inference.predictor import PRECISIONS, InferenceSettings
+    from ..io.geometry import PLANES
 
     d = _defaults(InferenceSettings)
-    p.add_argument("--axis", default=d["axis"], type=_axis, choices=["auto", 0, 1, 2],
-                   help="slice axis (auto: the acquisition axis)")
+    p.add_argument("--axis", default=d["axis"], type=_axis,
+                   choices=["auto", *PLANES, 0, 1, 2], metavar="PLANE",
+                   help="slices to read: auto (the acquisition plane), axial, coronal, "
+                   "sagittal, or an array axis 0, 1, 2")
     p.add_argument("--roi", dest="roi_size", nargs=2, type=_positive_int, metavar=("H", "W"),
                    default=d["roi_size"],
                    help="tile size (default: whole slices when they fit in memory, else "

@@ -15,8 +15,10 @@ arrays in the input's array order and spatial shape, so
   finite minimum, +Inf by its finite maximum, with a warning giving their count. A volume
   with no finite voxel at all raises :class:`VolumeReadError` naming it. Boolean volumes
   are read as 0/1.
-- **Axis** 0, 1, 2 or ``'auto'``: the axis with the largest spacing (the acquisition
-  axis); ties, and plain arrays without spacing, use ``model.meta.default_axis``.
+- **Axis** ``'axial'``, ``'coronal'``, ``'sagittal'`` (found from the direction cosines),
+  an array axis 0, 1, 2, or ``'auto'``: the axis with the largest spacing (the
+  acquisition axis); ties, and plain arrays without spacing, use
+  ``model.meta.default_axis``.
 - **Whole slices or tiles** (:mod:`~napari_unet.inference.budget`): whole slices when one
   fits the memory budget, MONAI tiles of the model's patch size otherwise or of
   ``roi_size`` when given.
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from ..errors import Cancelled, SettingsError, TaskError, VolumeReadError
+from ..io.geometry import PLANES, plane_axis
 from ..progress import Cancel, Progress
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -69,8 +72,9 @@ class InferenceSettings:
     deterministic: bool = False
 
     def __post_init__(self):
-        if self.axis != "auto" and self.axis not in (0, 1, 2, -1, -2, -3):
-            raise SettingsError(f"axis must be 0, 1, 2 or 'auto', not {self.axis!r}")
+        if self.axis not in ("auto", *PLANES, 0, 1, 2, -1, -2, -3):
+            raise SettingsError(f"axis must be 'auto', {', '.join(PLANES)}, or an array "
+                                f"axis 0, 1, 2; not {self.axis!r}")
         if not 0.0 <= float(self.overlap) < 1.0:
             raise SettingsError(f"overlap must lie in [0, 1) (got {self.overlap})")
         if self.precision not in PRECISIONS:
@@ -141,7 +145,8 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     settings = _settings(settings, overrides)
     array, spacing, name = _unpack(volume)
     _check_channels(array, model, name)
-    axis = resolve_axis(settings.axis, spacing, model.meta.default_axis)
+    axis = resolve_axis(settings.axis, spacing, model.meta.default_axis,
+                        getattr(volume, "direction", None))
     stack = np.moveaxis(array, axis, 0)  # a view: slices along `axis` first
     indices = _indices(slices, len(stack), axis, name)
     device = resolve_device(settings.device)
@@ -173,8 +178,15 @@ def predict_slices(volume, model, slice_indices: Sequence[int],
     return predict(volume, model, settings, slices=slice_indices, **kwargs)
 
 
-def resolve_axis(axis: int | str, spacing: Sequence[float] | None, default_axis: int) -> int:
-    """0/1/2 as given; 'auto': largest spacing, ties (or no spacing) -> ``default_axis``."""
+def resolve_axis(axis: int | str, spacing: Sequence[float] | None, default_axis: int,
+                 direction=None) -> int:
+    """0/1/2 as given; a plane by the direction cosines; 'auto': largest spacing, ties (or
+    no spacing) -> ``default_axis``."""
+    if axis in PLANES:
+        if direction is None:
+            raise SettingsError(f"{axis!r} slices need a scan with an orientation; for a "
+                                "plain array give the array axis 0, 1 or 2")
+        return plane_axis(axis, direction)
     if axis != "auto":
         return int(axis) % 3
     if spacing is None:

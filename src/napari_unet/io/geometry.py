@@ -158,3 +158,22 @@ def geometry_from_layer(data_to_world: np.ndarray, world_axes: np.ndarray | None
     lift = np.eye(4)
     lift[:3, :3] = m.T
     return geometry_from_affine(lift @ np.asarray(data_to_world, float))
+
+
+# --- slice planes in a clinician's words --------------------------------------------------
+
+PLANES = ("axial", "coronal", "sagittal")
+_PLANE_NORMAL = {"sagittal": 0, "coronal": 1, "axial": 2}  # LPS axis the slices stack along
+
+
+def plane_axis(plane: str, direction: np.ndarray) -> int:
+    """Array axis whose slices lie in ``plane`` for a scan with these direction cosines."""
+    if plane not in _PLANE_NORMAL:
+        raise ValueError(f"unknown plane {plane!r}: use one of {', '.join(PLANES)}")
+    nearest = anatomical_axes(direction)  # row a: the LPS axis nearest array axis a
+    return int(np.argmax(nearest[:, _PLANE_NORMAL[plane]]))
+
+
+def axis_plane(axis: int, direction: np.ndarray) -> str:
+    """The plane (axial, coronal, sagittal) of the slices along array ``axis``."""
+    return next(p for p in PLANES if plane_axis(p, direction) == int(axis) % 3)
