@@ -243,7 +243,9 @@ def test_looks_like_labels_warns_for_label_maps_only(make_napari_viewer, tmp_pat
     assert not looks_like_labels(viewer.add_image(np.random.default_rng(0).random((4, 5, 6))))
 
 
-def test_file_save_selected_layers_menu_writes_named_labels(make_napari_viewer, tmp_path):
+@pytest.mark.parametrize("typed", ["organs.nii.gz", "organs"])
+def test_file_save_selected_layers_menu_writes_named_labels(make_napari_viewer, tmp_path, typed):
+    """Typed with or without the extension, the file is ``organs.nii.gz``."""
     from support.napari_doors import menu_action, watch_dialogs
 
     src = ras_nifti(tmp_path / "scan.nii.gz")
@@ -256,7 +258,7 @@ def test_file_save_selected_layers_menu_writes_named_labels(make_napari_viewer, 
     target = tmp_path / "saved" / "organs.nii.gz"
     target.parent.mkdir()
     with watch_dialogs() as dialogs:
-        dialogs.file_name, dialogs.file_type = str(target), "class names"
+        dialogs.file_name, dialogs.file_type = str(target.parent / typed), "class names"
         menu_action(viewer, "napari.window.file.save_layers_dialog.selected").trigger()
     assert dialogs.titles == ["Save selected layers"] and not dialogs.errors
     np.testing.assert_array_equal(nib.load(target).affine, nib.load(str(src)).affine)

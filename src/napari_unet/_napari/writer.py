@@ -13,6 +13,7 @@ data and widgets set them) in the file, so that it reopens as labels (``io.label
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,9 +59,16 @@ def _write(path: str, data: Any, meta: dict, dtype, class_names=None) -> list[st
     from ..io import write_volume
 
     data = np.asarray(data)
-    written = write_volume(data, path, like=volume_for(data, meta), dtype=dtype,
-                           class_names=class_names)
+    written = write_volume(data, with_default_extension(path), like=volume_for(data, meta),
+                           dtype=dtype, class_names=class_names)
     return [str(written)]
+
+
+def with_default_extension(path: str) -> str:
+    """A name typed without an extension gets ``.nii.gz``, as napari's own writers add
+    theirs (a save dialog may hand the name over bare); any other extension is left for
+    ``write_volume`` to refuse by name."""
+    return path if Path(path).suffix else path + ".nii.gz"
 
 
 def volume_for(data: np.ndarray, meta: dict) -> Volume:
