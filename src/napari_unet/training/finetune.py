@@ -27,18 +27,22 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..errors import TaskError
+from .anchor import Anchor, unchecked_rows
 from .data import PatchSampler, check_labels, label_slices, load_source, to_numpy, to_slices
 from .loop import LoopConfig, run_loop
 from .losses import make_loss
 from .metrics import DiceCounter
 from .recipes import EMPTY_SLICE_WEIGHT
 from .settings import DEFAULT_FINETUNE_SECONDS, FinetuneSettings, TrainResult
+
+LR_RANGE = (1e-4, 1e-3)
+AGREEMENT_RANGE = (0.8, 0.95)  # trusted Dice of the parent: much to learn .. little
 
 
 def finetune(model, volume, labels, trusted, settings: FinetuneSettings | None = None, *,
@@ -48,63 +52,166 @@ def finetune(model, volume, labels, trusted, settings: FinetuneSettings | None =
 
     ``trusted``: booleans per slice along ``axis`` (1-D) or per voxel (the labels' shape).
     ``settings`` and/or keywords named like :class:`FinetuneSettings` fields say how long
-    and how; ``axis`` defaults to the model's default slice axis.
+    and how; ``axis`` defaults to the model's default slice axis. Slices without a single
+    trusted voxel anchor the model to its own predictions (``settings.anchor``).
     """
     from ..devices import resolve_device
+    from ..model.checkpoint import Model
 
     s = replace(settings or FinetuneSettings(), **overrides)
-    iterations, time_budget, lr, seed = s.iterations, s.time_budget, s.lr, s.seed
-    if iterations is None and time_budget is None:
-        time_budget = DEFAULT_FINETUNE_SECONDS
-    task = model.task
-    if task.kind != "segment":
+    if model.task.kind != "segment":
         raise TaskError(f"fine-tuning from corrections needs a segmentation model; "
-                        f"{model.name!r} is a {task.describe()}")
+                        f"{model.name!r} is a {model.task.describe()}")
     axis = model.meta.default_axis if axis is None else axis
-    src = load_source(volume, 0)
-    lab_name = getattr(labels, "name", "labels")
-    lab = np.asarray(getattr(labels, "array", labels))
+    data = _Corrections.of(model, volume, labels, trusted, axis)
+    dev = resolve_device(s.device)
+    net = copy.deepcopy(model.net).cpu()
+    before = data.dice(net.to(dev).eval(), model.task, dev)
+    time_budget = s.time_budget
+    if s.iterations is None and time_budget is None:
+        time_budget = DEFAULT_FINETUNE_SECONDS
+    trust = parent_trust(before)
+    s = replace(s, lr=step_size(trust) if s.lr is None else s.lr,
+                anchor=trust if s.anchor is None else s.anchor)
+    cfg = LoopConfig(s.iterations, time_budget, s.lr, device=dev)
+    out = run_loop(net, _batches(model, data, _patch(model, s), s, dev), make_loss(model.task),
+                   cfg, None, params=_trainable(net, s.freeze_encoder), progress=progress,
+                   cancel=cancel, on_metrics=on_metrics,
+                   train_mode=_train_frozen_norm if s.freeze_norm else None)
+    metrics = {"trusted_dice_before": before, "trusted_dice": data.dice(net, model.task, dev),
+               "parent_trust": round(trust, 4)}
+    meta = replace(model.meta, name=s.name or model.name, hash="",
+                   provenance=_provenance(model, data, axis, out, s, metrics))
+    return TrainResult(Model(net, meta), out.history, metrics, out.losses, out.iterations,
+                       out.seconds, out.stopped_by)
+
+
+@dataclass
+class _Corrections:
+    """The scan's normalised slices and the checked labels, slices first (S, 1, H, W)."""
+
+    img: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+    rows: list[int]  # slices with at least one trusted voxel
+    name: str
+
+    @classmethod
+    def of(cls, model, volume, labels, trusted, axis: int) -> _Corrections:
+        src = load_source(volume, 0, "scan")
+        lab, trust = _checked_labels(labels, trusted, src,
+                                     _described(volume, src, "the scan"), axis,
+                                     model.task.n_labels)
+        fitted = model.meta.normalization.fit(src.array)
+        img = to_numpy(fitted.forward(to_slices(src.array.astype(np.float32), axis)))
+        mask = label_slices(trust, axis).astype(np.float32)
+        rows = [i for i in range(len(img)) if mask[i].any()]
+        return cls(img, label_slices(lab, axis).astype(np.int16), mask, rows, src.name)
+
+    @torch.no_grad()
+    def dice(self, net, task, device, batch: int = 8) -> float | None:
+        """Mean foreground Dice over the trusted voxels (how well a net fits the checks)."""
+        counter = DiceCounter(task.n_labels)
+        for i in range(0, len(self.rows), batch):
+            idx = self.rows[i:i + batch]
+            pred = task.decide(task.activate(net(torch.from_numpy(self.img[idx]).to(device))))
+            counter.add(pred.cpu(), torch.from_numpy(self.labels[idx][:, 0]),
+                        torch.from_numpy(self.mask[idx][:, 0]))
+        dice = counter.per_class()[1:]
+        return round(float(np.nanmean(dice)), 6) if np.isfinite(dice).any() else None
+
+
+def parent_trust(agreement: float | None) -> float:
+    """0 .. 1: how far the parent can be trusted where nobody checked it.
+
+    Its Dice on the checked voxels, mapped linearly from ``AGREEMENT_RANGE[0]`` (or less:
+    0) to ``AGREEMENT_RANGE[1]`` (or more: 1); None (no foreground anywhere) counts as 1.
+    """
+    if agreement is None:
+        return 1.0
+    low, high = AGREEMENT_RANGE
+    return float(min(1.0, max(0.0, (agreement - low) / (high - low))))
+
+
+def step_size(trust: float) -> float:
+    """The learning rate: log-linear from ``LR_RANGE[1]`` (trust 0) to ``LR_RANGE[0]`` (1)."""
+    small, large = LR_RANGE
+    return float(large * (small / large) ** trust)
+
+
+def _patch(model, s: FinetuneSettings) -> tuple[int, int]:
+    return tuple(s.patch_size or (min(model.meta.patch_size[0], 128),
+                                  min(model.meta.patch_size[1], 128)))
+
+
+def _provenance(model, data: _Corrections, axis: int, out, s: FinetuneSettings,
+                metrics: dict) -> dict:
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return {**model.meta.provenance,
+            "parent": {"name": model.name, "hash": model.hash},
+            "corrected_slices": len(data.rows),
+            "finetune": {"finetuned": now, "data": data.name, "axis": axis,
+                         "trusted_voxels": int(data.mask.sum()),
+                         "iterations": out.iterations, "seconds": round(out.seconds, 2),
+                         "seed": s.seed, "lr": round(s.lr, 7), "freeze_encoder": s.freeze_encoder,
+                         "freeze_norm": s.freeze_norm, "anchor": round(s.anchor, 4),
+                         "metrics": metrics}}
+
+
+def _checked_labels(labels, trusted, src, scan_name: str, axis: int, n_labels: int):
+    """The labels (zero where unchecked) and the voxel trust mask, both checked."""
+    lab_src = load_source(labels, 0, "labels")
+    lab, lab_name = lab_src.array, _described(labels, lab_src, "the labels")
+    if lab.ndim == 4 and lab.shape[-1] == 1:
+        lab = lab[..., 0]
+    if lab.shape != tuple(src.array.shape[:3]):
+        raise TaskError(f"{lab_name} and {scan_name} have different shapes: the labels "
+                        f"have {_shape_words(lab.shape, axis)}, the scan has "
+                        f"{_shape_words(src.array.shape[:3], axis)}; give the labels that "
+                        f"were drawn on this scan")
     trust = _trust_mask(trusted, lab.shape, axis)
-    lab = check_labels(lab, src.array.shape, task.n_labels, lab_name, where=trust)
-    lab = np.where(trust, lab, 0)  # unchecked labels never reach the loss or the sampler
-    fitted = model.meta.normalization.fit(src.array)
-    img = to_numpy(fitted.forward(to_slices(src.array.astype(np.float32), axis)))
-    lab_sl = label_slices(lab, axis).astype(np.int16)
-    mask_sl = label_slices(trust, axis).astype(np.float32)
-    rows = [i for i in range(len(img)) if mask_sl[i].any()]
-    patch = tuple(s.patch_size or (min(model.meta.patch_size[0], 128),
-                                 min(model.meta.patch_size[1], 128)))
-    weights = np.array([1.0 if lab_sl[i].any() else EMPTY_SLICE_WEIGHT for i in rows])
-    sampler = PatchSampler([img], [{"label": lab_sl, "mask": mask_sl, "crop": lab_sl}],
-                           [(0, i) for i in rows], weights, patch, s.batch_size, seed,
-                           flips=s.augment, intensity=s.augment)
+    lab = check_labels(lab, src.array.shape, n_labels, lab_name, where=trust)
+    return np.where(trust, lab, 0), trust  # unchecked labels never reach loss or sampler
+
+
+def _described(item, src, default: str) -> str:
+    """A file's or layer's name for messages; ``default`` for a bare array."""
+    return default if isinstance(item, np.ndarray) else f"{default} {src.name!r}"
+
+
+def _shape_words(shape: tuple, axis: int) -> str:
+    return f"{shape[axis]} slices along axis {axis} ({' x '.join(map(str, shape))})"
+
+
+def _batches(model, data: _Corrections, patch, s: FinetuneSettings, dev):
+    """``next_batch()``: corrected patches, plus parent-labelled anchors when there are any."""
+    weights = np.array([1.0 if data.labels[i].any() else EMPTY_SLICE_WEIGHT
+                        for i in data.rows])
+    extras = {"label": data.labels, "mask": data.mask, "crop": data.labels}
+    sampler = PatchSampler([data.img], [extras], [(0, i) for i in data.rows], weights, patch,
+                           s.batch_size, s.seed, flips=s.augment, intensity=s.augment)
+    free = unchecked_rows(data.mask)
+    anchor = (Anchor(model.net, model.task, data.img, free, patch, s.batch_size, s.seed, dev,
+                     s.anchor, s.augment)
+              if s.anchor > 0 and free else None)
 
     def next_batch():
         b = sampler.draw()
-        return b["image"], b["label"].round().long(), b["mask"]
+        x, y, m = b["image"], b["label"].round().long(), b["mask"]
+        if anchor is None:
+            return x, y, m
+        xa, ya, ma = anchor.draw()
+        return torch.cat([x, xa]), torch.cat([y, ya]), torch.cat([m, ma])
 
-    dev = resolve_device(s.device)
-    net = copy.deepcopy(model.net).cpu()
-    params = _trainable(net, s.freeze_encoder)
-    before = _trusted_dice(net.to(dev).eval(), task, img, lab_sl, mask_sl, rows, dev)
-    cfg = LoopConfig(iterations, time_budget, lr, device=dev)
-    out = run_loop(net, next_batch, make_loss(task), cfg, None, params=params,
-                   progress=progress, cancel=cancel, on_metrics=on_metrics)
-    after = _trusted_dice(net, task, img, lab_sl, mask_sl, rows, dev)
-    metrics = {"trusted_dice_before": before, "trusted_dice": after}
-    prov = {**model.meta.provenance,
-            "parent": {"name": model.name, "hash": model.hash},
-            "corrected_slices": len(rows),
-            "finetune": {"finetuned": _dt.datetime.now(_dt.timezone.utc).isoformat(
-                timespec="seconds"), "data": src.name, "axis": axis,
-                "trusted_voxels": int(trust.sum()), "iterations": out.iterations,
-                "seconds": round(out.seconds, 2), "seed": seed, "lr": lr,
-                "freeze_encoder": s.freeze_encoder, "metrics": metrics}}
-    meta = replace(model.meta, name=s.name or model.name, provenance=prov, hash="")
-    from ..model.checkpoint import Model
+    return next_batch
 
-    return TrainResult(Model(net, meta), out.history, metrics, out.losses, out.iterations,
-                       out.seconds, out.stopped_by)
+
+def _train_frozen_norm(net: torch.nn.Module) -> None:
+    """Train mode with every BatchNorm in eval mode: its statistics stay the parent's."""
+    net.train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def _trust_mask(trusted, shape: tuple, axis: int) -> np.ndarray:
@@ -113,14 +220,14 @@ def _trust_mask(trusted, shape: tuple, axis: int) -> np.ndarray:
     shape = tuple(shape[:3])
     if t.ndim == 1:
         if len(t) != shape[axis]:
-            raise TaskError(f"per-slice trust has {len(t)} entries but the volume has "
-                            f"{shape[axis]} slices along axis {axis}")
+            raise TaskError(f"the list of checked slices has {len(t)} entries but the "
+                            f"labels have {shape[axis]} slices along axis {axis}")
         view = [1, 1, 1]
         view[axis] = len(t)
         t = np.broadcast_to(t.reshape(view), shape)
     elif t.shape != shape:
-        raise TaskError(f"trusted mask shape {t.shape} matches neither the number of slices "
-                        f"nor the labels' shape {shape}")
+        raise TaskError(f"the trusted mask {t.shape} matches neither the number of slices "
+                        f"nor the shape of the labels {shape}")
     if not t.any():
         raise TaskError("nothing is marked as checked: mark at least one corrected slice "
                         "as trusted before fine-tuning")
@@ -133,16 +240,3 @@ def _trainable(net: torch.nn.Module, freeze_encoder: bool) -> list:
             if name.split(".")[0] in ("inc", "down1", "down2", "down3", "down4"):
                 p.requires_grad_(False)
     return [p for p in net.parameters() if p.requires_grad]
-
-
-@torch.no_grad()
-def _trusted_dice(net, task, img, lab, mask, rows, device, batch: int = 8) -> float | None:
-    """Mean foreground Dice over the trusted voxels (how well the model fits the checks)."""
-    counter = DiceCounter(task.n_labels)
-    for i in range(0, len(rows), batch):
-        idx = rows[i:i + batch]
-        x = torch.from_numpy(img[idx]).to(device)
-        pred = task.decide(task.activate(net(x))).cpu()
-        counter.add(pred, torch.from_numpy(lab[idx][:, 0]), torch.from_numpy(mask[idx][:, 0]))
-    dice = counter.per_class()[1:]
-    return round(float(np.nanmean(dice)), 6) if np.isfinite(dice).any() else None
