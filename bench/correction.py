@@ -16,6 +16,8 @@ On sample_data/brain_t1.nii.gz with the reference labels sample_data/brain_tissu
 
 For every run it also records what the proposed update would have given had it been
 applied regardless of the check, so the safety net and the learning can be told apart.
+``--ablation`` instead compares fine-tuning settings on one case (strong model, axial
+slices 60 and 110 corrected, ``--iterations`` each): the table in ``training/finetune.py``.
 Fine-tuning runs a fixed number of iterations (not the product's 30 s budget) so that
 the figures do not depend on the machine's load; torch threads are fixed (``--threads``).
 """
@@ -43,6 +45,7 @@ from napari_unet.training import FinetuneSettings, train  # noqa: E402
 
 SAMPLE = ROOT / "sample_data"
 RESULTS = ROOT / "bench" / "results" / "correction.json"
+ABLATION_RESULTS = ROOT / "bench" / "results" / "correction_ablation.json"
 MAX_DROP = 0.002
 MIN_RISE = 0.1
 TISSUE = (1, 2)  # grey matter, white matter
@@ -102,14 +105,40 @@ def weak_model(scan, truth, seed: int):
                  val_fraction=0.0, device="cpu").model
 
 
+ABLATION = {  # label -> FinetuneSettings fields
+    "lr 1e-3, BatchNorm statistics updated, no anchor (before)": dict(lr=1e-3,
+                                                                      freeze_norm=False,
+                                                                      anchor=0.0),
+    "lr 1e-3, frozen BatchNorm, no anchor": dict(lr=1e-3, anchor=0.0),
+    "lr 1e-3, frozen BatchNorm, anchor 1": dict(lr=1e-3, anchor=1.0),
+    "lr 3e-4, frozen BatchNorm, anchor 1": dict(lr=3e-4, anchor=1.0),
+    "lr 1e-4, frozen BatchNorm, no anchor": dict(lr=1e-4, anchor=0.0),
+    "default: lr and anchor from the agreement": {},
+}
+
+
+def ablation(scan, model, output, truth, iterations: int, predict) -> list[dict]:
+    rows = []
+    for label, fields in ABLATION.items():
+        settings = FinetuneSettings(iterations=iterations, device="cpu", **fields)
+        r = one_run(scan, model, output, truth, [60, 110], settings, predict)
+        rows.append({"settings": label, **r})
+        print(f"{label}: {r['change_if_applied_anyway']:+.4f} {r['dice_if_applied_anyway']} "
+              f"{r['seconds']} s", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=80,
                         help="fine-tuning iterations per update (default 80)")
     parser.add_argument("--seeds", type=int, default=3, help="slice choices per count")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("-o", "--output", type=Path, default=RESULTS)
+    parser.add_argument("--ablation", action="store_true",
+                        help="compare fine-tuning settings on one case instead")
+    parser.add_argument("-o", "--output", type=Path, default=None)
     args = parser.parse_args(argv)
+    args.output = args.output or (ABLATION_RESULTS if args.ablation else RESULTS)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     scan = read_volume(SAMPLE / "brain_t1.nii.gz")
@@ -117,6 +146,11 @@ def main(argv: list[str] | None = None) -> dict:
     predict = InferenceSettings(axis=0, device="cpu")
     strong = load_model("brain-tissue", device="cpu")
     out_strong = initial_output(scan, strong, predict)
+    if args.ablation:
+        rows = ablation(scan, strong, out_strong, truth, args.iterations, predict)
+        return _save({"benchmark": "fine-tuning settings, strong model, slices 60 and 110",
+                      "machine": _machine(args, load_start), "date": time.strftime("%Y-%m-%d"),
+                      "iterations": args.iterations, "rows": rows}, args.output)
     runs: dict[str, list] = {"strong": [], "weak": []}
     for n in (1, 2, 3):
         for seed in range(args.seeds):
@@ -136,11 +170,22 @@ def main(argv: list[str] | None = None) -> dict:
         runs["weak"].append({"corrected": 3, "seed": seed, **r})
         print(f"weak, 3 slices {r['slices']}: {r['change']:+.4f} (Dice "
               f"{r['dice_before']} -> {r['dice_after']}) {r['seconds']} s", flush=True)
-    result = summarise(runs, args, load_start)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    result = _save(summarise(runs, args, load_start), args.output)
     print(json.dumps(result["summary"], indent=1))
     return result
+
+
+def _save(result: dict, path: Path) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _machine(args, load_start) -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": args.threads,
+            "load_average_start": [round(v, 2) for v in load_start],
+            "load_average_end": [round(v, 2) for v in os.getloadavg()]}
 
 
 def summarise(runs: dict, args, load_start) -> dict:
@@ -158,11 +203,7 @@ def summarise(runs: dict, args, load_start) -> dict:
         "weak_ok": rise >= MIN_RISE,
     }
     return {"benchmark": "correction loop on the sample brain",
-            "machine": {"cpu": platform.processor() or platform.machine(),
-                        "cores": os.cpu_count(), "torch": torch.__version__,
-                        "torch_threads": args.threads,
-                        "load_average_start": [round(v, 2) for v in load_start],
-                        "load_average_end": [round(v, 2) for v in os.getloadavg()]},
+            "machine": _machine(args, load_start),
             "date": time.strftime("%Y-%m-%d"),
             "settings": {"iterations": args.iterations, "seeds": args.seeds,
                          "finetune": {k: v for k, v in vars(FinetuneSettings()).items()

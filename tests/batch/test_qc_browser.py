@@ -42,9 +42,10 @@ window.addEventListener("load", () => {
     src: img.getAttribute("src"), complete: img.complete, width: img.naturalWidth,
     shown: img.getBoundingClientRect().width}));
   const cards = [...document.querySelectorAll(".card")].map(c => c.innerText);
+  const wide = document.documentElement.scrollWidth > window.innerWidth;
   const out = document.createElement("pre");
   out.id = "qc-probe";
-  out.textContent = JSON.stringify({images: seen, cards: cards});
+  out.textContent = JSON.stringify({images: seen, cards: cards, overflows: wide});
   document.body.appendChild(out);
 });
 </script>"""
@@ -71,7 +72,7 @@ def batch(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("qc_browser")
     inputs = root / "in"
     nifti_scan(inputs / "scan_a.nii.gz", seed=1)
-    nifti_scan(inputs / "scan_b.nii.gz", seed=2)
+    nifti_scan(inputs / ("scan_b_" + "with_a_very_long_name_" * 4 + "x.nii.gz"), seed=2)
     dicom_series(inputs / "dicom", seed=4, number=3, description="T1 axial")
     broken_nifti(inputs / "broken.nii.gz")
     non_image_dicom(inputs / "dicom" / "structures.dcm")
@@ -89,8 +90,8 @@ def test_every_scan_is_listed_and_every_picture_loads_in_chromium(batch, tmp_pat
     page = (batch / "index.html").read_text()
     probed = batch / "index.probe.html"  # same folder: the pictures resolve as on the page
     probed.write_text(page.replace("</body>", PROBE + "</body>"))
-    run = run_chromium(["--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
-                       tmp_path / "profile")
+    run = run_chromium(["--virtual-time-budget=10000", "--window-size=1024,768", "--dump-dom",
+                        probed.as_uri()], tmp_path / "profile")
     found = re.search(r'<pre id="qc-probe">(.*?)</pre>', run.stdout, re.S)
     assert found, f"chromium gave no DOM (exit {run.returncode}): {run.stderr[-2000:]}"
     seen = json.loads(html.unescape(found.group(1)))
@@ -109,6 +110,7 @@ def test_every_scan_is_listed_and_every_picture_loads_in_chromium(batch, tmp_pat
     for img in seen["images"]:
         assert img["complete"] and img["width"] > 0, f"picture {img['src']} did not load"
         assert img["shown"] > 100, f"picture {img['src']} is drawn {img['shown']} px wide"
+    assert not seen["overflows"], "the page is wider than a 1024 px window (long names?)"
 
 
 @pytest.mark.slow
