@@ -106,8 +106,9 @@ class FinetuneSettings:
     """How :func:`napari_unet.finetune` learns from corrections (the widget and scripts fill it).
 
     Stops after ``iterations`` or ``time_budget`` seconds, whichever comes first; with
-    neither, ``DEFAULT_FINETUNE_SECONDS``. ``lr=None`` and ``anchor=None`` are set from how
-    well the model already agrees with the corrections (:mod:`napari_unet.training.finetune`).
+    neither, ``DEFAULT_FINETUNE_SECONDS``. ``lr``, ``anchor`` and ``freeze_norm`` left at None
+    follow how well the model already agrees with the corrections
+    (:mod:`napari_unet.training.finetune`).
     """
 
     time_budget: float | None = None
@@ -116,7 +117,8 @@ class FinetuneSettings:
     batch_size: int = 4
     patch_size: tuple[int, int] | None = None  # None: the model's, at most 128
     freeze_encoder: bool = False
-    freeze_norm: bool = True  # keep BatchNorm statistics: a few slices cannot re-estimate them
+    # None below: chosen from the parent's agreement with the corrections (see finetune)
+    freeze_norm: bool | None = None  # keep the parent's BatchNorm statistics
     anchor: float | None = None  # weight of the parent's predictions on unchecked slices
     augment: bool = True
     seed: int = 0
