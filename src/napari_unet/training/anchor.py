@@ -7,8 +7,10 @@ a distillation term ("learning without forgetting"): on patches of unchecked sli
 model is pulled towards the *parent's* class probabilities (cross-entropy to the soft
 targets, i.e. KL divergence up to a constant). The corrections move the model where a
 person said it was wrong; the anchor holds it, output distribution and all, where nobody
-said anything. Its weight is the trust in the parent (see ``finetune``): a model that
-already agrees with the corrections is held firmly, one that does not is let go.
+said anything. Its weight follows the trust in the parent (see ``finetune``): a model
+that already agrees with the corrections is held firmly, one that does not is let go.
+Soft targets hold more than the parent's argmax does: with hard labels as targets a good
+model still lost up to 0.004 Dice on the unchecked slices of the sample brain.
 """
 
 from __future__ import annotations
