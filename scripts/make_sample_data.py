@@ -77,34 +77,84 @@ def _uid(seed: str) -> str:
     return "2.25." + str(int(hashlib.sha256(seed.encode()).hexdigest()[:30], 16))
 
 
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+# Module by module, what an MR Image Storage instance needs (PS3.3 A.4) besides geometry and
+# pixels. No patient data: an anonymous name and ID, no birth date or sex (type 2: empty).
+SERIES_ATTRIBUTES = {
+    # Patient
+    "PatientName": "Anonymous^MNI152", "PatientID": "MNI152-2009a", "PatientBirthDate": "",
+    "PatientSex": "", "PatientIdentityRemoved": "YES",
+    # General Study
+    "StudyInstanceUID": _uid("napari-unet sample study"), "StudyDate": "20090101",
+    "StudyTime": "120000", "ReferringPhysicianName": "", "StudyID": "1",
+    "AccessionNumber": "", "StudyDescription": "napari-unet sample brain MRI",
+    # General Series
+    "Modality": "MR", "SeriesInstanceUID": _uid("napari-unet sample T1 series"),
+    "SeriesNumber": 1, "SeriesDescription": "T1 MNI ICBM152 2009a (napari-unet sample)",
+    "BodyPartExamined": "BRAIN", "PatientPosition": "HFS",
+    # Frame of Reference
+    "FrameOfReferenceUID": _uid("napari-unet sample frame of reference"),
+    "PositionReferenceIndicator": "",
+    # General Equipment
+    "Manufacturer": "napari-unet (MNI ICBM152 2009a template)",
+    # General Image / MR Image: an averaged template, so derived; sequence as typical for T1
+    "ImageType": ["DERIVED", "SECONDARY", "OTHER"], "ScanningSequence": "GR",
+    "SequenceVariant": ["SP", "MP"], "ScanOptions": "", "MRAcquisitionType": "3D",
+    "RepetitionTime": "22", "EchoTime": "9.2", "EchoTrainLength": "1",
+    "InversionTime": "", "ImagedNucleus": "1H", "MagneticFieldStrength": "1.5",
+    "SliceThickness": "1", "WindowCenter": "60", "WindowWidth": "120",
+    # Image Pixel: signed 16-bit greyscale
+    "SamplesPerPixel": 1, "PhotometricInterpretation": "MONOCHROME2", "BitsAllocated": 16,
+    "BitsStored": 16, "HighBit": 15, "PixelRepresentation": 1,
+    # SOP Common
+    "SOPClassUID": MR_IMAGE_STORAGE, "SpecificCharacterSet": "ISO_IR 100",
+}
+
+
 def write_dicom_series(nifti_path: Path, folder: Path) -> None:
-    """The T1 as an axial MR series, one file per slice, written by SimpleITK/GDCM."""
-    image = sitk.Cast(sitk.ReadImage(str(nifti_path)), sitk.sitkInt16)
+    """The T1 as an axial MR series, one file per slice, written by pydicom (deterministic)."""
+    image = sitk.Cast(sitk.ReadImage(str(nifti_path)), sitk.sitkInt16)  # LPS, as DICOM
+    pixels = sitk.GetArrayFromImage(image)  # (slices, rows, columns)
     folder.mkdir(parents=True, exist_ok=True)
-    study, series = _uid("napari-unet sample study"), _uid("napari-unet sample T1 series")
-    direction = image.GetDirection()
-    orientation = "\\".join(f"{v:.6f}" for v in (*direction[0:7:3], *direction[1:8:3]))
-    common = {
-        "0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
-        "0010|0010": "MNI152^Template", "0010|0020": "MNI152-2009a",
-        "0020|000d": study, "0020|000e": series, "0020|0011": "1",
-        "0008|103e": "T1 MNI ICBM152 2009a (napari-unet sample)",
-        "0008|1030": "napari-unet sample brain MRI", "0020|0037": orientation,
-        "0018|0050": f"{image.GetSpacing()[2]:.6f}", "0008|0020": "20090101",
-        "0028|1050": "60", "0028|1051": "120",
-    }
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
+    d = image.GetDirection()
+    orientation = [round(v, 6) + 0.0 for v in (*d[0:7:3], *d[1:8:3])]
+    spacing = image.GetSpacing()
     for z in range(image.GetDepth()):
-        sl = image[:, :, z]
-        for key, value in common.items():
-            sl.SetMetaData(key, value)
         pos = image.TransformIndexToPhysicalPoint((0, 0, z))
-        sl.SetMetaData("0020|0032", "\\".join(f"{p:.6f}" for p in pos))
-        sl.SetMetaData("0020|0013", str(z + 1))
-        sl.SetMetaData("0008|0018", _uid(f"napari-unet sample T1 slice {z}"))
-        writer.SetFileName(str(folder / f"IM{z + 1:04d}.dcm"))
-        writer.Execute(sl)
+        ds = _dataset(_uid(f"napari-unet sample T1 slice {z}"))
+        ds.update(_dict_dataset(SERIES_ATTRIBUTES))
+        ds.InstanceNumber = z + 1
+        ds.ImagePositionPatient = [round(p, 6) + 0.0 for p in pos]
+        ds.ImageOrientationPatient = orientation
+        ds.PixelSpacing = [spacing[1], spacing[0]]  # between rows, between columns
+        ds.SpacingBetweenSlices = spacing[2]
+        ds.Rows, ds.Columns = pixels.shape[1:]
+        ds.PixelData = np.ascontiguousarray(pixels[z]).astype("<i2").tobytes()
+        ds.save_as(folder / f"IM{z + 1:04d}.dcm", enforce_file_format=True)
+
+
+def _dataset(sop_instance: str):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = _uid("napari-unet make_sample_data")
+    meta.ImplementationVersionName = "NAPARI_UNET_1"
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPInstanceUID = sop_instance
+    return ds
+
+
+def _dict_dataset(values: dict):
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,9 +9,10 @@ command -v xvfb-run >/dev/null || need_apt+=(xvfb xauth)
 [ -e /usr/lib/x86_64-linux-gnu/libEGL.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libEGL.so.1 ] || need_apt+=(libegl1)
 ldconfig -p 2>/dev/null | grep -q libxkbcommon-x11 || need_apt+=(libxkbcommon-x11-0)
 ldconfig -p 2>/dev/null | grep -q libxcb-cursor || need_apt+=(libxcb-cursor0)
+command -v chromium >/dev/null || need_apt+=(chromium)  # the QC page test opens it headless
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing system packages for the virtual display and Qt"
+    echo "setup: installing system packages (virtual display, Qt, headless browser)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       "${need_apt[@]}" libgl1-mesa-dri libgl1 libegl1 libxkbcommon-x11-0 libxcb-icccm4 \
@@ -19,7 +20,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
       libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 libfontconfig1 \
       libglib2.0-0 >/dev/null
   else
-    echo "setup: missing system packages (${need_apt[*]}); GUI tests need them" >&2
+    echo "setup: missing system packages (${need_apt[*]}); GUI and browser tests need them" >&2
   fi
 fi
 

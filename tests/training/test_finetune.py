@@ -1,4 +1,5 @@
-"""Fine-tuning from corrections: only trusted labels count, the input model never changes."""
+"""Fine-tuning from corrections: only trusted labels count, the input model never changes,
+unchecked slices hold the model to its own predictions, and bad input says what is wrong."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 
 from napari_unet.errors import Cancelled, TaskError
 from napari_unet.training import finetune, train
+from napari_unet.training.finetune import ANCHOR_WEIGHT
 from support.synthetic import TINY, blobs, falls
 
 FT = dict(patch_size=(32, 32), batch_size=4, seed=3)
@@ -72,7 +74,7 @@ def test_returns_a_new_model_and_leaves_the_input_alone(base_model):
     assert prov["corrected_slices"] == 3 and prov["finetune"]["iterations"] == 30
     assert res.model.hash != parent_hash
     assert falls(res.losses)
-    assert set(res.metrics) == {"trusted_dice_before", "trusted_dice"}
+    assert set(res.metrics) == {"trusted_dice_before", "trusted_dice", "parent_trust"}
     assert seen[-1] == (30, 30)
 
 
@@ -89,7 +91,7 @@ def test_bad_trust_and_tasks_are_refused(base_model):
     img, lab = blobs(15)
     with pytest.raises(TaskError, match="nothing is marked"):
         finetune(base_model, img, lab, np.zeros(6, bool), iterations=1)
-    with pytest.raises(TaskError, match="6 slices along axis 0"):
+    with pytest.raises(TaskError, match="checked slices has 5 entries but the labels have 6"):
         finetune(base_model, img, lab, np.ones(5, bool), iterations=1)
     bad = lab.copy()
     bad[0, 0, 0] = 9
@@ -98,3 +100,111 @@ def test_bad_trust_and_tasks_are_refused(base_model):
     den = train(img, task="denoise", iterations=1, **TINY).model
     with pytest.raises(TaskError, match="segmentation model"):
         finetune(den, img, lab, np.ones(6, bool), iterations=1)
+
+
+def test_mismatched_labels_say_which_has_how_many_slices(base_model, tmp_path):
+    import nibabel as nib
+
+    img, lab = blobs(16, shape=(12, 48, 48))
+    short = lab[:5]
+    with pytest.raises(TaskError) as err:
+        finetune(base_model, img, short, np.ones(5, bool), iterations=1)
+    text = str(err.value)
+    assert "the labels have 5 slices along axis 0" in text
+    assert "the scan has 12 slices along axis 0" in text
+    path = tmp_path / "corrections_labels.nii.gz"  # files are named in the message
+    nib.save(nib.Nifti1Image(short.transpose(2, 1, 0), np.eye(4)), path)
+    with pytest.raises(TaskError, match=r"the labels 'corrections_labels.nii.gz' and the "
+                                        r"scan have different shapes"):
+        finetune(base_model, img, path, np.ones(5, bool), iterations=1)
+
+
+def _changed_on(model, other, img, rows) -> float:
+    """Fraction of voxels of ``rows`` where two models' labels differ."""
+    from napari_unet.inference.predictor import predict_slices
+
+    a = predict_slices(img, model, rows, axis=0, device="cpu").labels[rows]
+    b = predict_slices(img, other, rows, axis=0, device="cpu").labels[rows]
+    return float((a != b).mean())
+
+
+@pytest.fixture(scope="module")
+def good_model():
+    """A parent worth anchoring to (80 iterations: most of each disc found)."""
+    img, lab = blobs(10)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(img, lab, iterations=80, **TINY).model
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_unchecked_slices_anchor_the_model_to_its_own_predictions(good_model):
+    """A 'correction' that erases one slice: without the anchor the model forgets the
+    other slices' tissue, with it the other slices keep (nearly) what the model said."""
+    img, lab = blobs(17)
+    erased = lab.copy()
+    erased[2] = 0
+    trusted = np.zeros(6, bool)
+    trusted[2] = True
+    others = [0, 1, 3, 4, 5]
+    kw = dict(iterations=25, lr=3e-3, freeze_norm=True, **FT)
+    free = finetune(good_model, img, erased, trusted, anchor=0.0, **kw).model
+    held = finetune(good_model, img, erased, trusted, anchor=ANCHOR_WEIGHT, **kw).model
+    drift_free = _changed_on(free, good_model, img, others)
+    drift_held = _changed_on(held, good_model, img, others)
+    assert drift_held < 0.25 * drift_free, (drift_held, drift_free)
+    prov = held.meta.provenance["finetune"]
+    assert prov["anchor"] == ANCHOR_WEIGHT and prov["freeze_norm"] is True
+
+
+def test_batchnorm_statistics_stay_the_parents_unless_asked(base_model):
+    img, lab = blobs(18)
+    trusted = np.array([True, False, False, True, False, False])
+
+    def stats(model):
+        return {k: v for k, v in _weights(model).items() if "running_" in k}
+
+    frozen = finetune(base_model, img, lab, trusted, iterations=5, freeze_norm=True,
+                      **FT).model
+    moving = finetune(base_model, img, lab, trusted, iterations=5, freeze_norm=False,
+                      **FT).model
+    assert stats(frozen) and _same(stats(frozen), stats(base_model))
+    assert not _same(stats(moving), stats(base_model))
+
+
+def test_settings_refuse_a_negative_anchor_or_learning_rate():
+    from napari_unet.errors import SettingsError
+    from napari_unet.training import FinetuneSettings
+
+    with pytest.raises(SettingsError, match="anchor"):
+        FinetuneSettings(anchor=-1)
+    with pytest.raises(SettingsError, match="learning rate"):
+        FinetuneSettings(lr=0)
+
+
+def test_a_model_that_agrees_with_the_corrections_moves_little():
+    """Step size and anchor follow the parent's Dice on the checked voxels."""
+    from napari_unet.training.finetune import LR_RANGE, parent_trust, step_size
+
+    assert parent_trust(0.3) == 0.0 and parent_trust(0.99) == 1.0 and parent_trust(None) == 1
+    assert 0 < parent_trust(0.9) < 1
+    assert step_size(0.0) == LR_RANGE[1] and step_size(1.0) == pytest.approx(LR_RANGE[0])
+    assert LR_RANGE[0] < step_size(0.5) < LR_RANGE[1]
+
+
+def test_learning_rate_and_anchor_come_from_the_agreement_unless_given(base_model):
+    img, lab = blobs(19)
+    trusted = np.array([True, False, False, False, True, False])
+    auto = finetune(base_model, img, lab, trusted, iterations=2, **FT)
+    trust = auto.metrics["parent_trust"]
+    prov = auto.model.meta.provenance["finetune"]
+    from napari_unet.training.finetune import step_size
+
+    assert prov["lr"] == pytest.approx(step_size(trust), rel=1e-3)
+    assert prov["anchor"] == pytest.approx(ANCHOR_WEIGHT * trust, abs=1e-3)
+    assert prov["freeze_norm"] is (trust >= 0.5)
+    fixed = finetune(base_model, img, lab, trusted, iterations=2, lr=3e-3, anchor=0.5, **FT)
+    prov = fixed.model.meta.provenance["finetune"]
+    assert prov["lr"] == 3e-3 and prov["anchor"] == 0.5

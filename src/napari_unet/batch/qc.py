@@ -132,7 +132,7 @@ h2 {{ font-size: 1.1em; margin: 1em 0 .3em; }}
          gap: 12px; }}
 .card {{ background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 8px; }}
 .card img {{ width: 100%; }}
-.card p {{ margin: .3em 0; font-size: .9em; word-break: break-all; }}
+.card p {{ margin: .3em 0; font-size: .9em; overflow-wrap: anywhere; }}
 .badge {{ color: #fff; border-radius: 4px; padding: 1px 6px; font-size: .85em; }}
 .err {{ color: #c62828; font-family: monospace; }}
 .t {{ color: #777; }}

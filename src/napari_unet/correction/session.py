@@ -21,12 +21,14 @@ import numpy as np
 from ..errors import NapariUnetError, TaskError
 from ..io.formats import nifti_stem
 from ..progress import Cancel, Progress, Stages
+from .check import Agreement, acceptance, held_out_tiles
 
 if TYPE_CHECKING:
     from ..inference.predictor import InferenceSettings
     from ..io.volume import Volume
     from ..model.checkpoint import Model
     from ..training.settings import FinetuneSettings
+
 
 @dataclass
 class Update:
@@ -44,6 +46,7 @@ class Update:
     history: list = field(default_factory=list)
     changed_voxels: int = 0  # voxels of unedited slices whose label would change
     changed_slices: int = 0  # how many unedited slices would change at all
+    changed_per_slice: np.ndarray | None = None  # voxels that would change, per slice
     check: dict | None = None  # acceptance check on held-out corrected voxels, if made
     recommended: bool = True  # False: the check says the update would make things worse
 
@@ -52,7 +55,12 @@ class Update:
         text = (f"learned from {self.n_trusted} corrected slice(s); accepting changes "
                 f"{self.changed_voxels:,} voxels on {self.changed_slices} of "
                 f"{len(self.slices)} unedited slices")
-        return text if self.recommended else text + " (not recommended: see the check)"
+        if self.check:
+            c = self.check
+            text += (f"; on {c['held_out_voxels']:,} corrected voxels kept back as a check, "
+                     f"{c['measure']} {c['before']:.3f} before, {c['after']:.3f} after")
+        return text if self.recommended else (text + ": not recommended, the new model "
+                                              "agrees less with your corrections")
 
 
 @dataclass
@@ -123,8 +131,7 @@ class CorrectionSession:
 
     def edited_mask(self) -> np.ndarray:
         """Per slice along the axis: True where the user's labels differ from the output."""
-        diff = self._along(np.asarray(self.labels)) != self._along(self.output)
-        return diff.reshape(diff.shape[0], -1).any(axis=1)
+        return self._edited(np.asarray(self.labels))
 
     def edited_slices(self) -> list[int]:
         return [int(i) for i in np.flatnonzero(self.edited_mask())]
@@ -140,27 +147,61 @@ class CorrectionSession:
                        cancel: Cancel | None = None) -> Update:
         """Fine-tune on edited slices, re-predict the others; touches nothing yet.
 
-        Safe to run off the GUI thread: it works on a snapshot of the labels.
+        Part of each corrected slice is held out of fine-tuning for the acceptance check
+        (:mod:`.check`); the update is ``recommended`` when the new model agrees with the
+        corrections there at least as well as the current one. Safe to run off the GUI
+        thread: it works on a snapshot of the labels.
         """
         from ..training import FinetuneSettings, finetune
 
         labels = np.array(self.labels, copy=True)
-        trusted = self._along(labels) != self._along(self.output)
-        trusted = trusted.reshape(trusted.shape[0], -1).any(axis=1)
+        trusted = self._edited(labels)
         if not trusted.any():
             raise NapariUnetError("no corrected slices yet: correct the labels on a few "
                                   "slices with the paint, fill or erase tools, then learn")
-        stage = Stages(progress, 2)
         settings = settings or FinetuneSettings(device=self.predict_settings.device)
-        result = finetune(self.model, self.volume, labels, trusted, settings, axis=self.axis,
-                          progress=stage(0), cancel=cancel)
+        corrected = np.flatnonzero(trusted)
+        held = self._held_out(corrected, settings.seed)
+        stage = Stages(progress, 2)
+        result = finetune(self.model, self.volume, labels, self._trust(trusted, held),
+                          settings, axis=self.axis, progress=stage(0), cancel=cancel)
+        new, unc = self._predict_slices(result.model, np.arange(self.n_slices), stage(1),
+                                        cancel)
+        check, recommended = self._check(result.model, new[corrected], corrected, held,
+                                         self._along(labels)[corrected], cancel)
         todo = np.flatnonzero(~trusted)
-        new, unc = self._predict_slices(result.model, todo, stage(1), cancel)
-        changed = new != self._along(labels)[todo]
+        changed = new[todo] != self._along(labels)[todo]
         per_slice = changed.reshape(len(todo), -1).sum(axis=1)
-        return Update(result.model, todo, new, unc, int(trusted.sum()), list(result.history),
+        return Update(result.model, todo, new[todo], None if unc is None else unc[todo],
+                      len(corrected), list(result.history),
                       changed_voxels=int(per_slice.sum()),
-                      changed_slices=int((per_slice > 0).sum()))
+                      changed_slices=int((per_slice > 0).sum()),
+                      changed_per_slice=per_slice, check=check, recommended=recommended)
+
+    def _edited(self, labels: np.ndarray) -> np.ndarray:
+        diff = self._along(labels) != self._along(self.output)
+        return diff.reshape(diff.shape[0], -1).any(axis=1)
+
+    def _held_out(self, corrected: np.ndarray, seed: int) -> np.ndarray:
+        """Per corrected slice (stacked on axis 0): the tiles kept for the check."""
+        plane = self._along(self.output).shape[1:]
+        return np.stack([held_out_tiles(plane, seed + int(i)) for i in corrected])
+
+    def _trust(self, trusted: np.ndarray, held: np.ndarray) -> np.ndarray:
+        """Voxels fine-tuning may learn from: corrected slices minus the held-out tiles."""
+        trust = np.zeros(self.output.shape, bool)
+        along = self._along(trust)
+        along[trusted] = ~held
+        return trust
+
+    def _check(self, new_model: Model, new: np.ndarray, corrected: np.ndarray,
+               held: np.ndarray, truth: np.ndarray, cancel: Cancel | None):
+        """Old and new model against the corrections on the held-out tiles."""
+        old, _ = self._predict_slices(self.model, corrected, None, cancel)
+        n = self.model.task.n_labels
+        before = Agreement.of(old[held], truth[held], n)
+        after = Agreement.of(new[held], truth[held], n)
+        return acceptance(before, after, int(held.sum()))
 
     def apply_update(self, update: Update) -> list[int]:
         """Write an update into the labels, skipping slices edited meanwhile; undoable."""
@@ -210,7 +251,7 @@ class CorrectionSession:
 
         pred = predict_slices(self.volume, model, slices, self.predict_settings,
                               progress=progress, cancel=cancel)
-        labels = np.moveaxis(pred.labels, self.axis, 0)[slices]
+        labels = self._along(pred.labels)[slices]
         unc = pred.slice_uncertainty
         return labels, (None if unc is None else np.asarray(unc, float)[slices])
 

@@ -106,15 +106,20 @@ class FinetuneSettings:
     """How :func:`napari_unet.finetune` learns from corrections (the widget and scripts fill it).
 
     Stops after ``iterations`` or ``time_budget`` seconds, whichever comes first; with
-    neither, ``DEFAULT_FINETUNE_SECONDS``.
+    neither, ``DEFAULT_FINETUNE_SECONDS``. ``lr``, ``anchor`` and ``freeze_norm`` left at None
+    follow how well the model already agrees with the corrections
+    (:mod:`napari_unet.training.finetune`).
     """
 
     time_budget: float | None = None
     iterations: int | None = None
-    lr: float = 1e-3
+    lr: float | None = None
     batch_size: int = 4
     patch_size: tuple[int, int] | None = None  # None: the model's, at most 128
     freeze_encoder: bool = False
+    # None below: chosen from the parent's agreement with the corrections (see finetune)
+    freeze_norm: bool | None = None  # keep the parent's BatchNorm statistics
+    anchor: float | None = None  # weight of the parent's predictions on unchecked slices
     augment: bool = True
     seed: int = 0
     device: str = "auto"
@@ -123,9 +128,11 @@ class FinetuneSettings:
     def __post_init__(self):
         if self.iterations is not None and self.iterations < 1:
             raise SettingsError(f"iterations must be >= 1 (got {self.iterations})")
+        if self.anchor is not None and self.anchor < 0:
+            raise SettingsError(f"anchor weight must be >= 0 (got {self.anchor}); 0 is off")
         if self.time_budget is not None and self.time_budget <= 0:
             raise SettingsError(f"time budget must be > 0 seconds (got {self.time_budget})")
-        if self.lr <= 0 or self.batch_size < 1:
+        if (self.lr is not None and self.lr <= 0) or self.batch_size < 1:
             raise SettingsError(f"learning rate must be > 0 and batch size >= 1 "
                                 f"(got {self.lr}, {self.batch_size})")
 
