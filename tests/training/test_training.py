@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.errors import Cancelled, TaskError, VolumeReadError
+from napari_unet.errors import Cancelled, SettingsError, TaskError, VolumeReadError
 from napari_unet.io.volume import Volume
 from napari_unet.model.checkpoint import load_model
 from napari_unet.model.tasks import make_task
@@ -127,7 +127,7 @@ def test_bad_input_is_refused_with_reasons(tmp_path):
         train([img, img], [lab], iterations=1, **TINY)
     with pytest.raises(TaskError, match="supervised denoising"):
         train(img, lab, task="denoise", iterations=1, **TINY)
-    with pytest.raises(TaskError, match="clean reference"):
+    with pytest.raises(SettingsError, match="clean reference"):
         train(img, img[:, :40], task="denoise", self_supervised=True, iterations=1, **TINY)
     with pytest.raises(TaskError, match="noise level"):
         TrainSettings(task="denoise", noise_level=5)
