@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import SettingsError, TaskError
 from ..inference.predictor import PRECISIONS
+from ..model.tasks import TASK_KINDS
 
 if TYPE_CHECKING:
     from ..model.checkpoint import Model
     from ..model.normalize import Normalization
 
-TASKS = ("segment", "denoise")
+AXES = (0, 1, 2)
 NOISE_KINDS = ("gaussian", "rician", "poisson")  # implemented in .noise
 DEFAULT_ITERATIONS = 500
 DEFAULT_FINETUNE_SECONDS = 30.0  # what a 2-core laptop CPU can spare while a person waits
@@ -75,7 +76,7 @@ class TrainSettings:
     def __post_init__(self):
         if self.task in ("segmentation", "seg"):
             self.task = "segment"
-        if self.task not in TASKS:
+        if self.task not in TASK_KINDS:
             raise TaskError(f"unknown task {self.task!r}: use 'segment' or 'denoise'")
         if self.noise not in NOISE_KINDS:
             raise TaskError(f"unknown noise model {self.noise!r}: use one of {NOISE_KINDS}")
@@ -84,7 +85,7 @@ class TrainSettings:
         if not all(0 < float(v) < 1 for v in levels):
             raise TaskError(f"noise level must lie in (0, 1) as a fraction of the intensity "
                             f"range (got {self.noise_level}); 0.05 means 5%")
-        if self.axis not in (0, 1, 2):
+        if self.axis not in AXES:
             raise SettingsError(f"slice axis must be 0, 1 or 2 (got {self.axis})")
         if self.iterations is not None and self.iterations < 1:
             raise SettingsError(f"iterations must be >= 1 (got {self.iterations})")
