@@ -92,3 +92,16 @@ def test_threads_setting_applies_only_to_the_run():
     train(img, lab, iterations=2, threads=1, progress=lambda d, t: seen.append(
         torch.get_num_threads()), **TINY)
     assert seen == [1, 1] and torch.get_num_threads() == before
+
+
+def test_time_budgets_on_a_busy_cpu_use_no_more_threads_than_idle_cores(monkeypatch):
+    from napari_unet.training.trainer import busy_cpu_threads
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr("os.getloadavg", lambda: (6.0, 6.0, 6.0))
+    assert busy_cpu_threads(TrainSettings(time_budget=10), cpu) == 1
+    monkeypatch.setattr("os.getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert busy_cpu_threads(TrainSettings(time_budget=10), cpu) == 2
+    assert busy_cpu_threads(TrainSettings(iterations=10), cpu) is None  # reproducible runs
