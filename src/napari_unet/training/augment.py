@@ -38,7 +38,8 @@ from .noise import add_noise
 
 @dataclass(frozen=True)
 class Randomization:
-    """Ranges of the random changes; each op is applied to a patch with probability ``p``.
+    """Ranges of the random changes: each intensity op is applied to a patch with
+    probability ``p``, rotation and zoom together with probability ``p_spatial``.
 
     Intensities are on the normalised scale (0..1). ``zoom`` < 1 shrinks the anatomy,
     as coarser voxels do; ``noise`` is the sigma as a fraction of the range; ``gibbs`` is
@@ -47,6 +48,7 @@ class Randomization:
     """
 
     p: float = 0.5
+    p_spatial: float = 1.0
     rotate: float = 0.0  # degrees, +-
     zoom: tuple[float, float] = (1.0, 1.0)  # log-uniform
     stretch: float = 0.0  # extra per-axis zoom, log-uniform +-
@@ -66,9 +68,9 @@ class Randomization:
 
 NONE = Randomization(p=0.0)
 LIGHT = Randomization(p=0.4, gamma=(0.75, 1.35), scale=0.1, shift=0.05)
-DOMAIN = Randomization(p=0.5, rotate=15.0, zoom=(0.6, 1.35), stretch=0.1, histogram=6,
-                       gamma=(0.5, 2.0), bias=0.35, low_res=(0.35, 1.0), gibbs=(0.0, 0.55),
-                       noise=(0.0, 0.09), scale=0.15, shift=0.08)
+DOMAIN = Randomization(p=0.25, p_spatial=0.5, rotate=15.0, zoom=(0.6, 1.35), stretch=0.1,
+                       histogram=6, gamma=(0.5, 2.0), bias=0.35, low_res=(0.35, 1.0),
+                       gibbs=(0.0, 0.55), noise=(0.0, 0.09), scale=0.15, shift=0.08)
 
 BIAS_DEGREE = 3
 
@@ -213,12 +215,13 @@ def scale_shift(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> to
 
 def affine_matrices(d: Draw, r: Randomization, flips: bool) -> torch.Tensor:
     """(B, 2, 2) maps from patch pixel offsets to slice pixel offsets (rotate, zoom, flip)."""
-    angle = d.uniform(-r.rotate, r.rotate) * (math.pi / 180)
+    on = d.coin(r.p_spatial)
+    angle = torch.where(on, d.uniform(-r.rotate, r.rotate) * (math.pi / 180), 0.0)
     zoom = d.log_uniform(*r.zoom) if r.zoom != (1.0, 1.0) else torch.ones_like(angle)
-    sy = sx = 1 / zoom
+    sy = sx = torch.where(on, 1 / zoom, 1.0)
     if r.stretch > 0:
-        sy = sy * d.log_uniform(1 / (1 + r.stretch), 1 + r.stretch)
-        sx = sx * d.log_uniform(1 / (1 + r.stretch), 1 + r.stretch)
+        sy = sy * torch.where(on, d.log_uniform(1 / (1 + r.stretch), 1 + r.stretch), 1.0)
+        sx = sx * torch.where(on, d.log_uniform(1 / (1 + r.stretch), 1 + r.stretch), 1.0)
     if flips:
         sy = sy * torch.where(d.coin(0.5), -1.0, 1.0)
         sx = sx * torch.where(d.coin(0.5), -1.0, 1.0)

@@ -55,9 +55,18 @@ def _bilinear_upsamplers(net: nn.Module) -> list[tuple[nn.Module, str, nn.Module
 @contextlib.contextmanager
 def deterministic_mode(net: nn.Module, device: torch.device, enabled: bool,
                        swap_upsampling: bool | None = None):
-    """Within the block, training ``net`` on ``device`` is bit-reproducible from its seed."""
+    """Within the block, training ``net`` on ``device`` is bit-reproducible from its seed.
+
+    Not enabled, on CUDA: cuDNN benchmarks its algorithms once per shape (training
+    patches have one shape), the fast choice.
+    """
     if not enabled:
-        yield
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = benchmark or device.type == "cuda"
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
         return
     swap = device.type == "cuda" if swap_upsampling is None else swap_upsampling
     swapped = _bilinear_upsamplers(net) if swap else []

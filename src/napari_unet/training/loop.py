@@ -59,7 +59,8 @@ def run_loop(net: torch.nn.Module, next_batch: Callable[[], Batch], loss_fn: Cal
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net.to(cfg.device, memory_format=fmt)
     params = [p for p in (params or net.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=cfg.device.type == "cuda" or None)
     scaler = torch.amp.GradScaler("cuda") if cfg.autocast == torch.float16 else None
     out, start = LoopOutcome(), time.perf_counter()
     clock = _Clock(cfg, start)
