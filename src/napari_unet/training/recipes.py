@@ -134,25 +134,29 @@ def supervised_denoising(task: TaskSpec, images: list[Source], norm: Normalizati
                          s: TrainSettings, device) -> Recipe:
     setup = torch.Generator().manual_seed(s.seed + 7)
     val_gen = torch.Generator().manual_seed(s.seed + 11)
-    imgs, extras, items, remap, splits, val = [], [], [], [], [], []
+    grid = _level_grid(s.noise_level)
+    imgs, extras, items, tables, splits, val = [], [], [], [], [], []
     for v, src in enumerate(images):
         fitted = norm.fit(src.array)
         clean = _linear(_slices(src.array.astype(np.float32), s.axis), fitted)
-        a0, a1 = _noisy_scale(clean, fitted, norm, s, setup)
-        remap.append((a0, a1))
+        table = [_noisy_scale(clean, fitted, norm, s.noise, level, setup) for level in grid]
+        tables.append(table)
         train_idx, val_idx = _split(len(clean), s)
         splits.append((train_idx, val_idx))
         imgs.append(clean)
         extras.append({"crop": (clean > OBJECT_LEVEL).astype(np.uint8)})
         items += [(v, int(i)) for i in train_idx]
         if len(val_idx):
+            level = _mean_level(s.noise_level)
+            a0, a1 = _noisy_scale(clean, fitted, norm, s.noise, level, setup)
             c = torch.from_numpy(clean[val_idx])
-            noisy = add_noise(c, s.noise, _mean_level(s.noise_level), val_gen)
+            noisy = add_noise(c, s.noise, level, val_gen)
             val.append(tuple(_on(t, device) for t in _to_noisy_scale(noisy, c, a0, a1,
                                                                       norm.clip)))
     sampler = _sampler(imgs, extras, items, None, s, device, clip=False,
                        randomization=randomization(s, denoise=True), crop_fraction=OBJECT_CROPS)
-    scale = torch.tensor(remap, dtype=torch.float32, device=device)
+    grid_t = torch.tensor(grid, dtype=torch.float32, device=device)
+    table_t = torch.tensor(tables, dtype=torch.float32, device=device)  # (V, levels, 2)
     gen = torch.Generator(device=device).manual_seed(s.seed + 7)
 
     def next_batch():
@@ -160,13 +164,36 @@ def supervised_denoising(task: TaskSpec, images: list[Source], norm: Normalizati
         clean_patch = b["image"]
         levels = draw_levels(s.noise_level, len(clean_patch), gen)
         noisy = add_noise(clean_patch, s.noise, levels, gen)
-        a = scale[b["volume"]].view(-1, 2, 1, 1)
+        a = _interpolate(levels.view(-1), grid_t, table_t[b["volume"]]).view(-1, 2, 1, 1)
         x, target = _to_noisy_scale(noisy, clean_patch, a[:, :1], a[:, 1:], norm.clip)
         return x, target, None
 
     validate = _psnr_validation(task, val, s.batch_size) if val else None
-    info = {**_held_out_info(splits), "noisy_scale": remap}
+    info = {**_held_out_info(splits), "noisy_scale": {"levels": grid, "bounds": tables}}
     return Recipe(next_batch, validate, info)
+
+
+SCALE_LEVELS = 9  # noise levels at which a noisy scan's normalisation bounds are measured
+
+
+def _level_grid(level) -> list[float]:
+    if isinstance(level, (tuple, list)):
+        return [float(v) for v in np.linspace(float(level[0]), float(level[1]), SCALE_LEVELS)]
+    return [float(level)]
+
+
+def _interpolate(x: torch.Tensor, grid: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Per sample, the (low, high) bounds at level ``x``, linear between grid levels.
+
+    ``table``: (B, levels, 2) bounds of each sample's volume at the ``grid`` levels.
+    """
+    if len(grid) == 1:
+        return table[:, 0]
+    pos = ((x - grid[0]) / (grid[1] - grid[0])).clamp(0, len(grid) - 1)
+    i = pos.floor().clamp(max=len(grid) - 2).long()
+    frac = (pos - i).unsqueeze(1)
+    rows = torch.arange(len(x), device=x.device)
+    return table[rows, i] * (1 - frac) + table[rows, i + 1] * frac
 
 
 def _linear(x: np.ndarray, fitted: Fitted) -> np.ndarray:
@@ -174,10 +201,13 @@ def _linear(x: np.ndarray, fitted: Fitted) -> np.ndarray:
     return ((x - fitted.low) / (fitted.high - fitted.low)).astype(np.float32)
 
 
-def _noisy_scale(clean: np.ndarray, fitted: Fitted, norm: Normalization, s: TrainSettings,
-                 gen: torch.Generator) -> tuple[float, float]:
-    """Where a noisy scan's own normalisation bounds fall on the clean [0, 1] scale."""
-    noisy = add_noise(torch.from_numpy(clean), s.noise, _mean_level(s.noise_level), gen)
+def _noisy_scale(clean: np.ndarray, fitted: Fitted, norm: Normalization, kind: str,
+                 level: float, gen: torch.Generator) -> tuple[float, float]:
+    """Where the normalisation bounds of the scan with noise at ``level`` fall on the clean
+    [0, 1] scale: inference normalises a noisy scan by its own bounds, so must training,
+    at each noise level it draws (one fixed mapping for all levels would scale the
+    intensities of every other level wrongly)."""
+    noisy = add_noise(torch.from_numpy(clean), kind, level, gen)
     nf = norm.fit(fitted.inverse(noisy.numpy()))
     span = fitted.high - fitted.low
     return (nf.low - fitted.low) / span, (nf.high - fitted.low) / span
