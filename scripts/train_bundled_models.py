@@ -65,24 +65,33 @@ LICENSE_NOTE = ("derived from the MNI ICBM152 non-linear symmetric 2009a templat
 INTENDED_USE = ("research and demonstration on adult T1-weighted brain MRI; validated only "
                 "on held-out slices of one template (no pathology, no other contrasts or "
                 "ages); not for diagnosis or treatment decisions")
-COMMON = dict(axis=0, base=16, normalization=NORMALIZATION, seed=SEED, val_block=HELD_OUT,
-              val_gap=GAP, patch_size=(128, 128), batch_size=8, val_every=10**9,
-              device="cpu", threads=1)
+DENOISE_NORMALIZATION = Normalization("percentile", 0.5, 99.5, clip=False)
+COMMON = dict(axis=0, base=16, seed=SEED, val_block=HELD_OUT, val_gap=GAP,
+              patch_size=(128, 128), batch_size=8, val_every=10**9, device="cpu", threads=1,
+              precision="bfloat16")
 
 
 def recipes(args) -> dict[str, TrainSettings]:
-    """The settings of every model the card reports, keyed by model name."""
+    """The settings of every model the card reports, keyed by model name.
+
+    bf16 autocast everywhere (1.8x faster on this CPU; the same figures, see the card);
+    the denoisers keep intensities above the 99.5th percentile unclipped, so the brightest
+    tissue keeps its noise statistics.
+    """
     it = args.iterations
     runs = {
         "brain-tissue": TrainSettings(task="segment", n_classes=3, class_names=list(CLASSES),
                                       domain_randomization=True, lr=5e-3,
-                                      iterations=it or 6000, **COMMON),
+                                      normalization=NORMALIZATION, iterations=it or 5000,
+                                      **COMMON),
         "mri-denoise": TrainSettings(task="denoise", noise="rician", noise_level=TRAIN_LEVELS,
-                                     lr=2e-3, iterations=it or 6000, **COMMON),
+                                     lr=2e-3, normalization=DENOISE_NORMALIZATION,
+                                     iterations=it or 6000, **COMMON),
     }
     for level in EVAL_LEVELS:
         runs[_n2v(level)] = TrainSettings(task="denoise", noise="rician", noise_level=level,
                                           self_supervised=True, lr=2e-3,
+                                          normalization=DENOISE_NORMALIZATION,
                                           iterations=it or 1500, **COMMON)
     return {name: replace(s, name=name) for name, s in runs.items()}
 
@@ -107,13 +116,30 @@ def noisy_copy(t1, level: float):
 
 # ----------------------------------------------------------------------------- training
 def train_all(runs: dict[str, TrainSettings], args) -> dict[str, dict]:
-    """Each run in its own worker process; returns {name: summary with the model's path}."""
-    out = Path(tempfile.mkdtemp(prefix="napari-unet-train-"))
-    jobs = {}
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for name, s in runs.items():
-            jobs[name] = pool.submit(train_one, name, s, str(args.sample_data), str(out))
-        return {name: job.result() for name, job in jobs.items()}
+    """Each run in its own worker process; returns {name: summary with the model's path}.
+
+    A model already in ``args.work`` with the same settings is reused (an interrupted
+    run resumes where it stopped; training is deterministic, so nothing changes).
+    """
+    args.work.mkdir(parents=True, exist_ok=True)
+    done = {name: _finished(args.work, name, s) for name, s in runs.items()}
+    todo = {name: s for name, s in runs.items() if done[name] is None}
+    with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(todo) or 1))) as pool:
+        jobs = {name: pool.submit(train_one, name, s, str(args.sample_data), str(args.work))
+                for name, s in todo.items()}
+        done.update({name: job.result() for name, job in jobs.items()})
+    return done
+
+
+def _finished(work: Path, name: str, s: TrainSettings) -> dict | None:
+    summary = work / f"{name}.json"
+    if not (summary.exists() and (work / f"{name}.safetensors").exists()):
+        return None
+    stored = json.loads(summary.read_text())
+    if stored.get("all_settings") != json.loads(json.dumps(s.to_dict())):
+        return None
+    print(f"== reusing {name} from {work}", flush=True)
+    return stored
 
 
 def train_one(name: str, s: TrainSettings, sample_data: str, out: str) -> dict:
@@ -132,9 +158,12 @@ def train_one(name: str, s: TrainSettings, sample_data: str, out: str) -> dict:
     path = Path(out) / f"{name}.safetensors"
     res.model.save(path)
     print(f"   {name}: {res.iterations} iterations in {res.seconds:.0f} s", flush=True)
-    return {"path": str(path), "iterations": res.iterations, "seconds": round(res.seconds, 1),
-            "final_validation": res.metrics,
-            "settings": {k: v for k, v in s.to_dict().items() if k in SETTINGS_SHOWN}}
+    summary = {"path": str(path), "iterations": res.iterations,
+               "seconds": round(res.seconds, 1), "final_validation": res.metrics,
+               "settings": {k: v for k, v in s.to_dict().items() if k in SETTINGS_SHOWN},
+               "all_settings": s.to_dict()}
+    atomic_write_text(Path(out) / f"{name}.json", json.dumps(summary, indent=1))
+    return summary
 
 
 SETTINGS_SHOWN = ("task", "noise", "noise_level", "self_supervised", "base", "patch_size",
@@ -475,6 +504,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--workers", type=int, default=2,
                    help="trainings at a time, one torch thread each (default 2)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder for the trained models (default: a new temporary folder); "
+                   "models already there with the same settings are reused")
     p.add_argument("--eval-every", type=int, default=1,
                    help="evaluate denoising on every n-th held-out slice (all methods)")
     p.add_argument("--sample-data", type=Path, default=ROOT / "sample_data")
@@ -489,12 +521,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         out = Path(tempfile.mkdtemp(prefix="napari-unet-quick-"))
         args.iterations, args.eval_every = 3, 10
+        args.work = args.work or out / "work"
         args.models_dir = args.models_dir or out / "models"
         args.results = args.results or out / "model_card.json"
         args.robustness = args.robustness or out / "robustness.json"
     args.models_dir = args.models_dir or ROOT / "src" / "napari_unet" / "model" / "bundled"
     args.results = args.results or ROOT / "bench" / "results" / "model_card.json"
     args.robustness = args.robustness or ROOT / "bench" / "results" / "robustness.json"
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="napari-unet-train-"))
     return args
 
 
@@ -517,8 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     figs.update({
         "held_out": {"axis": 0, "start": args.held_out[0], "stop": args.held_out[1],
                      "gap": args.gap},
-        "normalization": NORMALIZATION.to_dict(),
-        "training": {n: {k: v for k, v in s.items() if k != "path"}
+        "normalization": {"brain-tissue": NORMALIZATION.to_dict(),
+                          "mri-denoise": DENOISE_NORMALIZATION.to_dict()},
+        "training": {n: {k: v for k, v in s.items() if k not in ("path", "all_settings")}
                      for n, s in summaries.items()},
         "command": "python scripts/train_bundled_models.py " + " ".join(argv or sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -186,9 +186,8 @@ class PatchSampler:
         self.random = randomization or (LIGHT if intensity else NONE)
         self.n_labels, self.crop_fraction = n_labels, crop_fraction
         self.item_volume = torch.tensor([v for v, _ in items], device=self.device)
-        self.extent = torch.tensor([images[v].shape[2:4] for v, _ in items],
-                                   device=self.device).clamp(min=torch.tensor(self.patch,
-                                                             device=self.device))
+        sizes = torch.tensor([images[v].shape[2:4] for v, _ in items])
+        self.extent = torch.maximum(sizes, torch.tensor(self.patch)).to(self.device)
         size = self.extent.max(0).values.tolist()
         planes = images[0].shape[1] + (len(extras[0]) if extras else 0)
         check_allocation(len(items) * planes * size[0] * size[1] * 4,

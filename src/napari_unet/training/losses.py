@@ -4,7 +4,8 @@
 - binary segmentation:  MONAI Dice + binary cross-entropy
 - denoising:            mean squared error on the activated (sigmoid) output
 
-Every loss takes ``(logits, target, mask=None)``. With a mask (1 = trusted voxel), voxels
+Every loss takes ``(logits, target, mask=None)``. With a mask (1 = trusted voxel; the
+denoising loss also takes weights in [0, 1] there), voxels
 outside it contribute exactly nothing: their predictions and targets are zeroed before
 Dice and their cross-entropy / squared error terms are multiplied by 0, so whatever
 labels untrusted voxels hold cannot move the weights.
