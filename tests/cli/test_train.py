@@ -79,3 +79,43 @@ def test_self_supervised_from_init_and_init_is_never_overwritten(tmp_path, capsy
     assert main([*args, "--init", str(first), "-o", str(second)]) == 0
     parent = load_model(second, device="cpu").meta.provenance["parent"]
     assert parent["hash"] == load_model(first, device="cpu").hash
+
+
+def test_option_defaults_come_from_train_settings():
+    """The CLI restates no default: each is the TrainSettings field's."""
+    from dataclasses import fields
+
+    from napari_unet.cli.main import build_parser
+    from napari_unet.training import TrainSettings
+
+    args = build_parser().parse_args(["train", "--task", "segment", "--images", "x", "-o", "y"])
+    defaults = {f.name: f.default for f in fields(TrainSettings)}
+    for option, field in [("base", "base"), ("batch_size", "batch_size"), ("lr", "lr"),
+                          ("val_fraction", "val_fraction"), ("val_gap", "val_gap"),
+                          ("seed", "seed"), ("axis", "axis"), ("noise", "noise"),
+                          ("precision", "precision"), ("device", "device")]:
+        assert getattr(args, option) == defaults[field], option
+    assert tuple(args.patch) == defaults["patch_size"]
+    assert args.noise_level == [defaults["noise_level"]]
+
+
+def test_new_options_reach_the_model(tmp_path, scans):
+    out = tmp_path / "robust.safetensors"
+    rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
+               "--iterations", "4", "--domain-randomization", "--precision", "float32",
+               "--deterministic", "--val-gap", "1", "--threads", "1", "-o", str(out), *TINY])
+    assert rc == 0
+    settings = load_model(out, device="cpu").meta.provenance["settings"]
+    assert settings["domain_randomization"] and settings["deterministic"]
+    assert settings["precision"] == "float32" and settings["val_gap"] == 1
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path, scans, capsys):
+    out = tmp_path / "never.safetensors"
+    for bad in (["--lr", "-1"], ["--batch-size", "0"], ["--noise-level", "0.1", "0.2", "0.3"],
+                ["--val-gap", "-2"], ["--device", "nonsense"]):
+        rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
+                   "--iterations", "1", "-o", str(out), *TINY, *bad])
+        err = capsys.readouterr().err
+        assert rc == 2 and not out.exists(), bad
+        assert err.count("\n") == 1 and "Traceback" not in err, err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.errors import Cancelled, TaskError, VolumeReadError
+from napari_unet.errors import Cancelled, SettingsError, TaskError, VolumeReadError
 from napari_unet.io.volume import Volume
 from napari_unet.model.checkpoint import load_model
 from napari_unet.model.tasks import make_task
@@ -144,7 +144,7 @@ def test_bad_input_is_refused_with_reasons(tmp_path):
         train([img, img], [lab], iterations=1, **TINY)
     with pytest.raises(TaskError, match="supervised denoising"):
         train(img, lab, task="denoise", iterations=1, **TINY)
-    with pytest.raises(TaskError, match="clean reference"):
+    with pytest.raises(SettingsError, match="clean reference"):
         train(img, img[:, :40], task="denoise", self_supervised=True, iterations=1, **TINY)
     with pytest.raises(TaskError, match="noise level"):
         TrainSettings(task="denoise", noise_level=5)
@@ -217,3 +217,21 @@ def test_validation_dice_matches_what_predict_gives():
     dice = counter.per_class()
     assert res.metrics["val_dice_class 1"] == pytest.approx(dice[1], abs=1e-3)
     assert res.metrics["val_dice_class 2"] == pytest.approx(dice[2], abs=1e-3)
+
+
+def test_denoising_inputs_are_scaled_as_a_scan_at_their_own_noise_level():
+    """Inference normalises a noisy scan by its own bounds; training does so per level."""
+    from napari_unet.training.recipes import _interpolate
+
+    res = train(smooth_volume(3), task="denoise", noise="rician", noise_level=(0.02, 0.2),
+                iterations=2, **TINY)
+    scale = res.model.meta.provenance["noisy_scale"]
+    levels, (bounds,) = np.array(scale["levels"]), np.array(scale["bounds"])
+    assert levels[0] == pytest.approx(0.02) and levels[-1] == pytest.approx(0.2)
+    assert bounds[-1, 1] > bounds[0, 1]  # more noise, higher upper percentile
+    grid = torch.tensor(levels, dtype=torch.float32)
+    table = torch.tensor(bounds, dtype=torch.float32)[None].repeat(3, 1, 1)
+    mid = float(levels[1] + levels[2]) / 2
+    got = _interpolate(torch.tensor([0.02, 0.2, mid]), grid, table)
+    assert torch.allclose(got[0], table[0, 0]) and torch.allclose(got[1], table[0, -1])
+    assert torch.allclose(got[2], (table[0, 1] + table[0, 2]) / 2, atol=1e-6)

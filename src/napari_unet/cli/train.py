@@ -11,13 +11,28 @@ import json
 import sys
 
 
+def _default(name: str):
+    """A :class:`TrainSettings` field's default: the one place defaults are written down."""
+    from ..training.settings import TrainSettings
+
+    return TrainSettings.__dataclass_fields__[name].default
+
+
 def add_parser(sub) -> None:
+    from typing import get_args, get_type_hints
+
+    from ..inference.predictor import PRECISIONS
+    from ..model.normalize import Normalization
+    from ..model.tasks import TASK_KINDS
+    from ..training.settings import AXES, DEFAULT_ITERATIONS, NOISE_KINDS
+
+    d = _default
     p = sub.add_parser(
         "train", help="train a UNet (segmentation or denoising) on scans",
         description="Train a 2D UNet on slices of CT/MR volumes. Segmentation learns from "
         "image + label volumes; denoising adds synthetic noise to clean scans, or learns "
         "from noisy scans alone with --self-supervised (blind-spot masking).")
-    p.add_argument("--task", required=True, choices=["segment", "denoise"])
+    p.add_argument("--task", required=True, choices=TASK_KINDS)
     p.add_argument("--images", nargs="+", required=True, metavar="PATH",
                    help="scans: NIfTI files or DICOM folders")
     p.add_argument("--labels", nargs="+", metavar="PATH",
@@ -26,39 +41,58 @@ def add_parser(sub) -> None:
     p.add_argument("--classes", type=int, help="classes incl. background (1 = binary; "
                    "default: from the labels)")
     p.add_argument("--class-names", nargs="+", metavar="NAME", help="background first")
-    p.add_argument("--noise", choices=["gaussian", "rician", "poisson"], default="gaussian",
-                   help="synthetic noise model for denoising (default gaussian)")
-    p.add_argument("--noise-level", type=float, nargs="+", default=[0.05], metavar="F",
-                   help="noise sigma as a fraction of the intensity range (default 0.05); "
-                   "two values LOW HIGH draw a level per patch")
+    p.add_argument("--noise", choices=NOISE_KINDS, default=d("noise"),
+                   help="synthetic noise model for denoising (default %(default)s)")
+    p.add_argument("--noise-level", type=float, nargs="+", default=[d("noise_level")],
+                   metavar="F", help="noise sigma as a fraction of the intensity range "
+                   f"(default {d('noise_level')}); two values LOW HIGH draw a level per patch")
     p.add_argument("--self-supervised", action="store_true",
                    help="denoise noisy scans without clean references (blind-spot)")
-    p.add_argument("--axis", type=int, default=0, choices=[0, 1, 2],
-                   help="slice axis of the array (0 = slowest, e.g. axial; default 0)")
+    p.add_argument("--axis", type=int, default=d("axis"), choices=AXES,
+                   help="slice axis of the array (0 = slowest, e.g. axial; default %(default)s)")
     p.add_argument("--init", metavar="MODEL", help="start from this model file or bundled name")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--time-budget", type=float, metavar="SECONDS",
-                      help="train for this long (wall clock)")
+                      help="train for this long (wall clock); the learning-rate schedule "
+                      "spans the budget")
     stop.add_argument("--iterations", type=int, metavar="N",
-                      help="train for N iterations (default 500 without --time-budget)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+                      help=f"train for N iterations (default {DEFAULT_ITERATIONS} without "
+                      "--time-budget)")
+    p.add_argument("--seed", type=int, default=d("seed"), help="random seed (default %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="model file to write (.safetensors)")
     p.add_argument("--name", help="model name (default: the output file's stem)")
-    p.add_argument("--base", type=int, default=16, help="UNet base width (default 16)")
-    p.add_argument("--patch", nargs=2, type=int, default=[128, 128], metavar=("H", "W"))
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (default 1e-2)")
-    p.add_argument("--val-fraction", type=float, default=0.15,
-                   help="fraction of slices held out as one contiguous block (default 0.15)")
+    p.add_argument("--base", type=int, default=d("base"),
+                   help="UNet base width (default %(default)s)")
+    p.add_argument("--patch", nargs=2, type=int, default=list(d("patch_size")),
+                   metavar=("H", "W"), help="training patch size (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d("batch_size"),
+                   help="patches per iteration (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d("lr"),
+                   help="peak learning rate (default %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=d("val_fraction"),
+                   help="fraction of slices held out as one contiguous block "
+                   "(default %(default)s)")
     p.add_argument("--val-block", nargs=2, type=int, metavar=("START", "STOP"),
                    help="held-out slice range instead of --val-fraction")
-    p.add_argument("--normalization", choices=["percentile", "window"],
+    p.add_argument("--val-gap", type=int, default=d("val_gap"), metavar="N",
+                   help="slices either side of the held-out block not trained on either "
+                   "(default %(default)s)")
+    p.add_argument("--normalization",
+                   choices=get_args(get_type_hints(Normalization)["kind"]),
                    help="intensity normalisation (default: window for CT, else percentile)")
     p.add_argument("--norm-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
                    help="percentiles (default 0.5 99.5) or HU window (default -1000 1000)")
     p.add_argument("--no-augment", action="store_true", help="no flips/intensity changes")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--domain-randomization", action="store_true",
+                   help="also randomise geometry, bias field, contrast, resolution, "
+                   "ringing and noise, for models that must hold on other scanners")
+    p.add_argument("--precision", choices=PRECISIONS, default=d("precision"),
+                   help="auto: bf16 autocast on GPUs and on CPUs with native bf16 "
+                   "(segmentation), else float32 (default %(default)s)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="bit-identical weights from the same seed on CUDA too (slower)")
+    p.add_argument("--device", default=d("device"), help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     p.add_argument("--history", metavar="JSON", help="also write the training history here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -68,20 +102,16 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..errors import TaskError
+    from ..errors import SettingsError
     from ..io.write import atomic_write_text
     from ..training import TrainSettings, train
 
     out = Path(args.output)
     if args.init and Path(args.init).exists() and Path(args.init).resolve() == out.resolve():
-        raise TaskError(f"{out}: the output would overwrite the --init model; choose "
-                        "another output file")
+        raise SettingsError(f"{out}: the output would overwrite the --init model; choose "
+                            "another output file")
     if len(args.noise_level) > 2:
-        raise TaskError("--noise-level takes one value or a LOW HIGH pair")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+        raise SettingsError("--noise-level takes one value or a LOW HIGH pair")
     level = args.noise_level[0] if len(args.noise_level) == 1 else tuple(args.noise_level)
     settings = TrainSettings(
         task=args.task, n_classes=args.classes, class_names=args.class_names,
@@ -89,8 +119,10 @@ def run(args) -> int:
         axis=args.axis, init=args.init, base=args.base, patch_size=tuple(args.patch),
         batch_size=args.batch_size, iterations=args.iterations, time_budget=args.time_budget,
         lr=args.lr, val_fraction=args.val_fraction,
-        val_block=tuple(args.val_block) if args.val_block else None, seed=args.seed,
-        device=args.device, normalization=_normalization(args), augment=not args.no_augment,
+        val_block=tuple(args.val_block) if args.val_block else None, val_gap=args.val_gap,
+        seed=args.seed, device=args.device, normalization=_normalization(args),
+        augment=not args.no_augment, domain_randomization=args.domain_randomization,
+        precision=args.precision, deterministic=args.deterministic, threads=args.threads,
         name=args.name or out.name.split(".")[0])
     unit = "s" if args.time_budget and not args.iterations else "it"
     with _Bar(args.quiet, unit) as bar:

@@ -23,26 +23,26 @@ def blindspot(x: torch.Tensor, fraction: float, generator: torch.Generator
     the pixel itself). The mask is 1 at replaced pixels, shaped (B, 1, H, W).
     """
     b, _, h, w = x.shape
-    hide = torch.rand((b, 1, h, w), generator=generator) < fraction
-    first = torch.zeros((b, 1, h * w), dtype=torch.bool)
+    dev = x.device  # the generator lives there too: no host round trip per batch
+    hide = torch.rand((b, 1, h, w), generator=generator, device=dev) < fraction
+    first = torch.zeros((b, 1, h * w), dtype=torch.bool, device=dev)
     first[:, :, 0] = True  # guarantee one hidden pixel per image (randomly placed below)
-    perm = torch.randperm(h * w, generator=generator)
+    perm = torch.randperm(h * w, generator=generator, device=dev)
     hide |= first[:, :, perm].view(b, 1, h, w)
-    dy, dx = _offsets((b, 1, h, w), generator)
-    rows = torch.arange(h).view(1, 1, h, 1).expand(b, 1, h, w)
-    cols = torch.arange(w).view(1, 1, 1, w).expand(b, 1, h, w)
+    dy, dx = _offsets((b, 1, h, w), generator, dev)
+    rows = torch.arange(h, device=dev).view(1, 1, h, 1).expand(b, 1, h, w)
+    cols = torch.arange(w, device=dev).view(1, 1, 1, w).expand(b, 1, h, w)
     src_r = _reflect(rows + dy, h)
     src_c = _reflect(cols + dx, w)
-    flat = (src_r * w + src_c).view(b, 1, h * w).expand(-1, x.shape[1], -1).to(x.device)
+    flat = (src_r * w + src_c).view(b, 1, h * w).expand(-1, x.shape[1], -1)
     neighbour = torch.gather(x.reshape(b, x.shape[1], h * w), 2, flat).view_as(x)
-    mask = hide.to(x.device)
-    return torch.where(mask, neighbour, x), mask.to(x.dtype)
+    return torch.where(hide, neighbour, x), hide.to(x.dtype)
 
 
-def _offsets(shape, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _offsets(shape, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Random non-zero (dy, dx) in [-RADIUS, RADIUS]^2."""
     side = 2 * RADIUS + 1
-    k = torch.randint(0, side * side - 1, shape, generator=generator)
+    k = torch.randint(0, side * side - 1, shape, generator=generator, device=device)
     k = k + (k >= (side * side) // 2).long()  # skip the centre
     return k // side - RADIUS, k % side - RADIUS
 

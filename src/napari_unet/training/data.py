@@ -3,7 +3,7 @@
 Inputs may be :class:`~napari_unet.io.volume.Volume` objects, paths (read through
 :func:`napari_unet.io.read_volume`) or numpy arrays (slices-first, optional trailing
 channel axis). Normalisation is fitted once per volume, exactly as inference does.
-Patches are cut and augmented with MONAI dictionary transforms seeded from the run's seed.
+Patches are cut and augmented on the training device (:class:`PatchSampler`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ..errors import TaskError, VolumeReadError
+from ..errors import SettingsError, TaskError, VolumeReadError
+from ..limits import check_allocation
+from .augment import LIGHT, NONE, Draw, Randomization, affine_matrices, intensity
 
 
 @dataclass
@@ -28,18 +31,29 @@ class Source:
 
 
 def load_source(item, index: int, what: str = "image") -> Source:
-    """A Volume, a path or an array -> :class:`Source`; unreadable files raise VolumeReadError."""
+    """A Volume, a path or an array -> :class:`Source` fit to train on.
+
+    Unreadable files raise VolumeReadError; boolean arrays become 0/1; an image without
+    two different finite values (all NaN, constant) is refused naming the input, and
+    other non-finite voxels take the image's lowest finite value.
+    """
     if isinstance(item, (str, os.PathLike)):
         vol = _read(Path(item))
-        return Source(np.asarray(vol.array), Path(item).name, getattr(vol, "modality", "OT"))
-    if hasattr(item, "array"):  # a Volume
+        src = Source(np.asarray(vol.array), Path(item).name, getattr(vol, "modality", "OT"))
+    elif hasattr(item, "array"):  # a Volume
         name = getattr(item, "name", None) or f"{what}{index}"
-        return Source(np.asarray(item.array), str(name), getattr(item, "modality", "OT"))
-    arr = np.asarray(item)
-    if arr.ndim not in (3, 4):
-        raise TaskError(f"{what} {index}: expected a 3D volume (slices, rows, columns[, "
-                        f"channels]), got an array of shape {arr.shape}")
-    return Source(arr, f"{what}{index}")
+        src = Source(np.asarray(item.array), str(name), getattr(item, "modality", "OT"))
+    else:
+        arr = np.asarray(item)
+        if arr.ndim not in (3, 4):
+            raise SettingsError(f"{what} {index}: expected a 3D volume (slices, rows, "
+                                f"columns[, channels]), got an array of shape {arr.shape}")
+        src = Source(arr, f"{what}{index}")
+    if src.array.dtype == bool:
+        src.array = src.array.astype(np.uint8 if what == "labels" else np.float32)
+    if what == "image":
+        src.array = _finite_image(src.array, src.name)
+    return src
 
 
 def _read(path: Path):
@@ -48,6 +62,41 @@ def _read(path: Path):
     from ..io import read_volume
 
     return read_volume(path)
+
+
+def _finite_image(a: np.ndarray, name: str) -> np.ndarray:
+    if a.dtype.kind not in "biuf" or a.size == 0:
+        raise SettingsError(f"{name}: an image of type {a.dtype} and shape {a.shape} "
+                            "cannot be trained on")
+    finite = np.isfinite(a) if a.dtype.kind == "f" else None
+    if finite is not None and not finite.any():
+        raise SettingsError(f"{name}: the image has no finite voxels (all NaN or "
+                            "infinite); there is nothing to learn from")
+    low = a.min() if finite is None else np.min(a, where=finite, initial=np.inf)
+    high = a.max() if finite is None else np.max(a, where=finite, initial=-np.inf)
+    if low == high:
+        raise SettingsError(f"{name}: every voxel of the image has the value {low}; "
+                            "there is nothing to learn from")
+    return a if finite is None or finite.all() else np.where(finite, a, low)
+
+
+MAX_LABEL = 65535  # labels are written as uint16 at most (task rules)
+MAX_CLASSES = MAX_LABEL + 1
+
+
+def label_maximum(src: Source) -> int:
+    """The largest label of ``src``, checked to be a sane class index before anything uses it."""
+    a = src.array
+    if a.dtype.kind not in "biuf":
+        raise SettingsError(f"{src.name}: labels of type {a.dtype} are not class numbers")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise SettingsError(f"{src.name}: labels hold NaN or infinite values")
+    top, low = (a.max(), a.min()) if a.size else (0, 0)
+    if low < 0 or top > MAX_LABEL:
+        raise SettingsError(f"{src.name}: label value {top if top > MAX_LABEL else low} is "
+                            f"not a class number 0..{MAX_LABEL}; labels must number the "
+                            "classes 0 (background), 1, 2, ...")
+    return int(top)
 
 
 def to_slices(array: np.ndarray, axis: int) -> np.ndarray:
@@ -113,67 +162,159 @@ def split_slices(n: int, val_fraction: float, val_block: tuple[int, int] | None 
 
 
 class PatchSampler:
-    """Draws batches of augmented 2D patches from prepared slice stacks.
+    """Draws batches of augmented 2D patches from slice stacks held on the training device.
 
     ``images[v]`` is (S, C, H, W) float32; ``extras[v]`` maps other keys ("label",
     "mask", "crop") to (S, 1, H, W) arrays cut in the same place. ``crop`` (usually the
-    labels, restricted to trusted voxels) steers crops towards foreground half the time.
+    labels, restricted to trusted voxels) centres ``crop_fraction`` of the patches on its
+    foreground. Only the slices named in ``items`` go to ``device``, zero-padded to one
+    common size, once; each batch is then cut, resampled and augmented there by batched
+    ops (:mod:`.augment`), with every random draw from one generator seeded by ``seed``.
+    ``randomization`` defaults to :data:`~.augment.LIGHT` with ``intensity``, else none;
+    a geometric one resamples labels as one-hot maps when ``n_labels`` <= 16 (smooth class
+    boundaries under zoom), else by nearest neighbour.
     """
 
     def __init__(self, images: list[np.ndarray], extras: list[dict[str, np.ndarray]],
                  items: list[tuple[int, int]], weights: np.ndarray | None,
                  patch: tuple[int, int], batch_size: int, seed: int,
-                 flips: bool = True, intensity: bool = False):
-        self.images, self.extras, self.items = images, extras, items
-        self.patch, self.batch_size = tuple(patch), batch_size
-        p = None if weights is None else np.asarray(weights, float) / np.sum(weights)
-        self.p = p
-        self.rng = np.random.default_rng(seed)
-        keys = ["image", *extras[0]] if extras else ["image"]
-        self.keys = keys
-        self.plain = self._compose(keys, None, flips, intensity).set_random_state(seed + 1)
-        self.guided = (self._compose(keys, "crop", flips, intensity).set_random_state(seed + 2)
-                       if "crop" in keys else None)
-
-    def _compose(self, keys, crop_key, flips, intensity):
-        from monai.transforms import (
-            Compose,
-            RandAdjustContrastd,
-            RandCropByPosNegLabeld,
-            RandFlipd,
-            RandScaleIntensityd,
-            RandShiftIntensityd,
-            RandSpatialCropd,
-            SpatialPadd,
-        )
-
-        t = [SpatialPadd(keys, spatial_size=self.patch, mode="constant")]
-        if crop_key:
-            t.append(RandCropByPosNegLabeld(keys, label_key=crop_key, spatial_size=self.patch,
-                                            pos=1.0, neg=1.0, num_samples=1))
-        else:
-            t.append(RandSpatialCropd(keys, roi_size=self.patch, random_size=False))
-        if flips:
-            t += [RandFlipd(keys, prob=0.5, spatial_axis=0),
-                  RandFlipd(keys, prob=0.5, spatial_axis=1)]
-        if intensity:
-            t += [RandAdjustContrastd("image", prob=0.3, gamma=(0.75, 1.35)),
-                  RandScaleIntensityd("image", factors=0.1, prob=0.5),
-                  RandShiftIntensityd("image", offsets=0.05, prob=0.5)]
-        return Compose(t)
+                 flips: bool = True, intensity: bool = False, *, device="cpu",
+                 randomization: Randomization | None = None, n_labels: int | None = None,
+                 clip: bool = True, crop_fraction: float = 0.5):
+        self.device = torch.device(device)
+        self.patch, self.batch_size, self.flips, self.clip = tuple(patch), batch_size, flips, clip
+        self.random = randomization or (LIGHT if intensity else NONE)
+        self.n_labels, self.crop_fraction = n_labels, crop_fraction
+        self.item_volume = torch.tensor([v for v, _ in items], device=self.device)
+        sizes = torch.tensor([images[v].shape[2:4] for v, _ in items])
+        self.extent = torch.maximum(sizes, torch.tensor(self.patch)).to(self.device)
+        size = self.extent.max(0).values.tolist()
+        planes = images[0].shape[1] + (len(extras[0]) if extras else 0)
+        check_allocation(len(items) * planes * size[0] * size[1] * 4,
+                         f"{len(items)} training slices of {size[0]} x {size[1]} pixels",
+                         SettingsError)
+        self.image = _stack([images[v][s] for v, s in items], size, np.float32, self.device)
+        keys = list(extras[0]) if extras else []
+        self.extras = {k: _stack([extras[v][k][s] for v, s in items], size,
+                                 _dtype(extras[0][k]), self.device) for k in keys}
+        p = np.ones(len(items)) if weights is None else np.asarray(weights, float)
+        self.p = torch.tensor(p / p.sum(), dtype=torch.float32, device=self.device)
+        self.g = torch.Generator(device=self.device).manual_seed(seed)
+        self.host = torch.Generator().manual_seed(seed + 1)
 
     def draw(self) -> dict[str, torch.Tensor]:
         """One batch: {"image": (B, C, h, w), each extra key: (B, 1, h, w), "volume": (B,)}."""
-        picks = self.rng.choice(len(self.items), size=self.batch_size, p=self.p)
-        samples = [self._sample(*self.items[i]) for i in picks]
-        batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in self.keys}
-        batch["volume"] = torch.tensor([self.items[i][0] for i in picks])
+        d = Draw(self.g, self.host, self.batch_size, self.device)
+        idx = torch.multinomial(self.p, self.batch_size, replacement=True, generator=self.g)
+        cy, cx = self._centres(idx, d)
+        if self.random.geometric:
+            batch, coords = self._resample(idx, cy, cx, d)
+        else:
+            batch, coords = self._cut(idx, cy, cx, d)
+        x = intensity(batch["image"], coords, self.random, d)
+        batch["image"] = x.clamp(0.0, 1.0) if self.clip else x
+        batch.pop("crop", None)
+        batch["volume"] = self.item_volume[idx]
         return batch
 
-    def _sample(self, v: int, s: int) -> dict[str, np.ndarray]:
-        d = {"image": self.images[v][s]}
-        d.update({k: a[s] for k, a in self.extras[v].items()})
-        guided = self.guided is not None and bool(np.any(d["crop"] > 0))
-        out = (self.guided if guided else self.plain)(d)
-        out = out[0] if isinstance(out, list) else out
-        return {k: to_numpy(out[k]).astype(np.float32, copy=False) for k in self.keys}
+    def _centres(self, idx: torch.Tensor, d: Draw) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch centres (pixels): uniform, or on a random foreground pixel of ``crop``."""
+        (ph, pw), ext = self.patch, self.extent[idx].float()
+        cy = torch.floor(d.uniform(0, 1) * (ext[:, 0] - ph + 1)) + (ph - 1) / 2
+        cx = torch.floor(d.uniform(0, 1) * (ext[:, 1] - pw + 1)) + (pw - 1) / 2
+        if "crop" not in self.extras:
+            return cy, cx
+        fg = (self.extras["crop"][idx, 0] > 0).flatten(1)
+        has = fg.any(1)
+        pick = torch.multinomial(torch.where(has[:, None], fg, True).float(), 1,
+                                 generator=self.g)[:, 0]
+        width = self.extras["crop"].shape[-1]
+        on = has & d.coin(self.crop_fraction)
+        return (torch.where(on, (pick // width).float(), cy),
+                torch.where(on, (pick % width).float(), cx))
+
+    def _cut(self, idx, cy, cx, d: Draw):
+        """Exact crops (no resampling) with random flips; coordinates for the bias field."""
+        (ph, pw), ext = self.patch, self.extent[idx]
+        y0 = torch.minimum(torch.clamp(torch.round(cy - (ph - 1) / 2), min=0).long(),
+                           ext[:, 0] - ph)
+        x0 = torch.minimum(torch.clamp(torch.round(cx - (pw - 1) / 2), min=0).long(),
+                           ext[:, 1] - pw)
+        iy = y0[:, None] + torch.arange(ph, device=self.device)
+        ix = x0[:, None] + torch.arange(pw, device=self.device)
+        flip_y, flip_x = (d.coin(0.5), d.coin(0.5)) if self.flips else (None, None)
+
+        def cut(t: torch.Tensor) -> torch.Tensor:
+            out = t[idx[:, None, None], :, iy[:, :, None], ix[:, None, :]].permute(0, 3, 1, 2)
+            if flip_y is not None:
+                out = torch.where(flip_y.view(-1, 1, 1, 1), out.flip(2), out)
+                out = torch.where(flip_x.view(-1, 1, 1, 1), out.flip(3), out)
+            return out.float()
+
+        batch = {"image": cut(self.image), **{k: cut(v) for k, v in self.extras.items()}}
+        return batch, _slice_coords(iy.float(), ix.float(), ext)
+
+    def _resample(self, idx, cy, cx, d: Draw):
+        """Rotated, zoomed and flipped patches by ``grid_sample`` around the centres."""
+        (ph, pw), ext = self.patch, self.extent[idx]
+        a = affine_matrices(d, self.random, self.flips)
+        oy = torch.arange(ph, device=self.device, dtype=torch.float32) - (ph - 1) / 2
+        ox = torch.arange(pw, device=self.device, dtype=torch.float32) - (pw - 1) / 2
+        oy, ox = oy.view(1, -1, 1), ox.view(1, 1, -1)
+        iy = cy.view(-1, 1, 1) + a[:, 0, 0, None, None] * oy + a[:, 0, 1, None, None] * ox
+        ix = cx.view(-1, 1, 1) + a[:, 1, 0, None, None] * oy + a[:, 1, 1, None, None] * ox
+        height, width = self.image.shape[-2:]
+        grid = torch.stack([(2 * ix + 1) / width - 1, (2 * iy + 1) / height - 1], -1)
+        batch = {"image": _sample(self.image[idx], grid, "bilinear")}
+        for key, stack in self.extras.items():
+            if key == "crop":
+                continue
+            batch[key] = self._resample_extra(key, stack[idx], grid)
+        coords = torch.stack([(2 * ix + 1) / ext[:, 1, None, None] - 1,
+                              (2 * iy + 1) / ext[:, 0, None, None] - 1], -1)
+        return batch, coords
+
+    def _resample_extra(self, key: str, t: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        n = self.n_labels
+        if key == "label" and n is not None and 2 <= n <= MAX_SOFT_CLASSES:
+            classes = torch.arange(n, device=t.device, dtype=t.dtype).view(1, -1, 1, 1)
+            return _first_max(_sample((t == classes).float(), grid, "bilinear"))
+        return _sample(t.float(), grid, "nearest")
+
+
+MAX_SOFT_CLASSES = 16
+
+
+def _first_max(p: torch.Tensor) -> torch.Tensor:
+    """argmax over the few channels of ``p`` as (B, 1, H, W) floats (faster than argmax)."""
+    best, label = p[:, :1], torch.zeros_like(p[:, :1])
+    for c in range(1, p.shape[1]):
+        better = p[:, c:c + 1] > best
+        best = torch.where(better, p[:, c:c + 1], best)
+        label = torch.where(better, float(c), label)
+    return label
+
+
+def _sample(t: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
+    return F.grid_sample(t.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def _slice_coords(iy: torch.Tensor, ix: torch.Tensor, ext: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, 2) pixel rows/cols -> (x, y) in [-1, 1] over each slice."""
+    y = (2 * iy + 1) / ext[:, :1] - 1
+    x = (2 * ix + 1) / ext[:, 1:] - 1
+    return torch.stack(torch.broadcast_tensors(x[:, None, :], y[:, :, None]), -1)
+
+
+def _dtype(a: np.ndarray):
+    if a.dtype.kind == "f":
+        return np.float32
+    return np.uint8 if a.dtype == bool else np.int16
+
+
+def _stack(slices: list[np.ndarray], size, dtype, device) -> torch.Tensor:
+    """(C, h, w) slices -> one zero-padded (N, C, H, W) tensor on ``device``."""
+    out = np.zeros((len(slices), slices[0].shape[0], *size), dtype=dtype)
+    for i, sl in enumerate(slices):
+        out[i, :, : sl.shape[1], : sl.shape[2]] = sl
+    return torch.from_numpy(out).to(device)

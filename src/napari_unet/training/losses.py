@@ -1,10 +1,11 @@
 """Losses chosen from the task rules, each with a voxel-masked variant for partial trust.
 
-- segmentation, N >= 2: MONAI Dice + cross-entropy
+- segmentation, N >= 2: MONAI Dice + cross-entropy (from one-hot targets)
 - binary segmentation:  MONAI Dice + binary cross-entropy
 - denoising:            mean squared error on the activated (sigmoid) output
 
-Every loss takes ``(logits, target, mask=None)``. With a mask (1 = trusted voxel), voxels
+Every loss takes ``(logits, target, mask=None)``. With a mask (1 = trusted voxel; the
+denoising loss also takes weights in [0, 1] there), voxels
 outside it contribute exactly nothing: their predictions and targets are zeroed before
 Dice and their cross-entropy / squared error terms are multiplied by 0, so whatever
 labels untrusted voxels hold cannot move the weights.
@@ -34,25 +35,29 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class MultiClassLoss(nn.Module):
-    """Dice + CE over N >= 2 classes; ``target`` holds labels (B, 1, H, W)."""
+    """Dice + CE over N >= 2 classes; ``target`` holds labels (B, 1, H, W).
+
+    The cross-entropy is written with one-hot targets rather than ``F.cross_entropy``:
+    the same value, and it has a deterministic CUDA backward (``deterministic=True``).
+    """
 
     def __init__(self, task: TaskSpec):
         super().__init__()
-        from monai.losses import DiceCELoss, DiceLoss
+        from monai.losses import DiceLoss
 
         self.task = task
-        self.full = DiceCELoss(to_onehot_y=True, other_act=task.activate, batch=True)
         self.dice = DiceLoss(batch=True)
 
     def forward(self, logits, target, mask=None):
+        if mask is not None:
+            target = target * mask  # untrusted labels may hold anything, even 255
+        onehot = F.one_hot(target[:, 0].long(), logits.shape[1]).permute(0, 3, 1, 2)
+        onehot = onehot.to(logits.dtype)
+        probs = self.task.activate(logits)
+        ce = -(onehot * F.log_softmax(logits, dim=1)).sum(1, keepdim=True)
         if mask is None:
-            return self.full(logits, target)
-        target = (target * mask).long()  # untrusted labels may hold anything, even 255
-        probs = self.task.activate(logits) * mask
-        onehot = F.one_hot(target[:, 0], logits.shape[1]).permute(0, 3, 1, 2).to(probs)
-        dice = self.dice(probs, onehot * mask)
-        ce = F.cross_entropy(logits, target[:, 0], reduction="none").unsqueeze(1)
-        return dice + _masked_mean(ce, mask)
+            return self.dice(probs, onehot) + ce.mean()
+        return self.dice(probs * mask, onehot * mask) + _masked_mean(ce, mask)
 
 
 class BinaryLoss(nn.Module):

@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import TaskError
-
-NOISE_KINDS = ("gaussian", "rician", "poisson")
+from .settings import NOISE_KINDS
 
 
 def add_noise(clean: torch.Tensor, kind: str, level: float | torch.Tensor,
@@ -47,7 +46,7 @@ def draw_levels(level: float | tuple[float, float], n: int,
     """One level per sample, shaped (n, 1, 1, 1): fixed, or uniform in ``(low, high)``."""
     if isinstance(level, (tuple, list)):
         low, high = float(level[0]), float(level[1])
-        u = torch.rand(n, generator=generator)
+        u = torch.rand(n, generator=generator, device=generator.device)
         return (low + (high - low) * u).view(n, 1, 1, 1)
-    return torch.full((n, 1, 1, 1), float(level))
+    return torch.full((n, 1, 1, 1), float(level), device=generator.device)
 

@@ -6,12 +6,15 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import SettingsError, TaskError
+from ..inference.predictor import PRECISIONS
+from ..model.tasks import TASK_KINDS
 
 if TYPE_CHECKING:
     from ..model.checkpoint import Model
     from ..model.normalize import Normalization
 
-NOISE_KINDS = ("gaussian", "rician", "poisson")
+AXES = (0, 1, 2)
+NOISE_KINDS = ("gaussian", "rician", "poisson")  # implemented in .noise
 DEFAULT_ITERATIONS = 500
 DEFAULT_FINETUNE_SECONDS = 30.0  # what a 2-core laptop CPU can spare while a person waits
 
@@ -26,6 +29,17 @@ class TrainSettings:
     per patch). ``val_block`` fixes the held-out slice range ``(start, stop)`` of every
     volume; otherwise a contiguous block of ``val_fraction`` of the slices around the
     middle is held out. ``val_gap`` slices either side of it are not trained on either.
+
+    ``augment``: flips and mild contrast changes. ``domain_randomization``: also rotation,
+    zoom, bias field, gamma, histogram shift, low resolution, Gibbs ringing, noise and
+    intensity scale (:data:`~napari_unet.training.augment.DOMAIN`), for models that must
+    hold on scans unlike the training ones. ``precision``: ``auto`` trains under bf16
+    autocast on GPUs and on CPUs with native bf16 (AMX, AVX512-BF16) for segmentation,
+    float32 otherwise. ``deterministic``: bit-identical weights from the same seed on CUDA
+    too (slower; see :mod:`~napari_unet.training.determinism`); on the CPU runs with the
+    same seed, iteration count and ``threads`` are identical anyway. ``threads``: torch
+    CPU threads for this run (None: torch's setting). ``log_every``: iterations between
+    reads of the loss on the host (reading it every step would stall a GPU).
     """
 
     task: Literal["segment", "denoise"] = "segment"
@@ -53,11 +67,16 @@ class TrainSettings:
     blindspot_fraction: float = 0.02
     name: str | None = None
     channels_last: bool = True
+    domain_randomization: bool = False
+    precision: str = "auto"
+    deterministic: bool = False
+    threads: int | None = None
+    log_every: int = 50
 
     def __post_init__(self):
         if self.task in ("segmentation", "seg"):
             self.task = "segment"
-        if self.task not in ("segment", "denoise"):
+        if self.task not in TASK_KINDS:
             raise TaskError(f"unknown task {self.task!r}: use 'segment' or 'denoise'")
         if self.noise not in NOISE_KINDS:
             raise TaskError(f"unknown noise model {self.noise!r}: use one of {NOISE_KINDS}")
@@ -66,18 +85,24 @@ class TrainSettings:
         if not all(0 < float(v) < 1 for v in levels):
             raise TaskError(f"noise level must lie in (0, 1) as a fraction of the intensity "
                             f"range (got {self.noise_level}); 0.05 means 5%")
-        if self.axis not in (0, 1, 2):
-            raise TaskError(f"slice axis must be 0, 1 or 2 (got {self.axis})")
+        if self.axis not in AXES:
+            raise SettingsError(f"slice axis must be 0, 1 or 2 (got {self.axis})")
         if self.iterations is not None and self.iterations < 1:
-            raise TaskError(f"iterations must be >= 1 (got {self.iterations})")
+            raise SettingsError(f"iterations must be >= 1 (got {self.iterations})")
         if self.time_budget is not None and self.time_budget <= 0:
-            raise TaskError(f"time budget must be > 0 seconds (got {self.time_budget})")
+            raise SettingsError(f"time budget must be > 0 seconds (got {self.time_budget})")
         if not 0 <= self.val_fraction < 1:
-            raise TaskError(f"val_fraction must lie in [0, 1) (got {self.val_fraction})")
+            raise SettingsError(f"val_fraction must lie in [0, 1) (got {self.val_fraction})")
         if self.batch_size < 1 or self.base < 1 or min(self.patch_size) < 1:
-            raise TaskError("batch_size, base and patch size must all be >= 1")
+            raise SettingsError("batch_size, base and patch size must all be >= 1")
         if self.lr <= 0:
-            raise TaskError(f"learning rate must be > 0 (got {self.lr})")
+            raise SettingsError(f"learning rate must be > 0 (got {self.lr})")
+        if self.precision not in PRECISIONS:
+            raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                                f"not {self.precision!r}")
+        if self.val_gap < 0 or self.log_every < 1 or (self.threads is not None
+                                                        and self.threads < 1):
+            raise SettingsError("val_gap must be >= 0, log_every and threads >= 1")
         self.patch_size = (int(self.patch_size[0]), int(self.patch_size[1]))
         if self.iterations is None and self.time_budget is None:
             self.iterations = DEFAULT_ITERATIONS

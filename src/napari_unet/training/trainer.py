@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
+import os
 from dataclasses import replace
 
-import numpy as np
 import torch
 
-from ..errors import Cancelled, TaskError
+from ..errors import Cancelled, SettingsError, TaskError
+from ..limits import check_allocation
 from ..model.normalize import Normalization
 from ..model.tasks import TaskSpec, make_task
 from . import recipes
-from .data import Source, load_source
+from .data import MAX_CLASSES, Source, label_maximum, load_source
+from .determinism import deterministic_mode
 from .loop import LoopConfig, run_loop
 from .losses import make_loss
 from .settings import TrainResult, TrainSettings
@@ -46,16 +49,55 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     task = _task(s, sources, targets, init)
     norm = s.normalization or (init.meta.normalization if init else _default_norm(sources))
     model = _new_model(s, task, norm, init)
-    recipe = _recipe(s, task, sources, targets, norm, device)
     cfg = LoopConfig(s.iterations, s.time_budget, s.lr, val_every=s.val_every, device=device,
-                     channels_last=s.channels_last)
-    try:
-        out = run_loop(model.net, recipe.next_batch, make_loss(task), cfg, recipe.validate,
-                       progress=progress, cancel=cancel, on_metrics=on_metrics)
-    except Cancelled as exc:  # keep the partly trained model reachable: exc.partial
-        exc.partial = _result(model, exc.outcome, s, sources, parent, recipe.info, device)
-        raise
+                     channels_last=s.channels_last, log_every=s.log_every,
+                     autocast=training_autocast(device, s.precision, task))
+    threads = s.threads or busy_cpu_threads(s, device)
+    with _threads(threads), deterministic_mode(model.net, device, s.deterministic):
+        recipe = _recipe(s, task, sources, targets, norm, device)
+        recipe.info["threads"] = torch.get_num_threads() if device.type == "cpu" else None
+        try:
+            out = run_loop(model.net, recipe.next_batch, make_loss(task), cfg,
+                           recipe.validate, progress=progress, cancel=cancel,
+                           on_metrics=on_metrics)
+        except Cancelled as exc:  # keep the partly trained model reachable: exc.partial
+            exc.partial = _result(model, exc.outcome, s, sources, parent, recipe.info, device)
+            raise
     return _result(model, out, s, sources, parent, recipe.info, device)
+
+
+def busy_cpu_threads(s: TrainSettings, device: torch.device) -> int | None:
+    """Torch threads for a time-budgeted CPU run: no more than the cores idle right now.
+
+    On a shared machine more threads than idle cores is far slower, not faster: each op
+    waits for its slowest thread (measured here with two cores and a load average of 4:
+    1.9 s per iteration with two threads, 0.45 s with one). Runs with an iteration count
+    keep torch's setting, so that the same seed gives the same weights.
+    """
+    if device.type != "cpu" or s.time_budget is None:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    idle = (cores or 1) - os.getloadavg()[0]
+    return max(1, min(torch.get_num_threads(), round(idle)))
+
+
+def training_autocast(device: torch.device, precision: str, task: TaskSpec):
+    """The forward pass's autocast dtype: inference's rule (bf16 where it is native and
+    leaves the result intact, see :func:`~napari_unet.inference.engine.autocast_dtype`)."""
+    from ..inference.engine import autocast_dtype
+
+    return autocast_dtype(device, precision, task)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _result(model, out, s, sources, parent, info, device) -> TrainResult:
@@ -112,11 +154,29 @@ def _task(s: TrainSettings, images: list[Source], labels: list[Source], init) ->
         return t
     if s.task == "denoise":
         return make_task("denoise", in_channels=in_ch)
-    n = s.n_classes
+    n, origin = s.n_classes, "--classes"
     if n is None and not s.class_names:
-        top = max(int(np.max(lab.array)) for lab in labels)
-        n = 1 if top <= 1 else top + 1
+        tops = [(label_maximum(lab), lab.name) for lab in labels]
+        top, where = max(tops)
+        n, origin = (1 if top <= 1 else top + 1), f"label value {top} in {where}"
+    if n is not None:
+        _check_class_memory(n, s, origin)
     return make_task("segment", in_channels=in_ch, n_classes=n, class_names=s.class_names)
+
+
+ACTIVATION_COPIES = 8  # logits, probabilities, one-hot, gradients... per class and pixel
+
+
+def _check_class_memory(n: int, s: TrainSettings, origin: str) -> None:
+    """Refuse class counts whose per-class tensors cannot fit, before any allocation."""
+    if n > MAX_CLASSES:
+        raise SettingsError(f"{origin}: {n} classes, over the limit of "
+                            f"{MAX_CLASSES}; labels must number the classes "
+                            "0 (background), 1, 2, ...")
+    pixels = s.batch_size * s.patch_size[0] * s.patch_size[1]
+    check_allocation(ACTIVATION_COPIES * 4 * n * pixels,
+                     f"{origin}: training {n} classes on batches of {s.batch_size} x "
+                     f"{s.patch_size[0]} x {s.patch_size[1]}", SettingsError)
 
 
 MIN_INFERENCE_ROI = 256
@@ -174,7 +234,8 @@ def _provenance(s: TrainSettings, sources: list[Source], parent, out, info: dict
         "device": str(device),
         "settings": {k: v for k, v in s.to_dict().items()
                      if k in ("base", "patch_size", "batch_size", "lr", "val_fraction",
-                              "val_gap", "augment", "iterations", "time_budget")},
+                              "val_gap", "augment", "domain_randomization", "precision",
+                              "deterministic", "iterations", "time_budget")},
         "metrics": out.metrics,
         **info,
     }
