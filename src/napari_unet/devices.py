@@ -76,3 +76,10 @@ def deterministic(enabled: bool = True):
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         cudnn.deterministic, cudnn.benchmark = before[2], before[3]
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision on ``device`` in ``dtype``, or nothing when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

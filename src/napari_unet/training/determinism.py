@@ -3,9 +3,8 @@
 On the CPU every op the training uses is deterministic already: same seed, same data,
 same iteration count and thread count -> identical weights. On CUDA, cuDNN picks
 algorithms by speed and some kernels add with atomics, so runs differ in the last bits
-unless PyTorch is told otherwise: :func:`deterministic_mode` turns on
-``torch.use_deterministic_algorithms`` and cuDNN's deterministic algorithms (without
-benchmarking), sets the cuBLAS workspace PyTorch asks for, and swaps the UNet's
+unless PyTorch is told otherwise: :func:`deterministic_mode` enters
+:func:`napari_unet.devices.deterministic` (the same switch inference uses) and swaps the UNet's
 bilinear upsampling, whose CUDA backward has no deterministic kernel, for the same
 interpolation written as two matrix products. Cross-entropy is computed from one-hot
 targets (:mod:`.losses`) for the same reason (CUDA's NLL loss has no deterministic
@@ -15,10 +14,11 @@ kernel either). Deterministic CUDA training is slower; it is for reproducing a r
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 from torch import nn
+
+from ..devices import deterministic
 
 
 class MatrixUpsample(nn.Module):
@@ -70,19 +70,11 @@ def deterministic_mode(net: nn.Module, device: torch.device, enabled: bool,
         return
     swap = device.type == "cuda" if swap_upsampling is None else swap_upsampling
     swapped = _bilinear_upsamplers(net) if swap else []
-    before = (torch.are_deterministic_algorithms_enabled(),
-              torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     try:
         for parent, name, _ in swapped:
             setattr(parent, name, MatrixUpsample())
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        yield
+        with deterministic():
+            yield
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2:]

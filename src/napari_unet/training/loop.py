@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..devices import autocast_for
 from ..errors import Cancelled, NapariUnetError
-from ..inference.engine import autocast_for
 
 Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 

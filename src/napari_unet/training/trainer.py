@@ -82,11 +82,15 @@ def busy_cpu_threads(s: TrainSettings, device: torch.device) -> int | None:
 
 
 def training_autocast(device: torch.device, precision: str, task: TaskSpec):
-    """The forward pass's autocast dtype: inference's rule (bf16 where it is native and
-    leaves the result intact, see :func:`~napari_unet.inference.engine.autocast_dtype`)."""
-    from ..inference.engine import autocast_dtype
+    """The forward pass's autocast dtype, or None for plain float32: inference's rule
+    (:func:`~napari_unet.inference.engine.compute_dtype`), except that on CUDA ``auto``
+    trains every task in mixed precision (the loss is taken in float32 either way)."""
+    from ..inference.engine import compute_dtype
 
-    return autocast_dtype(device, precision, task)
+    if precision == "auto" and device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = compute_dtype(device, precision, task)
+    return None if dtype == torch.float32 else dtype
 
 
 @contextlib.contextmanager
