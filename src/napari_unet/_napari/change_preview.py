@@ -31,19 +31,6 @@ def change_labels(labels: np.ndarray, axis: int, slices: np.ndarray, proposed: n
     return out
 
 
-def check_words(check: dict | None) -> str:
-    """The acceptance check in one line (its own reason when it gives one)."""
-    if not check:
-        return "the check on your corrected voxels says this update would make them worse"
-    if "reason" in check:
-        return str(check["reason"])
-    parts = []
-    for key, value in check.items():
-        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{key.replace('_', ' ')} {shown}")
-    return "check on your corrected voxels: " + ", ".join(parts)
-
-
 def preview_name(layer) -> str:
     return f"{layer.name} proposed changes"
 

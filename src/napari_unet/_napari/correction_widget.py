@@ -199,10 +199,7 @@ class CorrectionWidget(DockWidget):
         layer = self.labels_layer.value
         self.proposal, self._proposed_for = update, self.session
         P.show_preview(self.viewer, layer, self.session, update)
-        text = update.summary()
-        if not update.recommended:
-            text += f". Not recommended: {P.check_words(update.check)}"
-        self.proposal_text.value = text + ". Accept or Discard?"
+        self.proposal_text.value = update.summary() + ". Accept or Discard?"
         self.proposal_text.visible = True
         self.anyway.value = False
         self.anyway.visible = not update.recommended

@@ -86,13 +86,19 @@ def volume_layer_kwargs(volume: Volume) -> dict[str, Any]:
     return {**kw, "name": volume.name, "metadata": {VOLUME_KEY: volume}}
 
 
+def layer_kind(layer) -> str:
+    """"image", "labels", ...: the layer type as napari's ``add_<kind>`` names it
+    (``__class__``, not ``type()``: napari hands plugins proxies of its layers)."""
+    return layer.__class__.__name__.lower()
+
+
 def looks_like_labels(layer) -> bool:
     """Whether ``layer`` holds a label map (a Labels layer, or integer data with a few
     values, judged on a bounded sample): denoising it or segmenting it again is most
     likely a mistake worth a warning."""
     from ..io.labels import few_label_values
 
-    if getattr(layer, "_type_string", "") == "labels":
+    if layer_kind(layer) == "labels":
         return True
     if getattr(layer, "rgb", False) or getattr(layer, "multiscale", False):
         return False
@@ -155,7 +161,7 @@ def add_or_update(viewer, tuples: list) -> list:
     layers = []
     for data, kw, kind in tuples:
         name = kw.get("name")
-        if name in viewer.layers and viewer.layers[name]._type_string == kind:
+        if name in viewer.layers and layer_kind(viewer.layers[name]) == kind:
             old = viewer.layers[name]
             old.data = data
             old.metadata = dict(kw.get("metadata", {}))  # drops a stale correction session
