@@ -59,6 +59,7 @@ SEED = 0
 EVAL_LEVELS = (0.05, 0.08)  # Rician sigma, fraction of the normalised range
 TRAIN_LEVELS = (0.02, 0.10)  # mri-denoise draws a level per patch from this range
 SHIPPED = ("brain-tissue", "mri-denoise")
+CLEAN_STAGE = "brain-tissue-stage1"  # brain-tissue's first stage: the template as it is
 LICENSE_NOTE = ("derived from the MNI ICBM152 non-linear symmetric 2009a template shipped "
                 "in nilearn; (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, "
                 "MNI, McGill University; see sample_data/LICENSE-MNI152.txt")
@@ -74,15 +75,22 @@ COMMON = dict(axis=0, base=16, seed=SEED, val_block=HELD_OUT, val_gap=GAP,
 def recipes(args) -> dict[str, TrainSettings]:
     """The settings of every model the card reports, keyed by model name.
 
+    brain-tissue learns in two stages: the template with light augmentation, then domain
+    randomisation from there (trained from scratch with domain randomisation alone, the
+    same budget gave clean Dice 0.925 / 0.932 instead of about 0.94 / 0.95).
     bf16 autocast everywhere (1.8x faster on this CPU; the same figures, see the card);
     the denoisers keep intensities above the 99.5th percentile unclipped, so the brightest
     tissue keeps its noise statistics.
     """
     it = args.iterations
     runs = {
+        CLEAN_STAGE: TrainSettings(task="segment", n_classes=3, class_names=list(CLASSES),
+                                   lr=2e-3, normalization=NORMALIZATION,
+                                   iterations=it or 1000, **COMMON),
         "brain-tissue": TrainSettings(task="segment", n_classes=3, class_names=list(CLASSES),
-                                      domain_randomization=True, lr=5e-3,
-                                      normalization=NORMALIZATION, iterations=it or 5000,
+                                      domain_randomization=True, lr=2e-3,
+                                      init=str(args.work / f"{CLEAN_STAGE}.safetensors"),
+                                      normalization=NORMALIZATION, iterations=it or 2000,
                                       **COMMON),
         "mri-denoise": TrainSettings(task="denoise", noise="rician", noise_level=TRAIN_LEVELS,
                                      lr=2e-3, normalization=DENOISE_NORMALIZATION,
@@ -122,12 +130,16 @@ def train_all(runs: dict[str, TrainSettings], args) -> dict[str, dict]:
     run resumes where it stopped; training is deterministic, so nothing changes).
     """
     args.work.mkdir(parents=True, exist_ok=True)
-    done = {name: _finished(args.work, name, s) for name, s in runs.items()}
-    todo = {name: s for name, s in runs.items() if done[name] is None}
-    with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(todo) or 1))) as pool:
-        jobs = {name: pool.submit(train_one, name, s, str(args.sample_data), str(args.work))
-                for name, s in todo.items()}
-        done.update({name: job.result() for name, job in jobs.items()})
+    done: dict[str, dict] = {}
+    first = {n: s for n, s in runs.items() if s.init is None}
+    for wave in (first, {n: s for n, s in runs.items() if n not in first}):  # inits first
+        found = {name: _finished(args.work, name, s) for name, s in wave.items()}
+        done.update({name: f for name, f in found.items() if f is not None})
+        todo = {name: s for name, s in wave.items() if found[name] is None}
+        with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(todo) or 1))) as pool:
+            jobs = {name: pool.submit(train_one, name, s, str(args.sample_data), str(args.work))
+                    for name, s in todo.items()}
+            done.update({name: job.result() for name, job in jobs.items()})
     return done
 
 
@@ -445,8 +457,10 @@ slices from leaking in). Every figure below is measured on that block only; the 
 the figures are also stored in each model file (`provenance.held_out`,
 `provenance.held_out_metrics`, and `provenance.robustness` for brain-tissue).
 
-`brain-tissue` is trained with domain randomisation: every patch is rotated, zoomed
-(0.6..1.35), stretched and flipped at random, and with probability 0.5 each gets a
+`brain-tissue` is trained in two stages: first on the template with light intensity
+augmentation, then, from there, with domain randomisation: with probability 0.5 a patch
+is rotated, zoomed (0.6..1.35), stretched and flipped at random, and with probability
+0.25 each it gets a
 histogram shift, a gamma (0.5..2), a smooth bias field, a lower resolution, Gibbs
 ringing, Gaussian or Rician noise (up to 9% of the range) and an intensity scale and
 shift: the batched forms of MONAI's `RandAffine`, `RandHistogramShift`,

@@ -68,7 +68,7 @@ class Randomization:
 
 NONE = Randomization(p=0.0)
 LIGHT = Randomization(p=0.4, gamma=(0.75, 1.35), scale=0.1, shift=0.05)
-DOMAIN = Randomization(p=0.5, p_spatial=1.0, rotate=15.0, zoom=(0.6, 1.35), stretch=0.1,
+DOMAIN = Randomization(p=0.25, p_spatial=0.5, rotate=15.0, zoom=(0.6, 1.35), stretch=0.1,
                        histogram=6, gamma=(0.5, 2.0), bias=0.35, low_res=(0.35, 1.0),
                        gibbs=(0.0, 0.55), noise=(0.0, 0.09), scale=0.15, shift=0.08)
 
