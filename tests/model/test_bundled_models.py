@@ -54,7 +54,9 @@ def test_metadata_says_what_the_model_is(name):
     model = load_model(name, device="cpu")
     meta = model.meta
     assert meta.name == name
-    assert meta.normalization == Normalization("percentile", 0.5, 99.5)
+    # the denoiser keeps intensities above the 99.5th percentile unclipped (their noise)
+    clip = name != "mri-denoise"
+    assert meta.normalization == Normalization("percentile", 0.5, 99.5, clip=clip)
     assert meta.default_axis == 0
     prov = meta.provenance
     held = prov["held_out"]
@@ -140,7 +142,9 @@ def test_brain_tissue_segments_held_out_slices(sample):
 
 @pytest.mark.slow
 def test_brain_tissue_holds_under_a_bias_field_at_1_5_mm(sample):
-    """One perturbed condition of the card, re-measured through predict on three slices."""
+    """One perturbed condition of the card, re-measured through predict on a few slices:
+    as good as the card says (within what a few slices vary), and far from the 0.78 white
+    matter Dice the model trained without domain randomisation had there."""
     import sys
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -152,8 +156,10 @@ def test_brain_tissue_holds_under_a_bias_field_at_1_5_mm(sample):
                 if c.name.startswith("1.5 mm"))
     idx = case.slices[:: max(1, len(case.slices) // 3)]
     pred = predict_labels(model, case.volume, idx)
-    for c in (1, 2):
-        assert _dice(pred[idx], case.reference[idx], c) > 0.9
+    card = model.meta.provenance["robustness"][case.name]
+    for c, key in ((1, "grey_matter"), (2, "white_matter")):
+        dice = _dice(pred[idx], case.reference[idx], c)
+        assert dice > max(0.85, card[key] - 0.03), (key, dice, card[key])
 
 
 def predict_labels(model, volume, idx):
