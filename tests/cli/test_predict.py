@@ -141,8 +141,11 @@ def test_bad_flags_are_usage_errors(tmp_path, scan, capsys):
 
 
 def test_progress_bar_shows_counts_and_quiet_silences_it(tmp_path, scan):
+    """A terminal gets a bar with counts; a log file one plain line per scan."""
     model = tiny_model(tmp_path / "m.safetensors")
-    code, log = run_cli("predict", scan, "-o", tmp_path / "a", "--model", model)
+    code, log = run_cli("predict", scan, "-o", tmp_path / "log", "--model", model)
+    assert code == 0 and "ok: head_01\n" in log and "\r" not in log
+    code, log = run_cli("predict", scan, "-o", tmp_path / "a", "--model", model, terminal=True)
     assert code == 0 and "ok=1" in log and "failed=0" in log and "head_01" in log
     code, log = run_cli("predict", scan, "-o", tmp_path / "b", "--model", model, "--quiet")
     assert code == 0 and log == ""

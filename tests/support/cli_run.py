@@ -10,9 +10,15 @@ from pathlib import Path
 from napari_unet.cli.main import main
 
 
-def run_cli(*argv: str) -> tuple[int, str]:
-    """``napari-unet ARGV`` in this process; returns (exit code, stdout + stderr)."""
-    out = io.StringIO()
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run_cli(*argv: str, terminal: bool = False) -> tuple[int, str]:
+    """``napari-unet ARGV`` in this process; returns (exit code, stdout + stderr), written
+    as to a log file or (``terminal``) as to a terminal."""
+    out = _Terminal() if terminal else io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = main([str(a) for a in argv])
     return code, out.getvalue()

@@ -190,7 +190,9 @@ class _ProgressBar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(unit="scan", file=sys.stderr, dynamic_ncols=True)
+            # a log file (no terminal) gets one line per scan, not carriage-return frames
+            self.bar = tqdm(unit="scan", file=sys.stderr, dynamic_ncols=True,
+                            disable=not sys.stderr.isatty())
         return self.bar
 
     def progress(self, done: int, total: int) -> None:
@@ -206,6 +208,8 @@ class _ProgressBar:
             self.bar.set_description_str(name[:40])
             return
         self.counts[entry["status"]] += 1
+        if self.bar.disable and entry["status"] != "failed":
+            print(f"{entry['status']}: {name}", file=sys.stderr, flush=True)
         if entry["status"] == "failed":
             self.bar.write(f"failed: {name}: {one_line(entry['error'])}", file=sys.stderr)
         for warning in entry["warnings"]:

@@ -172,7 +172,7 @@ class _Bar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit=self.unit, file=sys.stderr,
-                            dynamic_ncols=True)
+                            dynamic_ncols=True, disable=not sys.stderr.isatty())
         self.bar.n = done
         self.bar.refresh()
 
