@@ -17,15 +17,20 @@ FT = dict(patch_size=(32, 32), batch_size=4, seed=3)
 EXACT = dict(FT, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def base_model():
+def trained_on_one_thread(iterations: int):
+    """A tiny model trained on blobs with one torch thread (the same weights everywhere)."""
     img, lab = blobs(10)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return train(img, lab, iterations=15, **TINY).model
+        return train(img, lab, iterations=iterations, **TINY).model
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    return trained_on_one_thread(15)
 
 
 def _weights(model) -> dict:
@@ -131,13 +136,7 @@ def _changed_on(model, other, img, rows) -> float:
 @pytest.fixture(scope="module")
 def good_model():
     """A parent worth anchoring to (80 iterations: most of each disc found)."""
-    img, lab = blobs(10)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train(img, lab, iterations=80, **TINY).model
-    finally:
-        torch.set_num_threads(threads)
+    return trained_on_one_thread(80)
 
 
 def test_unchecked_slices_anchor_the_model_to_its_own_predictions(good_model):

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .main import one_line
+from .options import dataclass_defaults, fields_from
 
 EPILOG = """outputs (in OUTDIR):
   <name>_labels.nii.gz         segmentation labels, in the scan's geometry
@@ -49,17 +50,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _defaults(cls) -> dict:
-    from dataclasses import MISSING, fields
-
-    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
-
-
 def _add_inference_flags(p) -> None:
     from ..inference.predictor import PRECISIONS, InferenceSettings
     from ..io.geometry import PLANES
 
-    d = _defaults(InferenceSettings)
+    d = dataclass_defaults(InferenceSettings)
     p.add_argument("--axis", default=d["axis"], type=_axis,
                    choices=["auto", *PLANES, 0, 1, 2], metavar="PLANE",
                    help="slices to read: auto (the acquisition plane), axial, coronal, "
@@ -86,7 +81,7 @@ def _add_inference_flags(p) -> None:
 def _add_batch_flags(p) -> None:
     from ..batch.settings import FORMATS, BatchSettings
 
-    d = _defaults(BatchSettings)
+    d = dataclass_defaults(BatchSettings)
     p.add_argument("--format", default=d["format"], choices=FORMATS,
                    help="output format for labels (dicom-seg needs DICOM input)")
     p.add_argument("--overwrite", action="store_true",
@@ -146,14 +141,8 @@ def build_settings(args):
     from ..inference.predictor import InferenceSettings
 
     resolve_device(args.device)  # an unknown or absent device is a usage error
-    inference = InferenceSettings(**_fields_from(InferenceSettings, args))
-    return BatchSettings(inference=inference, **_fields_from(BatchSettings, args))
-
-
-def _fields_from(cls, args) -> dict:
-    from dataclasses import fields
-
-    return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    inference = InferenceSettings(**fields_from(InferenceSettings, args))
+    return BatchSettings(inference=inference, **fields_from(BatchSettings, args))
 
 
 def _check_inputs(inputs: list[str]) -> None:

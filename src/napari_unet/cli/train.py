@@ -11,22 +11,16 @@ import json
 import sys
 
 
-def _default(name: str):
-    """A :class:`TrainSettings` field's default: the one place defaults are written down."""
-    from ..training.settings import TrainSettings
-
-    return TrainSettings.__dataclass_fields__[name].default
-
-
 def add_parser(sub) -> None:
     from typing import get_args, get_type_hints
 
     from ..inference.predictor import PRECISIONS
     from ..model.normalize import Normalization
     from ..model.tasks import TASK_KINDS
-    from ..training.settings import AXES, DEFAULT_ITERATIONS, NOISE_KINDS
+    from ..training.settings import AXES, DEFAULT_ITERATIONS, NOISE_KINDS, TrainSettings
+    from .options import dataclass_defaults
 
-    d = _default
+    d = dataclass_defaults(TrainSettings)
     p = sub.add_parser(
         "train", help="train a UNet (segmentation or denoising) on scans",
         description="Train a 2D UNet on slices of CT/MR volumes. Segmentation learns from "
@@ -41,14 +35,14 @@ def add_parser(sub) -> None:
     p.add_argument("--classes", type=int, help="classes incl. background (1 = binary; "
                    "default: from the labels)")
     p.add_argument("--class-names", nargs="+", metavar="NAME", help="background first")
-    p.add_argument("--noise", choices=NOISE_KINDS, default=d("noise"),
+    p.add_argument("--noise", choices=NOISE_KINDS, default=d["noise"],
                    help="synthetic noise model for denoising (default %(default)s)")
-    p.add_argument("--noise-level", type=float, nargs="+", default=[d("noise_level")],
+    p.add_argument("--noise-level", type=float, nargs="+", default=[d["noise_level"]],
                    metavar="F", help="noise sigma as a fraction of the intensity range "
-                   f"(default {d('noise_level')}); two values LOW HIGH draw a level per patch")
+                   f"(default {d['noise_level']}); two values LOW HIGH draw a level per patch")
     p.add_argument("--self-supervised", action="store_true",
                    help="denoise noisy scans without clean references (blind-spot)")
-    p.add_argument("--axis", type=int, default=d("axis"), choices=AXES,
+    p.add_argument("--axis", type=int, default=d["axis"], choices=AXES,
                    help="slice axis of the array (0 = slowest, e.g. axial; default %(default)s)")
     p.add_argument("--init", metavar="MODEL", help="start from this model file or bundled name")
     stop = p.add_mutually_exclusive_group()
@@ -58,24 +52,24 @@ def add_parser(sub) -> None:
     stop.add_argument("--iterations", type=int, metavar="N",
                       help=f"train for N iterations (default {DEFAULT_ITERATIONS} without "
                       "--time-budget)")
-    p.add_argument("--seed", type=int, default=d("seed"), help="random seed (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="model file to write (.safetensors)")
     p.add_argument("--name", help="model name (default: the output file's stem)")
-    p.add_argument("--base", type=int, default=d("base"),
+    p.add_argument("--base", type=int, default=d["base"],
                    help="UNet base width (default %(default)s)")
-    p.add_argument("--patch", nargs=2, type=int, default=list(d("patch_size")),
+    p.add_argument("--patch", nargs=2, type=int, default=list(d["patch_size"]),
                    metavar=("H", "W"), help="training patch size (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d("batch_size"),
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="patches per iteration (default %(default)s)")
-    p.add_argument("--lr", type=float, default=d("lr"),
+    p.add_argument("--lr", type=float, default=d["lr"],
                    help="peak learning rate (default %(default)s)")
-    p.add_argument("--val-fraction", type=float, default=d("val_fraction"),
+    p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
                    help="fraction of slices held out as one contiguous block "
                    "(default %(default)s)")
     p.add_argument("--val-block", nargs=2, type=int, metavar=("START", "STOP"),
                    help="held-out slice range instead of --val-fraction")
-    p.add_argument("--val-gap", type=int, default=d("val_gap"), metavar="N",
+    p.add_argument("--val-gap", type=int, default=d["val_gap"], metavar="N",
                    help="slices either side of the held-out block not trained on either "
                    "(default %(default)s)")
     p.add_argument("--normalization",
@@ -87,12 +81,12 @@ def add_parser(sub) -> None:
     p.add_argument("--domain-randomization", action="store_true",
                    help="also randomise geometry, bias field, contrast, resolution, "
                    "ringing and noise, for models that must hold on other scanners")
-    p.add_argument("--precision", choices=PRECISIONS, default=d("precision"),
+    p.add_argument("--precision", choices=PRECISIONS, default=d["precision"],
                    help="auto: bf16 autocast on GPUs and on CPUs with native bf16 "
                    "(segmentation), else float32 (default %(default)s)")
     p.add_argument("--deterministic", action="store_true",
                    help="bit-identical weights from the same seed on CUDA too (slower)")
-    p.add_argument("--device", default=d("device"), help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--device", default=d["device"], help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     p.add_argument("--history", metavar="JSON", help="also write the training history here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -1,0 +1,15 @@
+"""Flags derived from the settings dataclasses, so that defaults are written down once."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields
+
+
+def dataclass_defaults(cls) -> dict:
+    """Each field of ``cls`` that has a plain default -> that default."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+def fields_from(cls, args) -> dict:
+    """The parsed flags named like fields of ``cls`` (flags carry the fields' names)."""
+    return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
