@@ -16,6 +16,8 @@ tissue that fills most of it. Conditions (fixed seeds and fields, so runs compar
 - ``clean``: the template as it is;
 - ``1.5 mm + bias``: resampled to 1.5 mm isotropic (linear), times a smooth
   multiplicative bias field (exp of a quadratic; its range inside the brain is reported);
+  a model that records its pixel spacing sees these slices resampled to it by
+  ``predict`` (as every user's scan is), and is scored on the 1.5 mm grid;
 - ``gamma 0.6`` / ``gamma 1.6``: ``min + range * ((x - min) / range) ** gamma``;
 - ``Rician 3%`` / ``Rician 6%``: magnitude of complex Gaussian noise, sigma a fraction of
   the 0.5..99.5 percentile range;

@@ -72,6 +72,22 @@ def test_inference_gives_aligned_labels_named_after_input_and_model(make_napari_
     assert "axial slices" in widget.status.value
 
 
+def test_a_model_of_another_pixel_spacing_runs_resampled_and_says_so(make_napari_viewer,
+                                                                    qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    scan = W.add_scan(viewer)  # 0.8 x 0.9 mm pixels
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, W.tiny_model_file(tmp_path, pixel_spacing=(0.5, 0.5)))
+    widget.device.value = "cpu"
+    W.click(qtbot, widget.run_button)
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+    labels = viewer.layers["scan tiny"]
+    assert labels.data.shape == scan.data.shape
+    np.testing.assert_allclose(labels.affine.affine_matrix, scan.affine.affine_matrix)
+    np.testing.assert_allclose(labels.scale, W.SCALE)
+    assert "run at the model's 0.5 x 0.5 mm pixels" in widget.status.value
+
+
 def test_denoising_model_gives_an_image_layer_and_hides_classes(make_napari_viewer, qtbot,
                                                                tmp_path):
     viewer = make_napari_viewer()

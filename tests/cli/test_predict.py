@@ -168,3 +168,23 @@ def test_slices_are_chosen_by_plane_name(tmp_path, scan):
                       "coronal", "--quiet")
     report = load_report(tmp_path / "out")
     assert code == 0 and report["settings"]["axis"] == "coronal"
+
+
+@pytest.mark.parametrize("flags", [[], ["--native-spacing"]])
+def test_a_model_with_a_pixel_spacing_writes_labels_on_the_scan_grid(tmp_path, scan, flags):
+    import torch
+
+    from napari_unet.model.checkpoint import Model
+    from napari_unet.model.tasks import make_task
+
+    torch.manual_seed(0)
+    model = Model.new(make_task("segment", n_classes=2), base=4, patch_size=(32, 48),
+                      name="tiny-1mm", pixel_spacing=(1.0, 1.0))
+    path = model.save(tmp_path / "m.safetensors")
+    code, _ = run_cli("predict", scan, "-o", tmp_path / "out", "--model", path, "--quiet",
+                      *flags)
+    out, src = nib.load(tmp_path / "out" / "head_01_labels.nii.gz"), nib.load(scan)
+    assert code == 0 and out.shape == src.shape and np.allclose(out.affine, src.affine)
+    assert load_report(tmp_path / "out")["settings"]["resample"] is not bool(flags)
+    code, text = run_cli("info", path)
+    assert code == 0 and "pixel spacing: 1 x 1 mm (slices are resampled to it)" in text

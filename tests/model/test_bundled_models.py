@@ -54,10 +54,11 @@ def test_metadata_says_what_the_model_is(name):
     model = load_model(name, device="cpu")
     meta = model.meta
     assert meta.name == name
-    # the denoiser keeps intensities above the 99.5th percentile unclipped (their noise)
-    clip = name != "mri-denoise"
-    assert meta.normalization == Normalization("percentile", 0.5, 99.5, clip=clip)
+    assert meta.normalization == Normalization("percentile", 0.5, 99.5, clip=True)
     assert meta.default_axis == 0
+    # the segmentation runs every scan at the template's 1 mm pixels; the denoiser at the
+    # scan's own (resampling would change the noise it removes)
+    assert meta.pixel_spacing == ((1.0, 1.0) if name == "brain-tissue" else None)
     prov = meta.provenance
     held = prov["held_out"]
     assert held["axis"] == 0 and 0 <= held["start"] < held["stop"] and held["gap"] >= 0

@@ -51,7 +51,24 @@ def test_cli_import_writes_a_loadable_model(tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(model.net(x), ref(x), rtol=1e-5, atol=1e-5)
     assert main(["info", str(out)]) == 0
-    assert "lesion" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "lesion" in text and "pixel spacing: the scan's own" in text
+    assert model.meta.pixel_spacing is None
+
+
+def test_cli_import_records_the_pixel_spacing_the_weights_learned_at(tmp_path, capsys):
+    ref = MilesialUNet(1, 2, base=4, bilinear=True)
+    src = tmp_path / "w.pth"
+    torch.save(ref.state_dict(), src)
+    out = tmp_path / "imported.safetensors"
+    argv = ["import", str(src), "-o", str(out), "--task", "segment", "--in-channels", "1",
+            "--classes", "2", "--pixel-spacing"]
+    assert main([*argv, "0.7", "0.7"]) == 0
+    assert load_model(out, device="cpu").meta.pixel_spacing == (0.7, 0.7)
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "0", "nan"])
+    assert exc.value.code == 2 and "a pixel spacing is a size in mm > 0" in \
+        capsys.readouterr().err
 
 
 def test_shape_mismatch_with_task_is_rejected(tmp_path):

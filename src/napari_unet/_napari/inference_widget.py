@@ -168,7 +168,11 @@ class InferenceWidget(DockWidget):
         plane = "?"
         with contextlib.suppress(ValueError, StopIteration):
             plane = axis_plane(pred.axis, volume.direction)
-        self.status.value = (f"{plane} slices in {pred.seconds:.1f} s: "
+        at = ""
+        if pred.net_size is not None:  # the slices went through the net resampled
+            mm = " x ".join(f"{v:g}" for v in model.meta.pixel_spacing)
+            at = f" (run at the model's {mm} mm pixels, results on the scan's grid)"
+        self.status.value = (f"{plane} slices in {pred.seconds:.1f} s{at}: "
                              + ", ".join(ly.name for ly in self.last_layers))
 
     def _on_state(self, state: JobState) -> None:

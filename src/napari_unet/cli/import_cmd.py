@@ -20,7 +20,24 @@ def add_parser(sub) -> None:
                    help="percentiles (default 0.5 99.5) or HU window (e.g. -1000 1000)")
     p.add_argument("--axis", type=int, default=0, choices=[0, 1, 2], help="default slice axis")
     p.add_argument("--patch", nargs=2, type=int, default=[256, 256], metavar=("H", "W"))
+    p.add_argument("--pixel-spacing", nargs=2, type=_mm, metavar=("ROWS", "COLUMNS"),
+                   help="in-plane mm of the slices the weights were trained on: scans of "
+                   "other spacings are then resampled to it for the net (default: none, "
+                   "every scan runs at its own pixels)")
     p.set_defaults(func=run)
+
+
+def _mm(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a pixel spacing is a size in mm > 0, not {text!r}")
+    return value
 
 
 def run(args) -> int:
@@ -35,7 +52,7 @@ def run(args) -> int:
     norm = Normalization.default(args.normalization, args.norm_range)
     out = Path(args.output)
     model = import_state_dict(args.state_dict, task, args.name or out.name.split(".")[0],
-                              norm, args.axis, tuple(args.patch))
+                              norm, args.axis, tuple(args.patch), args.pixel_spacing)
     model.save(out)
     print(f"wrote {out}: {model.task.describe()}, {model.meta.architecture.variant} layout, "
           f"base {model.meta.architecture.base}, hash {model.meta.hash}")

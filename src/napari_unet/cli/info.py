@@ -33,6 +33,9 @@ def run(args) -> int:
         f"normalisation: {n.kind} {n.lower:g}..{n.upper:g}" + (" clipped" if n.clip else ""),
         f"default axis:  {meta.default_axis}    patch size: {meta.patch_size[0]} x "
         f"{meta.patch_size[1]}",
+        "pixel spacing: " + ("the scan's own (not resampled)" if meta.pixel_spacing is None
+                             else " x ".join(f"{v:g}" for v in meta.pixel_spacing)
+                             + " mm (slices are resampled to it)"),
         f"hash:          {meta.hash}",
     ]
     if meta.task.kind == "segment":

@@ -76,6 +76,9 @@ def _add_inference_flags(p) -> None:
                    help="the same output bits on every run on CUDA (slower kernels)")
     p.add_argument("--probabilities", action="store_true",
                    help="also write probabilities and an uncertainty map")
+    p.add_argument("--native-spacing", dest="resample", action="store_false",
+                   help="run the net on the scan's own pixels, not resampled to the pixel "
+                   "spacing the model learned at (outputs are on the scan's grid either way)")
 
 
 def _add_batch_flags(p) -> None:

@@ -12,6 +12,8 @@ and the code path is the same on every device, which lets the CPU tests cover it
   itself); with a ``tile`` (a ROI given by the user, or slices whose activations do not
   fit the memory budget) MONAI's ``sliding_window_inference`` cuts only the axes larger
   than the tile and blends the tiles' probabilities with a Gaussian;
+- with a ``size`` (the slice at the model's pixel spacing, :mod:`.resample`) each batch
+  is resampled to it before the net and the probabilities back after, on the device;
 - TTA averages the probabilities of the identity and the H, W and HW flips;
 - a CUDA out-of-memory halves the batch, then moves to the CPU, each time with a warning.
 
@@ -35,6 +37,7 @@ from torch.profiler import record_function
 from ..errors import SettingsError
 from ..model.tasks import TaskSpec
 from .fast_net import inference_copy
+from .resample import resize
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
 # profiler labels of the stages (``bench/inference.py --profile`` reads them)
@@ -113,8 +116,10 @@ class Engine:
 
     def __init__(self, model, device: torch.device, batch_size: int,
                  tile: tuple[int, int] | None = None, overlap: float = 0.25,
-                 tta: bool = False, precision: str = "auto", deterministic: bool = False):
+                 tta: bool = False, precision: str = "auto", deterministic: bool = False,
+                 size: tuple[int, int] | None = None):
         self.task: TaskSpec = model.task
+        self.size = size  # slices go through the net at this size (the model's spacing)
         self.precision, self.deterministic = precision, deterministic
         self.device = device
         self.dtype = compute_dtype(device, precision, self.task)
@@ -129,9 +134,10 @@ class Engine:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, C, H, W) float32 normalised -> probabilities, TTA variance (or None)."""
+        hw = tuple(x.shape[-2:])
         while True:
             try:
-                x = self._to_device(x)
+                x = resize(self._to_device(x), self.size or hw)
                 step = self.batch_size
                 outs = [self._forward(x[i : i + step]) for i in range(0, len(x), step)]
                 break
@@ -139,7 +145,7 @@ class Engine:
                 if not is_oom(exc):
                     raise
                 self._shrink(exc)
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        out = resize(outs[0] if len(outs) == 1 else torch.cat(outs), hw)
         c = self.task.out_channels
         return (out[:, :c], out[:, c:]) if self.with_variance else (out, None)
 

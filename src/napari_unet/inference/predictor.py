@@ -19,6 +19,9 @@ arrays in the input's array order and spatial shape, so
   an array axis 0, 1, 2, or ``'auto'``: the axis with the largest spacing (the
   acquisition axis); ties, and plain arrays without spacing, use
   ``model.meta.default_axis``.
+- **Pixel spacing** (:mod:`~napari_unet.inference.resample`): a model that records the
+  in-plane spacing it learned at sees every scan's slices resampled to it, and its
+  outputs come back on the scan's own grid (``resample=False`` turns this off).
 - **Whole slices or tiles** (:mod:`~napari_unet.inference.budget`): whole slices when one
   fits the memory budget, MONAI tiles of the model's patch size otherwise or of
   ``roi_size`` when given.
@@ -70,6 +73,9 @@ class InferenceSettings:
     # CUDA: deterministic cuDNN kernels, no autotuning (the same bits every run; the CPU
     # always is repeatable)
     deterministic: bool = False
+    # run the net at the model's pixel spacing (when it records one) and bring the outputs
+    # back to the scan's grid; False: the scan's own pixels go through the net
+    resample: bool = True
 
     def __post_init__(self):
         if self.axis not in ("auto", *PLANES, 0, 1, 2, -1, -2, -3):
@@ -110,6 +116,7 @@ class Prediction:
     batch_size: int = 1
     roi_size: tuple[int, int] = (0, 0)  # one forward item: the tile, or the whole slice
     tiled: bool = False
+    net_size: tuple[int, int] | None = None  # slices resampled to this size for the net
 
     @property
     def result(self) -> np.ndarray:
@@ -132,7 +139,7 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
 
     Settings come from ``settings`` and/or keywords named like :class:`InferenceSettings`
     fields (``axis``, ``roi_size``, ``overlap``, ``batch_size``, ``device``, ``tta``,
-    ``probabilities``, ``uncertainty``, ``precision``, ``deterministic``).
+    ``probabilities``, ``uncertainty``, ``precision``, ``deterministic``, ``resample``).
     ``progress(done, total)`` is called after every
     batch (in slices); ``cancel()`` is checked before every batch and, when true, raises
     :class:`Cancelled`. ``slices`` restricts the run to those indices along the axis.
@@ -151,10 +158,11 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     indices = _indices(slices, len(stack), axis, name)
     device = resolve_device(settings.device)
     itemsize = compute_dtype(device, settings.precision, model.task).itemsize
-    how = plan(model, stack.shape[1:3], settings.roi_size, settings.batch_size, device,
-               itemsize)
+    size = _net_size(stack.shape[1:3], spacing, axis, model, settings)
+    how = plan(model, size or stack.shape[1:3], settings.roi_size, settings.batch_size,
+               device, itemsize)
     engine = Engine(model, device, how.batch, how.tile, settings.overlap, settings.tta,
-                    settings.precision, settings.deterministic)
+                    settings.precision, settings.deterministic, size)
     prep = _Preprocess(model.meta.normalization.fit(array), _nonfinite_fill(array, name))
     out = _Outputs(model.task, array.shape, axis, settings)
     with cpu_threads(), _no_grad():
@@ -164,7 +172,8 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
         uncertainty=out.unc, slice_uncertainty=out.slice_unc, axis=axis,
         device=str(engine.device), seconds=time.perf_counter() - start,
         model_hash=model.hash, slices=None if slices is None else indices, settings=settings,
-        batch_size=how.batch, roi_size=how.item_hw, tiled=engine.tiled(*stack.shape[1:3]),
+        batch_size=how.batch, roi_size=how.item_hw,
+        tiled=engine.tiled(*(size or stack.shape[1:3])), net_size=size,
     )
 
 
@@ -176,6 +185,15 @@ def predict_slices(volume, model, slice_indices: Sequence[int],
     refer to the axis :func:`resolve_axis` picks.
     """
     return predict(volume, model, settings, slices=slice_indices, **kwargs)
+
+
+def _net_size(hw, spacing, axis: int, model, settings: InferenceSettings):
+    """The slice size at the model's pixel spacing; None: the scan's own pixels."""
+    from .resample import in_plane, target_size
+
+    if not settings.resample:
+        return None
+    return target_size(hw, in_plane(spacing, axis), model.meta.pixel_spacing)
 
 
 def resolve_axis(axis: int | str, spacing: Sequence[float] | None, default_axis: int,

@@ -2,9 +2,9 @@
 
 The metadata travels in the safetensors header (``__metadata__["napari_unet"]``) so a
 model is one self-describing file: architecture, task rules, the intensity normalisation
-used in training, default slice axis and patch size, provenance and a content hash over
-weights, architecture, task and normalisation (checked on load: a corrupted file is
-refused with a message naming it).
+used in training, default slice axis and patch size, the pixel spacing it learned at,
+provenance and a content hash over weights, architecture, task, normalisation and pixel
+spacing (checked on load: a corrupted file is refused with a message naming it).
 
 A model file can come from anyone: on load every metadata field is checked (types,
 ranges, no unknown field: ``meta_schema``), a missing hash is an error (never a skipped
@@ -50,12 +50,19 @@ class ModelMeta:
     patch_size: tuple[int, int] = (256, 256)
     provenance: dict = field(default_factory=dict)
     hash: str = ""
+    # in-plane mm (rows, columns) of the slices it learned from; predict resamples slices
+    # to it and the outputs back (None: run at every scan's own pixel spacing)
+    pixel_spacing: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.default_axis not in (0, 1, 2):
             raise SettingsError(f"default axis must be 0, 1 or 2 (got {self.default_axis})")
         if len(self.patch_size) != 2 or min(self.patch_size) < 1:
             raise SettingsError(f"patch size must be two sizes >= 1 (got {self.patch_size})")
+        if self.pixel_spacing is not None and (len(self.pixel_spacing) != 2 or not all(
+                0 < float(v) < float("inf") for v in self.pixel_spacing)):
+            raise SettingsError(f"pixel spacing must be two sizes > 0 mm (got "
+                                f"{self.pixel_spacing})")
         if self.architecture.in_channels != self.task.in_channels:
             raise TaskError(
                 f"architecture has {self.architecture.in_channels} input channels but the "
@@ -68,7 +75,7 @@ class ModelMeta:
             )
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "name": self.name,
@@ -80,6 +87,9 @@ class ModelMeta:
             "provenance": self.provenance,
             "hash": self.hash,
         }
+        if self.pixel_spacing is not None:
+            d["pixel_spacing"] = [float(v) for v in self.pixel_spacing]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelMeta:
@@ -92,6 +102,8 @@ class ModelMeta:
             patch_size=tuple(int(v) for v in d.get("patch_size", (256, 256))),
             provenance=d.get("provenance", {}),
             hash=d.get("hash", ""),
+            pixel_spacing=(None if d.get("pixel_spacing") is None
+                           else tuple(float(v) for v in d["pixel_spacing"])),
         )
 
 
@@ -144,6 +156,8 @@ def content_hash(state: dict[str, torch.Tensor], meta: ModelMeta) -> str:
     h = hashlib.sha256()
     ident = {"a": meta.architecture.to_dict(), "t": meta.task.to_dict(),
              "n": meta.normalization.to_dict()}
+    if meta.pixel_spacing is not None:  # older files (no spacing) keep their hashes
+        ident["s"] = [float(v) for v in meta.pixel_spacing]
     h.update(json.dumps(ident, sort_keys=True).encode())
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()

@@ -24,7 +24,7 @@ class MetaFieldError(ValueError):
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # int, number, text, bool, mapping, pair, names, hash
+    kind: str  # int, number, text, bool, mapping, pair, spacing, names, hash
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
@@ -40,6 +40,7 @@ SCHEMA = {
     "normalization": Field("mapping"),
     "default_axis": Field("int", 0, 2, required=False),
     "patch_size": Field("pair", 1, required=False),
+    "pixel_spacing": Field("spacing", 0.001, 1000.0, required=False),  # mm, rows x columns
     "provenance": Field("mapping", required=False),
     "hash": Field("hash"),
 }
@@ -140,6 +141,12 @@ def _pair(value, spec: Field) -> str | None:
     return None
 
 
+def _spacing(value, spec: Field) -> str | None:
+    if not isinstance(value, list) or len(value) != 2 or any(_number(v, spec) for v in value):
+        return f"must be two numbers (mm) {_range_words(spec)}"
+    return None
+
+
 def _names(value, spec: Field) -> str | None:
     if not isinstance(value, list) or any(_text(v, Field("text")) for v in value):
         return f"must be a list of texts of at most {MAX_TEXT} characters"
@@ -153,6 +160,7 @@ _KINDS = {
     "bool": lambda v, s: None if isinstance(v, bool) else "must be true or false",
     "mapping": lambda v, s: None if isinstance(v, dict) else "must be a JSON object",
     "pair": _pair,
+    "spacing": _spacing,
     "names": _names,
     "hash": lambda v, s: None if isinstance(v, str) and HASH_PATTERN.fullmatch(v) else
     "must be 'sha256:' and 64 hex digits: a model file without its content hash cannot be "

@@ -109,6 +109,7 @@ def import_state_dict(
     normalization: Normalization | None = None,
     default_axis: int = 0,
     patch_size: tuple[int, int] = (256, 256),
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> Model:
     """A :class:`Model` from a state_dict file; shapes must match the task exactly."""
     path = Path(path)
@@ -131,5 +132,6 @@ def import_state_dict(
                              f"width {arch.base} ({detail})") from exc
     provenance = {"imported_from": path.name, "source_layout": layout}
     meta = ModelMeta(arch, task, normalization or Normalization(), name or path.stem,
-                     default_axis, patch_size, provenance)
+                     default_axis, patch_size, provenance,
+                     pixel_spacing=None if pixel_spacing is None else tuple(pixel_spacing))
     return Model(net.eval(), meta, None)

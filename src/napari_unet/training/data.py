@@ -28,6 +28,7 @@ class Source:
     array: np.ndarray
     name: str
     modality: str = "OT"
+    spacing: tuple[float, ...] | None = None  # mm in array order; None for plain arrays
 
 
 def load_source(item, index: int, what: str = "image") -> Source:
@@ -39,10 +40,12 @@ def load_source(item, index: int, what: str = "image") -> Source:
     """
     if isinstance(item, (str, os.PathLike)):
         vol = _read(Path(item))
-        src = Source(np.asarray(vol.array), Path(item).name, getattr(vol, "modality", "OT"))
+        src = Source(np.asarray(vol.array), Path(item).name, getattr(vol, "modality", "OT"),
+                     _spacing(vol))
     elif hasattr(item, "array"):  # a Volume
         name = getattr(item, "name", None) or f"{what}{index}"
-        src = Source(np.asarray(item.array), str(name), getattr(item, "modality", "OT"))
+        src = Source(np.asarray(item.array), str(name), getattr(item, "modality", "OT"),
+                     _spacing(item))
     else:
         arr = np.asarray(item)
         if arr.ndim not in (3, 4):
@@ -54,6 +57,11 @@ def load_source(item, index: int, what: str = "image") -> Source:
     if what == "image":
         src.array = _finite_image(src.array, src.name)
     return src
+
+
+def _spacing(volume) -> tuple[float, ...] | None:
+    spacing = getattr(volume, "spacing", None)
+    return None if spacing is None else tuple(float(v) for v in spacing)
 
 
 def _read(path: Path):

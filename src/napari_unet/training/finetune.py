@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from ..errors import TaskError
+from ..inference.resample import in_plane, resize_slices, target_size
 from .anchor import Anchor, anchored, unchecked_rows
 from .data import PatchSampler, check_labels, label_slices, load_source, to_numpy, to_slices
 from .loop import LoopConfig, run_loop
@@ -140,9 +141,13 @@ class _Corrections:
                                      model.task.n_labels)
         fitted = model.meta.normalization.fit(src.array)
         img = to_numpy(fitted.forward(to_slices(src.array.astype(np.float32), axis)))
-        mask = label_slices(trust, axis).astype(np.float32)
+        size = target_size(img.shape[-2:], in_plane(src.spacing, axis),
+                           model.meta.pixel_spacing)  # learn at the scale it predicts at
+        img = resize_slices(img, size)
+        mask = resize_slices(label_slices(trust, axis).astype(np.float32), size, labels=True)
+        lab = resize_slices(label_slices(lab, axis).astype(np.int16), size, labels=True)
         rows = [i for i in range(len(img)) if mask[i].any()]
-        return cls(img, label_slices(lab, axis).astype(np.int16), mask, rows, src.name)
+        return cls(img, lab, mask, rows, src.name)
 
     @torch.no_grad()
     def dice(self, net, task, device, batch: int = 8) -> float | None:

@@ -20,6 +20,7 @@ from .determinism import deterministic_mode
 from .loop import LoopConfig, run_loop
 from .losses import make_loss
 from .settings import TrainResult, TrainSettings
+from .spacing import model_spacing, to_model_spacing
 
 CT_WINDOW = Normalization("window", -1000.0, 1000.0)
 
@@ -48,7 +49,9 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     parent = None if init is None else {"name": init.name, "hash": init.hash}
     task = _task(s, sources, targets, init)
     norm = s.normalization or (init.meta.normalization if init else _default_norm(sources))
-    model = _new_model(s, task, norm, init)
+    pixel = model_spacing(task.kind, sources, s.axis, init)
+    resampled = to_model_spacing(sources, targets, s.axis, pixel)
+    model = _new_model(s, task, norm, init, pixel)
     cfg = LoopConfig(s.iterations, s.time_budget, s.lr, val_every=s.val_every, device=device,
                      channels_last=s.channels_last, log_every=s.log_every,
                      autocast=training_autocast(device, s.precision, task))
@@ -56,6 +59,8 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     with _threads(threads), deterministic_mode(model.net, device, s.deterministic):
         recipe = _recipe(s, task, sources, targets, norm, device)
         recipe.info["threads"] = torch.get_num_threads() if device.type == "cpu" else None
+        if resampled:
+            recipe.info["resampled_to_pixel_spacing"] = resampled
         try:
             out = run_loop(model.net, recipe.next_batch, make_loss(task), cfg,
                            recipe.validate, progress=progress, cancel=cancel,
@@ -200,19 +205,19 @@ def inference_roi(train_patch: tuple[int, int]) -> tuple[int, int]:
     return tuple(max(int(p), MIN_INFERENCE_ROI) for p in train_patch)
 
 
-def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init):
+def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixel_spacing):
     from ..model.checkpoint import Model
 
     name = s.name or f"{task.kind}-model"
     roi = inference_roi(s.patch_size)
     if init is not None:
         meta = replace(init.meta, normalization=norm, name=name, default_axis=s.axis,
-                       patch_size=roi, provenance={}, hash="")
+                       patch_size=roi, provenance={}, hash="", pixel_spacing=pixel_spacing)
         return Model(init.net, meta)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         return Model.new(task, base=s.base, normalization=norm, name=name,
-                         default_axis=s.axis, patch_size=roi)
+                         default_axis=s.axis, patch_size=roi, pixel_spacing=pixel_spacing)
 
 
 def _recipe(s, task, sources, targets, norm, device) -> recipes.Recipe:

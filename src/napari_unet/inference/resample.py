@@ -1,0 +1,77 @@
+"""Slices at the model's pixel spacing: a net learns anatomy at one scale in pixels.
+
+A model trained on 1 mm slices sees a 0.5 mm scan's anatomy twice as large, and a 1.5 mm
+scan's 1.5x smaller; like nnU-Net, napari-unet runs the net at the spacing it learned at
+(``ModelMeta.pixel_spacing``) and brings the outputs back to the scan's own grid, so
+labels and images stay voxel-aligned with the scan. Corner pixels map onto corner pixels
+(``align_corners``): the first and last rows and columns keep their place in space.
+
+Within :data:`TOLERANCE` nothing is resampled (interpolation would only blur).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TOLERANCE = 0.05  # relative spacing difference run as it is
+MAX_SIDE = 8192  # pixels: a resampled slice larger than this runs at the scan's spacing
+
+
+def in_plane(spacing: Sequence[float] | None, axis: int) -> tuple[float, float] | None:
+    """The (rows, columns) spacing of slices along ``axis``; None when unknown."""
+    if spacing is None or len(spacing) < 3:
+        return None
+    sp = [float(v) for v in spacing[:3]]
+    rows_cols = tuple(v for i, v in enumerate(sp) if i != axis % 3)
+    return rows_cols if all(np.isfinite(v) and v > 0 for v in rows_cols) else None
+
+
+def target_size(hw: Sequence[int], spacing: Sequence[float] | None,
+                model_spacing: Sequence[float] | None) -> tuple[int, int] | None:
+    """The slice size at ``model_spacing``, or None where the slice runs as it is."""
+    if spacing is None or model_spacing is None:
+        return None
+    ratio = [float(s) / float(m) for s, m in zip(spacing, model_spacing, strict=True)]
+    if all(abs(r - 1.0) <= TOLERANCE for r in ratio):
+        return None
+    size = tuple(max(1, round((int(n) - 1) * r) + 1) for n, r in zip(hw, ratio, strict=True))
+    if max(size) > MAX_SIDE or tuple(size) == tuple(int(n) for n in hw):
+        return None
+    return size
+
+
+def resize(x: torch.Tensor, size: Sequence[int], labels: bool = False) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, *size): linear for intensities and probabilities, nearest
+    for labels, corners aligned either way."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if not labels:
+        return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=True)
+    rows = torch.from_numpy(nearest(x.shape[-2], size[0])).to(x.device)
+    cols = torch.from_numpy(nearest(x.shape[-1], size[1])).to(x.device)
+    return x[..., rows[:, None], cols[None, :]]
+
+
+def nearest(n: int, m: int) -> np.ndarray:
+    """Indices 0..n-1 of the source pixels nearest to m corner-aligned target pixels."""
+    if m == 1:
+        return np.zeros(1, np.int64)
+    return np.clip(np.round(np.arange(m) * ((n - 1) / (m - 1))), 0, n - 1).astype(np.int64)
+
+
+def resize_slices(stack: np.ndarray, size: Sequence[int] | None,
+                  labels: bool = False) -> np.ndarray:
+    """Slices-first numpy stack (S, C, H, W) at ``size`` (None: unchanged)."""
+    if size is None:
+        return stack
+    if labels:  # any integer dtype, no torch round trip
+        return stack[..., nearest(stack.shape[-2], size[0])[:, None],
+                     nearest(stack.shape[-1], size[1])[None, :]]
+    out = [resize(torch.from_numpy(np.ascontiguousarray(stack[i : i + 16])), size, labels)
+           for i in range(0, len(stack), 16)]
+    return torch.cat(out).numpy()
