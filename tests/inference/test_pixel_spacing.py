@@ -87,6 +87,8 @@ def test_target_size_keeps_corners_and_tolerance():
     assert target_size((100, 100), (1.03, 0.98), (1.0, 1.0)) is None
     assert target_size((10, 10), None, (1.0, 1.0)) is None
     assert nearest(5, 9).tolist() == [0, 0, 1, 2, 2, 2, 3, 4, 4]  # ends on the ends
+    with pytest.warns(RuntimeWarning, match="run at the scan's own pixels"):
+        assert target_size((2000, 2000), (5.0, 5.0), (1.0, 1.0)) is None  # 10000 a side
 
 
 def test_pixel_spacing_travels_in_the_file_and_in_the_hash(tmp_path):

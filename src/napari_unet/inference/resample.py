@@ -11,6 +11,7 @@ Within :data:`TOLERANCE` nothing is resampled (interpolation would only blur).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,9 +40,12 @@ def target_size(hw: Sequence[int], spacing: Sequence[float] | None,
     if all(abs(r - 1.0) <= TOLERANCE for r in ratio):
         return None
     size = tuple(max(1, round((int(n) - 1) * r) + 1) for n, r in zip(hw, ratio, strict=True))
-    if max(size) > MAX_SIDE or tuple(size) == tuple(int(n) for n in hw):
+    if max(size) > MAX_SIDE:
+        warnings.warn(f"slices of {hw[0]} x {hw[1]} pixels would be {size[0]} x {size[1]} "
+                      f"at the model's pixel spacing (more than {MAX_SIDE} a side); they run "
+                      "at the scan's own pixels instead", RuntimeWarning, stacklevel=3)
         return None
-    return size
+    return None if tuple(size) == tuple(int(n) for n in hw) else size
 
 
 def resize(x: torch.Tensor, size: Sequence[int], labels: bool = False) -> torch.Tensor:
