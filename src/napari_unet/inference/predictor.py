@@ -189,11 +189,9 @@ def predict_slices(volume, model, slice_indices: Sequence[int],
 
 def _net_size(hw, spacing, axis: int, model, settings: InferenceSettings):
     """The slice size at the model's pixel spacing; None: the scan's own pixels."""
-    from .resample import in_plane, target_size
+    from .resample import size_at
 
-    if not settings.resample:
-        return None
-    return target_size(hw, in_plane(spacing, axis), model.meta.pixel_spacing)
+    return size_at(hw, spacing, axis, model.meta.pixel_spacing) if settings.resample else None
 
 
 def resolve_axis(axis: int | str, spacing: Sequence[float] | None, default_axis: int,

@@ -31,6 +31,13 @@ def in_plane(spacing: Sequence[float] | None, axis: int) -> tuple[float, float] 
     return rows_cols if all(np.isfinite(v) and v > 0 for v in rows_cols) else None
 
 
+def size_at(hw: Sequence[int], spacing: Sequence[float] | None, axis: int,
+            model_spacing: Sequence[float] | None) -> tuple[int, int] | None:
+    """The size of the slices along ``axis`` of a volume of ``spacing`` (mm, array order) at
+    ``model_spacing``; None where they run as they are."""
+    return target_size(hw, in_plane(spacing, axis), model_spacing)
+
+
 def target_size(hw: Sequence[int], spacing: Sequence[float] | None,
                 model_spacing: Sequence[float] | None) -> tuple[int, int] | None:
     """The slice size at ``model_spacing``, or None where the slice runs as it is."""

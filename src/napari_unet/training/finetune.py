@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 from ..errors import TaskError
-from ..inference.resample import in_plane, resize_slices, target_size
+from ..inference.resample import resize_slices, size_at
 from .anchor import Anchor, anchored, unchecked_rows
 from .data import PatchSampler, check_labels, label_slices, load_source, to_numpy, to_slices
 from .loop import LoopConfig, run_loop
@@ -141,8 +141,8 @@ class _Corrections:
                                      model.task.n_labels)
         fitted = model.meta.normalization.fit(src.array)
         img = to_numpy(fitted.forward(to_slices(src.array.astype(np.float32), axis)))
-        size = target_size(img.shape[-2:], in_plane(src.spacing, axis),
-                           model.meta.pixel_spacing)  # learn at the scale it predicts at
+        # learn at the scale it predicts at
+        size = size_at(img.shape[-2:], src.spacing, axis, model.meta.pixel_spacing)
         img = resize_slices(img, size)
         mask = resize_slices(label_slices(trust, axis).astype(np.float32), size, labels=True)
         lab = resize_slices(label_slices(lab, axis).astype(np.int16), size, labels=True)

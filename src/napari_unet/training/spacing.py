@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..inference.resample import in_plane, resize_slices, target_size
+from ..inference.resample import in_plane, resize_slices, size_at
 
 
 def model_spacing(task_kind: str, sources: list, axis: int,
@@ -36,7 +36,7 @@ def to_model_spacing(sources: list, targets: list, axis: int,
     changed = []
     for i, src in enumerate(sources):
         hw = [n for k, n in enumerate(src.array.shape[:3]) if k != axis]
-        size = target_size(hw, in_plane(src.spacing, axis), spacing)
+        size = size_at(hw, src.spacing, axis, spacing)
         if size is None:
             continue
         src.array = _resampled(src.array, axis, size, labels=False)
