@@ -106,6 +106,21 @@ def test_denoising_model_gives_an_image_layer_and_hides_classes(make_napari_view
     np.testing.assert_allclose(out.translate, W.TRANSLATE)
 
 
+def test_a_2_5d_denoiser_says_so_and_denoises_every_slice(make_napari_viewer, qtbot,
+                                                         tmp_path):
+    viewer = make_napari_viewer()
+    scan = W.add_scan(viewer)
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, W.tiny_model_file(tmp_path, "denoise", name="den25",
+                                               slice_context=1))
+    assert "2.5D: each slice with 1 neighbour(s) either side" in widget.picker.info.value
+    widget.device.value = "cpu"
+    W.click(qtbot, widget.run_button)
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+    out = viewer.layers["scan den25"]
+    assert out.data.shape == scan.data.shape and np.isfinite(out.data).all()
+
+
 def test_settings_that_contradict_the_model_disable_run(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     W.add_scan(viewer)

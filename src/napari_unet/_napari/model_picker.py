@@ -105,6 +105,9 @@ class ModelPicker:
             text = self.task().describe()
             if new:
                 text = f"new, untrained: {text}"
+            elif int(self._header().get("slice_context", 0)):
+                k = int(self._header()["slice_context"])
+                text += f"; 2.5D: each slice with {k} neighbour(s) either side"
         except (NapariUnetError, OSError, ValueError) as exc:
             self.error = str(exc)
             text = f"cannot use this model: {exc}"

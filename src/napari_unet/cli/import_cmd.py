@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    from .options import slice_context
+
     p = sub.add_parser(
         "import", help="turn a PyTorch UNet state_dict into a model file",
         description="Import weights of the original PyTorch UNet or milesial's "
@@ -24,6 +26,9 @@ def add_parser(sub) -> None:
                    help="in-plane mm of the slices the weights were trained on: scans of "
                    "other spacings are then resampled to it for the net (default: none, "
                    "every scan runs at its own pixels)")
+    p.add_argument("--slice-context", type=slice_context, default=0, metavar="K",
+                   help="the net takes each slice with K neighbour slices either side as "
+                   "extra input channels, nearest first to last (2.5D; default 0)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +57,8 @@ def run(args) -> int:
     norm = Normalization.default(args.normalization, args.norm_range)
     out = Path(args.output)
     model = import_state_dict(args.state_dict, task, args.name or out.name.split(".")[0],
-                              norm, args.axis, tuple(args.patch), args.pixel_spacing)
+                              norm, args.axis, tuple(args.patch), args.pixel_spacing,
+                              args.slice_context)
     model.save(out)
     print(f"wrote {out}: {model.task.describe()}, {model.meta.architecture.variant} layout, "
           f"base {model.meta.architecture.base}, hash {model.meta.hash}")

@@ -36,6 +36,9 @@ def run(args) -> int:
         "pixel spacing: " + ("the scan's own (not resampled)" if meta.pixel_spacing is None
                              else " x ".join(f"{v:g}" for v in meta.pixel_spacing)
                              + " mm (slices are resampled to it)"),
+        "slice context: " + (f"{meta.slice_context} neighbour slice(s) either side "
+                             f"({2 * meta.slice_context + 1} slices in, the middle one out)"
+                             if meta.slice_context else "none (2D: one slice in, one out)"),
         f"hash:          {meta.hash}",
     ]
     if meta.task.kind == "segment":

@@ -13,3 +13,15 @@ def dataclass_defaults(cls) -> dict:
 def fields_from(cls, args) -> dict:
     """The parsed flags named like fields of ``cls`` (flags carry the fields' names)."""
     return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+
+
+def slice_context(text: str) -> int:
+    """argparse type of ``--slice-context``: neighbour slices either side, 0..8."""
+    import argparse
+
+    from ..model.checkpoint import MAX_SLICE_CONTEXT
+
+    if not text.isdigit() or int(text) > MAX_SLICE_CONTEXT:
+        raise argparse.ArgumentTypeError(f"a slice context is 0..{MAX_SLICE_CONTEXT} "
+                                         f"neighbour slices either side, not {text!r}")
+    return int(text)

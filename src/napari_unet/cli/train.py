@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     from ..model.normalize import Normalization
     from ..model.tasks import TASK_KINDS
     from ..training.settings import AXES, DEFAULT_ITERATIONS, NOISE_KINDS, TrainSettings
-    from .options import dataclass_defaults
+    from .options import dataclass_defaults, slice_context
 
     d = dataclass_defaults(TrainSettings)
     p = sub.add_parser(
@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     p.add_argument("--axis", type=int, default=d["axis"], choices=AXES,
                    help="slice axis of the array (0 = slowest, e.g. axial; default %(default)s)")
     p.add_argument("--init", metavar="MODEL", help="start from this model file or bundled name")
+    p.add_argument("--slice-context", type=slice_context, metavar="K",
+                   help="also feed K neighbour slices either side of each slice (2.5D; "
+                   "a denoiser then sees the anatomy under independent noise); default: "
+                   "the --init model's, else 0")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--time-budget", type=float, metavar="SECONDS",
                       help="train for this long (wall clock); the learning-rate schedule "
@@ -117,7 +121,7 @@ def run(args) -> int:
         seed=args.seed, device=args.device, normalization=_normalization(args),
         augment=not args.no_augment, domain_randomization=args.domain_randomization,
         precision=args.precision, deterministic=args.deterministic, threads=args.threads,
-        name=args.name or out.name.split(".")[0])
+        slice_context=args.slice_context, name=args.name or out.name.split(".")[0])
     unit = "s" if args.time_budget and not args.iterations else "it"
     with _Bar(args.quiet, unit) as bar:
         result = train(args.images, args.labels, settings=settings, progress=bar.update,

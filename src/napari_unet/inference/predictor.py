@@ -166,7 +166,8 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     prep = _Preprocess(model.meta.normalization.fit(array), _nonfinite_fill(array, name))
     out = _Outputs(model.task, array.shape, axis, settings)
     with cpu_threads(), _no_grad():
-        _run(stack, indices, how.batch, engine, prep, out, progress, cancel)
+        _run(stack, indices, how.batch, engine, prep, out, progress, cancel,
+             model.meta.slice_context)
     return Prediction(
         labels=out.labels, image=out.image, probabilities=out.probs,
         uncertainty=out.unc, slice_uncertainty=out.slice_unc, axis=axis,
@@ -345,16 +346,18 @@ def _host(t) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def _run(stack, indices, batch, engine, prep, out, progress, cancel) -> None:
-    """Batches in order; batch k+1 is uploaded while batch k computes (on CUDA)."""
+def _run(stack, indices, batch, engine, prep, out, progress, cancel, context: int) -> None:
+    """Batches in order; batch k+1 is uploaded while batch k computes (on CUDA). With a
+    slice ``context``, each batch loads its slices' neighbours too and stacks them."""
     from torch.profiler import record_function
 
     from .engine import STAGE_NORMALISE, STAGE_OUTPUTS, STAGE_UPLOAD
-    from .staging import SlabLoader, batches, group_size
+    from .staging import SlabLoader, batches, context_rows, group_size
 
     total, done = len(indices), 0
     groups = batches(indices, batch)
-    loader = SlabLoader(stack, groups, engine.device)
+    loads = [context_rows(g, context, len(stack)) if context else (g, None) for g in groups]
+    loader = SlabLoader(stack, [load for load, _ in loads], engine.device)
     loader.prefetch(0)
     for k, sel in enumerate(groups):
         if cancel is not None and cancel():
@@ -362,7 +365,7 @@ def _run(stack, indices, batch, engine, prep, out, progress, cancel) -> None:
         with record_function(STAGE_UPLOAD):
             raw = loader.get(k)
         with record_function(STAGE_NORMALISE):
-            x = prep(raw)
+            x = _stacked(prep(raw), loads[k][1])
         probs, variance = engine(x)
         with record_function(STAGE_UPLOAD):
             loader.prefetch(k + 1)  # host staging and upload overlap the queued GPU work
@@ -371,6 +374,15 @@ def _run(stack, indices, batch, engine, prep, out, progress, cancel) -> None:
         done += group_size(sel)
         if progress is not None:
             progress(done, total)
+
+
+def _stacked(x, rows):
+    """(L, C, H, W) loaded slices -> (B, (2k+1) C, H, W): each slice with its neighbours."""
+    if rows is None:
+        return x
+    import torch
+
+    return x[torch.as_tensor(rows, device=x.device)].flatten(1, 2)
 
 
 def _no_grad():

@@ -36,6 +36,20 @@ def batches(indices: np.ndarray, batch: int) -> list[slice | np.ndarray]:
     return groups
 
 
+def context_rows(group, k: int, n: int) -> tuple[slice | np.ndarray, np.ndarray]:
+    """What to load for ``group`` of a stack of ``n`` slices when each slice goes in with
+    ``k`` neighbours either side, and per slice the rows of that load that make its input,
+    nearest first to last (edges repeat the end slice, as training's
+    :func:`~napari_unet.training.data.with_context`)."""
+    idx = np.arange(group.start, group.stop) if isinstance(group, slice) else np.asarray(group)
+    want = np.clip(idx[:, None] + np.arange(-k, k + 1), 0, n - 1)
+    if isinstance(group, slice):
+        lo = int(want[0, 0])
+        return slice(lo, int(want[-1, -1]) + 1), want - lo
+    load, rows = np.unique(want, return_inverse=True)
+    return load, rows.reshape(want.shape)
+
+
 class SlabLoader:
     """``get(k)`` gives batch ``k`` of ``stack`` on ``device``; ``prefetch(k)`` starts it."""
 

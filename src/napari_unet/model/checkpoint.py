@@ -35,6 +35,7 @@ from .unet import Architecture, UNet, check_size
 
 SUFFIX = ".safetensors"
 MAX_HEADER_BYTES = 16 * 2**20  # a UNet's tensor list and metadata take a few KB
+MAX_SLICE_CONTEXT = 8  # neighbours either side; the schema allows no more
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 
@@ -53,6 +54,13 @@ class ModelMeta:
     # in-plane mm (rows, columns) of the slices it learned from; predict resamples slices
     # to it and the outputs back (None: run at every scan's own pixel spacing)
     pixel_spacing: tuple[float, float] | None = None
+    # neighbour slices either side that go in as extra channels with each slice (2.5D);
+    # the net takes (2k+1) x the scan's channels and predicts the middle slice
+    slice_context: int = 0
+
+    @property
+    def net_in_channels(self) -> int:
+        return self.task.in_channels * (2 * self.slice_context + 1)
 
     def __post_init__(self):
         if self.default_axis not in (0, 1, 2):
@@ -63,10 +71,15 @@ class ModelMeta:
                 0 < float(v) < float("inf") for v in self.pixel_spacing)):
             raise SettingsError(f"pixel spacing must be two sizes > 0 mm (got "
                                 f"{self.pixel_spacing})")
-        if self.architecture.in_channels != self.task.in_channels:
+        if not 0 <= self.slice_context <= MAX_SLICE_CONTEXT:
+            raise SettingsError(f"slice context must be 0..{MAX_SLICE_CONTEXT} neighbour "
+                                f"slices either side (got {self.slice_context})")
+        if self.architecture.in_channels != self.net_in_channels:
+            context = (f" ({self.task.in_channels} x {2 * self.slice_context + 1} slices)"
+                       if self.slice_context else "")
             raise TaskError(
                 f"architecture has {self.architecture.in_channels} input channels but the "
-                f"task expects {self.task.in_channels}"
+                f"task expects {self.net_in_channels}{context}"
             )
         if self.architecture.out_channels != self.task.out_channels:
             raise TaskError(
@@ -89,6 +102,8 @@ class ModelMeta:
         }
         if self.pixel_spacing is not None:
             d["pixel_spacing"] = [float(v) for v in self.pixel_spacing]
+        if self.slice_context:
+            d["slice_context"] = self.slice_context
         return d
 
     @classmethod
@@ -104,6 +119,7 @@ class ModelMeta:
             hash=d.get("hash", ""),
             pixel_spacing=(None if d.get("pixel_spacing") is None
                            else tuple(float(v) for v in d["pixel_spacing"])),
+            slice_context=int(d.get("slice_context", 0)),
         )
 
 
@@ -132,7 +148,8 @@ class Model:
             normalization: Normalization | None = None, name: str = "unnamed",
             **meta_fields) -> Model:
         """A freshly initialised model whose channels follow the task rules."""
-        arch = Architecture(task.in_channels, task.out_channels, base, upsampling)
+        k = int(meta_fields.get("slice_context", 0))
+        arch = Architecture(task.in_channels * (2 * k + 1), task.out_channels, base, upsampling)
         meta = ModelMeta(arch, task, normalization or Normalization(), name, **meta_fields)
         return cls(UNet.from_architecture(arch), meta)
 
@@ -158,6 +175,8 @@ def content_hash(state: dict[str, torch.Tensor], meta: ModelMeta) -> str:
              "n": meta.normalization.to_dict()}
     if meta.pixel_spacing is not None:  # older files (no spacing) keep their hashes
         ident["s"] = [float(v) for v in meta.pixel_spacing]
+    if meta.slice_context:  # likewise 2D models
+        ident["c"] = meta.slice_context
     h.update(json.dumps(ident, sort_keys=True).encode())
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()

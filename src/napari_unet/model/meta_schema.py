@@ -41,6 +41,7 @@ SCHEMA = {
     "default_axis": Field("int", 0, 2, required=False),
     "patch_size": Field("pair", 1, required=False),
     "pixel_spacing": Field("spacing", 0.001, 1000.0, required=False),  # mm, rows x columns
+    "slice_context": Field("int", 0, 8, required=False),  # neighbours either side (2.5D)
     "provenance": Field("mapping", required=False),
     "hash": Field("hash"),
 }

@@ -110,6 +110,7 @@ def import_state_dict(
     default_axis: int = 0,
     patch_size: tuple[int, int] = (256, 256),
     pixel_spacing: tuple[float, float] | None = None,
+    slice_context: int = 0,
 ) -> Model:
     """A :class:`Model` from a state_dict file; shapes must match the task exactly."""
     path = Path(path)
@@ -117,11 +118,14 @@ def import_state_dict(
     layout = detect_layout(raw, path)
     state = to_native_keys(raw, layout)
     arch = infer_architecture(state, layout, path)
-    if arch.in_channels != task.in_channels or arch.out_channels != task.out_channels:
+    want_in = task.in_channels * (2 * slice_context + 1)
+    if arch.in_channels != want_in or arch.out_channels != task.out_channels:
+        context = f" and {slice_context} neighbour slice(s) either side" if slice_context else ""
         raise ModelFileError(
             f"{path}: the weights have {arch.in_channels} input and {arch.out_channels} output "
-            f"channels, but {task.describe()} with {task.in_channels} input channel(s) needs "
-            f"{task.in_channels} -> {task.out_channels}; fix --in-channels/--classes/--task")
+            f"channels, but {task.describe()} with {task.in_channels} input channel(s)"
+            f"{context} needs {want_in} -> {task.out_channels}; fix "
+            "--in-channels/--slice-context/--classes/--task")
     check_size(arch, patch_size, str(path), ModelFileError)
     net = UNet.from_architecture(arch)
     try:
@@ -133,5 +137,6 @@ def import_state_dict(
     provenance = {"imported_from": path.name, "source_layout": layout}
     meta = ModelMeta(arch, task, normalization or Normalization(), name or path.stem,
                      default_axis, patch_size, provenance,
-                     pixel_spacing=None if pixel_spacing is None else tuple(pixel_spacing))
+                     pixel_spacing=None if pixel_spacing is None else tuple(pixel_spacing),
+                     slice_context=slice_context)
     return Model(net.eval(), meta, None)

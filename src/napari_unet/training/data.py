@@ -114,6 +114,18 @@ def to_slices(array: np.ndarray, axis: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(np.moveaxis(array, axis, 0), -1, 1))
 
 
+def with_context(slices: np.ndarray, k: int) -> np.ndarray:
+    """(S, C, H, W) -> (S, (2k+1) C, H, W): each slice with its ``k`` neighbours either side
+    as channels, nearest slice first to last (edges repeat the end slice), as inference
+    gathers them (:func:`napari_unet.inference.staging.context_rows`)."""
+    if k == 0:
+        return slices
+    rows = np.clip(np.arange(len(slices))[:, None] + np.arange(-k, k + 1), 0, len(slices) - 1)
+    check_allocation(slices.nbytes * (2 * k + 1), f"{len(slices)} slices with {k} "
+                     "neighbour slice(s) either side", SettingsError)
+    return np.ascontiguousarray(slices[rows].reshape(len(slices), -1, *slices.shape[2:]))
+
+
 def label_slices(labels: np.ndarray, axis: int) -> np.ndarray:
     """(Z, Y, X) label or mask volume -> (S, 1, H, W) along ``axis``."""
     return np.ascontiguousarray(np.moveaxis(labels, axis, 0)[:, None])

@@ -68,7 +68,15 @@ import torch
 from ..errors import TaskError
 from ..inference.resample import resize_slices, size_at
 from .anchor import Anchor, anchored, unchecked_rows
-from .data import PatchSampler, check_labels, label_slices, load_source, to_numpy, to_slices
+from .data import (
+    PatchSampler,
+    check_labels,
+    label_slices,
+    load_source,
+    to_numpy,
+    to_slices,
+    with_context,
+)
 from .loop import LoopConfig, run_loop
 from .losses import make_loss
 from .metrics import DiceCounter
@@ -143,7 +151,7 @@ class _Corrections:
         img = to_numpy(fitted.forward(to_slices(src.array.astype(np.float32), axis)))
         # learn at the scale it predicts at
         size = size_at(img.shape[-2:], src.spacing, axis, model.meta.pixel_spacing)
-        img = resize_slices(img, size)
+        img = with_context(resize_slices(img, size), model.meta.slice_context)
         mask = resize_slices(label_slices(trust, axis).astype(np.float32), size, labels=True)
         lab = resize_slices(label_slices(lab, axis).astype(np.int16), size, labels=True)
         rows = [i for i in range(len(img)) if mask[i].any()]

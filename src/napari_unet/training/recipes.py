@@ -30,7 +30,15 @@ from ..model.normalize import Fitted, Normalization
 from ..model.tasks import TaskSpec
 from .augment import DOMAIN, LIGHT, NONE, Randomization
 from .blindspot import blindspot
-from .data import PatchSampler, Source, check_labels, label_slices, split_slices, to_numpy
+from .data import (
+    PatchSampler,
+    Source,
+    check_labels,
+    label_slices,
+    split_slices,
+    to_numpy,
+    with_context,
+)
 from .data import to_slices as _slices
 from .metrics import DiceCounter, psnr
 from .noise import add_noise, draw_levels
@@ -67,7 +75,14 @@ def _normalised(src: Source, norm: Normalization, axis: int) -> tuple[np.ndarray
 
 
 def _split(n: int, s: TrainSettings):
-    return split_slices(n, s.val_fraction, s.val_block, s.val_gap)
+    """Train and held-out slices; a held-out slice is not even a training slice's context."""
+    return split_slices(n, s.val_fraction, s.val_block, max(s.val_gap, s.slice_context or 0))
+
+
+def _middle(x, channels: int):
+    """The middle slice's ``channels`` of (N, (2k+1) x channels, H, W) slices with context."""
+    k = (x.shape[1] // channels - 1) // 2
+    return x[:, k * channels:(k + 1) * channels]
 
 
 def _held_out_info(splits) -> dict:
@@ -89,6 +104,7 @@ def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
     imgs, extras, items, weights, splits, val = [], [], [], [], [], []
     for v, (src, lab) in enumerate(zip(images, labels, strict=True)):
         img, _ = _normalised(src, norm, s.axis)
+        img = with_context(img, s.slice_context or 0)
         lab_arr = check_labels(np.asarray(lab.array), src.array.shape, task.n_labels, lab.name)
         lab_sl = label_slices(lab_arr, s.axis).astype(np.int16)
         train_idx, val_idx = _split(len(img), s)
@@ -147,17 +163,19 @@ def supervised_denoising(task: TaskSpec, images: list[Source], norm: Normalizati
         tables.append(table)
         train_idx, val_idx = _split(len(clean), s)
         splits.append((train_idx, val_idx))
-        imgs.append(clean)
         obj = (clean > OBJECT_LEVEL).astype(np.uint8)
         extras.append({"crop": obj, "object": obj})
+        clean = with_context(clean, s.slice_context or 0)
+        imgs.append(clean)
         items += [(v, int(i)) for i in train_idx]
         if len(val_idx):
             level = _mean_level(s.noise_level)
-            a0, a1 = _noisy_scale(clean, fitted, norm, s.noise, level, setup)
+            a0, a1 = _noisy_scale(_middle(clean, task.in_channels), fitted, norm, s.noise,
+                                  level, setup)
             c = torch.from_numpy(clean[val_idx])
             noisy = add_noise(c, s.noise, level, val_gen)
-            val.append(tuple(_on(t, device) for t in _to_noisy_scale(noisy, c, a0, a1,
-                                                                      norm.clip)))
+            x, target = _to_noisy_scale(noisy, c, a0, a1, norm.clip)
+            val.append((_on(x, device), _on(_middle(target, task.in_channels), device)))
     sampler = _sampler(imgs, extras, items, None, s, device, clip=False,
                        randomization=randomization(s, denoise=True), crop_fraction=OBJECT_CROPS)
     grid_t = torch.tensor(grid, dtype=torch.float32, device=device)
@@ -172,7 +190,7 @@ def supervised_denoising(task: TaskSpec, images: list[Source], norm: Normalizati
         a = _interpolate(levels.view(-1), grid_t, table_t[b["volume"]]).view(-1, 2, 1, 1)
         x, target = _to_noisy_scale(noisy, clean_patch, a[:, :1], a[:, 1:], norm.clip)
         weight = BACKGROUND_WEIGHT + (1 - BACKGROUND_WEIGHT) * b["object"]
-        return x, target, weight
+        return x, _middle(target, task.in_channels), weight
 
     validate = _psnr_validation(task, val, s.batch_size) if val else None
     info = {**_held_out_info(splits), "noisy_scale": {"levels": grid, "bounds": tables}}
@@ -227,7 +245,7 @@ def _to_noisy_scale(noisy, clean, a0, a1, clip: bool):
 
 
 def _psnr_validation(task: TaskSpec, val, batch: int) -> Callable:
-    baseline = psnr(torch.cat([x.flatten() for x, _ in val]),
+    baseline = psnr(torch.cat([_middle(x, task.in_channels).flatten() for x, _ in val]),
                     torch.cat([t.flatten() for _, t in val]))
 
     def validate(net) -> dict:

@@ -40,6 +40,10 @@ class TrainSettings:
     same seed, iteration count and ``threads`` are identical anyway. ``threads``: torch
     CPU threads for this run (None: torch's setting). ``log_every``: iterations between
     reads of the loss on the host (reading it every step would stall a GPU).
+    ``slice_context``: neighbour slices either side that go in with each slice as extra
+    channels (2.5D: a denoiser sees the same anatomy under independent noise; None takes
+    the ``init`` model's, else 0). Not for self-supervised denoising, whose blind spot the
+    neighbours would see through.
     """
 
     task: Literal["segment", "denoise"] = "segment"
@@ -72,6 +76,7 @@ class TrainSettings:
     deterministic: bool = False
     threads: int | None = None
     log_every: int = 50
+    slice_context: int | None = None
 
     def __post_init__(self):
         if self.task in ("segmentation", "seg"):
@@ -104,8 +109,21 @@ class TrainSettings:
                                                         and self.threads < 1):
             raise SettingsError("val_gap must be >= 0, log_every and threads >= 1")
         self.patch_size = (int(self.patch_size[0]), int(self.patch_size[1]))
+        self._check_context()
         if self.iterations is None and self.time_budget is None:
             self.iterations = DEFAULT_ITERATIONS
+
+    def _check_context(self) -> None:
+        from ..model.checkpoint import MAX_SLICE_CONTEXT
+
+        k = self.slice_context
+        if k is not None and not 0 <= k <= MAX_SLICE_CONTEXT:
+            raise SettingsError(f"slice context must be 0..{MAX_SLICE_CONTEXT} neighbour "
+                                f"slices either side (got {k})")
+        if k and self.self_supervised:
+            raise SettingsError("self-supervised denoising takes no slice context: the "
+                                "neighbour slices would let the net see through its blind "
+                                "spot; train with --slice-context 0")
 
     def describe_noise(self) -> dict:
         """The noise settings as stored in a denoising model's provenance."""

@@ -48,6 +48,7 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     init = _init_model(s.init)
     parent = None if init is None else {"name": init.name, "hash": init.hash}
     task = _task(s, sources, targets, init)
+    s = replace(s, slice_context=_slice_context(s, init))
     norm = s.normalization or (init.meta.normalization if init else _default_norm(sources))
     pixel = model_spacing(task.kind, sources, s.axis, init)
     resampled = to_model_spacing(sources, targets, s.axis, pixel)
@@ -205,6 +206,18 @@ def inference_roi(train_patch: tuple[int, int]) -> tuple[int, int]:
     return tuple(max(int(p), MIN_INFERENCE_ROI) for p in train_patch)
 
 
+def _slice_context(s: TrainSettings, init) -> int:
+    """The run's slice context: as asked, else the parent's; a parent's net fixes it."""
+    if init is None:
+        return s.slice_context or 0
+    k = init.meta.slice_context
+    if s.slice_context is not None and s.slice_context != k:
+        raise SettingsError(f"--init model {init.name!r} takes {k} neighbour slice(s) either "
+                            f"side; it cannot learn with {s.slice_context} (leave the slice "
+                            "context out to keep the model's)")
+    return k
+
+
 def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixel_spacing):
     from ..model.checkpoint import Model
 
@@ -217,7 +230,8 @@ def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         return Model.new(task, base=s.base, normalization=norm, name=name,
-                         default_axis=s.axis, patch_size=roi, pixel_spacing=pixel_spacing)
+                         default_axis=s.axis, patch_size=roi, pixel_spacing=pixel_spacing,
+                         slice_context=s.slice_context)
 
 
 def _recipe(s, task, sources, targets, norm, device) -> recipes.Recipe:
