@@ -78,6 +78,8 @@ def test_brain_tissue_is_a_three_class_segmentation():
 def test_mri_denoise_is_a_rician_denoiser():
     model = load_model("mri-denoise", device="cpu")
     assert model.task.kind == "denoise" and model.task.in_channels == 1
+    # 2.5D: the slice either side comes in too; one image out
+    assert model.meta.slice_context == 1 and model.meta.architecture.in_channels == 3
     prov = model.meta.provenance
     low, high = prov["noise"]["level"]
     assert prov["noise"]["model"] == "rician" and low <= 0.05 < 0.08 <= high
