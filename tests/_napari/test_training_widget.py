@@ -111,6 +111,21 @@ def test_training_from_files(make_napari_viewer, qtbot, tmp_path):
     assert (tmp_path / "from_files.safetensors").is_file()
 
 
+def test_a_2_5d_denoiser_from_the_widget(layers_viewer, qtbot, tmp_path):
+    widget = W.open_widget(layers_viewer, W.TRAINING)
+    widget.task.value = "denoise"
+    widget.self_supervised.value = True
+    assert not widget.is_shown(widget.context)  # a blind spot takes no neighbours
+    widget.self_supervised.value = False
+    assert widget.is_shown(widget.context)
+    widget.context.value, widget.base.value, widget.budget.value = 1, 4, 1
+    widget.output.value = tmp_path / "den25.safetensors"
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    model = load_model(tmp_path / "den25.safetensors", device="cpu")
+    assert model.meta.slice_context == 1 and model.meta.architecture.in_channels == 3
+
+
 def test_class_count_and_dice_words():
     assert class_count([], 2) is None
     assert class_count(["background", "tumour"], 1) == 1  # binary labels, two names

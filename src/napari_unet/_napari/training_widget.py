@@ -107,6 +107,10 @@ class TrainingWidget(DockWidget):
         self.base = SpinBox(label="model width", min=2, max=128, value=16,
                             tooltip="channels of the first layer: 16 is a good start; "
                                     "wider learns more and runs slower")
+        self.context = SpinBox(label="neighbour slices", min=0, max=8, value=0,
+                               tooltip="slices either side that go in with each slice "
+                                       "(2.5D): 1 lets a denoiser see the same anatomy under "
+                                       "independent noise; 0 is plain 2D")
         self.budget = SpinBox(label="training (s)", min=1, max=86400, value=120,
                               tooltip="how long to train (seconds)")
         self.output = FileEdit(label="save to", mode="w", filter="*.safetensors",
@@ -120,7 +124,8 @@ class TrainingWidget(DockWidget):
         super().__init__(viewer, [
             self.task, self.source, self.image, self.labels_layer, self.image_files,
             self.label_files, self.classes, self.class_names, self.noise, self.noise_level,
-            self.self_supervised, self.plane, self.base, self.budget, self.output,
+            self.self_supervised, self.plane, self.base, self.context, self.budget,
+            self.output,
             self.train_button, self.runner.panel, self.save_button, self.status])
         self.form.native.layout().insertWidget(len(self.form) - 2, self.plot.canvas)
         self.output_file = AutoPath(self.output, "models", ".safetensors", "unet-segment")
@@ -128,7 +133,7 @@ class TrainingWidget(DockWidget):
         self.train_button.changed.connect(self.train)
         self.save_button.changed.connect(self.save)
         self.runner.state_changed.connect(self._on_state)
-        for w in (self.task, self.source):
+        for w in (self.task, self.source, self.self_supervised):
             w.changed.connect(self._update)
         self.labels_layer.changed.connect(self._names_from_layer)
         self._update()
@@ -145,9 +150,14 @@ class TrainingWidget(DockWidget):
                               (self.labels_layer, layers and seg),
                               (self.label_files, not layers and seg), (self.classes, seg),
                               (self.class_names, seg), (self.noise, not seg),
-                              (self.noise_level, not seg), (self.self_supervised, not seg)):
+                              (self.noise_level, not seg), (self.self_supervised, not seg),
+                              (self.context, not self._blind_spot())):
             self.set_shown(widget, shown)
         self.output_file.propose(f"unet-{self.task.value}")
+
+    def _blind_spot(self) -> bool:
+        """Self-supervised denoising: its blind spot takes no neighbour slices."""
+        return self.task.value == "denoise" and bool(self.self_supervised.value)
 
     def _names_from_layer(self, *_):
         names = [] if self.labels_layer.value is None else layer_class_names(
@@ -170,8 +180,9 @@ class TrainingWidget(DockWidget):
         return TrainSettings(
             task=self.task.value, n_classes=n, class_names=names or None,
             noise=self.noise.value, noise_level=float(self.noise_level.value),
-            self_supervised=bool(self.self_supervised.value) and not seg,
-            base=int(self.base.value), time_budget=float(self.budget.value),
+            self_supervised=self._blind_spot(), base=int(self.base.value),
+            slice_context=0 if self._blind_spot() else int(self.context.value),
+            time_budget=float(self.budget.value),
             name=self._model_name())
 
     def _model_name(self) -> str | None:
