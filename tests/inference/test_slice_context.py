@@ -69,6 +69,13 @@ def test_each_slice_sees_its_neighbours_in_order(slices, batch_size):
         assert got.tolist() == shifted(offset)[done].astype(np.uint8).tolist(), channel
 
 
+def test_a_single_slice_is_its_own_context():
+    one = striped()[:1]
+    for channel in range(5):
+        pred = predict(one, pick_model(channel, context=2), device="cpu", precision="float32")
+        assert pred.labels.shape == one.shape and (pred.labels == 1).all()
+
+
 def test_training_stacks_neighbours_as_inference_does():
     stack = striped()[:, None]  # (S, C, H, W)
     ctx = with_context(stack, 2)
