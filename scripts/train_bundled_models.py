@@ -88,7 +88,10 @@ def recipes(args) -> dict[str, TrainSettings]:
     iterations, 0.932 / 0.943; base width 32 did no better (0.937 / 0.944), nor did
     milder randomisations (0.940 / 0.944, 0.943 / 0.947), which held less under gamma,
     nor did a 2.5D net (one neighbour slice either side: 0.959 / 0.965 on validation after
-    the first stage against 0.964 / 0.970, 0.943 / 0.949 clean at the end).
+    the first stage against 0.964 / 0.970, 0.943 / 0.949 clean at the end). A domain
+    stage of 5000 iterations held better at 1.5 mm (0.927 / 0.933) but lost clean Dice
+    (0.941 / 0.948) and under every other condition. At 1.5 mm with a bias field, cubic
+    resampling of the slices gives 0.921 / 0.927 where linear gave 0.917 / 0.924.
     bf16 autocast everywhere (1.8x faster on this CPU; float32 did not denoise better:
     32.43 dB in the brain at 5% noise against 32.75). The shipped denoiser normalises like
     brain-tissue, clipped at the 99.5th percentile: 4000 iterations give what 6000
@@ -459,8 +462,9 @@ def _seg_verdict(seg: dict) -> str:
         return ("Every target is met: >= 0.96 grey and white matter clean and >= 0.92 under "
                 "every condition.")
     return ("Targets not met here: " + ", ".join(missed) + " (>= 0.96 clean, >= 0.92 "
-            "perturbed). A wider net, longer training on a GPU and more than one training "
-            "scan are the next steps.")
+            "perturbed). More than one training scan (or images synthesised from the label "
+            "maps, as SynthSeg does) and longer training on a GPU are the next steps; a "
+            "wider net alone did not help.")
 
 
 METHOD_LABELS = {"mri-denoise": "**mri-denoise** (supervised UNet)"}
@@ -589,8 +593,9 @@ plain install, with nothing downloaded.
 Both run slice by slice along array axis 0 (axial for the sample scan) and normalise each
 volume with its 0.5th..99.5th intensity percentiles (stored in the model file).
 `brain-tissue` also records the pixel spacing it learned at (1 x 1 mm): `predict`
-resamples the slices of a scan of another spacing to it for the net and brings the
-labels back to the scan's own grid, voxel for voxel, as nnU-Net does.
+resamples the slices of a scan of another spacing to it for the net (cubic) and brings
+the class probabilities back to the scan's own grid (linear), so that the labels are
+voxel for voxel on the scan, as nnU-Net does.
 
 ## What they are for, and where they are not validated
 

@@ -145,7 +145,7 @@ class Engine:
                 if not is_oom(exc):
                     raise
                 self._shrink(exc)
-        out = resize(outs[0] if len(outs) == 1 else torch.cat(outs), hw)
+        out = resize(outs[0] if len(outs) == 1 else torch.cat(outs), hw, "probabilities")
         c = self.task.out_channels
         return (out[:, :c], out[:, c:]) if self.with_variance else (out, None)
 
