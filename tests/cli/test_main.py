@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,3 +130,12 @@ def test_the_console_script_follows_the_same_rule(usage_inputs):
                            "scheduler address; expected e.g. tcp://HOST:8786 (schemes: tcp, "
                            "tls, ucx, ws, wss, inproc)\n")
     assert proc.stdout == "" and time.monotonic() - start < 60
+
+
+def test_output_into_a_closed_pipe_is_no_error():
+    """``napari-unet info MODEL | head -1``: the reader leaving early is not a failure."""
+    exe = str(Path(sys.executable).with_name("napari-unet"))
+    res = subprocess.run(f"'{exe}' info brain-tissue | head -c 10 > /dev/null; "
+                         "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                         capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "0" and "error" not in res.stderr, res.stderr

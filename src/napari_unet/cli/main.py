@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say(args, "interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (``| head``): not an error of ours
+        _quiet_stdout()
+        return 0
     except Exception as exc:
         if args.debug:
             raise
@@ -63,6 +66,15 @@ def exit_code_for(exc: BaseException) -> tuple[int, str]:
         return 1, "out of memory; try a smaller --batch-size or --roi"
     return 1, (f"unexpected {type(exc).__name__}: {exc} "
                "(run again with --debug for the traceback, and please report it)")
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _say(args, text: str) -> None:
