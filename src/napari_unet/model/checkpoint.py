@@ -36,6 +36,11 @@ from .unet import Architecture, UNet, check_size
 SUFFIX = ".safetensors"
 MAX_HEADER_BYTES = 16 * 2**20  # a UNet's tensor list and metadata take a few KB
 MAX_SLICE_CONTEXT = 8  # neighbours either side; the schema allows no more
+
+
+def net_inputs(task: TaskSpec, slice_context: int) -> int:
+    """The net's input channels: the scan's, for the slice and each of its neighbours."""
+    return task.in_channels * (2 * slice_context + 1)
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 
@@ -60,7 +65,7 @@ class ModelMeta:
 
     @property
     def net_in_channels(self) -> int:
-        return self.task.in_channels * (2 * self.slice_context + 1)
+        return net_inputs(self.task, self.slice_context)
 
     def __post_init__(self):
         if self.default_axis not in (0, 1, 2):
@@ -148,8 +153,8 @@ class Model:
             normalization: Normalization | None = None, name: str = "unnamed",
             **meta_fields) -> Model:
         """A freshly initialised model whose channels follow the task rules."""
-        k = int(meta_fields.get("slice_context", 0))
-        arch = Architecture(task.in_channels * (2 * k + 1), task.out_channels, base, upsampling)
+        inputs = net_inputs(task, int(meta_fields.get("slice_context", 0)))
+        arch = Architecture(inputs, task.out_channels, base, upsampling)
         meta = ModelMeta(arch, task, normalization or Normalization(), name, **meta_fields)
         return cls(UNet.from_architecture(arch), meta)
 

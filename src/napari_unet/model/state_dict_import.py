@@ -20,7 +20,7 @@ import torch
 
 from ..errors import ModelFileError
 from ..limits import check_allocation
-from .checkpoint import Model, ModelMeta
+from .checkpoint import Model, ModelMeta, net_inputs
 from .normalize import Normalization
 from .tasks import TaskSpec
 from .unet import Architecture, UNet, check_size
@@ -118,7 +118,7 @@ def import_state_dict(
     layout = detect_layout(raw, path)
     state = to_native_keys(raw, layout)
     arch = infer_architecture(state, layout, path)
-    want_in = task.in_channels * (2 * slice_context + 1)
+    want_in = net_inputs(task, slice_context)
     if arch.in_channels != want_in or arch.out_channels != task.out_channels:
         context = f" and {slice_context} neighbour slice(s) either side" if slice_context else ""
         raise ModelFileError(
