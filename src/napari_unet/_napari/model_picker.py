@@ -103,10 +103,10 @@ class ModelPicker:
         self.error = None
         try:
             text = self.task().describe()
+            k = 0 if new else int(self._header().get("slice_context", 0))
             if new:
                 text = f"new, untrained: {text}"
-            elif int(self._header().get("slice_context", 0)):
-                k = int(self._header()["slice_context"])
+            elif k:
                 text += f"; 2.5D: each slice with {k} neighbour(s) either side"
         except (NapariUnetError, OSError, ValueError) as exc:
             self.error = str(exc)

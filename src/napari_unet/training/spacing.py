@@ -3,9 +3,9 @@
 A segmentation model records the in-plane spacing of its training slices
 (``ModelMeta.pixel_spacing``) so that inference can show it every scan at that scale
 (:mod:`napari_unet.inference.resample`). Training volumes of other spacings are
-resampled in-plane to it first (intensities linearly, labels by nearest neighbour), so
-one model never learns one anatomy at several sizes. Denoisers record none: resampling
-a noisy image would change the very noise they learned to remove.
+resampled in-plane to it first (intensities cubic, as inference does; labels by nearest
+neighbour), so one model never learns one anatomy at several sizes. Denoisers record
+none: resampling a noisy image would change the very noise they learned to remove.
 """
 
 from __future__ import annotations
