@@ -12,7 +12,7 @@ from torch import nn
 
 from napari_unet.errors import ModelFileError
 from napari_unet.inference.predictor import predict
-from napari_unet.inference.resample import nearest, target_size
+from napari_unet.inference.resample import nearest, resize, target_size
 from napari_unet.io.volume import Volume
 from napari_unet.model.checkpoint import Model, load_model
 from napari_unet.model.normalize import Normalization
@@ -80,6 +80,20 @@ def test_slices_run_as_they_are_when_there_is_nothing_to_resample(case):
     SEEN.clear()
     pred = predict(vol, model, axis=0, device="cpu", **kw)
     assert pred.net_size is None and set(SEEN) == {(61, 61)}
+
+
+def test_a_finer_scan_s_finest_texture_does_not_alias_into_the_model_grid():
+    """A one-pixel checkerboard shrunk 2x without a pre-blur lands on one colour only
+    (every other pixel is sampled): a pattern that is not there. Blurred first, it averages
+    out; a smooth ramp keeps its values and ends, and an enlarged image is not blurred."""
+    board = torch.from_numpy(np.indices((121, 121)).sum(0) % 2).float()[None, None]
+    shrunk = resize(board, (61, 61))
+    assert abs(shrunk.mean().item() - 0.5) < 0.05 and shrunk.std().item() < 0.06
+    ramp = torch.linspace(0, 1, 121).repeat(121, 1)[None, None]
+    small = resize(ramp, (61, 61))[0, 0]
+    assert torch.allclose(small[:, 1:-1], torch.linspace(0, 1, 61)[1:-1].repeat(61, 1),
+                          atol=1e-4)
+    assert resize(board, (241, 241))[0, 0, ::2, ::2].equal(board[0, 0])
 
 
 def test_target_size_keeps_corners_and_tolerance():

@@ -11,6 +11,7 @@ Within :data:`TOLERANCE` nothing is resampled (interpolation would only blur).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -65,17 +66,45 @@ def resize(x: torch.Tensor, size: Sequence[int], kind: Kind = "image") -> torch.
     Images: cubic, as nnU-Net resamples images (sharper edges than linear, which matters
     most for the thin cortex of an upsampled 1.5 mm scan: grey matter Dice 0.917 -> 0.921
     for brain-tissue); probabilities: linear (they stay probabilities); labels: nearest.
-    torch's antialiasing is not used: it does not keep corners aligned (a half-pixel shift).
+    An image shrunk is blurred first (:func:`antialiased`); torch's own antialiasing is not
+    used: it does not keep corners aligned (a half-pixel shift).
     """
     size = (int(size[0]), int(size[1]))
     if tuple(x.shape[-2:]) == size:
         return x
-    if kind != "labels":
-        mode = "bicubic" if kind == "image" else "bilinear"
-        return F.interpolate(x.float(), size=size, mode=mode, align_corners=True)
+    if kind == "image":
+        return F.interpolate(antialiased(x.float(), size), size=size, mode="bicubic",
+                             align_corners=True)
+    if kind == "probabilities":
+        return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=True)
     rows = torch.from_numpy(nearest(x.shape[-2], size[0])).to(x.device)
     cols = torch.from_numpy(nearest(x.shape[-1], size[1])).to(x.device)
     return x[..., rows[:, None], cols[None, :]]
+
+
+def antialiased(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``x`` filtered along each axis it will be shrunk on, so that a finer scan's noise and
+    fine texture do not alias into the model's grid. The filter is the triangle of
+    half-width f (for a shrink by f) that torch's and PIL's antialiasing use, but centred
+    on each pixel, so nothing moves."""
+    for dim, n, m in ((-2, x.shape[-2], size[0]), (-1, x.shape[-1], size[1])):
+        f = (n - 1) / max(int(m) - 1, 1)
+        if f > 1 + TOLERANCE:
+            x = _triangle(x, f, dim)
+    return x
+
+
+def _triangle(x: torch.Tensor, f: float, dim: int) -> torch.Tensor:
+    radius = math.ceil(f) - 1
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = (1 - t.abs() / f).clamp(min=0)
+    b, c, h, w = x.shape
+    if dim == -2:
+        kernel, pad = kernel.view(1, 1, -1, 1), (0, 0, radius, radius)
+    else:
+        kernel, pad = kernel.view(1, 1, 1, -1), (radius, radius, 0, 0)
+    flat = F.pad(x.reshape(b * c, 1, h, w), pad, mode="replicate")
+    return F.conv2d(flat, kernel / kernel.sum()).view(b, c, h, w)
 
 
 def nearest(n: int, m: int) -> np.ndarray:
