@@ -119,3 +119,33 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, scans, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and not out.exists(), bad
         assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+SWAP_X_Z = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+
+
+def test_axis_takes_a_plane_found_from_each_scan_s_orientation(tmp_path, scans, capsys):
+    """``--axis axial`` slices each scan where its axial slices lie, as ``predict`` does; scans
+    that store that plane along different array axes are refused, naming them."""
+    img, lab = (np.moveaxis(a, 0, 2) for a in blobs(21))  # axial: the last array axis here
+    turned = [tmp_path / "turned.nii.gz", tmp_path / "turned_labels.nii.gz"]
+    for path, arr in zip(turned, (img, lab), strict=True):
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(arr.T), SWAP_X_Z), str(path))
+    for images, labels, axis in ((scans[0], scans[1], 0), (turned[0], turned[1], 2)):
+        out = tmp_path / f"axial{axis}.safetensors"
+        rc = main(["train", "--task", "segment", "--images", str(images), "--labels",
+                   str(labels), "--axis", "axial", "--iterations", "2", "-o", str(out), *TINY])
+        assert rc == 0
+        model = load_model(out, device="cpu")
+        assert model.meta.default_axis == axis == model.meta.provenance["axis"]
+    out = tmp_path / "never.safetensors"
+    rc = main(["train", "--task", "segment", "--images", scans[0], str(turned[0]), "--labels",
+               scans[1], str(turned[1]), "--axis", "axial", "--iterations", "2", "-o",
+               str(out), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists()
+    assert "array axis 0 in scan.nii.gz; array axis 2 in turned.nii.gz" in err, err
+    with pytest.raises(SystemExit) as exc:  # argparse's own usage error
+        main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
+              "--axis", "oblique", "-o", str(out), *TINY])
+    assert exc.value.code == 2 and "invalid choice: 'oblique'" in capsys.readouterr().err

@@ -25,3 +25,12 @@ def slice_context(text: str) -> int:
         raise argparse.ArgumentTypeError(f"a slice context is 0..{MAX_SLICE_CONTEXT} "
                                          f"neighbour slices either side, not {text!r}")
     return int(text)
+
+
+def axis(text: str) -> int | str:
+    """argparse type of ``--axis``: an array axis as an int; a plane name (or anything else,
+    for argparse's ``choices`` check to name) as given."""
+    try:
+        return int(text)
+    except ValueError:
+        return text

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .main import one_line
-from .options import dataclass_defaults, fields_from
+from .options import axis, dataclass_defaults, fields_from
 
 EPILOG = """outputs (in OUTDIR):
   <name>_labels.nii.gz         segmentation labels, in the scan's geometry
@@ -55,7 +55,7 @@ def _add_inference_flags(p) -> None:
     from ..io.geometry import PLANES
 
     d = dataclass_defaults(InferenceSettings)
-    p.add_argument("--axis", default=d["axis"], type=_axis,
+    p.add_argument("--axis", default=d["axis"], type=axis,
                    choices=["auto", *PLANES, 0, 1, 2], metavar="PLANE",
                    help="slices to read: auto (the acquisition plane), axial, coronal, "
                    "sagittal, or an array axis 0, 1, 2")
@@ -112,13 +112,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
-
-
-def _axis(text: str) -> int | str:
-    try:
-        return int(text)
-    except ValueError:
-        return text  # "auto", or anything else for argparse's choices check to name
 
 
 def run(args) -> int:

@@ -29,6 +29,7 @@ class Source:
     name: str
     modality: str = "OT"
     spacing: tuple[float, ...] | None = None  # mm in array order; None for plain arrays
+    direction: np.ndarray | None = None  # a Volume's direction cosines; None for arrays
 
 
 def load_source(item, index: int, what: str = "image") -> Source:
@@ -41,11 +42,11 @@ def load_source(item, index: int, what: str = "image") -> Source:
     if isinstance(item, (str, os.PathLike)):
         vol = _read(Path(item))
         src = Source(np.asarray(vol.array), Path(item).name, getattr(vol, "modality", "OT"),
-                     _spacing(vol))
+                     _spacing(vol), getattr(vol, "direction", None))
     elif hasattr(item, "array"):  # a Volume
         name = getattr(item, "name", None) or f"{what}{index}"
         src = Source(np.asarray(item.array), str(name), getattr(item, "modality", "OT"),
-                     _spacing(item))
+                     _spacing(item), getattr(item, "direction", None))
     else:
         arr = np.asarray(item)
         if arr.ndim not in (3, 4):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import SettingsError, TaskError
 from ..inference.predictor import PRECISIONS
+from ..io.geometry import PLANES
 from ..model.tasks import TASK_KINDS
 
 if TYPE_CHECKING:
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from ..model.normalize import Normalization
 
 AXES = (0, 1, 2)
+SLICE_PLANES = ("auto", *PLANES)  # found from each scan's orientation and spacing
 NOISE_KINDS = ("gaussian", "rician", "poisson")  # implemented in .noise
 DEFAULT_ITERATIONS = 500
 DEFAULT_FINETUNE_SECONDS = 30.0  # what a 2-core laptop CPU can spare while a person waits
@@ -52,7 +54,7 @@ class TrainSettings:
     noise: str = "gaussian"
     noise_level: float | tuple[float, float] = 0.05
     self_supervised: bool = False
-    axis: int = 0
+    axis: int | str = 0  # an array axis, a plane (axial, coronal, sagittal) or 'auto'
     init: Any = None  # a Model, a model file path or a bundled model name
     base: int = 16
     patch_size: tuple[int, int] = (128, 128)
@@ -90,8 +92,9 @@ class TrainSettings:
         if not all(0 < float(v) < 1 for v in levels):
             raise TaskError(f"noise level must lie in (0, 1) as a fraction of the intensity "
                             f"range (got {self.noise_level}); 0.05 means 5%")
-        if self.axis not in AXES:
-            raise SettingsError(f"slice axis must be 0, 1 or 2 (got {self.axis})")
+        if self.axis not in (*AXES, *SLICE_PLANES):
+            raise SettingsError(f"slice axis must be 0, 1, 2, {', '.join(SLICE_PLANES)} "
+                                f"(got {self.axis!r})")
         if self.iterations is not None and self.iterations < 1:
             raise SettingsError(f"iterations must be >= 1 (got {self.iterations})")
         if self.time_budget is not None and self.time_budget <= 0:

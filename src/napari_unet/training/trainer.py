@@ -45,6 +45,7 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     sources = [load_source(x, i) for i, x in enumerate(_as_list(images))]
     targets = [load_source(x, i, "labels") for i, x in enumerate(_as_list(labels))]
     _check_pairs(s, sources, targets)
+    s = replace(s, axis=slice_axis(s.axis, sources))
     init = _init_model(s.init)
     parent = None if init is None else {"name": init.name, "hash": init.hash}
     task = _task(s, sources, targets, init)
@@ -137,6 +138,27 @@ def _check_pairs(s: TrainSettings, images: list[Source], labels: list[Source]) -
     channels = {1 if im.array.ndim == 3 else im.array.shape[-1] for im in images}
     if len(channels) > 1:
         raise TaskError(f"all images need the same number of channels (got {sorted(channels)})")
+
+
+def slice_axis(axis: int | str, sources: list[Source]) -> int:
+    """The array axis to slice along: a plane (or 'auto') is found from each scan's
+    orientation as ``predict`` finds it, and every scan must put it on the same axis."""
+    if not isinstance(axis, str):
+        return int(axis)
+    from ..inference.predictor import resolve_axis
+
+    found: dict[int, list[str]] = {}
+    for src in sources:
+        try:
+            a = resolve_axis(axis, src.spacing, 0, src.direction)
+        except SettingsError as exc:
+            raise SettingsError(f"{src.name}: {exc}") from None
+        found.setdefault(a, []).append(src.name)
+    if len(found) > 1:
+        where = "; ".join(f"array axis {a} in {', '.join(names)}" for a, names in found.items())
+        raise SettingsError(f"the {axis} slices lie along different array axes ({where}); "
+                            "give the array axis (0, 1 or 2), or train on scans stored alike")
+    return next(iter(found))
 
 
 def _init_model(init):
