@@ -36,13 +36,19 @@ def batches(indices: np.ndarray, batch: int) -> list[slice | np.ndarray]:
     return groups
 
 
+def neighbours(idx: np.ndarray, k: int, n: int) -> np.ndarray:
+    """(len(idx), 2k+1): each slice's ``k`` neighbours either side and itself, nearest first
+    to last, the end slices repeated at the edges of a stack of ``n``."""
+    return np.clip(np.asarray(idx)[:, None] + np.arange(-k, k + 1), 0, n - 1)
+
+
 def context_rows(group, k: int, n: int) -> tuple[slice | np.ndarray, np.ndarray]:
     """What to load for ``group`` of a stack of ``n`` slices when each slice goes in with
     ``k`` neighbours either side, and per slice the rows of that load that make its input,
     nearest first to last (edges repeat the end slice, as training's
     :func:`~napari_unet.training.data.with_context`)."""
     idx = np.arange(group.start, group.stop) if isinstance(group, slice) else np.asarray(group)
-    want = np.clip(idx[:, None] + np.arange(-k, k + 1), 0, n - 1)
+    want = neighbours(idx, k, n)
     if isinstance(group, slice):
         lo = int(want[0, 0])
         return slice(lo, int(want[-1, -1]) + 1), want - lo

@@ -118,10 +118,12 @@ def to_slices(array: np.ndarray, axis: int) -> np.ndarray:
 def with_context(slices: np.ndarray, k: int) -> np.ndarray:
     """(S, C, H, W) -> (S, (2k+1) C, H, W): each slice with its ``k`` neighbours either side
     as channels, nearest slice first to last (edges repeat the end slice), as inference
-    gathers them (:func:`napari_unet.inference.staging.context_rows`)."""
+    gathers them (:func:`napari_unet.inference.staging.neighbours`)."""
     if k == 0:
         return slices
-    rows = np.clip(np.arange(len(slices))[:, None] + np.arange(-k, k + 1), 0, len(slices) - 1)
+    from ..inference.staging import neighbours
+
+    rows = neighbours(np.arange(len(slices)), k, len(slices))
     check_allocation(slices.nbytes * (2 * k + 1), f"{len(slices)} slices with {k} "
                      "neighbour slice(s) either side", SettingsError)
     return np.ascontiguousarray(slices[rows].reshape(len(slices), -1, *slices.shape[2:]))
