@@ -37,6 +37,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import robustness  # noqa: E402
 
 from napari_unet import load_model, read_volume  # noqa: E402
 from napari_unet.correction.session import CorrectionSession  # noqa: E402
@@ -52,8 +55,9 @@ TISSUE = (1, 2)  # grey matter, white matter
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> list[float]:
-    return [float(2 * ((pred == c) & (truth == c)).sum()
-                  / max(int((pred == c).sum() + (truth == c).sum()), 1)) for c in TISSUE]
+    """Grey and white matter Dice, as the robustness benchmark scores them."""
+    scores = robustness.dice(pred, truth)
+    return [scores[robustness.CLASSES[c]] for c in TISSUE]
 
 
 def pick_slices(truth: np.ndarray, n: int, seed: int) -> list[int]:

@@ -31,8 +31,9 @@ def run(args) -> int:
         f"architecture:  UNet in={a.in_channels} out={a.out_channels} base={a.base} "
         f"upsampling={a.upsampling} layout={a.variant} ({n_params:,} parameters)",
         f"normalisation: {n.kind} {n.lower:g}..{n.upper:g}" + (" clipped" if n.clip else ""),
-        f"default axis:  {meta.default_axis}    patch size: {meta.patch_size[0]} x "
-        f"{meta.patch_size[1]}",
+        f"default axis:  array axis {meta.default_axis} (what --axis auto reads when a "
+        "scan's spacing shows no acquisition plane)",
+        f"patch size:    {meta.patch_size[0]} x {meta.patch_size[1]}",
         "pixel spacing: " + ("the scan's own (not resampled)" if meta.pixel_spacing is None
                              else " x ".join(f"{v:g}" for v in meta.pixel_spacing)
                              + " mm (slices are resampled to it)"),

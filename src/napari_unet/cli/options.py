@@ -27,10 +27,19 @@ def slice_context(text: str) -> int:
     return int(text)
 
 
-def axis(text: str) -> int | str:
+def _axis(text: str) -> int | str:
     """argparse type of ``--axis``: an array axis as an int; a plane name (or anything else,
     for argparse's ``choices`` check to name) as given."""
     try:
         return int(text)
     except ValueError:
         return text
+
+
+def add_axis_flag(p, default: int | str, doing: str, auto: str) -> None:
+    """``--axis`` as predict and train both take it: ``auto``, a plane or an array axis."""
+    from ..io.geometry import PLANES
+
+    p.add_argument("--axis", type=_axis, default=default, choices=["auto", *PLANES, 0, 1, 2],
+                   metavar="PLANE", help=f"slices to {doing}: auto ({auto}), axial, coronal, "
+                   "sagittal, or an array axis 0, 1, 2 (default %(default)s)")

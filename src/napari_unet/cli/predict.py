@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .main import one_line
-from .options import axis, dataclass_defaults, fields_from
+from .options import add_axis_flag, dataclass_defaults, fields_from
 
 EPILOG = """outputs (in OUTDIR):
   <name>_labels.nii.gz         segmentation labels, in the scan's geometry
@@ -52,13 +52,9 @@ def add_parser(sub) -> None:
 
 def _add_inference_flags(p) -> None:
     from ..inference.predictor import PRECISIONS, InferenceSettings
-    from ..io.geometry import PLANES
 
     d = dataclass_defaults(InferenceSettings)
-    p.add_argument("--axis", default=d["axis"], type=axis,
-                   choices=["auto", *PLANES, 0, 1, 2], metavar="PLANE",
-                   help="slices to read: auto (the acquisition plane), axial, coronal, "
-                   "sagittal, or an array axis 0, 1, 2")
+    add_axis_flag(p, d["axis"], "read", "the acquisition plane")
     p.add_argument("--roi", dest="roi_size", nargs=2, type=_positive_int, metavar=("H", "W"),
                    default=d["roi_size"],
                    help="tile size (default: whole slices when they fit in memory, else "

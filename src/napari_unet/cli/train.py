@@ -18,13 +18,11 @@ def add_parser(sub) -> None:
     from ..model.normalize import Normalization
     from ..model.tasks import TASK_KINDS
     from ..training.settings import (
-        AXES,
         DEFAULT_ITERATIONS,
         NOISE_KINDS,
-        SLICE_PLANES,
         TrainSettings,
     )
-    from .options import axis, dataclass_defaults, slice_context
+    from .options import add_axis_flag, dataclass_defaults, slice_context
 
     d = dataclass_defaults(TrainSettings)
     p = sub.add_parser(
@@ -48,10 +46,7 @@ def add_parser(sub) -> None:
                    f"(default {d['noise_level']}); two values LOW HIGH draw a level per patch")
     p.add_argument("--self-supervised", action="store_true",
                    help="denoise noisy scans without clean references (blind-spot)")
-    p.add_argument("--axis", type=axis, default=d["axis"], choices=[*SLICE_PLANES, *AXES],
-                   metavar="PLANE", help="slices to train on: axial, coronal, sagittal, auto "
-                   "(each scan's acquisition plane), or an array axis 0, 1, 2 (default "
-                   "%(default)s, the slowest)")
+    add_axis_flag(p, d["axis"], "train on", "each scan's acquisition plane")
     p.add_argument("--init", metavar="MODEL", help="start from this model file or bundled name")
     p.add_argument("--slice-context", type=slice_context, metavar="K",
                    help="also feed K neighbour slices either side of each slice (2.5D; "
