@@ -120,17 +120,114 @@ def test_edits_made_while_learning_are_kept(loop, qtbot):
     assert "you edited meanwhile kept" in widget.status.value
 
 
-def test_a_proposal_for_labels_replaced_by_a_new_run_is_not_applied(loop, qtbot):
+def test_a_new_run_never_replaces_edited_labels(loop, qtbot):
+    """Run again while a proposal waits: the edited layer stays as it is (and its
+    proposal with it); the new result gets a layer of its own."""
     viewer, layer, widget = loop
     paint_two_slices(viewer, layer)
     learn(qtbot, widget)
+    mine = layer.data.copy()
     inference = W.open_widget(viewer, W.INFERENCE)  # already docked: the same widget
     W.click(qtbot, inference.run_button)
     assert W.wait_until_idle(qtbot, inference) is JobState.DONE
-    fresh = layer.data.copy()
+    np.testing.assert_array_equal(layer.data, mine)
+    (new,) = [ly for ly in inference.last_layers if ly.name.startswith("scan tiny")
+              and ly is not layer and ly.__class__ is layer.__class__]
+    assert new.name != layer.name and "'scan tiny' has edits and is kept" in \
+        inference.status.value
+    assert not np.array_equal(new.data, mine) and widget.labels_layer.value is layer
     accept(qtbot, widget)
-    np.testing.assert_array_equal(layer.data, fresh)
-    assert "learn again" in widget.status.value and not widget.session.can_undo
+    np.testing.assert_array_equal(layer.data[[2, 5]], mine[[2, 5]])
+    assert widget.session.can_undo
+
+
+def test_a_proposal_for_labels_replaced_meanwhile_is_refused(loop, qtbot):
+    """Labels replaced while the model learned (here: the painted voxels erased back to
+    the model's output, then the scan run again) get no stale proposal."""
+    viewer, layer, widget = loop
+    widget.budget.value = 6  # learning outlasts the re-run
+    paint_two_slices(viewer, layer)
+    notifications = W.notification_log()
+    original = widget.session.output.copy()
+
+    def rerun_meanwhile(*_):
+        layer.data[:] = original  # no edits left: a re-run may replace the layer
+        inference = W.open_widget(viewer, W.INFERENCE)
+        W.click(qtbot, inference.run_button)
+        assert W.wait_until_idle(qtbot, inference) is JobState.DONE
+
+    W.click(qtbot, widget.learn_button)
+    qtbot.waitUntil(lambda: widget.runner.panel.bar.value > 0, timeout=20000)  # learning
+    rerun_meanwhile()
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.FAILED
+    assert widget.proposal is None and preview_name(layer) not in viewer.layers
+    assert "learn again" in str(widget.runner.error), repr(widget.runner.error)
+    assert any("learn again" in m for m in W.errors_shown(notifications()))
+    assert not widget.session.can_undo
+
+
+def test_deleting_the_labels_layer_resets_the_widget(loop, qtbot):
+    viewer, layer, widget = loop
+    notifications = W.notification_log()
+    paint_two_slices(viewer, layer)
+    learn(qtbot, widget)
+    assert preview_name(layer) in viewer.layers
+    viewer.layers.remove(layer)
+    assert preview_name(layer) not in viewer.layers and widget.proposal is None
+    assert widget.labels_layer.value is None and "run the inference widget" in \
+        widget.edited.value
+    for button in (widget.learn_button, widget.accept_button, widget.save_model_button,
+                   widget.save_labels_button, widget.review_button):
+        assert not button.enabled
+    assert widget.save_labels() is None  # even when called: a message, not a crash
+    assert any("no labels to save" in m for m in W.errors_shown(notifications()))
+
+
+def test_deleting_the_labels_layer_while_learning_proposes_nothing(loop, qtbot):
+    viewer, layer, widget = loop
+    notifications = W.notification_log()
+    paint_two_slices(viewer, layer)
+    W.click(qtbot, widget.learn_button)
+    viewer.layers.remove(layer)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.FAILED
+    shown = W.errors_shown(notifications())
+    assert any("was removed" in m and "learn again" in m for m in shown), shown
+    assert not any("AttributeError" in m for m in shown)
+    assert [ly.name for ly in viewer.layers if "proposed" in ly.name] == []
+
+
+def test_closing_the_widget_while_learning_stops_it_and_adds_nothing(loop, qtbot):
+    viewer, layer, widget = loop
+    paint_two_slices(viewer, layer)
+    before = layer.data.copy()
+    W.click(qtbot, widget.learn_button)
+    W.close_dock(qtbot, viewer, widget)
+    assert widget.parent() is None  # napari took it out of its dock
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.CANCELLED
+    qtbot.wait(200)
+    assert preview_name(layer) not in viewer.layers
+    np.testing.assert_array_equal(layer.data, before)
+    viewer.layers.remove(layer)  # the closed widget no longer follows the viewer
+
+
+def test_the_preview_leaves_out_slices_edited_while_learning(loop, qtbot, monkeypatch):
+    """A slice painted while the model learned is not shown as changing, nor counted."""
+    real = CorrectionSession.compute_update
+
+    def painted_meanwhile(self, *args, **kwargs):
+        update = real(self, *args, **kwargs)
+        self.labels[7] = (self.labels[7] + 1) % 3  # after learning took its snapshot
+        return update
+
+    monkeypatch.setattr(CorrectionSession, "compute_update", painted_meanwhile)
+    viewer, layer, widget = loop
+    paint_two_slices(viewer, layer)
+    learn(qtbot, widget)
+    update = widget.proposal
+    assert 7 not in update.slices and len(update.slices) == 5
+    assert "of 5 unedited slices" in widget.proposal_text.value
+    preview = viewer.layers[preview_name(layer)].data
+    assert not preview[7].any() and np.count_nonzero(preview) == update.changed_voxels
 
 
 def test_a_proposal_the_check_advises_against_needs_a_deliberate_click(loop, qtbot,

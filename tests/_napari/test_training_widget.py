@@ -75,6 +75,24 @@ def test_cancel_keeps_the_partial_model_and_offers_to_save_it(layers_viewer, qtb
     assert load_model(saved, device="cpu").task.n_classes == 3
 
 
+def test_training_again_never_overwrites_a_saved_model(layers_viewer, qtbot, tmp_path):
+    """A model saved to a chosen file stays: the next run saves beside it, and says where."""
+    widget = W.open_widget(layers_viewer, W.TRAINING)
+    widget.base.value, widget.budget.value = 4, 1
+    mine = tmp_path / "keep_me.safetensors"
+    widget.output.value = mine
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    kept = load_model(mine, device="cpu").hash
+    widget.task.value = "denoise"
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    assert load_model(mine, device="cpu").hash == kept
+    beside = tmp_path / "keep_me-1.safetensors"
+    assert load_model(beside, device="cpu").task.kind == "denoise"
+    assert str(widget.output.value) == str(beside) and str(beside) in widget.status.value
+
+
 def test_labels_unrelated_to_the_scan_give_a_poor_dice_warning(make_napari_viewer, qtbot):
     notifications = W.notification_log()
     viewer = make_napari_viewer()

@@ -157,15 +157,16 @@ def test_bad_model_file_shows_an_error_and_runs_nothing(make_napari_viewer, tmp_
     assert len(viewer.layers) == 1
 
 
-def test_a_2d_layer_fails_with_a_clear_message(make_napari_viewer, qtbot):
-    notifications = W.notification_log()
+@pytest.mark.parametrize("shape", [(40, 48), (2, 8, 40, 48)])
+def test_a_layer_that_is_not_a_3d_scan_disables_run_and_says_why(make_napari_viewer, shape):
     viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((40, 48), np.float32), name="flat")
+    viewer.add_image(np.zeros(shape, np.float32), name="flat")
     widget = W.open_widget(viewer, W.INFERENCE)
-    W.click(qtbot, widget.run_button)
-    assert widget.runner.state is JobState.FAILED and widget.runner.worker is None
-    assert any("3D scan" in m for m in W.errors_shown(notifications()))
-    assert "failed" in widget.status.value and widget.run_button.enabled
+    assert not widget.run_button.enabled
+    assert f"shape {shape}" in widget.status.value and "3D scan" in widget.status.value
+    W.add_scan(viewer)
+    widget.image.value = viewer.layers["scan"]
+    assert widget.run_button.enabled and widget.status.value == ""
 
 
 def test_cancel_stops_a_running_inference_within_a_second(make_napari_viewer, qtbot,

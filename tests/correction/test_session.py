@@ -59,7 +59,8 @@ def test_update_keeps_edits_repredicts_the_rest_and_undo_restores(session):
     assert update.changed_slices == int((update.changed_per_slice > 0).sum())
     changed = session.apply_update(update)
     assert session.model is update.model is not old_model
-    assert changed == [0, 2, 3, 4, 6, 7]
+    assert changed == [int(i) for i, n in zip(update.slices, update.changed_per_slice,
+                                              strict=True) if n]  # the slices that change
     for i, user in edited.items():
         np.testing.assert_array_equal(session.labels[i], user)
     fresh = predict_slices(session.volume, session.model, changed, axis=0, device="cpu")
@@ -68,6 +69,13 @@ def test_update_keeps_edits_repredicts_the_rest_and_undo_restores(session):
     assert session.can_undo
     restored = session.undo()
     assert restored == changed
+    np.testing.assert_array_equal(session.labels, before)
+    session.apply_update(update)
+    session.labels[0] = before[0]  # a slice that changed back, as painted by hand: kept
+    assert session.undo() == [i for i in changed if i != 0]
+    np.testing.assert_array_equal(session.labels, before)
+    session.apply_update(update)
+    restored = session.undo()
     np.testing.assert_array_equal(session.labels, before)
     assert session.model is old_model and not session.can_undo
     with pytest.raises(NapariUnetError, match="nothing to undo"):
@@ -80,8 +88,14 @@ def test_edits_made_while_learning_are_never_overwritten(session):
     update = session.compute_update(FAST)
     session.labels[0] = (session.output[0] + 2) % 3  # the user paints while the model learns
     painted = session.labels[0].copy()
+    still = session.still_open(update)  # what a preview now shows, and counts
+    assert list(still.slices) == [1, 2, 4, 5, 6, 7]
+    assert still.changed_voxels == update.changed_per_slice[1:].sum()
+    assert still.changed_slices == int((update.changed_per_slice[1:] > 0).sum())
     changed = session.apply_update(update)
-    assert changed == [1, 2, 4, 5, 6, 7]
+    assert set(changed) <= {1, 2, 4, 5, 6, 7}
+    assert changed == [int(i) for i, n in zip(still.slices, still.changed_per_slice,
+                                              strict=True) if n]
     np.testing.assert_array_equal(session.labels[0], painted)
     np.testing.assert_array_equal(session.labels[3], corrected)
 

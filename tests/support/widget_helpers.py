@@ -92,6 +92,16 @@ def docked(viewer, name: str):
     return viewer.window.dock_widgets[f"{name} ({DISPLAY_NAME})"]
 
 
+def close_dock(qtbot, viewer, widget) -> None:
+    """Click the close button on the title bar of the dock that holds ``widget``."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget
+
+    (dock,) = [d for d in viewer.window._qt_window.findChildren(QDockWidget)
+               if d.widget() is widget]
+    qtbot.mouseClick(dock.title.close_button, Qt.MouseButton.LeftButton)
+
+
 def click(qtbot, button) -> None:
     """A real left click on a magicgui PushButton/CheckBox."""
     from qtpy.QtCore import QPoint, Qt

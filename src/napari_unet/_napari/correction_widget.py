@@ -112,6 +112,7 @@ class CorrectionWidget(DockWidget):
         self.save_labels_button.changed.connect(self.save_labels)
         self.labels_layer.changed.connect(self._bind)
         self.runner.state_changed.connect(self._on_state)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
         # napari announces a paint before writing it: recount once the strokes settle
         self._recount = QTimer()
         self._recount.setSingleShot(True)
@@ -131,11 +132,11 @@ class CorrectionWidget(DockWidget):
     def _bind(self, *_):
         """Follow paint/fill/erase on the chosen layer to keep the count live."""
         events = ("paint", "labels_update", "data")
-        if self._bound is not None:
-            self._drop_proposal()
+        old, self._bound = self._bound, self.labels_layer.value
+        if old is not None:
+            self._drop_proposal(old)
             for name in events:
-                getattr(self._bound.events, name).disconnect(self._schedule_count)
-        self._bound = self.labels_layer.value
+                getattr(old.events, name).disconnect(self._schedule_count)
         if self._bound is not None:
             for name in events:
                 getattr(self._bound.events, name).connect(self._schedule_count)
@@ -143,6 +144,18 @@ class CorrectionWidget(DockWidget):
             if session is not None:
                 self.model_file.propose(f"{session.model.name}-corrected")
         self.update_count()
+
+    def _on_layer_removed(self, *_):
+        """The labels layer was deleted: let go of it (its proposal and preview too)."""
+        self.form.reset_choices()
+        if self._bound is not None and self._bound not in self.viewer.layers:
+            self._bind()
+
+    def closed(self) -> None:
+        """Closing the dock stops learning; nothing is proposed or left behind."""
+        self.runner.cancel()
+        self._drop_proposal()
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
 
     def _schedule_count(self, *_):
         self._recount.start()
@@ -183,7 +196,8 @@ class CorrectionWidget(DockWidget):
         return self.runner.start(self._prepare_learning, self._propose, unit="%")
 
     def _prepare_learning(self):
-        session, budget = self.session, float(self.budget.value)
+        layer, budget = self.labels_layer.value, float(self.budget.value)
+        session = None if layer is None else session_for(layer)
         if session is None:
             raise NapariUnetError("no segmentation to correct: run the inference widget first")
         if not session.edited_slices():
@@ -192,13 +206,20 @@ class CorrectionWidget(DockWidget):
         from ..training import FinetuneSettings
 
         settings = FinetuneSettings(time_budget=budget, device=session.predict_settings.device)
-        return lambda job: session.compute_update(settings, progress=job.progress,
-                                                  cancel=job.cancelled)
+        return lambda job: (layer, session, session.compute_update(
+            settings, progress=job.progress, cancel=job.cancelled))
 
-    def _propose(self, update) -> None:
-        layer = self.labels_layer.value
-        self.proposal, self._proposed_for = update, self.session
-        P.show_preview(self.viewer, layer, self.session, update)
+    def _propose(self, result) -> None:
+        """Show the update learned for ``layer``'s ``session``, if both are still current."""
+        layer, session, update = result
+        if (layer is not self.labels_layer.value or layer not in self.viewer.layers
+                or layer.metadata.get(SESSION_KEY) is not session):
+            raise NapariUnetError(f"{layer.name!r} was removed, replaced by a new run or "
+                                  "swapped for another layer while the model learned; "
+                                  "nothing changed: learn again")
+        update = session.still_open(update)  # slices edited meanwhile are not shown
+        self.proposal, self._proposed_for = update, session
+        P.show_preview(self.viewer, layer, session, update)
         self.proposal_text.value = update.summary() + ". Accept or Discard?"
         self.proposal_text.visible = True
         self.anyway.value = False
@@ -220,10 +241,10 @@ class CorrectionWidget(DockWidget):
             self._drop_proposal()
             self.status.value = "the labels were replaced by a new run: learn again"
             return None
+        kept = int(self.session.edited_mask()[update.slices].sum())
         changed = self.session.apply_update(update)
         self._drop_proposal()
         layer.refresh()
-        kept = len(update.slices) - len(changed)
         self.status.value = (f"accepted: {len(changed)} slices updated"
                              + (f", {kept} you edited meanwhile kept" if kept else ""))
         self.update_count()
@@ -233,12 +254,13 @@ class CorrectionWidget(DockWidget):
         self._drop_proposal()
         self.status.value = "discarded: your labels are unchanged"
 
-    def _drop_proposal(self) -> None:
+    def _drop_proposal(self, layer=None) -> None:
+        """Forget the proposal and remove its preview (over ``layer``, else the bound one)."""
         self.proposal = self._proposed_for = None
         self.proposal_text.value = ""
         self.proposal_text.visible = False
         self.anyway.visible = False
-        P.remove_preview(self.viewer, self._bound)
+        P.remove_preview(self.viewer, layer or self._bound)
         self._enable_decision()
 
     def undo(self, *_):
@@ -307,24 +329,28 @@ class CorrectionWidget(DockWidget):
     # -- saving -----------------------------------------------------------------------------
 
     def save_model(self, *_):
-        out = self._save("model", self.model_file, self.session.save_model)
+        out = self._save("model", self.model_file, lambda s: s.save_model)
         if out is not None:
             self.status.value = f"saved model {out}"
         return out
 
     def save_labels(self, *_):
-        out = self._save("labels", self.labels_file, self.session.save_labels)
+        out = self._save("labels", self.labels_file, lambda s: s.save_labels)
         if out is not None:
             self.status.value = "saved " + ", ".join(str(p) for p in out)
         return out
 
-    def _save(self, what: str, where: AutoPath, save):
-        """Run one of the session's savers; failures become notifications, not crashes."""
+    def _save(self, what: str, where: AutoPath, saver):
+        """Run one of the session's savers (``saver(session)``); failures become
+        notifications, not crashes."""
         try:
+            session = self.session
+            if session is None:
+                raise NapariUnetError(f"no {what} to save: run the inference widget first")
             path = where.target()
             if path is None:
                 raise NapariUnetError(f"choose a {what} file name first")
-            return save(path)
+            return saver(session)(path)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             report_error(f"Saving {what}", exc)
             return None

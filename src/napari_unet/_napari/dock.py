@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from magicgui.widgets import ComboBox, Container, Label
 from magicgui.widgets.bases import ButtonWidget
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import QEvent, QSize, Qt
 from qtpy.QtWidgets import QComboBox, QFrame, QMainWindow, QScrollArea, QSizePolicy
 
 WIDTH_FRACTION = 0.125  # of the main window
@@ -37,6 +37,19 @@ class DockWidget(QScrollArea):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setMinimumSize(MIN_WIDTH, MIN_HEIGHT)
+
+    def event(self, e) -> bool:
+        """Notice napari taking the widget out of its dock (the dock's close button)."""
+        if e.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif getattr(self, "_docked", False):
+                self._docked = False
+                self.closed()
+        return super().event(e)
+
+    def closed(self) -> None:
+        """The dock was closed: a widget with work in flight stops it here."""
 
     def _field(self, widget):
         """A value widget with its label above it (buttons and texts stand alone)."""

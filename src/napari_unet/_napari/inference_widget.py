@@ -98,6 +98,8 @@ class InferenceWidget(DockWidget):
             return "open a scan first (File > Open, or File > Open Sample > napari-unet)"
         if self.picker.error:
             return self.picker.error
+        if L.shape_problem(layer):
+            return L.shape_problem(layer)
         ch = layer_channels(layer)
         try:
             task = self.picker.task(ch)
@@ -163,8 +165,10 @@ class InferenceWidget(DockWidget):
 
     def _show(self, result) -> None:
         layer, volume, model, pred = result
-        self.last_layers = L.add_or_update(self.viewer,
-                                           L.prediction_layers(pred, layer, model, volume))
+        tuples = L.prediction_layers(pred, layer, model, volume)
+        kept = [kw["name"] for _, kw, _ in tuples if kw["name"] in self.viewer.layers
+                and L.has_edits(self.viewer.layers[kw["name"]])]
+        self.last_layers = L.add_or_update(self.viewer, tuples)
         plane = "?"
         with contextlib.suppress(ValueError, StopIteration):
             plane = axis_plane(pred.axis, volume.direction)
@@ -173,7 +177,9 @@ class InferenceWidget(DockWidget):
             mm = " x ".join(f"{v:g}" for v in model.meta.pixel_spacing)
             at = f" (run at the model's {mm} mm pixels, results on the scan's grid)"
         self.status.value = (f"{plane} slices in {pred.seconds:.1f} s{at}: "
-                             + ", ".join(ly.name for ly in self.last_layers))
+                             + ", ".join(ly.name for ly in self.last_layers)
+                             + "".join(f"; {n!r} has edits and is kept as it was"
+                                       for n in kept))
 
     def _on_state(self, state: JobState) -> None:
         running = state is JobState.RUNNING

@@ -40,12 +40,11 @@ def volume_from_layer(layer) -> Volume:
     for DICOM); otherwise the geometry comes from the layer's scale/translate/affine, with
     world axes read from its anatomical axis labels, or as (S, P, L) without them.
     """
+    problem = shape_problem(layer)
+    if problem is not None:
+        raise NapariUnetError(problem)
     data = np.asarray(layer.data)
-    rgb = bool(getattr(layer, "rgb", False))
     spatial = data.shape[:3]
-    if data.ndim != (4 if rgb else 3):
-        raise NapariUnetError(f"layer {layer.name!r} has shape {data.shape}: a 3D scan "
-                              "(slices, rows, columns) is needed")
     src = layer_volume(layer)
     if src is not None and tuple(src.spatial_shape) == tuple(spatial):
         return Volume(data, src.spacing, src.origin, src.direction, src.modality,
@@ -55,6 +54,15 @@ def volume_from_layer(layer) -> Volume:
     spacing, origin, direction = geometry_from_layer(
         _data_to_world(layer), axes_from_labels(getattr(layer, "axis_labels", None)))
     return Volume(data, spacing, origin, direction, name=layer.name)
+
+
+def shape_problem(layer) -> str | None:
+    """Why the layer is not a 3D scan (None when it is), read from its shape alone."""
+    shape = tuple(layer.data.shape)
+    if len(shape) != (4 if getattr(layer, "rgb", False) else 3):
+        return (f"layer {layer.name!r} has shape {shape}: a 3D scan (slices, rows, "
+                "columns) is needed")
+    return None
 
 
 def _data_to_world(layer) -> np.ndarray:
@@ -156,12 +164,23 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
     return out
 
 
+def has_edits(layer) -> bool:
+    """Whether a result's labels differ from what the model wrote (painted, or corrections
+    accepted): such a layer is never replaced by a re-run."""
+    result = layer.metadata.get(RESULT_KEY)
+    if result is None:
+        return False
+    return not np.array_equal(np.asarray(layer.data), result["output"])
+
+
 def add_or_update(viewer, tuples: list) -> list:
-    """Add layer data tuples, replacing the data of same-named layers (re-runs)."""
+    """Add layer data tuples, replacing the data of same-named layers (re-runs), except
+    labels someone edited: the new result then gets a layer of its own."""
     layers = []
     for data, kw, kind in tuples:
         name = kw.get("name")
-        if name in viewer.layers and layer_kind(viewer.layers[name]) == kind:
+        if (name in viewer.layers and layer_kind(viewer.layers[name]) == kind
+                and not has_edits(viewer.layers[name])):
             old = viewer.layers[name]
             old.data = data
             old.metadata = dict(kw.get("metadata", {}))  # drops a stale correction session

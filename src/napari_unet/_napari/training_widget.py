@@ -221,7 +221,7 @@ class TrainingWidget(DockWidget):
         if labels and self.source.value == LAYERS:
             top = int(labels[0].array.max())
         settings, plane = self.settings(top), self.plane.value
-        output = self.output_file.target()
+        output = self.output_file.target(keep_existing=True)
         self.plot.clear()
         self.result = None
 
@@ -256,8 +256,8 @@ class TrainingWidget(DockWidget):
             where = "NOT saved: press Save model"
             if save_error is not None:
                 report_error("Saving the trained model", save_error)
-        self.status.value = (f"{result.iterations} iterations in {result.seconds:.0f} s; "
-                             f"{metrics}; {where}")
+        self.status.value = "; ".join(part for part in (
+            f"{result.iterations} iterations in {result.seconds:.0f} s", metrics, where) if part)
         warning = poor_dice_warning(result.metrics)
         if warning:
             from napari.utils.notifications import show_warning

@@ -20,11 +20,16 @@ def user_folder(kind: str) -> Path:
 def unique_path(kind: str, stem: str, suffix: str) -> Path:
     """A file name in the user folder that does not exist yet."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = user_folder(kind)
-    path = folder / f"{stem}-{stamp}{suffix}"
-    n = 1
+    return free_name(user_folder(kind) / f"{stem}-{stamp}{suffix}")
+
+
+def free_name(path: Path) -> Path:
+    """``path`` when no file has it, else the first free ``<stem>-1<suffix>``, ``-2``..."""
+    name = path.name
+    suffix = name[-7:] if name.lower().endswith(".nii.gz") else path.suffix
+    stem, n = name[: len(name) - len(suffix)], 1
     while path.exists():
-        path = folder / f"{stem}-{stamp}-{n}{suffix}"
+        path = path.with_name(f"{stem}-{n}{suffix}")
         n += 1
     return path
 
@@ -49,8 +54,13 @@ class AutoPath:
             self._proposed = str(unique_path(self.kind, stem, self.suffix))
             self.edit.value = self._proposed
 
-    def target(self) -> Path | None:
-        """Where to save now (None when the field is empty); the folder is created."""
+    def target(self, keep_existing: bool = False) -> Path | None:
+        """Where to save now (None when the field is empty); the folder is created.
+
+        A proposed name is never overwritten; with ``keep_existing`` (a save nobody asked
+        for by name, e.g. after training) neither is a file the user chose: the save goes
+        to a free name next to it, which the field then shows.
+        """
         text = str(self.edit.value)
         if text in ("", "."):
             return None
@@ -58,5 +68,8 @@ class AutoPath:
         if self.is_proposal and path.exists():  # saved there already: never overwrite it
             self.propose(self.stem)
             path = Path(str(self.edit.value))
+        elif keep_existing and path.exists():
+            path = free_name(path)
+            self.edit.value = str(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path

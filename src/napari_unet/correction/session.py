@@ -12,7 +12,7 @@ thread, so edits made while the model learns are protected too.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -179,8 +179,7 @@ class CorrectionSession:
                       changed_per_slice=per_slice, check=check, recommended=recommended)
 
     def _edited(self, labels: np.ndarray) -> np.ndarray:
-        diff = self._along(labels) != self._along(self.output)
-        return diff.reshape(diff.shape[0], -1).any(axis=1)
+        return _differs(self._along(labels), self._along(self.output))
 
     def _held_out(self, corrected: np.ndarray, seed: int) -> np.ndarray:
         """Per corrected slice (stacked on axis 0): the tiles kept for the check."""
@@ -203,11 +202,27 @@ class CorrectionSession:
         after = Agreement.of(new[held], truth[held], n)
         return acceptance(before, after, int(held.sum()))
 
+    def still_open(self, update: Update) -> Update:
+        """``update`` without the slices edited since it was computed: what Accept would
+        write, so that a preview and its counts never show a change to a person's edit."""
+        keep = ~self.edited_mask()[update.slices]
+        if keep.all():
+            return update
+        per = (update.changed_per_slice[keep] if update.changed_per_slice is not None
+               else None)
+        unc = None if update.uncertainty is None else update.uncertainty[keep]
+        return replace(update, slices=update.slices[keep], labels=update.labels[keep],
+                       uncertainty=unc, changed_per_slice=per,
+                       changed_voxels=int(per.sum()) if per is not None else 0,
+                       changed_slices=int((per > 0).sum()) if per is not None else 0)
+
     def apply_update(self, update: Update) -> list[int]:
-        """Write an update into the labels, skipping slices edited meanwhile; undoable."""
+        """Write an update into the labels, skipping slices edited meanwhile; undoable.
+        Returns the slices whose labels changed."""
         still = ~self.edited_mask()[update.slices]
         slices, new = update.slices[still], update.labels[still]
         lab, out = self._along(self.labels), self._along(self.output)
+        differs = _differs(lab[slices], new)
         self._undo.append(_UndoStep(self.model, slices, lab[slices].copy(), out[slices].copy(),
                                     new.copy(), self._uncertainty_of(slices)))
         lab[slices] = new
@@ -216,7 +231,7 @@ class CorrectionSession:
             self.slice_uncertainty[slices] = update.uncertainty[still]
         self.model = update.model
         self.rounds += 1
-        return [int(i) for i in slices]
+        return [int(i) for i in slices[differs]]
 
     def learn(self, settings: FinetuneSettings | None = None, *,
               progress: Progress | None = None, cancel: Cancel | None = None) -> list[int]:
@@ -225,7 +240,8 @@ class CorrectionSession:
         return self.apply_update(update) if update.recommended else []
 
     def undo(self) -> list[int]:
-        """Restore the previous model and the re-predicted slices not edited since."""
+        """Restore the previous model and the re-predicted slices not edited since;
+        returns the slices whose labels changed back."""
         if not self._undo:
             raise NapariUnetError("nothing to undo: no learning step has been applied")
         step = self._undo.pop()
@@ -233,13 +249,14 @@ class CorrectionSession:
         current = lab[step.slices]
         untouched = (current == step.written).reshape(len(step.slices), -1).all(axis=1)
         idx = step.slices[untouched]
+        differs = _differs(current[untouched], step.labels[untouched])
         lab[idx] = step.labels[untouched]
         out[step.slices] = step.output
         if self.slice_uncertainty is not None and step.uncertainty is not None:
             self.slice_uncertainty[step.slices] = step.uncertainty
         self.model = step.model
         self.rounds -= 1
-        return [int(i) for i in idx]
+        return [int(i) for i in idx[differs]]
 
     def _uncertainty_of(self, slices: np.ndarray) -> np.ndarray | None:
         return None if self.slice_uncertainty is None else self.slice_uncertainty[slices].copy()
@@ -308,6 +325,11 @@ class CorrectionSession:
         return written
 
 
+def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per slice (stacked on axis 0): whether any voxel of ``a`` and ``b`` differs."""
+    return (a != b).reshape(len(a), -1).any(axis=1)
+
+
 def is_dicom(volume: Volume) -> bool:
     """Whether the scan was read from DICOM (so a DICOM SEG can reference it)."""
     from ..io.source import DicomSource
@@ -316,8 +338,6 @@ def is_dicom(volume: Volume) -> bool:
 
 
 def _repredict_settings(settings: InferenceSettings | None, axis: int) -> InferenceSettings:
-    from dataclasses import replace
-
     from ..inference.predictor import InferenceSettings
 
     return replace(settings or InferenceSettings(), axis=axis, probabilities=False)
