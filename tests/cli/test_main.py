@@ -73,9 +73,12 @@ def test_import_napari_unet_is_light():
 
 @pytest.fixture(scope="module")
 def usage_inputs(tmp_path_factory):
+    import torch
+
     from support.batch_data import nifti_scan, tiny_model
 
     root = tmp_path_factory.mktemp("usage")
+    torch.save({"w": torch.zeros(1)}, root / "weights.pth")
     return {"root": root, "scan": nifti_scan(root / "scan.nii.gz"),
             "model": tiny_model(root / "m.safetensors")}
 
@@ -90,13 +93,19 @@ def _usage_case(case: str, root, scan, model) -> list:
         "info missing file": ["info", root / "missing.safetensors"],
         "import missing file": ["import", root / "missing.pth", "-o", root / "x.safetensors",
                                 "--task", "segment", "--in-channels", "1", "--classes", "2"],
+        "import -o names the input": ["import", root / "weights.pth", "-o",
+                                      root / "weights.pth", "--task", "segment",
+                                      "--in-channels", "1", "--classes", "2"],
+        "train -o names the scan": ["train", "--task", "segment", "--images", scan, "--labels",
+                                    scan, "-o", scan],
         "train device": ["train", "--task", "segment", "--images", scan, "--labels", scan,
                          "-o", root / "t.safetensors", "--device", "foo"],
     }[case]
 
 
 USAGE_CASES = ["device foo", "device cuda:abc", "-o names a file", "scheduler garbage",
-               "info missing file", "import missing file", "train device"]
+               "info missing file", "import missing file", "import -o names the input",
+               "train -o names the scan", "train device"]
 
 
 @pytest.mark.parametrize("case", USAGE_CASES)
@@ -104,7 +113,8 @@ def test_usage_errors_are_one_line_and_exit_2_in_every_command(usage_inputs, cap
     import time
 
     argv = [str(a) for a in _usage_case(case, **usage_inputs)]
-    before = usage_inputs["scan"].read_bytes()
+    inputs = [usage_inputs["scan"], usage_inputs["root"] / "weights.pth"]
+    before = [p.read_bytes() for p in inputs]
     start = time.monotonic()
     code = main(argv)
     err = capsys.readouterr().err
@@ -112,7 +122,7 @@ def test_usage_errors_are_one_line_and_exit_2_in_every_command(usage_inputs, cap
     assert time.monotonic() - start < 20  # no minute-long wait for a scheduler
     assert err.startswith(f"napari-unet {argv[0]}: error: ") and err.count("\n") == 1
     assert "Traceback" not in err
-    assert usage_inputs["scan"].read_bytes() == before  # -o naming the scan left it alone
+    assert [p.read_bytes() for p in inputs] == before  # -o naming an input left it alone
     with pytest.raises(Exception) as raised:  # --debug: the exception itself, traceback and all
         main([*argv, "--debug"])
     assert isinstance(raised.value, (SettingsError, ModelFileError))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -74,7 +76,7 @@ def test_self_supervised_from_init_and_init_is_never_overwritten(tmp_path, capsy
             "--iterations", "5", *TINY]
     assert main([*args, "-o", str(first)]) == 0
     assert main([*args, "--init", str(first), "-o", str(first)]) == 2
-    assert "overwrite the --init model" in capsys.readouterr().err
+    assert "that is an input" in capsys.readouterr().err
     second = tmp_path / "n2v_more.safetensors"
     assert main([*args, "--init", str(first), "-o", str(second)]) == 0
     parent = load_model(second, device="cpu").meta.provenance["parent"]
@@ -112,13 +114,74 @@ def test_new_options_reach_the_model(tmp_path, scans):
 
 def test_usage_errors_exit_2_with_one_line(tmp_path, scans, capsys):
     out = tmp_path / "never.safetensors"
-    for bad in (["--lr", "-1"], ["--batch-size", "0"], ["--noise-level", "0.1", "0.2", "0.3"],
-                ["--val-gap", "-2"], ["--device", "nonsense"]):
+    for bad in (["--lr", "-1"], ["--lr", "nan"], ["--batch-size", "0"],
+                ["--noise-level", "0.1", "0.2", "0.3"], ["--val-gap", "-2"],
+                ["--device", "nonsense"], ["--val-block", "6", "2"]):
         rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
                    "--iterations", "1", "-o", str(out), *TINY, *bad])
         err = capsys.readouterr().err
         assert rc == 2 and not out.exists(), bad
         assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_a_time_budget_that_is_not_a_number_of_seconds_is_refused(tmp_path, scans, capsys):
+    for budget in ("nan", "inf", "0"):
+        rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
+                   "--time-budget", budget, "-o", str(tmp_path / "m.safetensors"), *TINY])
+        err = capsys.readouterr().err
+        assert rc == 2 and "time budget must be a number of seconds" in err, err
+
+
+def test_the_output_never_overwrites_an_input_and_is_checked_before_training(
+        tmp_path, scans, capsys):
+    """-o naming the scan, the labels, a folder, a scan-like name or an unwritable folder is
+    refused at once, naming -o; nothing is written and the inputs stay as they were."""
+    before = {p: Path(p).read_bytes() for p in scans}
+    (tmp_path / "folder.safetensors").mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    cases = {scans[0]: "that is an input", scans[1]: "that is an input",
+             tmp_path / "folder.safetensors": "is a folder",
+             tmp_path / "model.nii.gz": "the file name must end in .safetensors",
+             locked / "m.safetensors": "cannot write in"}
+    if os.access(locked, os.W_OK):  # root writes anyway
+        del cases[locked / "m.safetensors"]
+    for out, why in cases.items():
+        rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
+                   "--time-budget", "600", "-o", str(out), *TINY])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith(f"napari-unet train: error: -o {out}: {why}"), err
+    assert {p: Path(p).read_bytes() for p in scans} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["scan.nii.gz", "scan_labels.nii.gz", "folder.safetensors", "locked"])
+
+
+def test_labels_must_lie_on_the_scan_s_voxel_grid(tmp_path, scans, capsys):
+    """Same shape is not enough: mirrored, shifted or resampled labels are refused."""
+    img, lab = blobs(20)
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = img.shape[2] - 1  # the same anatomy, stored mirrored along x
+    shifted = np.eye(4)
+    shifted[:3, 3] = 50.0
+    for affine, why in ((flip, "orientation differs"), (shifted, "origins are"),
+                        (np.diag([2.0, 2, 2, 1]), "voxel spacing differs")):
+        labels = tmp_path / "moved_labels.nii.gz"
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(lab.astype(np.uint8).T), affine),
+                 str(labels))
+        rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", str(labels),
+                   "--iterations", "1", "-o", str(tmp_path / "m.safetensors"), *TINY])
+        err = capsys.readouterr().err
+        assert rc == 2 and "moved_labels.nii.gz: the labels are not on the voxel grid of " \
+            "scan.nii.gz" in err and why in err, err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_labels_with_nothing_but_background_are_refused(tmp_path, scans, capsys):
+    empty = _nifti(tmp_path / "empty_labels.nii.gz", np.zeros(blobs(20)[1].shape, np.uint8))
+    rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", empty,
+               "--iterations", "1", "-o", str(tmp_path / "m.safetensors"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and "empty_labels.nii.gz: the labels hold only background" in err, err
 
 
 SWAP_X_Z = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)

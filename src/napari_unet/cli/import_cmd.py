@@ -46,16 +46,16 @@ def _mm(text: str) -> float:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
+    from ..model.checkpoint import SUFFIX as MODEL_SUFFIX
     from ..model.normalize import Normalization
     from ..model.state_dict_import import import_state_dict
     from ..model.tasks import make_task
+    from .options import new_output_file
 
     task = make_task(args.task, in_channels=args.in_channels, n_classes=args.classes,
                      class_names=args.class_names)
     norm = Normalization.default(args.normalization, args.norm_range)
-    out = Path(args.output)
+    out = new_output_file(args.output, "-o", [args.state_dict], MODEL_SUFFIX)
     model = import_state_dict(args.state_dict, task, args.name or out.name.split(".")[0],
                               norm, args.axis, tuple(args.patch), args.pixel_spacing,
                               args.slice_context)

@@ -43,3 +43,27 @@ def add_axis_flag(p, default: int | str, doing: str, auto: str) -> None:
     p.add_argument("--axis", type=_axis, default=default, choices=["auto", *PLANES, 0, 1, 2],
                    metavar="PLANE", help=f"slices to {doing}: auto ({auto}), axial, coronal, "
                    "sagittal, or an array axis 0, 1, 2 (default %(default)s)")
+
+
+def new_output_file(text: str, flag: str, inputs, suffix: str | None = None):
+    """An output file named on the command line, checked before any work starts: never an
+    input, never a folder, in a folder we can write to (and with ``suffix``, if given), so
+    a long run cannot end in an error, or in a scan overwritten by a model."""
+    import os
+    from pathlib import Path
+
+    from ..errors import SettingsError
+
+    out = Path(text).expanduser()
+    if out.is_dir():
+        raise SettingsError(f"{flag} {out}: is a folder; give a file name")
+    for given in filter(None, inputs):
+        if Path(given).exists() and Path(given).resolve() == out.resolve():
+            raise SettingsError(f"{flag} {out}: that is an input ({given}); napari-unet "
+                                "never overwrites its inputs: choose another file")
+    if suffix is not None and not out.name.lower().endswith(suffix):
+        raise SettingsError(f"{flag} {out}: the file name must end in {suffix}")
+    folder = next(p for p in (out.absolute().parent, *out.absolute().parents) if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise SettingsError(f"{flag} {out}: cannot write in {folder}")
+    return out

@@ -105,12 +105,14 @@ def run(args) -> int:
 
     from ..errors import SettingsError
     from ..io.write import atomic_write_text
+    from ..model.checkpoint import SUFFIX as MODEL_SUFFIX
     from ..training import TrainSettings, train
+    from .options import new_output_file
 
-    out = Path(args.output)
-    if args.init and Path(args.init).exists() and Path(args.init).resolve() == out.resolve():
-        raise SettingsError(f"{out}: the output would overwrite the --init model; choose "
-                            "another output file")
+    inputs = [*args.images, *(args.labels or []), args.init]
+    out = new_output_file(args.output, "-o", inputs, MODEL_SUFFIX)
+    if args.history:
+        new_output_file(args.history, "--history", [*inputs, out])
     if len(args.noise_level) > 2:
         raise SettingsError("--noise-level takes one value or a LOW HIGH pair")
     level = args.noise_level[0] if len(args.noise_level) == 1 else tuple(args.noise_level)

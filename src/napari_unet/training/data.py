@@ -30,6 +30,7 @@ class Source:
     modality: str = "OT"
     spacing: tuple[float, ...] | None = None  # mm in array order; None for plain arrays
     direction: np.ndarray | None = None  # a Volume's direction cosines; None for arrays
+    affine: np.ndarray | None = None  # voxel -> LPS mm, when a file (or a scan) gave it
 
 
 def load_source(item, index: int, what: str = "image") -> Source:
@@ -42,11 +43,11 @@ def load_source(item, index: int, what: str = "image") -> Source:
     if isinstance(item, (str, os.PathLike)):
         vol = _read(Path(item))
         src = Source(np.asarray(vol.array), Path(item).name, getattr(vol, "modality", "OT"),
-                     _spacing(vol), getattr(vol, "direction", None))
+                     _spacing(vol), getattr(vol, "direction", None), vol.affine)
     elif hasattr(item, "array"):  # a Volume
         name = getattr(item, "name", None) or f"{what}{index}"
         src = Source(np.asarray(item.array), str(name), getattr(item, "modality", "OT"),
-                     _spacing(item), getattr(item, "direction", None))
+                     _spacing(item), getattr(item, "direction", None), _file_affine(item))
     else:
         arr = np.asarray(item)
         if arr.ndim not in (3, 4):
@@ -58,6 +59,12 @@ def load_source(item, index: int, what: str = "image") -> Source:
     if what == "image":
         src.array = _finite_image(src.array, src.name)
     return src
+
+
+def _file_affine(volume) -> np.ndarray | None:
+    """A Volume's affine when it was read from a file (a layer painted in napari has only
+    the geometry napari gave it, which need not match the scan's to the voxel)."""
+    return volume.affine if getattr(volume, "source", None) is not None else None
 
 
 def _spacing(volume) -> tuple[float, ...] | None:
@@ -155,8 +162,32 @@ def check_labels(labels: np.ndarray, image_shape: tuple, n_labels: int, name: st
     if values.size and (values.min() < 0 or values.max() >= n_labels
                         or not np.array_equal(values, np.round(values))):
         raise TaskError(f"{name}: labels must be integers 0..{n_labels - 1} for this task "
-                        f"(found {values.min()}..{values.max()}); set --classes to match")
+                        f"(found {values.min()}..{values.max()}); the class count comes from "
+                        "--classes, --class-names or the --init model: make it match")
     return labels
+
+
+def check_same_grid(image: Source, labels: Source) -> None:
+    """Labels read from a file must lie on their image's voxel grid: same shape is not
+    enough (a mirrored, shifted or resampled label map would teach the wrong anatomy)."""
+    if image.affine is None or labels.affine is None:
+        return
+    a, b = image.affine, labels.affine
+    scale = np.abs(a[:3, :3]).max()
+    voxel = float(min(image.spacing or (1.0,)))
+    if np.allclose(a[:3, :3], b[:3, :3], atol=1e-4 * scale) and np.allclose(
+            a[:3, 3], b[:3, 3], atol=0.05 * voxel):
+        return
+    if not np.allclose(np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0),
+                       rtol=1e-4):
+        why = "their voxel spacing differs"
+    elif not np.allclose(a[:3, :3], b[:3, :3], atol=1e-4 * scale):
+        why = "their orientation differs (axes flipped or swapped)"
+    else:
+        why = f"their origins are {np.linalg.norm(a[:3, 3] - b[:3, 3]):.3g} mm apart"
+    raise TaskError(f"{labels.name}: the labels are not on the voxel grid of {image.name}: "
+                    f"{why}; save the labels on the scan's grid (same orientation, spacing "
+                    "and origin)")
 
 
 def split_slices(n: int, val_fraction: float, val_block: tuple[int, int] | None = None,

@@ -34,6 +34,7 @@ from .data import (
     PatchSampler,
     Source,
     check_labels,
+    check_same_grid,
     label_slices,
     split_slices,
     to_numpy,
@@ -106,6 +107,7 @@ def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
         img, _ = _normalised(src, norm, s.axis)
         img = with_context(img, s.slice_context or 0)
         lab_arr = check_labels(np.asarray(lab.array), src.array.shape, task.n_labels, lab.name)
+        check_same_grid(src, lab)
         lab_sl = label_slices(lab_arr, s.axis).astype(np.int16)
         train_idx, val_idx = _split(len(img), s)
         splits.append((train_idx, val_idx))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -95,16 +96,7 @@ class TrainSettings:
         if self.axis not in (*AXES, *SLICE_PLANES):
             raise SettingsError(f"slice axis must be 0, 1, 2, {', '.join(SLICE_PLANES)} "
                                 f"(got {self.axis!r})")
-        if self.iterations is not None and self.iterations < 1:
-            raise SettingsError(f"iterations must be >= 1 (got {self.iterations})")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise SettingsError(f"time budget must be > 0 seconds (got {self.time_budget})")
-        if not 0 <= self.val_fraction < 1:
-            raise SettingsError(f"val_fraction must lie in [0, 1) (got {self.val_fraction})")
-        if self.batch_size < 1 or self.base < 1 or min(self.patch_size) < 1:
-            raise SettingsError("batch_size, base and patch size must all be >= 1")
-        if self.lr <= 0:
-            raise SettingsError(f"learning rate must be > 0 (got {self.lr})")
+        self._check_numbers()
         if self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, "
                                 f"not {self.precision!r}")
@@ -115,6 +107,22 @@ class TrainSettings:
         self._check_context()
         if self.iterations is None and self.time_budget is None:
             self.iterations = DEFAULT_ITERATIONS
+
+    def _check_numbers(self) -> None:
+        if self.iterations is not None and self.iterations < 1:
+            raise SettingsError(f"iterations must be >= 1 (got {self.iterations})")
+        if self.time_budget is not None and not 0 < self.time_budget < math.inf:
+            raise SettingsError(f"time budget must be a number of seconds > 0 (got "
+                                f"{self.time_budget})")
+        if not 0 <= self.val_fraction < 1:
+            raise SettingsError(f"val_fraction must lie in [0, 1) (got {self.val_fraction})")
+        if self.val_block is not None and not 0 <= self.val_block[0] < self.val_block[1]:
+            raise SettingsError(f"the held-out block is slices START..STOP-1 with 0 <= START "
+                                f"< STOP (got {self.val_block[0]} {self.val_block[1]})")
+        if self.batch_size < 1 or self.base < 1 or min(self.patch_size) < 1:
+            raise SettingsError("batch_size, base and patch size must all be >= 1")
+        if not 0 < self.lr < math.inf:
+            raise SettingsError(f"learning rate must be a number > 0 (got {self.lr})")
 
     def _check_context(self) -> None:
         from ..model.checkpoint import MAX_SLICE_CONTEXT

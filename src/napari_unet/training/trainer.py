@@ -186,10 +186,13 @@ def _task(s: TrainSettings, images: list[Source], labels: list[Source], init) ->
         return t
     if s.task == "denoise":
         return make_task("denoise", in_channels=in_ch)
+    top, where = max((label_maximum(lab), lab.name) for lab in labels)
+    if top <= 0:
+        names = ", ".join(lab.name for lab in labels)
+        raise TaskError(f"{names}: the labels hold only background (0), so there is "
+                        "nothing to learn; mark each structure with its class number 1, 2, ...")
     n, origin = s.n_classes, "--classes"
     if n is None and not s.class_names:
-        tops = [(label_maximum(lab), lab.name) for lab in labels]
-        top, where = max(tops)
         n, origin = (1 if top <= 1 else top + 1), f"label value {top} in {where}"
     if n is not None:
         _check_class_memory(n, s, origin)
