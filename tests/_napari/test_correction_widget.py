@@ -173,7 +173,8 @@ def test_deleting_the_labels_layer_resets_the_widget(loop, qtbot):
     learn(qtbot, widget)
     assert preview_name(layer) in viewer.layers
     viewer.layers.remove(layer)
-    assert preview_name(layer) not in viewer.layers and widget.proposal is None
+    qtbot.waitUntil(lambda: preview_name(layer) not in viewer.layers, timeout=2000)
+    assert widget.proposal is None
     assert widget.labels_layer.value is None and "run the inference widget" in \
         widget.edited.value
     for button in (widget.learn_button, widget.accept_button, widget.save_model_button,

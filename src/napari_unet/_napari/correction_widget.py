@@ -29,6 +29,7 @@ from .user_files import AutoPath
 from .worker import JobRunner, JobState, error_message, report_error
 
 SESSION_KEY = "napari_unet_session"
+REDRAW_MS = 250  # long enough for the canvas to draw between two layer removals
 
 
 def result_labels_layers(viewer) -> list:
@@ -255,12 +256,21 @@ class CorrectionWidget(DockWidget):
         self.status.value = "discarded: your labels are unchanged"
 
     def _drop_proposal(self, layer=None) -> None:
-        """Forget the proposal and remove its preview (over ``layer``, else the bound one)."""
+        """Forget the proposal and remove its preview (over ``layer``, else the bound one).
+
+        When ``layer`` itself has just been deleted, the preview goes a moment later, once
+        the canvas has drawn: two Labels layers removed before a redraw can crash vispy's
+        OpenGL (seen under Mesa).
+        """
         self.proposal = self._proposed_for = None
         self.proposal_text.value = ""
         self.proposal_text.visible = False
         self.anyway.visible = False
-        P.remove_preview(self.viewer, layer or self._bound)
+        layer = layer or self._bound
+        if layer is not None and layer not in self.viewer.layers:
+            QTimer.singleShot(REDRAW_MS, lambda: P.remove_preview(self.viewer, layer))
+        else:
+            P.remove_preview(self.viewer, layer)
         self._enable_decision()
 
     def undo(self, *_):
