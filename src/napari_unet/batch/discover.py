@@ -3,12 +3,14 @@
 One scan per NIfTI file and one per DICOM series (files grouped by folder and
 SeriesInstanceUID). Non-image DICOM (structured reports, RT structures, SEG, ...) becomes
 a skipped scan with the reason; a file that looks like DICOM but cannot be parsed
-becomes a failed scan, so the report accounts for every file the user pointed at.
+(a 'DICM' preamble followed by junk included) becomes a failed scan, so the report
+accounts for every file the user pointed at.
 
 Only regular files are ever opened: named pipes, sockets and devices are skipped with
 the reason (opening a FIFO would block forever), links are followed, and a folder
-reached twice (a link loop) is walked once. Patient names/IDs are read only to be
-redacted from names and messages, never stored in a Scan.
+reached twice (a link loop) is walked once. A file reached twice (given twice, through a
+link, or also through its folder) is one scan, whose entry says so. Patient names/IDs are
+read only to be redacted from names and messages, never stored in a Scan.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..io.formats import has_dicom_suffix, is_nifti_path
+from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
 from ..io.series import uid_hash
 from .naming import OUTPUT_SUFFIXES, dicom_name, file_name, make_unique
 from .privacy import identifiers_of, redact
@@ -40,6 +42,7 @@ class Scan:
     series: str | None = None  # SeriesInstanceUID of a DICOM series (never logged)
     skip_reason: str | None = None
     error: str | None = None
+    notes: tuple[str, ...] = ()  # warnings from discovery (no paths): its report entry's
 
 
 @dataclass
@@ -64,16 +67,30 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
     found = Discovery()
     excluded = _identity(Path(exclude)) if exclude else None
     groups: dict[tuple[str, str], _Series] = {}
+    times: dict[str, int] = {}  # resolved path -> how often the inputs reach it
     for root in inputs:
         root = Path(root).resolve()
         for path, problem in _files(root, excluded):
-            if problem:
+            key = str(path.resolve())  # a file given twice, or also via a link: one scan
+            if key in times:
+                times[key] += 1
+            elif problem:
                 found.scans.append(Scan(str(path), "", "file", skip_reason=problem))
-            else:
-                _classify(path, explicit=path == root, found=found, groups=groups)
-    found.scans = [_named(s, found.identifiers) for s in found.scans]
+                times[key] = 1
+            elif _classify(path, explicit=path == root, found=found, groups=groups):
+                times[key] = 1
+    found.scans = [_named(_repeated(s, times), found.identifiers) for s in found.scans]
     found.scans += _series_scans(groups, series, found.identifiers)
     return _unique(found)
+
+
+def _repeated(scan: Scan, times: dict[str, int]) -> Scan:
+    """The scan, noting (once, on its own entry) that its file was given several times."""
+    n = times.get(str(Path(scan.input).resolve()), 1)
+    if n < 2:
+        return scan
+    return replace(scan, notes=(f"the same file was given {n} times (directly, in a folder "
+                                "or through a link); predicted once",))
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -127,31 +144,18 @@ def _not_regular(path: Path) -> str | None:
     return next((what for test, what in _NON_REGULAR if test(mode)), "not a regular file")
 
 
-def _classify(path: Path, explicit: bool, found: Discovery, groups: dict) -> None:
+def _classify(path: Path, explicit: bool, found: Discovery, groups: dict) -> bool:
+    """Add the file as a scan or to its DICOM series; False when it is not one of ours."""
     lower = path.name.lower()
     if is_nifti_path(lower):
         found.scans.append(Scan(str(path), "", "nifti"))
-    elif has_dicom_suffix(lower) or _has_dicm_magic(path):
+    elif has_dicom_suffix(lower) or has_dicm_magic(path):
         _add_dicom_file(path, found, groups)
     elif explicit:
         found.scans.append(Scan(str(path), "", "file"))
-
-
-def _has_dicm_magic(path: Path) -> bool:
-    """The DICOM preamble's magic; opened non-blocking and checked to be a regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+    else:
         return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        os.lseek(fd, 128, os.SEEK_SET)
-        return os.read(fd, 4) == b"DICM"
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return True
 
 
 def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:

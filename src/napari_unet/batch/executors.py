@@ -147,7 +147,15 @@ def _connect(client_class, address: str):
     configured = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
     timeout = min(SCHEDULER_TIMEOUT_S, configured or SCHEDULER_TIMEOUT_S)
     try:
+        _resolve(address)  # a bad address fails here, before a Client exists to hang in __del__
         return client_class(address, set_as_default=False, timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
         raise SettingsError(f"cannot reach the Dask scheduler at {address} ({exc}); "
                             "check the address or start the cluster first") from exc
+
+
+def _resolve(address: str) -> None:
+    """Parse the address and resolve its host (ValueError / OSError when they fail)."""
+    from distributed.comm import resolve_address
+
+    resolve_address(address)

@@ -39,8 +39,9 @@ class OutputFolderError(SettingsError):
     inside it, in use by another run): a usage error, exit 2."""
 
 
-def prepare(outdir: str | os.PathLike) -> Path:
-    """Make OUTDIR and check that files can be created in it; returns its resolved path.
+def check(outdir: str | os.PathLike) -> Path:
+    """OUTDIR's resolved path if it can be the output folder; creates nothing, so that a
+    command refused later (no model, no scans, no scheduler) leaves no empty folder.
 
     Runs before the model is loaded, so a read-only or misnamed folder fails at once.
     """
@@ -49,16 +50,40 @@ def prepare(outdir: str | os.PathLike) -> Path:
     if path.exists() and not path.is_dir():
         raise OutputFolderError(f"{given}: exists and is not a folder; -o names the folder "
                                 "the results go to")
+    if path.is_dir():
+        _probe(given, path)
+        return path
+    parent = next(p for p in path.parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"{given}: cannot write in this output folder (cannot create "
+                                f"it in {parent}); choose a folder you can write to")
+    return path
+
+
+def prepare(outdir: str | os.PathLike) -> Path:
+    """Make OUTDIR (checked by :func:`check`) and check that files can be created in it."""
+    given = Path(outdir)
+    path = given.resolve()
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(given, exc) from exc
+    _probe(given, path)
+    return path
+
+
+def _probe(given: Path, path: Path) -> None:
+    try:
         probe = path / f".napari-unet-probe-{uuid.uuid4().hex[:8]}"
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600))
         probe.unlink()
     except OSError as exc:
-        raise OutputFolderError(f"{given}: cannot write in this output folder "
-                                f"({exc.strerror or exc}); choose a folder you can write to"
-                                ) from exc
-    return path
+        raise _unwritable(given, exc) from exc
+
+
+def _unwritable(given: Path, exc: OSError) -> OutputFolderError:
+    return OutputFolderError(f"{given}: cannot write in this output folder "
+                             f"({exc.strerror or exc}); choose a folder you can write to")
 
 
 def real_dir(outdir: Path, rel: str) -> Path:

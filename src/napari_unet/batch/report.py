@@ -41,7 +41,8 @@ def entry(scan, status: str, outputs: list[str] | None = None, error: str | None
         raise ValueError(f"status {status!r} is not one of {STATUSES}")
     return {"input": scan.input, "name": scan.name, "status": status,
             "outputs": list(outputs or []), "error": error, "seconds": round(seconds, 3),
-            "qc": qc, "reason": reason, "warnings": list(warnings or [])}
+            "qc": qc, "reason": reason,
+            "warnings": list(getattr(scan, "notes", ())) + list(warnings or [])}
 
 
 class Report:
@@ -56,7 +57,7 @@ class Report:
         self.input_paths = input_paths
         self._rank = {name: i for i, name in enumerate(order)}
         self.entries: list[dict] = []
-        self.earlier = self._earlier_entries()
+        self._earlier = self._earlier_entries()
         self.write_errors: list[str] = []
         self.started = _now()
         self.finished = False
@@ -85,6 +86,14 @@ class Report:
                 "total": self.total, "counts": {s: counts.get(s, 0) for s in STATUSES},
                 "started": self.started, "updated": _now(), "finished": self.finished,
                 "earlier_scans": self.earlier, "write_errors": self.write_errors}
+
+    @property
+    def earlier(self) -> list[dict]:
+        """Entries of earlier runs, less the outputs this run has written (or resumed)."""
+        current = {o for e in self.entries for o in e["outputs"]}
+        kept = ({**e, "outputs": [o for o in e["outputs"] if o not in current]}
+                for e in self._earlier)
+        return [e for e in kept if e["outputs"]]
 
     def save(self) -> bool:
         """Write report.json and index.html; a failure is recorded, not raised."""
@@ -117,7 +126,8 @@ class Report:
                 return
 
     def _earlier_entries(self) -> list[dict]:
-        """Entries of earlier runs whose outputs are still in the folder."""
+        """Entries of earlier runs whose outputs are still in the folder, each with the
+        model that wrote them; a scan of this run may share its name (another model)."""
         text = self.texts.read(REPORT_NAME)
         try:
             old = json.loads(text or "{}")
@@ -125,14 +135,23 @@ class Report:
             return []
         if not isinstance(old, dict):
             return []
-        out, names = [], set(self._rank)
-        for e in list(old.get("scans") or []) + list(old.get("earlier_scans") or []):
-            if not isinstance(e, dict) or e.get("name") in names or not e.get("outputs"):
-                continue
-            if all((self.texts.outdir / o).is_file() for o in e["outputs"]):
-                names.add(e["name"])
-                out.append({**e, "input": e.get("input") if self.input_paths else None})
+        out, seen = [], set()
+        for e in _old_entries(old):
+            outputs = [o for o in e["outputs"] if isinstance(o, str) and o not in seen]
+            if outputs and all((self.texts.outdir / o).is_file() for o in outputs):
+                seen.update(outputs)
+                out.append({**e, "outputs": outputs,
+                            "input": e.get("input") if self.input_paths else None})
         return out
+
+
+def _old_entries(old: dict) -> list[dict]:
+    """An old report's scans (with its model) and its own earlier scans, newest first."""
+    model = old.get("model") if isinstance(old.get("model"), dict) else None
+    scans = [{**e, "model": e.get("model") or model} for e in old.get("scans") or []
+             if isinstance(e, dict)]
+    earlier = [e for e in old.get("earlier_scans") or [] if isinstance(e, dict)]
+    return [e for e in scans + earlier if isinstance(e.get("outputs"), list)]
 
 
 def _now() -> str:

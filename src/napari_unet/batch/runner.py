@@ -1,7 +1,8 @@
 """Run a model over many scans into one output folder (``napari-unet predict``).
 
 :func:`run_batch` checks the output folder (before the model is loaded), discovers the
-scans, takes the folder's run lock, skips finished scans, hands the rest to an executor
+scans, reaches the executor, and only then makes the folder (a refused command leaves
+none behind) and takes its run lock; it skips finished scans, hands the rest to an executor
 (:mod:`.executors`; the per-scan work is :func:`.scan_job.process_scan`) and records each
 result in ``report.json`` and ``index.html`` as it arrives. Every message it records or
 passes on names scans by their patient-free names (:mod:`.privacy`).
@@ -65,16 +66,13 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
     :class:`~napari_unet.errors.SettingsError` / ``ModelFileError`` before any work.
     """
     settings = settings or BatchSettings()
-    out = folder.prepare(outdir)
+    out = folder.check(outdir)  # created only once nothing can refuse the command
     loaded, ref = _load_for_batch(model, settings)
     if settings.format == "dicom-seg" and loaded.task.kind != "segment":
         raise SettingsError(f"{model}: a {loaded.task.kind} model writes images, not "
                             "segmentations; --format dicom-seg needs a segmentation model")
-    found = discover_scans(inputs, exclude=out, series=settings.series)
-    if not found.scans:
-        what = f"matching --series {settings.series} " if settings.series else ""
-        raise NoScansFound(f"no NIfTI file or DICOM series {what}found in the inputs")
-    with executor(settings) as run, folder.RunLock(out):
+    found = _discover(inputs, out, settings.series)
+    with executor(settings) as run, folder.RunLock(folder.prepare(out)):
         texts = _check_folder(out, settings)
         folder.clear_partial(out)
         scans = [resume.claim_name(out, s) for s in found.scans]
@@ -89,6 +87,19 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
         report.close(finished=len(report.entries) == len(scans))
         folder.clear_partial(out)
     return BatchResult(report.to_dict(), report.path, report.index_path)
+
+
+def _discover(inputs: list, out: Path, series: str | None):
+    """The scans; refused (exit 2) when there are none, or none is the --series asked for,
+    even beside NIfTI files that would run (a series dropped in silence is not what was
+    asked)."""
+    found = discover_scans(inputs, exclude=out, series=series)
+    matched = any(s.kind == "dicom" and s.series is not None for s in found.scans)
+    if series is not None and not matched:
+        raise NoScansFound(f"no DICOM series matching --series {series} found in the inputs")
+    if not found.scans:
+        raise NoScansFound("no NIfTI file or DICOM series found in the inputs")
+    return found
 
 
 def _check_folder(out: Path, settings: BatchSettings) -> OwnedTexts:

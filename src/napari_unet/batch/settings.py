@@ -11,10 +11,12 @@ from ..errors import SettingsError
 from ..inference.predictor import InferenceSettings
 
 FORMATS = ("nifti", "dicom-seg", "both")
-# how Dask addresses a scheduler: [scheme://]host[:port]
+# how Dask addresses a scheduler: [scheme://]host:port, or inproc://NAME; the port is
+# required (without one dask fails late, then hangs ~20 s closing its client)
 SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
-_SCHEDULER = re.compile(rf"^(?:(?:{'|'.join(SCHEDULER_SCHEMES)})://)?"
-                        r"(?:[\w.\-]+|\[[0-9A-Fa-f:.%\w]+\])(?::\d{1,5})?(?:/[\w.\-/]*)?$")
+_NETWORK = "|".join(SCHEDULER_SCHEMES[:-1])
+_SCHEDULER = re.compile(rf"^(?:inproc://[\w.\-/]+|(?:(?:{_NETWORK})://)?"
+                        r"(?:[\w.\-]+|\[[0-9A-Fa-f:.%\w]+\]):\d{1,5}(?:/[\w.\-/]*)?)$")
 # inference settings that change how fast a scan runs, not what is written
 _NOT_IN_DIGEST = ("batch_size", "device")
 

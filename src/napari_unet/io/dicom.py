@@ -48,6 +48,8 @@ from .series import (
 from .source import DicomSource, ScanWarning
 from .volume import Volume
 
+_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # (7FE0,0010): LE, BE
+
 # --- reading -----------------------------------------------------------------------------
 
 
@@ -150,9 +152,17 @@ def _check_pixel_data(label: str, members: list) -> None:
         needed = _native_pixel_bytes(ds)
         size = Path(f).stat().st_size
         if needed > size:
-            raise VolumeReadError(
-                f"{f}: truncated: the header asks for {needed:,} bytes of uncompressed pixel "
-                f"data but the file holds {size:,} bytes in all.")
+            raise VolumeReadError(_missing_pixels(f, needed, size))
+
+
+def _missing_pixels(path: str, needed: int, size: int) -> str:
+    """Why a file holds fewer bytes than its pixels need: no PixelData element, or cut."""
+    raw = Path(path).read_bytes()  # smaller than the (memory-checked) pixel data
+    if not any(tag in raw for tag in _PIXEL_DATA_TAGS):
+        return (f"{path}: no pixel data: the header describes an image but the file has "
+                "no PixelData element.")
+    return (f"{path}: truncated: the header asks for {needed:,} bytes of uncompressed pixel "
+            f"data but the file holds {size:,} bytes in all.")
 
 
 def _decoded_itemsize(ds) -> int:

@@ -40,6 +40,13 @@ _INT_RANGES = {
 }
 _BITS_ALLOCATED = (1, 8, 16, 32, 64)
 MISENCODED = "napari_unet_misencoded"
+NOT_DICOM = "not a DICOM file"
+# a file with the 'DICM' preamble of which pydicom parses none of these is corrupt, not an
+# object without an image: it may be a broken slice of a series, so it must fail loudly
+_IDENTIFYING = ("SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID",
+                "StudyInstanceUID", "Rows", "Columns")
+CORRUPT = ("unreadable DICOM file: it has a DICOM preamble ('DICM') but no readable "
+           "tag after it (corrupt)")
 # values this long (private blobs, or a length field that lies) stay on disk until used
 DEFER_BYTES = 2**20  # attribute set on data sets that need re-encoding
 
@@ -77,16 +84,18 @@ def _parse(path: str | Path):
         ds = pydicom.dcmread(str(path), stop_before_pixels=True, defer_size=DEFER_BYTES)
     except InvalidDicomError:
         if not _starts_like_dataset(path):
-            return None, "not a DICOM file"
+            return None, NOT_DICOM
         try:  # old files without the 128-byte preamble (e.g. pydicom's rtstruct.dcm)
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True,
                                  defer_size=DEFER_BYTES)
         except Exception:
-            return None, "not a DICOM file"
+            return None, NOT_DICOM
         if "SOPClassUID" not in ds:
-            return None, "not a DICOM file"
+            return None, NOT_DICOM
     except Exception as e:
         return None, f"unreadable DICOM header ({type(e).__name__}: {e})"
+    if not any(k in ds for k in _IDENTIFYING):
+        return None, CORRUPT
     setattr(ds, MISENCODED, _misencoded(ds))
     return ds, None
 

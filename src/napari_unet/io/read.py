@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import VolumeReadError
-from .formats import is_nifti_path
+from .formats import has_dicm_magic, is_nifti_path, unsupported_format
 from .volume import Volume
 
 
@@ -34,4 +34,9 @@ def read_volume(
         raise VolumeReadError(f"{path}: the file is empty (0 bytes).")
     if is_nifti_path(path):
         return nifti.read_nifti(path, volume_index)
+    other = unsupported_format(path)
+    if other and not has_dicm_magic(path):  # DICOM whatever its suffix
+        raise VolumeReadError(f"{path}: {other} files are not supported; napari-unet reads "
+                              "NIfTI (.nii, .nii.gz) and DICOM: convert it to NIfTI first.")
     return dicom.read_dicom_file(path)
+

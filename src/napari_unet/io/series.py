@@ -3,6 +3,8 @@
 - Headers are read and checked by ``dicom_header`` (no pixel data) to group files by
   SeriesInstanceUID and skip non-image objects (SR, RTSTRUCT, RTPLAN, SEG, ...) and
   malformed files with a reason; the series of a malformed file is read from the others.
+  A file that cannot be parsed at all is noted on every series beside it (its own series
+  cannot be told), so a gap it leaves is never taken for the series' spacing in silence.
 - Slices are sorted **geometrically**: by ImagePositionPatient projected on the slice
   normal (row x column of ImageOrientationPatient), never by InstanceNumber (only the
   fallback when positions are missing).
@@ -23,6 +25,7 @@ import numpy as np
 
 from ..errors import VolumeReadError
 from .dicom_header import (
+    NOT_DICOM,
     floats_tag,
     frames_in,
     int_tag,
@@ -31,6 +34,7 @@ from .dicom_header import (
     series_key,
     text_tag,
 )
+from .formats import has_dicom_suffix
 from .source import ScanWarning
 
 
@@ -99,13 +103,15 @@ def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
     """
     folder = Path(folder)
     groups: dict[str, list] = {}
-    skipped, notes = [], {}
+    skipped, notes, unreadable = [], {}, []
     for f in _candidate_files(folder):
         ds, reason = parse_header(f)
         if ds is not None:
             reason = non_image_reason(ds) or reason
         if reason:
             skipped.append((str(f), reason))
+            if ds is None and (reason != NOT_DICOM or has_dicom_suffix(f)):
+                unreadable.append((f, reason))
             if ds is not None and reason.startswith("malformed"):
                 notes.setdefault(series_key(ds), []).append(
                     f"{f.name} left out of this series ({reason})")
@@ -116,12 +122,24 @@ def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
                 "the files have no SeriesInstanceUID; grouped by study, frame of reference, "
                 "series number, modality, size and orientation"))
         groups.setdefault(key, []).append((str(f), ds))
+    _note_unreadable(unreadable, groups, notes)
     series = []
     for key, members in groups.items():
         groups[key] = members = _sort_members(members)
         series.append(_series_info(key, members, notes.get(key, [])))
     series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
     return SeriesList(series, skipped, str(folder)), groups
+
+
+def _note_unreadable(unreadable: list, groups: dict, notes: dict) -> None:
+    """A file that cannot be parsed may be a slice of any series beside it: each of them
+    says so, so that its gap is never taken for the series' own spacing in silence."""
+    for f, reason in unreadable:
+        for key, members in groups.items():
+            if any(Path(m).parent == f.parent for m, _ in members):
+                notes.setdefault(key, []).append(
+                    f"{f.name} beside this series could not be read ({reason}); if it is "
+                    "one of its slices, the series is missing it")
 
 
 def _series_info(key: str, members: list, notes: list[str]) -> SeriesInfo:

@@ -248,10 +248,10 @@ def read_header(path: str | os.PathLike) -> dict:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise ModelFileError(f"{path}: file is truncated (no safetensors header)")
+            raise _not_a_model(path, raw, "file is truncated (no safetensors header)")
         n = int(np.frombuffer(raw, dtype="<u8")[0])
         if n > path.stat().st_size - 8:
-            raise ModelFileError(f"{path}: file is truncated or not a safetensors file")
+            raise _not_a_model(path, raw, "file is truncated or not a safetensors file")
         if n > MAX_HEADER_BYTES:
             raise ModelFileError(f"{path}: a safetensors header of {n:,} bytes is not a "
                                  "napari-unet model's")
@@ -268,6 +268,20 @@ def read_header(path: str | os.PathLike) -> dict:
     except MetaFieldError as exc:
         raise ModelFileError(f"{path}: invalid model metadata: {exc}") from exc
     return meta
+
+
+_TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".tar")
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save: a zip archive, or a bare pickle
+
+
+def _not_a_model(path: Path, head: bytes, what: str) -> ModelFileError:
+    """The error for a file that is no safetensors file; PyTorch weights are pointed to
+    ``napari-unet import``, the way to bring them in."""
+    if path.suffix.lower() in _TORCH_SUFFIXES or head.startswith(_TORCH_MAGIC):
+        what = ("a PyTorch weights file, not a napari-unet model (.safetensors); convert it "
+                f"with: napari-unet import {path} -o model.safetensors --task "
+                "segment|denoise --in-channels C")
+    return ModelFileError(f"{path}: {what}")
 
 
 def bundled_models() -> dict[str, Path]:

@@ -1,0 +1,145 @@
+"""``napari-unet predict`` on hostile input: corrupt DICOM slices, unsupported formats,
+files given twice, usage errors that must leave nothing behind, earlier runs' entries."""
+
+from __future__ import annotations
+
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from support.batch_data import dicom_series, nifti_scan, tiny_model
+from support.cli_run import by_name, console, load_report, run_cli
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("model") / "m.safetensors")
+
+
+def test_a_corrupt_slice_fails_on_its_own_and_its_series_says_it_may_miss_it(tmp_path, model):
+    """A slice that keeps its 'DICM' preamble but holds junk after it is unreadable, not a
+    non-image object; the series read without it warns of the gap (never silent)."""
+    paths = dicom_series(tmp_path / "in", seed=3, number=1, description="t1")
+    paths[2].write_bytes(paths[2].read_bytes()[:132] + b"\x01" * 200)
+    code, log = run_cli("predict", tmp_path / "in", "-o", tmp_path / "out", "--model", model)
+    assert code == 1
+    scans = by_name(load_report(tmp_path / "out"))
+    bad = scans[paths[2].stem]
+    assert bad["status"] == "failed" and bad["reason"] is None
+    assert bad["error"] == (f"{paths[2].stem}: unreadable DICOM file: it has a DICOM preamble "
+                            "('DICM') but no readable tag after it (corrupt)")
+    assert f"failed: {paths[2].stem}: {bad['error']}" in log
+    (series,) = [e for e in scans.values() if e["name"].startswith("MR_s001_t1_")]
+    assert series["status"] == "ok"
+    assert any(f"{paths[2].name} beside this series could not be read" in w
+               for w in series["warnings"])
+    assert any("missing slice(s)" in w for w in series["warnings"])
+    assert "non-image" not in log and "0 skipped" in log
+
+
+def test_a_slice_without_pixel_data_is_named_so_not_truncated(tmp_path, model):
+    import pydicom
+
+    paths = dicom_series(tmp_path / "in", seed=4, number=1, description="t1")
+    ds = pydicom.dcmread(paths[3])
+    del ds.PixelData
+    ds.save_as(paths[3])
+    code, log = run_cli("predict", tmp_path / "in", "-o", tmp_path / "out", "--model", model)
+    assert code == 1
+    (e,) = load_report(tmp_path / "out")["scans"]
+    assert e["status"] == "failed" and "truncated" not in e["error"]
+    assert e["error"] == (f"{e['name']}/{paths[3].name}: no pixel data: the header describes "
+                          "an image but the file has no PixelData element.")
+
+
+@pytest.mark.parametrize(("suffix", "what"), [(".mgz", "FreeSurfer MGH/MGZ"),
+                                              (".img", "Analyze 7.5 (.hdr/.img)")])
+def test_an_unsupported_format_is_named_in_the_error(tmp_path, model, suffix, what):
+    data = np.ones((8, 8, 4), np.float32)
+    if suffix == ".mgz":
+        nib.save(nib.MGHImage(data, np.eye(4)), tmp_path / "brain.mgz")
+    else:
+        nib.save(nib.AnalyzeImage(data, np.eye(4)), tmp_path / "brain.img")
+    code, log = run_cli("predict", tmp_path / f"brain{suffix}", "-o", tmp_path / "out",
+                        "--model", model)
+    assert code == 1
+    (e,) = load_report(tmp_path / "out")["scans"]
+    assert e["error"] == (f"brain: {what} files are not supported; napari-unet reads NIfTI "
+                          "(.nii, .nii.gz) and DICOM: convert it to NIfTI first.")
+    assert "not a DICOM file" not in log
+
+
+def test_a_pytorch_file_as_model_points_to_napari_unet_import(tmp_path):
+    import torch
+
+    scan = nifti_scan(tmp_path / "scan.nii.gz")
+    weights = tmp_path / "unet.pth"
+    torch.save({"inc.conv.conv.0.weight": torch.zeros(4, 1, 3, 3)}, weights)
+    code, log = run_cli("predict", scan, "-o", tmp_path / "out", "--model", weights)
+    assert code == 2 and len(log.splitlines()) == 1
+    assert log == (f"napari-unet predict: error: {weights}: a PyTorch weights file, not a "
+                   "napari-unet model (.safetensors); convert it with: napari-unet import "
+                   f"{weights} -o model.safetensors --task segment|denoise --in-channels C\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_given_twice_or_through_a_link_is_predicted_once(tmp_path, model):
+    scan = nifti_scan(tmp_path / "in" / "head.nii.gz")
+    (tmp_path / "link.nii.gz").symlink_to(scan)
+    code, log = run_cli("predict", scan, tmp_path / "in", tmp_path / "link.nii.gz", "-o",
+                        tmp_path / "out", "--model", model)
+    assert code == 0
+    (e,) = load_report(tmp_path / "out")["scans"]
+    note = ("the same file was given 3 times (directly, in a folder or through a link); "
+            "predicted once")
+    assert e["name"] == "head" and e["status"] == "ok" and e["warnings"] == [note]
+    assert log.count(note) == 1 and "1 ok, 0 failed, 0 skipped (1 with warnings)" in log
+
+
+def test_a_series_matching_nothing_is_refused_beside_nifti_inputs(tmp_path, model):
+    scan = nifti_scan(tmp_path / "scan.nii.gz")
+    dicom_series(tmp_path / "dcm", seed=5, number=1, description="t1")
+    message = "napari-unet predict: error: no DICOM series matching --series 1.2.3 found " \
+              "in the inputs\n"
+    for inputs in ((tmp_path / "dcm",), (scan, tmp_path / "dcm")):
+        code, log = run_cli("predict", *inputs, "-o", tmp_path / "out", "--model", model,
+                            "--series", "1.2.3")
+        assert (code, log) == (2, message)
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_scheduler_address_without_port_is_one_line_and_exit_2_at_once(tmp_path, model):
+    scan = nifti_scan(tmp_path / "scan.nii.gz")
+    start = time.monotonic()
+    proc = console("predict", scan, "-o", tmp_path / "out", "--model", model,
+                   "--scheduler", "foo", timeout=60)
+    assert time.monotonic() - start < 15  # no 20 s wait on a half-made Dask client
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("napari-unet predict: error: --scheduler 'foo' is not a Dask "
+                           "scheduler address; expected e.g. tcp://HOST:8786 (schemes: tcp, "
+                           "tls, ucx, ws, wss, inproc)\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_earlier_runs_outputs_keep_their_entry_under_another_model(tmp_path, model):
+    scan = nifti_scan(tmp_path / "in" / "a.nii.gz")
+    denoiser = tiny_model(tmp_path / "d.safetensors", "denoise")
+    out = tmp_path / "out"
+    assert run_cli("predict", scan, "-o", out, "--model", model, "--quiet")[0] == 0
+    for _ in range(2):  # a second run resumes: the earlier entry stays all the same
+        assert run_cli("predict", scan, "-o", out, "--model", denoiser, "--quiet")[0] == 0
+        report = load_report(out)
+        assert [(e["name"], e["outputs"]) for e in report["scans"]] == \
+            [("a", ["a_denoised.nii.gz"])]
+        (earlier,) = report["earlier_scans"]
+        assert (earlier["name"], earlier["outputs"]) == ("a", ["a_labels.nii.gz"])
+        assert earlier["model"]["name"] == "tiny-segment" and earlier["input"] == str(scan)
+        index = (out / "index.html").read_text()
+        assert "from earlier runs into this folder (1)" in index
+        assert 'href="a_labels.nii.gz"' in index
+    assert run_cli("predict", scan, "-o", out, "--model", model, "--quiet")[0] == 0
+    report = load_report(out)  # back to the first model: its entry is current, not earlier
+    assert [e["outputs"] for e in report["scans"]] == [["a_labels.nii.gz"]]
+    assert [e["outputs"] for e in report["earlier_scans"]] == [["a_denoised.nii.gz"]]
