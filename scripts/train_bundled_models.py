@@ -114,7 +114,12 @@ def recipes(args) -> dict[str, TrainSettings]:
     elastic warps (rms up to 4 px) in the first stage, 0.953 / 0.959 after it. Averaging
     the weights of polished runs from the same first stage (a model soup) gave 0.952 /
     0.962 over seven variants of seed 0 but 0.945 / 0.955 (and 0.899 / 0.905 at 1.5 mm)
-    over seeds 0, 1 and 2.
+    over seeds 0, 1 and 2. Interpolating the weights of the first stage and the shipped
+    model (WiSE-FT) gave 0.958 / 0.967 clean at half way but 0.896 / 0.890 at 1.5 mm with a
+    bias field (0.956 / 0.964 and 0.908 / 0.909 at 0.7 of the way to the shipped model);
+    flip averaging at prediction (--tta) 0.951 / 0.961; a polish with mild domain
+    randomisation (p 0.1) 0.941 / 0.950 and 0.916 grey matter at 2x down/up, or with only
+    low resolution and bias field, 0.945 / 0.948 and 0.914 / 0.950 at gamma 1.6.
     bf16 autocast everywhere (1.8x faster on this CPU; float32 did not denoise better:
     32.43 dB in the brain at 5% noise against 32.75). The shipped denoiser normalises like
     brain-tissue, clipped at the 99.5th percentile: 4000 iterations give what 6000
