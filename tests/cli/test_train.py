@@ -176,6 +176,19 @@ def test_labels_must_lie_on_the_scan_s_voxel_grid(tmp_path, scans, capsys):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+def test_a_scan_given_as_labels_is_refused(tmp_path, scans, capsys):
+    """An integer scan of hundreds of grey levels is not a label map of hundreds of classes."""
+    img = nib.load(scans[0]).get_fdata()
+    grey = np.round(255 * (img - img.min()) / np.ptp(img)).astype(np.int16)
+    nib.save(nib.Nifti1Image(grey, nib.load(scans[0]).affine), str(tmp_path / "t1.nii.gz"))
+    rc = main(["train", "--task", "segment", "--images", scans[0], "--labels",
+               str(tmp_path / "t1.nii.gz"), "--iterations", "1", "-o",
+               str(tmp_path / "m.safetensors"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and "t1.nii.gz: " in err and "look like a scan, not a label map" in err, err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_labels_with_nothing_but_background_are_refused(tmp_path, scans, capsys):
     empty = _nifti(tmp_path / "empty_labels.nii.gz", np.zeros(blobs(20)[1].shape, np.uint8))
     rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", empty,

@@ -8,6 +8,7 @@ import datetime as _dt
 import os
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from ..errors import Cancelled, SettingsError, TaskError
@@ -193,10 +194,28 @@ def _task(s: TrainSettings, images: list[Source], labels: list[Source], init) ->
                         "nothing to learn; mark each structure with its class number 1, 2, ...")
     n, origin = s.n_classes, "--classes"
     if n is None and not s.class_names:
+        _check_label_map(labels, top)
         n, origin = (1 if top <= 1 else top + 1), f"label value {top} in {where}"
     if n is not None:
         _check_class_memory(n, s, origin)
     return make_task("segment", in_channels=in_ch, n_classes=n, class_names=s.class_names)
+
+
+INFERRED_CLASSES_MAX = 32  # more, counted from the labels alone, is most likely a scan
+
+
+def _check_label_map(labels: list[Source], top: int) -> None:
+    """A scan given as labels would become a model of hundreds of classes: refuse label
+    volumes with many different values unless the class count is given on purpose."""
+    if top < INFERRED_CLASSES_MAX:
+        return
+    for lab in labels:
+        values = np.unique(lab.array)
+        if len(values) > INFERRED_CLASSES_MAX:
+            raise TaskError(f"{lab.name}: {len(values)} different values "
+                            f"({values[0]:g}..{values[-1]:g}) look like a scan, not a label "
+                            "map (0 = background, 1, 2, ... one number per structure); give "
+                            "--classes N if these really are N classes")
 
 
 ACTIVATION_COPIES = 8  # logits, probabilities, one-hot, gradients... per class and pixel
