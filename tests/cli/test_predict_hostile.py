@@ -143,3 +143,16 @@ def test_an_earlier_runs_outputs_keep_their_entry_under_another_model(tmp_path, 
     report = load_report(out)  # back to the first model: its entry is current, not earlier
     assert [e["outputs"] for e in report["scans"]] == [["a_labels.nii.gz"]]
     assert [e["outputs"] for e in report["earlier_scans"]] == [["a_denoised.nii.gz"]]
+
+
+def test_a_label_map_given_as_scan_is_predicted_with_a_warning(tmp_path, model):
+    """As the inference widget warns: a label map is rarely what one means to segment."""
+    scan = nifti_scan(tmp_path / "in" / "scan.nii.gz")
+    img = nib.load(scan)
+    labels = (np.asarray(img.dataobj) > 150).astype(np.uint8) * 2
+    nib.save(nib.Nifti1Image(labels, img.affine), str(tmp_path / "in" / "mask.nii.gz"))
+    code, _ = run_cli("predict", tmp_path / "in", "-o", tmp_path / "out", "--model", model)
+    assert code == 0
+    scans = by_name(load_report(tmp_path / "out"))
+    assert any("looks like a label map" in w for w in scans["mask"]["warnings"])
+    assert not any("label map" in w for w in scans["scan"]["warnings"])

@@ -92,9 +92,14 @@ def remember_model(job: BatchJob, model) -> None:
     _MODELS[(job.model_ref, job.model_hash, str(job.settings.inference.device))] = model
 
 
+LOOKS_LIKE_LABELS = ("the input looks like a label map (a few whole-number values), not a "
+                     "scan; segmenting or denoising it is rarely useful")
+
+
 def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     from ..inference.predictor import predict
     from ..io import read_volume
+    from ..io.labels import few_label_values
 
     model = cached_model(job)
     volume = read_volume(scan.input, series=scan.series)
@@ -114,8 +119,10 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
         for tmp in written.temps.values():
             tmp.unlink(missing_ok=True)
     # geometry the reader had to assume (also warned, so caught above for any source)
-    notes = volume.source.warnings if isinstance(volume.source, DicomSource) else ()
-    return written, set(notes)
+    notes = set(volume.source.warnings if isinstance(volume.source, DicomSource) else ())
+    if few_label_values(volume.array):
+        notes.add(LOOKS_LIKE_LABELS)
+    return written, notes
 
 
 def _names(scan: Scan, job: BatchJob, model, volume) -> dict[str, str]:
