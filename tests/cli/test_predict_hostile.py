@@ -156,3 +156,17 @@ def test_a_label_map_given_as_scan_is_predicted_with_a_warning(tmp_path, model):
     scans = by_name(load_report(tmp_path / "out"))
     assert any("looks like a label map" in w for w in scans["mask"]["warnings"])
     assert not any("label map" in w for w in scans["scan"]["warnings"])
+
+
+def test_a_2d_nifti_gives_a_2d_result_on_the_same_grid(tmp_path, model):
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.7, 0.8, 3.0, 1.0])
+    affine[:3, 3] = (10.0, -5.0, 2.0)
+    nib.save(nib.Nifti1Image(rng.normal(100, 20, (40, 36)).astype(np.float32), affine),
+             str(tmp_path / "flat.nii.gz"))
+    code, _ = run_cli("predict", tmp_path / "flat.nii.gz", "-o", tmp_path / "out", "--model",
+                      model)
+    assert code == 0
+    (result,) = (tmp_path / "out").glob("flat_*.nii.gz")
+    out = nib.load(result)
+    assert out.shape == (40, 36) and np.allclose(out.affine, affine)

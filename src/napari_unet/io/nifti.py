@@ -308,6 +308,8 @@ def _nifti_image(data: np.ndarray, like: Volume):
         hdr = klass.header_class(binaryblock=src.header, check=False)
         if hdr.endianness != "<":
             hdr = hdr.as_byteswapped("<")
+        if len(hdr.get_data_shape()) == 2 and xyz.ndim == 3 and xyz.shape[2] == 1:
+            xyz = xyz[:, :, 0]  # a 2D scan's result is 2D too
         hdr.set_data_shape(xyz.shape)
         hdr.set_data_dtype(xyz.dtype)
         hdr.set_slope_inter(None, None)
