@@ -153,6 +153,18 @@ def test_volume_smaller_than_roi_and_single_slice():
         np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
 
 
+def test_a_flipped_array_gives_the_flipped_labels_one_slice_at_a_time_too():
+    """A negative-stride view (a[::-1]) in batches of one slice, or one slice asked for."""
+    model = tiny_model("segment", 3)
+    array = scan((5, 24, 20)).array
+    ref = predict(array, model, device="cpu", precision="float32").labels
+    flipped = array[::-1]
+    for kw in ({"batch_size": 1}, {"slices": [3]}):
+        labels = predict(flipped, model, device="cpu", precision="float32", **kw).labels
+        idx = kw.get("slices", range(5))
+        np.testing.assert_array_equal(labels[idx], ref[::-1][idx])
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_slices_larger_than_roi_are_tiled_with_monai(device):
     from monai.inferers import sliding_window_inference

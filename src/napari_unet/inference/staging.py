@@ -94,8 +94,10 @@ class SlabLoader:
     def get(self, k: int) -> torch.Tensor:
         """Batch ``k`` (B, H, W[, C]) on the device, in the stored dtype (or a stand-in)."""
         if not self.cuda:
-            raw = self.stack[self.groups[k]]
-            return torch.from_numpy(np.ascontiguousarray(raw, dtype=self.dtype))
+            raw = np.ascontiguousarray(self.stack[self.groups[k]], dtype=self.dtype)
+            if min(raw.strides, default=0) < 0:  # one slice of a flipped array stays a view
+                raw = raw.copy()
+            return torch.from_numpy(raw)
         self.prefetch(k)
         dev, done = self._ready.pop(k)
         current = torch.cuda.current_stream(self.device)
