@@ -170,3 +170,18 @@ def test_a_2d_nifti_gives_a_2d_result_on_the_same_grid(tmp_path, model):
     (result,) = (tmp_path / "out").glob("flat_*.nii.gz")
     out = nib.load(result)
     assert out.shape == (40, 36) and np.allclose(out.affine, affine)
+
+
+def test_a_series_spread_over_subfolders_is_one_scan(tmp_path, model):
+    """PACS exports often split a series over folders: one scan of all its slices, as
+    read_volume reads it, never one scan per folder."""
+    paths = dicom_series(tmp_path / "in", seed=4, number=2, description="split")
+    for k, path in enumerate(paths):
+        sub = tmp_path / "in" / f"part{k % 3}" / ("deeper" if k % 2 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        path.rename(sub / path.name)
+    code, _ = run_cli("predict", tmp_path / "in", "-o", tmp_path / "out", "--model", model)
+    assert code == 0
+    (scan,) = load_report(tmp_path / "out")["scans"]
+    (labels,) = [o for o in scan["outputs"] if o.endswith(".nii.gz")]
+    assert nib.load(tmp_path / "out" / labels).shape[2] == len(paths)

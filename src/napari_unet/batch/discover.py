@@ -77,7 +77,7 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
             elif problem:
                 found.scans.append(Scan(str(path), "", "file", skip_reason=problem))
                 times[key] = 1
-            elif _classify(path, explicit=path == root, found=found, groups=groups):
+            elif _classify(path, root, found=found, groups=groups):
                 times[key] = 1
     found.scans = [_named(_repeated(s, times), found.identifiers) for s in found.scans]
     found.scans += _series_scans(groups, series, found.identifiers)
@@ -144,22 +144,25 @@ def _not_regular(path: Path) -> str | None:
     return next((what for test, what in _NON_REGULAR if test(mode)), "not a regular file")
 
 
-def _classify(path: Path, explicit: bool, found: Discovery, groups: dict) -> bool:
+def _classify(path: Path, root: Path, found: Discovery, groups: dict) -> bool:
     """Add the file as a scan or to its DICOM series; False when it is not one of ours."""
     lower = path.name.lower()
     if is_nifti_path(lower):
         found.scans.append(Scan(str(path), "", "nifti"))
     elif has_dicom_suffix(lower) or has_dicm_magic(path):
-        _add_dicom_file(path, found, groups)
-    elif explicit:
+        _add_dicom_file(path, root, found, groups)
+    elif path == root:  # named on its own: reported, whatever it is
         found.scans.append(Scan(str(path), "", "file"))
     else:
         return False
     return True
 
 
-def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:
-    from ..io.dicom_header import parse_header, series_key
+def _add_dicom_file(path: Path, root: Path, found: Discovery, groups: dict) -> None:
+    """Add the file to its series: one per SeriesInstanceUID under an input, wherever its
+    files lie below it (the reader reads a folder's subfolders too); files without that
+    UID group per folder."""
+    from ..io.dicom_header import parse_header, series_key, text_tag
 
     # a malformed slice still joins its series: the reader leaves it out with a warning
     ds, reason = parse_header(path)
@@ -169,11 +172,14 @@ def _add_dicom_file(path: Path, found: Discovery, groups: dict) -> None:
     patient = identifiers_of(ds)
     found.identifiers |= patient
     uid = series_key(ds)  # files without SeriesInstanceUID: grouped by what else they share
-    key = (str(path.parent), uid or f"file:{path}")
-    if key not in groups:
-        description = redact(str(ds.get("SeriesDescription", "") or ""), patient, "")
-        groups[key] = _Series(str(path.parent), uid, ds.get("Modality"), ds.get("SeriesNumber"),
-                              description, _non_image(ds))
+    key = (str(root) if text_tag(ds, "SeriesInstanceUID") else str(path.parent), uid)
+    if key in groups:
+        group = groups[key]
+        group.folder = os.path.commonpath([group.folder, str(path.parent)])
+        return
+    description = redact(str(ds.get("SeriesDescription", "") or ""), patient, "")
+    groups[key] = _Series(str(path.parent), uid, ds.get("Modality"), ds.get("SeriesNumber"),
+                          description, _non_image(ds))
 
 
 def _non_image(ds) -> str | None:
