@@ -214,6 +214,12 @@ def test_write_without_like_and_refusals(tmp_path):
         write_volume(np.zeros((2, 2, 2)), tmp_path / "bad.nii.gz", like=vol)
     with pytest.raises(ValueError, match=r"\.nii"):
         write_volume(np.zeros(vol.spatial_shape), tmp_path / "bad.mha", like=vol)
+    huge = np.full(vol.spatial_shape, 1e300)  # would become inf as float32
+    with pytest.raises(ValueError, match="do not fit in float32"):
+        write_volume(huge, tmp_path / "bad.nii.gz", like=vol)
+    labels = np.full(vol.spatial_shape, 300, np.int64)  # would wrap round to 44 as int8
+    with pytest.raises(ValueError, match="do not fit in int8"):
+        write_volume(labels, tmp_path / "bad.nii.gz", like=vol, dtype=np.int8)
     assert src.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.nii.gz", "scan.nii.gz"]
 

@@ -84,6 +84,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         make_shareable(tmp)
 
 
+def _cast(data: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
+    """``data`` as ``dtype``, refused when a finite value would not survive the cast (an
+    overflow to inf, or an integer wrapping round): a file must hold what was written."""
+    if data.dtype != dtype and data.size and dtype.kind in "iuf" and data.dtype.kind in "iuf":
+        finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
+        info = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+        if finite.size and (finite.min() < info.min or finite.max() > info.max):
+            raise VolumeWriteError(f"{path}: values {finite.min():g}..{finite.max():g} do not "
+                                   f"fit in {dtype} ({info.min:g}..{info.max:g})")
+    return np.ascontiguousarray(data, dtype=dtype)
+
+
 def write_volume(
     data: np.ndarray, path: str | Path, like: Volume | None = None, dtype=None,
     class_names=None,
@@ -110,7 +122,7 @@ def write_volume(
             f"{like.spatial_shape} (slices-first, optional trailing channel axis)."
         )
     check_target(path, like)
-    data = np.ascontiguousarray(data, dtype=output_dtype(data) if dtype is None else dtype)
+    data = _cast(data, np.dtype(output_dtype(data) if dtype is None else dtype), path)
     image = nifti.nifti_image(data, like, class_names=class_names)
     with atomic_path(path, ext) as tmp:
         image.to_filename(str(tmp))
