@@ -192,9 +192,13 @@ def test_deleting_the_labels_layer_while_learning_proposes_nothing(loop, qtbot):
     viewer.layers.remove(layer)
     assert W.wait_until_idle(qtbot, widget, 60000) is JobState.FAILED
     shown = W.errors_shown(notifications())
-    assert any("was removed" in m and "learn again" in m for m in shown), shown
+    assert any("was deleted while the model learned; nothing changed" in m
+               for m in shown), shown
     assert not any("AttributeError" in m for m in shown)
     assert [ly.name for ly in viewer.layers if "proposed" in ly.name] == []
+    for button in (widget.learn_button, widget.review_button, widget.save_model_button,
+                   widget.save_labels_button, widget.undo_button):
+        assert not button.enabled  # nothing to work on
 
 
 def test_closing_the_widget_while_learning_stops_it_and_adds_nothing(loop, qtbot):

@@ -129,6 +129,27 @@ def test_training_from_files(make_napari_viewer, qtbot, tmp_path):
     assert (tmp_path / "from_files.safetensors").is_file()
 
 
+def test_the_files_of_a_dicom_series_picked_in_the_dialog_are_one_scan(
+        make_napari_viewer, qtbot, tmp_path):
+    """A file dialog picks files, not folders: a series' slices stand for their series."""
+    from napari_unet.io import read_volume, write_volume
+    from support.dicom_factory import write_dicom_series
+
+    image, labels = W.phantom((6, 32, 40))
+    slices = write_dicom_series(np.round(image).astype(np.int16), tmp_path / "series",
+                                spacing=(2.0, 0.8, 0.9))
+    write_volume(labels, tmp_path / "truth.nii.gz", like=read_volume(tmp_path / "series"))
+    widget = W.open_widget(make_napari_viewer(), W.TRAINING)
+    widget.source.value = "files"
+    widget.image_files.value = slices
+    widget.label_files.value = [tmp_path / "truth.nii.gz"]
+    widget.classes.value, widget.base.value, widget.budget.value = 3, 4, 1
+    widget.output.value = tmp_path / "from_dicom.safetensors"
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    assert "series" in str(widget.result.model.meta.provenance)
+
+
 def test_a_2_5d_denoiser_from_the_widget(layers_viewer, qtbot, tmp_path):
     widget = W.open_widget(layers_viewer, W.TRAINING)
     widget.task.value = "denoise"

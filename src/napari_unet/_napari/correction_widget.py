@@ -164,7 +164,8 @@ class CorrectionWidget(DockWidget):
     def update_count(self, *_):
         session = self._session_or_none()
         if session is None:
-            self.edited.value = "edited slices: 0 (run the inference widget first)"
+            self.edited.value = ("edited slices: 0 (run the inference widget with a "
+                                 "segmentation model first)")
             self._enable(False)
             return
         from .planes import axis_plane
@@ -182,11 +183,12 @@ class CorrectionWidget(DockWidget):
             return None
 
     def _enable(self, on: bool):
+        """Buttons on (when ``on``) only while a segmentation is there to work on."""
         session = self._session_or_none() if on else None
         for b in (self.learn_button, self.review_button, self.save_model_button,
                   self.save_labels_button):
-            b.enabled = on
-        self.undo_button.enabled = bool(on and session is not None and session.can_undo)
+            b.enabled = session is not None
+        self.undo_button.enabled = bool(session is not None and session.can_undo)
         self._enable_decision()
 
     # -- learning: a proposal, then Accept or Discard ----------------------------------------
@@ -213,11 +215,14 @@ class CorrectionWidget(DockWidget):
     def _propose(self, result) -> None:
         """Show the update learned for ``layer``'s ``session``, if both are still current."""
         layer, session, update = result
-        if (layer is not self.labels_layer.value or layer not in self.viewer.layers
+        if layer not in self.viewer.layers:
+            raise NapariUnetError(f"{layer.name!r} was deleted while the model learned; "
+                                  "nothing changed")
+        if (layer is not self.labels_layer.value
                 or layer.metadata.get(SESSION_KEY) is not session):
-            raise NapariUnetError(f"{layer.name!r} was removed, replaced by a new run or "
-                                  "swapped for another layer while the model learned; "
-                                  "nothing changed: learn again")
+            raise NapariUnetError(f"{layer.name!r} was replaced by a new run, or another "
+                                  "layer was chosen, while the model learned; nothing "
+                                  "changed: learn again")
         update = session.still_open(update)  # slices edited meanwhile are not shown
         self.proposal, self._proposed_for = update, session
         P.show_preview(self.viewer, layer, session, update)

@@ -24,6 +24,7 @@ from magicgui.widgets import (
 )
 
 from ..errors import NapariUnetError
+from ..io.formats import scans_from_files
 from . import layers as L
 from .dock import DockWidget, auto_choice, compact, wrapping
 from .inference_widget import image_layers
@@ -83,7 +84,9 @@ class TrainingWidget(DockWidget):
         self.labels_layer = compact(ComboBox(label="labels",
                                              choices=lambda _w: labels_layers(viewer),
                                              tooltip="the correct labels for the scan"))
-        self.image_files = FileEdit(label="scan files", mode="rm")
+        self.image_files = FileEdit(label="scan files", mode="rm",
+                                    tooltip="NIfTI files, or the files of DICOM series "
+                                            "(each series counts as one scan)")
         self.label_files = FileEdit(label="label files", mode="rm",
                                     tooltip="one labels file per scan file, in the same order")
         self.classes = auto_choice(
@@ -193,7 +196,7 @@ class TrainingWidget(DockWidget):
         """Training images and labels (Volumes from layers, or file paths)."""
         seg = self.task.value == "segment"
         if self.source.value == FILES:
-            images = [str(p) for p in (self.image_files.value or [])]
+            images = scans_from_files([str(p) for p in (self.image_files.value or [])])
             labels = [str(p) for p in (self.label_files.value or [])] if seg else None
             if not images:
                 raise NapariUnetError("choose one or more scan files to train on")

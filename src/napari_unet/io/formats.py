@@ -56,3 +56,16 @@ def has_dicm_magic(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def scans_from_files(paths: list[str]) -> list[str]:
+    """Files a person picked in a file dialog -> the scans they mean: a NIfTI file is one
+    scan, DICOM files stand for their folder's series (a dialog cannot pick folders, and
+    each slice on its own is no scan), in the order first picked."""
+    out: list[str] = []
+    for path in map(Path, paths):
+        dicom = not is_nifti_path(path) and (has_dicom_suffix(path) or has_dicm_magic(path))
+        scan = str(path.parent) if dicom else str(path)
+        if scan not in out:
+            out.append(scan)
+    return out

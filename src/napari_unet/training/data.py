@@ -162,8 +162,9 @@ def check_labels(labels: np.ndarray, image_shape: tuple, n_labels: int, name: st
     if values.size and (values.min() < 0 or values.max() >= n_labels
                         or not np.array_equal(values, np.round(values))):
         raise TaskError(f"{name}: labels must be integers 0..{n_labels - 1} for this task "
-                        f"(found {values.min()}..{values.max()}); the class count comes from "
-                        "--classes, --class-names or the --init model: make it match")
+                        f"(found {values.min()}..{values.max()}); make the number of classes match "
+                        "the labels (--classes or --class-names, 'classes' in the training "
+                        "widget, or the model training starts from)")
     return labels
 
 

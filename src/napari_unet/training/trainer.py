@@ -214,8 +214,9 @@ def _check_label_map(labels: list[Source], top: int) -> None:
         if len(values) > INFERRED_CLASSES_MAX:
             raise TaskError(f"{lab.name}: {len(values)} different values "
                             f"({values[0]:g}..{values[-1]:g}) look like a scan, not a label "
-                            "map (0 = background, 1, 2, ... one number per structure); give "
-                            "--classes N if these really are N classes")
+                            "map (0 = background, 1, 2, ... one number per structure); if these "
+                            "really are N classes, set the number of classes (--classes N, "
+                            "or 'classes' in the training widget)")
 
 
 ACTIVATION_COPIES = 8  # logits, probabilities, one-hot, gradients... per class and pixel
