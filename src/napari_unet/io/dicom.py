@@ -11,6 +11,13 @@ What was assumed or repaired (missing slices, uneven spacing, a missing PixelSpa
 files left out of a series) is a ``ScanWarning`` naming the series and also kept in
 ``Volume.source.warnings``. A single file is read on its own (pass its folder to read
 its whole series).
+
+What GDCM assumes of the slices is checked against their headers after it reads them:
+slices stacked obliquely (gantry tilt, sheared stacking) get the slice axis from their
+own positions, kept as a shear in ``direction`` (not orthogonal then), with a
+``ScanWarning``; each frame of an enhanced multi-frame file gets its own rescale
+slope/intercept (GDCM applies the first frame's to all). An enhanced file whose frames
+are not in spatial order is refused (``series``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from .dicom_header import (
     MISENCODED,
     MalformedTag,
     floats_tag,
+    frame_rescales,
     frames_in,
     int_tag,
     non_image_reason,
@@ -44,6 +52,7 @@ from .series import (
     check_series,
     choose_series,
     scan_folder,
+    slice_positions,
 )
 from .source import DicomSource, ScanWarning
 from .volume import Volume
@@ -123,8 +132,10 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
         raise VolumeReadError(f"{label}: the orientation GDCM reads is degenerate "
                               f"({np.round(direction, 3).tolist()}); cannot place the voxels.")
+    spacing, origin, direction = _stacking(label, members, spacing, origin, direction, notes)
     array = _sitk().GetArrayFromImage(image)
     del image  # the array is a copy: free GDCM's buffer before compacting
+    array = _frame_rescale(label, members, array)
     source = DicomSource(
         path=str(Path(path).resolve()),
         files=tuple(str(Path(f).resolve()) for f, _ in members),
@@ -137,6 +148,53 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
     )
     return Volume(_compact(array), spacing, origin, direction,
                   text_tag(ds0, "Modality") or "OT", source, name)
+
+
+# --- after GDCM: what it assumes of the slices ------------------------------------------
+
+
+def _stacking(label: str, members: list, spacing, origin, direction, notes: list[str]):
+    """GDCM's geometry with the slice axis taken from the slices' own positions where
+    they step obliquely (gantry tilt), noted: GDCM would drop the shear in silence."""
+    positions = slice_positions(members)
+    if positions is None:
+        return spacing, origin, direction
+    spacing, origin, direction, tilt = geometry.stacking_from_positions(
+        spacing, origin, direction, positions)
+    if tilt is not None:
+        note = (f"{label}: the slices are stacked obliquely ({tilt:.1f} degrees from their "
+                "normal: gantry tilt or sheared stacking); the geometry keeps this as a "
+                "shear, so each slice stays at its own ImagePositionPatient (NIfTI outputs "
+                "carry it in the sform only).")
+        notes.append(note)
+        _warn([note], ScanWarning)
+    return spacing, origin, direction
+
+
+def _frame_rescale(label: str, members: list, array: np.ndarray) -> np.ndarray:
+    """Each frame's own RescaleSlope/Intercept for an enhanced file: GDCM applies the
+    first frame's to all frames, so the others are undone and redone here."""
+    ds = members[0][1]
+    if len(members) != 1 or frames_in(ds) < 2:
+        return array
+    try:
+        pairs = frame_rescales(ds)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+        raise VolumeReadError(f"{label}: unreadable per-frame rescale ({e}).") from e
+    if pairs is None or len(set(pairs)) == 1:
+        return array
+    if len(pairs) != len(array) or any(s == 0 for s, _ in pairs):
+        raise VolumeReadError(f"{label}: the frames have different rescale slopes/intercepts "
+                              f"and {len(pairs)} transformations for {len(array)} frames "
+                              "(or a zero slope); the values cannot be restored.")
+    (s0, i0), numbers = pairs[0], [v for pair in pairs for v in pair]
+    exact = all(float(v).is_integer() for v in numbers)
+    check_allocation(array.size * 8, f"{label}: per-frame rescale", VolumeReadError)
+    out = np.empty(array.shape, np.int64 if exact else np.float64)
+    for k, (slope, intercept) in enumerate(pairs):
+        stored = np.rint((array[k].astype(np.float64) - i0) / s0)
+        out[k] = stored * slope + intercept
+    return out
 
 
 # --- before GDCM ---------------------------------------------------------------------------

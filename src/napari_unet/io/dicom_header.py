@@ -237,6 +237,40 @@ def pixel_samples(ds) -> int:
             * int_tag(ds, "SamplesPerPixel", 1))
 
 
+def functional_groups(ds) -> tuple[list, object | None]:
+    """(per-frame functional group items, shared item or None) of an enhanced file."""
+    frames = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    return frames, shared
+
+
+def frame_group(frame, shared, keyword: str):
+    """The item of functional group ``keyword`` that applies to a frame (shared first,
+    as the standard puts a group in one place or the other), or None."""
+    for group in (shared, frame):
+        if group is not None and keyword in group and len(group[keyword].value):
+            return group[keyword].value[0]
+    return None
+
+
+def frame_rescales(ds) -> list[tuple[float, float]] | None:
+    """(RescaleSlope, RescaleIntercept) of each frame of an enhanced multi-frame file, from
+    its PixelValueTransformationSequence (shared or per frame; (1, 0) where a frame has
+    none); None when no group has one (the top-level tags, if any, then apply)."""
+    frames, shared = functional_groups(ds)
+    groups = [frame_group(f, shared, "PixelValueTransformationSequence") for f in frames]
+    if all(g is None for g in groups):
+        return None
+    return [(1.0, 0.0) if g is None else _rescale_of(g) for g in groups]
+
+
+def _rescale_of(item) -> tuple[float, float]:
+    slope = floats_tag(item, "RescaleSlope", 1)
+    intercept = floats_tag(item, "RescaleIntercept", 1)
+    return (1.0 if slope is None else float(slope[0]),
+            0.0 if intercept is None else float(intercept[0]))
+
+
 def series_key(ds) -> str:
     """The SeriesInstanceUID; for files without one, a stable key made of what else
     identifies a series (so such files form series of their own, with distinct handles)."""

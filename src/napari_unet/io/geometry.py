@@ -44,6 +44,50 @@ def geometry_from_affine(affine: np.ndarray) -> tuple[tuple, tuple, np.ndarray]:
     return tuple(spacing), tuple(affine[:3, 3]), lin / spacing[None, :]
 
 
+# --- slices stacked obliquely (gantry tilt) -------------------------------------------------
+
+# how far (mm, over the whole stack) the slices may drift from the stacking GDCM assumes
+STACKING_TOLERANCE_MM = 0.01
+
+
+def stacking_from_positions(
+    spacing, origin, direction, positions: np.ndarray
+) -> tuple[tuple, tuple, np.ndarray, float | None]:
+    """(spacing, origin, direction, tilt in degrees or None) placing array slice k at
+    ``positions[k]`` (its ImagePositionPatient).
+
+    GDCM stacks slices along the normal of their planes; a gantry-tilted or sheared
+    series steps obliquely. When the slices drift from GDCM's stacking by more than
+    ``STACKING_TOLERANCE_MM``, the slice axis becomes the mean step between the first and
+    last slice, so ``direction`` is no longer orthogonal (a shear). The tilt is given
+    when the step leaves the normal by more than the tolerance, else None.
+    """
+    direction = np.asarray(direction, float)
+    n = len(positions)
+    step = (positions[-1] - positions[0]) / max(n - 1, 1)
+    if n < 2 or np.linalg.norm(step) < 1e-6:
+        return spacing, origin, direction, None
+    drift = (n - 1) * np.linalg.norm(step - direction[:, 0] * spacing[0])
+    drift = max(drift, float(np.linalg.norm(positions[0] - np.asarray(origin, float))))
+    if drift <= STACKING_TOLERANCE_MM:
+        return spacing, origin, direction, None
+    out = direction.copy()
+    out[:, 0] = step / np.linalg.norm(step)
+    spacing = (float(np.linalg.norm(step)), *spacing[1:])
+    return spacing, tuple(positions[0]), out, _tilt(step, direction, n)
+
+
+def _tilt(step: np.ndarray, direction: np.ndarray, n: int) -> float | None:
+    """Degrees between the slice step and the slices' normal; None when the slices drift
+    off the normal by no more than the tolerance over the stack."""
+    normal = np.cross(direction[:, 1], direction[:, 2])
+    normal /= np.linalg.norm(normal)
+    along = float(np.dot(step, normal))
+    if (n - 1) * np.linalg.norm(step - along * normal) <= STACKING_TOLERANCE_MM:
+        return None
+    return float(np.degrees(np.arccos(min(abs(along) / np.linalg.norm(step), 1.0))))
+
+
 # --- SimpleITK -----------------------------------------------------------------------------
 
 

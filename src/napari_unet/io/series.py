@@ -9,8 +9,10 @@
   normal (row x column of ImageOrientationPatient), never by InstanceNumber (only the
   fallback when positions are missing).
 - A series whose slices differ in size or orientation, or repeat a position, is refused
-  (``VolumeReadError``). Missing slices or uneven spacing are *reported* as warnings that
-  name the series by a short hash of its UID.
+  (``VolumeReadError``); so is an enhanced multi-frame file whose frames are not in
+  spatial order (GDCM would stack them in file order, evenly spaced). Missing slices or
+  uneven spacing are *reported* as warnings that name the series by a short hash of its
+  UID.
 - Series are described without patient information (``SeriesInfo.describe``).
 """
 
@@ -27,7 +29,9 @@ from ..errors import VolumeReadError
 from .dicom_header import (
     NOT_DICOM,
     floats_tag,
+    frame_group,
     frames_in,
+    functional_groups,
     int_tag,
     non_image_reason,
     parse_header,
@@ -36,6 +40,9 @@ from .dicom_header import (
 )
 from .formats import has_dicom_suffix
 from .source import ScanWarning
+
+# what a hand-made or damaged functional group raises when it is not what the standard says
+_UNUSABLE = (AttributeError, IndexError, KeyError, TypeError, ValueError)
 
 
 class SliceSpacingWarning(ScanWarning):
@@ -236,7 +243,7 @@ def check_series(name: str, members: list) -> list[str]:
             "the files do not form one volume."
         )
     if len(members) < 2:
-        return _multi_frame_notes(name, members[0][1])
+        return _multi_frame_notes(name, members[0])
     normals = [_normal(ds) for _, ds in members]
     if any(n is None for n in normals):
         return [f"{name}: slices have no ImageOrientationPatient; sorted by InstanceNumber."]
@@ -268,18 +275,64 @@ def _spacing_warnings(name: str, pos: np.ndarray) -> list[str]:
             "the volume uses the mean spacing, so positions are approximate."]
 
 
-def _multi_frame_notes(name: str, ds) -> list[str]:
-    """Spacing warnings for an enhanced multi-frame file from its per-frame positions."""
-    try:
-        frames = ds.get("PerFrameFunctionalGroupsSequence")
-        shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
-        if frames_in(ds) < 2 or not frames:
-            return []
-        group = shared if "PlaneOrientationSequence" in (shared or {}) else frames[0]
-        iop = group.PlaneOrientationSequence[0].ImageOrientationPatient
-        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-        pos = [float(np.dot(np.asarray(f.PlanePositionSequence[0].ImagePositionPatient,
-                                       float), normal)) for f in frames]
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+def _multi_frame_notes(name: str, member: tuple) -> list[str]:
+    """Spacing warnings for an enhanced multi-frame file from its per-frame positions.
+
+    GDCM stacks the frames in file order, evenly spaced from the first: frames out of
+    spatial order would be placed at the wrong positions, so such a file is refused.
+    """
+    file, ds = member
+    positions = frame_positions(ds)
+    if positions is None or len(positions) < 2:
         return []
-    return _spacing_warnings(name, np.sort(pos))
+    normal = _frame_normal(ds)
+    if normal is None:
+        return []
+    pos = positions @ normal
+    notes = _spacing_warnings(name, np.sort(pos))  # raises for repeated positions
+    gaps = np.diff(pos)
+    if not (np.all(gaps > 0) or np.all(gaps < 0)):
+        where = name if name == file else f"{name}: {file}"
+        shown = ", ".join(f"{p:.2f}" for p in pos[:8]) + (", ..." if len(pos) > 8 else "")
+        raise VolumeReadError(
+            f"{where}: the frames are not in spatial order (positions along the slice "
+            f"normal, in frame order: {shown} mm); GDCM would stack them in file order "
+            "and misplace them, so the file is not read. Re-export it sorted by position.")
+    return notes
+
+
+def _frame_normal(ds) -> np.ndarray | None:
+    try:
+        frames, shared = functional_groups(ds)
+        plane = frame_group(frames[0], shared, "PlaneOrientationSequence")
+        iop = None if plane is None else floats_tag(plane, "ImageOrientationPatient", 6)
+    except _UNUSABLE:
+        return None
+    return None if iop is None else np.cross(iop[:3], iop[3:])
+
+
+def frame_positions(ds) -> np.ndarray | None:
+    """ImagePositionPatient of each frame of an enhanced file (frames x 3), in file
+    order; None when a frame has none (legacy multi-frame objects, RT dose)."""
+    try:
+        frames, shared = functional_groups(ds)
+        if frames_in(ds) < 2 or len(frames) != frames_in(ds):
+            return None
+        groups = [frame_group(f, shared, "PlanePositionSequence") for f in frames]
+        pos = [None if g is None else floats_tag(g, "ImagePositionPatient", 3)
+               for g in groups]
+    except _UNUSABLE:
+        return None
+    return None if any(p is None for p in pos) else np.asarray(pos)
+
+
+def slice_positions(members: list) -> np.ndarray | None:
+    """ImagePositionPatient of each array slice (n x 3) in the order GDCM stacks them
+    (the sorted files, or a multi-frame file's frames); None when any is missing."""
+    if len(members) == 1 and frames_in(members[0][1]) > 1:
+        return frame_positions(members[0][1])
+    try:
+        pos = [floats_tag(ds, "ImagePositionPatient", 3) for _, ds in members]
+    except ValueError:  # MalformedTag: such files were left out of the series already
+        return None
+    return None if any(p is None for p in pos) else np.asarray(pos)
