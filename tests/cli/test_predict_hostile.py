@@ -185,3 +185,38 @@ def test_a_series_spread_over_subfolders_is_one_scan(tmp_path, model):
     (scan,) = load_report(tmp_path / "out")["scans"]
     (labels,) = [o for o in scan["outputs"] if o.endswith(".nii.gz")]
     assert nib.load(tmp_path / "out" / labels).shape[2] == len(paths)
+
+
+def test_a_series_with_a_missing_slice_gives_outputs_at_each_slice_s_own_place(tmp_path,
+                                                                               model):
+    """NIfTI and DICOM SEG agree: a blank slice stands in for the missing one, so no slice
+    is moved (the mean spacing moved them), and the SEG references only real slices."""
+    import pydicom
+
+    from napari_unet.io import read_volume
+    from napari_unet.io.labels import read_dicom_seg
+
+    paths = dicom_series(tmp_path / "in", seed=5, number=3, description="gap")
+    paths[2].unlink()
+    code, _ = run_cli("predict", tmp_path / "in", "-o", tmp_path / "out", "--model", model,
+                      "--format", "both")
+    assert code == 0
+    (scan,) = load_report(tmp_path / "out")["scans"]
+    assert any("blank slices stand in" in w for w in scan["warnings"])
+    (nifti,) = [o for o in scan["outputs"] if o.endswith(".nii.gz")]
+    (seg,) = [o for o in scan["outputs"] if o.endswith(".dcm")]
+    out = nib.load(tmp_path / "out" / nifti)
+    assert out.shape[2] == len(paths)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ out.affine  # nibabel's RAS -> DICOM's LPS
+    kept = [p for p in paths if p.exists()]
+    for k in (0, 1, 3, 4, 5):
+        ipp = np.asarray(pydicom.dcmread(kept[[0, 1, 3, 4, 5].index(k)]).ImagePositionPatient)
+        np.testing.assert_allclose((lps @ [0, 0, k, 1])[:3], ipp, atol=1e-3)
+    refs = pydicom.dcmread(tmp_path / "out" / seg).ReferencedSeriesSequence[0]
+    assert len(refs.ReferencedInstanceSequence) == len(kept)
+    scan_volume = read_volume(tmp_path / "in")
+    back = read_dicom_seg(tmp_path / "out" / seg, scan_volume).volume
+    assert back.source is scan_volume.source  # placed on the scan's own slices
+    labels = np.asarray(out.dataobj).transpose(2, 1, 0)
+    np.testing.assert_array_equal(back.array[[0, 1, 3, 4, 5]], labels[[0, 1, 3, 4, 5]])
+    assert not back.array[2].any()  # the stand-in slice has no source, so no SEG frame

@@ -107,12 +107,23 @@ def test_several_series_listed_and_chosen(tmp_path):
         read_volume(folder, series=5)
 
 
-def test_missing_slice_is_reported(tmp_path):
-    files = write_dicom_series(scan(), tmp_path / "gap", spacing=(2.0, 1.0, 1.0))
+def test_a_missing_slice_is_reported_and_stood_in_for_so_every_slice_keeps_its_place(
+        tmp_path):
+    """A series with a slice gone is read on its own spacing with a blank slice in the gap
+    (not on the mean spacing, which moved every slice near the gap)."""
+    data = scan()
+    files = write_dicom_series(data, tmp_path / "gap", spacing=(2.0, 1.0, 1.0))
     files[3].unlink()
-    with pytest.warns(SliceSpacingWarning, match=r"series [0-9a-f]{8}.*missing slice"):
+    with pytest.warns(SliceSpacingWarning, match=r"series [0-9a-f]{8}.*missing slice.*blank"):
         vol = read_volume(tmp_path / "gap")
-    assert vol.array.shape[0] == 5 and "missing" in vol.source.warnings[0]
+    assert vol.array.shape == data.shape and "missing" in vol.source.warnings[0]
+    assert vol.spacing[0] == pytest.approx(2.0) and vol.source.slice_index == (0, 1, 2, 4, 5)
+    kept = [0, 1, 2, 4, 5]
+    np.testing.assert_array_equal(vol.array[kept], data[kept])
+    assert (vol.array[3] == vol.array.min()).all()
+    for k, f in zip(kept, [f for f in files if f.exists()], strict=True):
+        ipp = np.asarray(pydicom.dcmread(f).ImagePositionPatient, float)
+        np.testing.assert_allclose((vol.affine @ [k, 0, 0, 1])[:3], ipp, atol=1e-4)
 
 
 def test_uneven_spacing_is_reported(tmp_path):

@@ -17,7 +17,9 @@ slices stacked obliquely (gantry tilt, sheared stacking) get the slice axis from
 own positions, kept as a shear in ``direction`` (not orthogonal then), with a
 ``ScanWarning``; each frame of an enhanced multi-frame file gets its own rescale
 slope/intercept (GDCM applies the first frame's to all). An enhanced file whose frames
-are not in spatial order is refused (``series``).
+are not in spatial order is refused (``series``). Where whole slices are missing, blank
+slices stand in for them (``DicomSource.slice_index`` maps each file to its array slice,
+for the DICOM SEG), so that no slice moves to the mean spacing.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from .series import (
     SliceSpacingWarning,
     check_series,
     choose_series,
+    grid_indices,
     scan_folder,
     slice_positions,
 )
@@ -132,10 +135,12 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
         raise VolumeReadError(f"{label}: the orientation GDCM reads is degenerate "
                               f"({np.round(direction, 3).tolist()}); cannot place the voxels.")
-    spacing, origin, direction = _stacking(label, members, spacing, origin, direction, notes)
     array = _sitk().GetArrayFromImage(image)
     del image  # the array is a copy: free GDCM's buffer before compacting
     array = _frame_rescale(label, members, array)
+    positions = slice_positions(members)
+    array, positions, index = _fill_gaps(array, positions)
+    spacing, origin, direction = _stacking(label, positions, spacing, origin, direction, notes)
     source = DicomSource(
         path=str(Path(path).resolve()),
         files=tuple(str(Path(f).resolve()) for f, _ in members),
@@ -145,6 +150,7 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
         frame_of_reference_uid=text_tag(ds0, "FrameOfReferenceUID"),
         multi_frame=frames_in(ds0) > 1,
         warnings=tuple(notes),
+        slice_index=index,
     )
     return Volume(_compact(array), spacing, origin, direction,
                   text_tag(ds0, "Modality") or "OT", source, name)
@@ -153,10 +159,26 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
 # --- after GDCM: what it assumes of the slices ------------------------------------------
 
 
-def _stacking(label: str, members: list, spacing, origin, direction, notes: list[str]):
+def _fill_gaps(array: np.ndarray, positions: np.ndarray | None):
+    """(array, positions, index): where whole slices are missing from an evenly spaced
+    series, blank slices (the series' lowest value) stand in for them, so that every slice
+    keeps its own position; ``index`` gives each file's array slice (None: one each)."""
+    if positions is None or len(positions) < 2:
+        return array, positions, None
+    along = np.linalg.norm(positions - positions[0], axis=1)
+    index = grid_indices(along)
+    if index is None:
+        return array, positions, None
+    full = np.full((index[-1] + 1, *array.shape[1:]), array.min(), array.dtype)
+    full[index] = array
+    t = np.arange(len(full))[:, None] / index[-1]
+    return full, positions[0] + t * (positions[-1] - positions[0]), tuple(int(i) for i in index)
+
+
+def _stacking(label: str, positions, spacing, origin, direction, notes: list[str]):
     """GDCM's geometry with the slice axis taken from the slices' own positions where
-    they step obliquely (gantry tilt), noted: GDCM would drop the shear in silence."""
-    positions = slice_positions(members)
+    they step obliquely (gantry tilt) or were spread over a missing slice's place, noted
+    when oblique: GDCM would drop the shear in silence."""
     if positions is None:
         return spacing, origin, direction
     spacing, origin, direction, tilt = geometry.stacking_from_positions(

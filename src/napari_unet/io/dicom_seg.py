@@ -65,6 +65,8 @@ def write_dicom_seg(
     names = [(class_names or [])[i] if i < len(class_names or []) else f"class {i}"
              for i in range(n_classes)]
     datasets = _source_datasets(path, src)
+    if src.slice_index is not None:  # blank slices stood in for missing ones: no source
+        labels = labels[list(src.slice_index)]
     try:
         seg = _segmentation(labels, datasets, names, algorithm)
     except AttributeError as e:

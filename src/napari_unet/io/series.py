@@ -269,10 +269,30 @@ def _spacing_warnings(name: str, pos: np.ndarray) -> list[str]:
     missing = [i for i in np.flatnonzero(uneven) if gaps[i] > 1.5 * step]
     if missing:
         where = ", ".join(f"{pos[i]:.2f}..{pos[i + 1]:.2f} mm" for i in missing[:5])
+        how = ("blank slices stand in for them, so every slice keeps its own position"
+               if grid_indices(pos) is not None else
+               "the volume uses the mean spacing, so positions there are approximate")
         return [f"{name}: missing slice(s) (usual spacing {step:.3g} mm, gaps at {where}); "
-                "the volume uses the mean spacing, so positions there are approximate."]
+                f"{how}."]
     return [f"{name}: uneven slice spacing ({gaps.min():.3g}..{gaps.max():.3g} mm); "
             "the volume uses the mean spacing, so positions are approximate."]
+
+
+def grid_indices(along: np.ndarray) -> np.ndarray | None:
+    """Where each slice lies on an evenly spaced grid when some are missing: every gap a
+    whole number (>= 1) of the usual step, at least one of them 2 or more; else None.
+
+    ``along``: the slices' positions along the stack (mm, in stacking order).
+    """
+    gaps = np.abs(np.diff(np.asarray(along, float)))
+    if gaps.size == 0:
+        return None
+    step = float(np.median(gaps))
+    whole = np.round(gaps / step) if step > 0 else gaps
+    if step <= 0 or whole.min() < 1 or whole.max() < 2 or np.abs(gaps - whole * step).max() > max(
+            1e-3, 0.01 * step):
+        return None
+    return np.concatenate([[0], np.cumsum(whole)]).astype(int)
 
 
 def _multi_frame_notes(name: str, member: tuple) -> list[str]:

@@ -43,6 +43,8 @@ class DicomSource:
     frame_of_reference_uid: str = ""
     multi_frame: bool = False
     warnings: tuple[str, ...] = field(default_factory=tuple)  # geometry that was assumed
+    # each file's (or frame's) array slice when blank slices stand in for missing ones
+    slice_index: tuple[int, ...] | None = None
 
 
 Source = NiftiSource | DicomSource | None
