@@ -285,12 +285,12 @@ def grid_indices(along: np.ndarray) -> np.ndarray | None:
     ``along``: the slices' positions along the stack (mm, in stacking order).
     """
     gaps = np.abs(np.diff(np.asarray(along, float)))
-    if gaps.size == 0:
+    step = float(np.median(gaps)) if gaps.size else 0.0
+    if step <= 0:
         return None
-    step = float(np.median(gaps))
-    whole = np.round(gaps / step) if step > 0 else gaps
-    if step <= 0 or whole.min() < 1 or whole.max() < 2 or np.abs(gaps - whole * step).max() > max(
-            1e-3, 0.01 * step):
+    whole = np.round(gaps / step)
+    off = np.abs(gaps - whole * step).max()
+    if whole.min() < 1 or whole.max() < 2 or off > max(1e-3, 0.01 * step):
         return None
     return np.concatenate([[0], np.cumsum(whole)]).astype(int)
 
