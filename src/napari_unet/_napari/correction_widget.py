@@ -132,19 +132,25 @@ class CorrectionWidget(DockWidget):
 
     def _bind(self, *_):
         """Follow paint/fill/erase on the chosen layer to keep the count live."""
-        events = ("paint", "labels_update", "data")
         old, self._bound = self._bound, self.labels_layer.value
         if old is not None:
             self._drop_proposal(old)
-            for name in events:
-                getattr(old.events, name).disconnect(self._schedule_count)
+            self._follow(old, False)
         if self._bound is not None:
-            for name in events:
-                getattr(self._bound.events, name).connect(self._schedule_count)
+            self._follow(self._bound, True)
             session = self._session_or_none()
             if session is not None:
                 self.model_file.propose(f"{session.model.name}-corrected")
         self.update_count()
+
+    def _follow(self, layer, on: bool) -> None:
+        """Recount after paint, fill, erase or new data on ``layer`` (or stop doing so)."""
+        for name in ("paint", "labels_update", "data"):
+            event = getattr(layer.events, name)
+            if on:
+                event.connect(self._schedule_count)
+            else:
+                event.disconnect(self._schedule_count)
 
     def _on_layer_removed(self, *_):
         """The labels layer was deleted: let go of it (its proposal and preview too)."""
@@ -157,6 +163,8 @@ class CorrectionWidget(DockWidget):
         self.runner.cancel()
         self._drop_proposal()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        if self._bound is not None:
+            self._follow(self._bound, False)
 
     def _schedule_count(self, *_):
         self._recount.start()
