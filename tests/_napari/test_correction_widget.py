@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_unet._napari.change_preview import change_labels, preview_name
+from napari_unet._napari.change_preview import CHANGE_COLOR, change_labels, preview_name
 from napari_unet._napari.worker import JobState
 from napari_unet.correction.session import CorrectionSession
 from napari_unet.inference.predictor import predict_slices
@@ -80,6 +80,11 @@ def test_learning_proposes_then_accept_writes_only_unedited_slices(loop, qtbot):
     preview = viewer.layers[preview_name(layer)]
     assert np.count_nonzero(preview.data) == update.changed_voxels
     np.testing.assert_allclose(preview.scale, W.SCALE)
+    # one colour no class has, so a change stands out on the labels beneath it
+    shown = preview.colormap.map(np.array([1, 2, 3]))
+    np.testing.assert_allclose(shown[:2], [CHANGE_COLOR, CHANGE_COLOR])
+    np.testing.assert_allclose(shown[2], [1.0, 1.0, 1.0, 1.0])
+    assert not np.allclose(layer.colormap.map(np.array([1, 2]))[:, :3], CHANGE_COLOR[:3])
     assert widget.discard_button.enabled
     assert widget.accept_button.enabled or widget.is_shown(widget.anyway)
     assert viewer.layers.selection.active is layer  # painting stays on the labels

@@ -1,8 +1,10 @@
 """A proposed update from the correction loop, shown before anyone accepts it.
 
 A temporary Labels layer over the labels being corrected holds only the voxels that would
-change: each in the class it would get, and voxels that would go back to background in
-one extra colour. Nothing in the user's labels changes until they press Accept.
+change, valued by the class each would get (hovering names it) and voxels that would go
+back to background by one extra value. It is drawn in one colour no class has (magenta;
+white for background), since a change shown in its new class's colour disappears into
+the labels beneath. Nothing in the user's labels changes until they press Accept.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from . import layers as L
 
 TO_BACKGROUND = "would become background"
 _TO_BACKGROUND_COLOR = (1.0, 1.0, 1.0, 1.0)
+CHANGE_COLOR = (1.0, 0.0, 1.0, 1.0)  # magenta: in no class palette
 
 
 def change_labels(labels: np.ndarray, axis: int, slices: np.ndarray, proposed: np.ndarray,
@@ -43,6 +46,7 @@ def show_preview(viewer, layer, session, update):
     data = change_labels(session.labels, session.axis, update.slices, update.labels,
                          len(names))
     colors = dict(L.class_colormap(len(names)).color_dict)
+    colors.update({v: np.array(CHANGE_COLOR) for v in range(1, len(names))})
     colors[len(names)] = np.array(_TO_BACKGROUND_COLOR)
     kwargs = {**L.geometry_kwargs(layer), "name": preview_name(layer), "opacity": 0.85,
               "features": L.class_features([*names, TO_BACKGROUND]),

@@ -234,7 +234,8 @@ class CorrectionWidget(DockWidget):
         update = session.still_open(update)  # slices edited meanwhile are not shown
         self.proposal, self._proposed_for = update, session
         P.show_preview(self.viewer, layer, session, update)
-        self.proposal_text.value = update.summary() + ". Accept or Discard?"
+        self.proposal_text.value = (update.summary() + " (magenta on the image; white: would "
+                                    "become background). Accept or Discard?")
         self.proposal_text.visible = True
         self.anyway.value = False
         self.anyway.visible = not update.recommended
