@@ -15,7 +15,6 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from napari_unet.errors import VolumeReadError
 from napari_unet.io import ScanWarning, read_volume, write_dicom_seg, write_volume
 from support.dicom_factory import new_uid, oblique, write_dicom_series
 
@@ -162,13 +161,27 @@ def test_enhanced_tilted_frames_sit_at_their_positions(tmp_path):
     np.testing.assert_array_equal(vol.array, scan(3))
 
 
-def test_enhanced_frames_out_of_order_are_refused(tmp_path):
+def test_enhanced_frames_out_of_order_are_put_in_order_and_the_seg_follows(tmp_path):
+    """GDCM stacks frames in file order: frames stored shuffled are sorted by position,
+    and a DICOM SEG still gives each source frame its own labels."""
+    import highdicom as hd
+
     order = [3, 0, 5, 1, 4, 2]
-    path = enhanced(tmp_path / "shuffled.dcm", [straight(6)[k] for k in order], scan(4)[order])
-    with pytest.raises(VolumeReadError, match=r"shuffled\.dcm.*not in spatial order"):
-        read_volume(path)
-    with pytest.raises(VolumeReadError, match=r"shuffled\.dcm.*not in spatial order"):
-        read_volume(tmp_path)
+    data = scan(4)
+    path = enhanced(tmp_path / "shuffled.dcm", [straight(6)[k] for k in order], data[order])
+    vol, notes = read_quietly(path)
+    assert any("not stored in spatial order" in n for n in notes), notes
+    np.testing.assert_array_equal(vol.array, data)
+    np.testing.assert_allclose(world_of_slices(vol.affine, 6), straight(6), atol=1e-6)
+    assert vol.source.slice_index == tuple(order)
+    np.testing.assert_array_equal(read_volume(tmp_path).array, data)
+    labels = (np.arange(6)[:, None, None] % 3 * np.ones_like(data)).astype(np.uint8)
+    seg = hd.seg.segread(write_dicom_seg(labels, tmp_path / "seg.dcm", like=vol,
+                                         class_names=["bg", "a", "b"]))
+    for frame, k in enumerate(order, start=1):  # source frame -> its slice's labels
+        mine = seg.get_pixels_by_source_frame(vol.source.sop_instance_uids[0], [frame],
+                                              combine_segments=True)
+        np.testing.assert_array_equal(mine[0], labels[k])
 
 
 def test_enhanced_frames_in_descending_order_are_read(tmp_path):

@@ -16,10 +16,10 @@ What GDCM assumes of the slices is checked against their headers after it reads 
 slices stacked obliquely (gantry tilt, sheared stacking) get the slice axis from their
 own positions, kept as a shear in ``direction`` (not orthogonal then), with a
 ``ScanWarning``; each frame of an enhanced multi-frame file gets its own rescale
-slope/intercept (GDCM applies the first frame's to all). An enhanced file whose frames
-are not in spatial order is refused (``series``). Where whole slices are missing, blank
-slices stand in for them (``DicomSource.slice_index`` maps each file to its array slice,
-for the DICOM SEG), so that no slice moves to the mean spacing.
+slope/intercept (GDCM applies the first frame's to all); an enhanced file's frames stored
+out of spatial order are put in order. Where whole slices are missing, blank slices stand
+in for them. ``DicomSource.slice_index`` maps each file (or frame) to its array slice
+then, for the DICOM SEG, so that no slice moves to the mean spacing or a wrong place.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ from .series import (
     SliceSpacingWarning,
     check_series,
     choose_series,
+    frame_normal,
+    frame_order,
     grid_indices,
     scan_folder,
     slice_positions,
@@ -139,7 +141,9 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
     del image  # the array is a copy: free GDCM's buffer before compacting
     array = _frame_rescale(label, members, array)
     positions = slice_positions(members)
+    array, positions, order = _in_order(label, members, array, positions)
     array, positions, index = _fill_gaps(array, positions)
+    index = _compose(order, index)
     spacing, origin, direction = _stacking(label, positions, spacing, origin, direction, notes)
     source = DicomSource(
         path=str(Path(path).resolve()),
@@ -157,6 +161,26 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
 
 
 # --- after GDCM: what it assumes of the slices ------------------------------------------
+
+
+def _in_order(label: str, members: list, array: np.ndarray, positions):
+    """(array, positions, order): an enhanced file's frames stored out of spatial order,
+    put in order (GDCM stacks them in file order); ``order[k]`` is the frame now at k."""
+    if positions is None or len(members) != 1 or len(positions) < 3:
+        return array, positions, None
+    order = frame_order(positions, frame_normal(members[0][1]))
+    if order is None:
+        return array, positions, None
+    return array[order], positions[order], order
+
+
+def _compose(order, index) -> tuple[int, ...] | None:
+    """Each file frame's array slice, from the reordering and the stand-in gaps."""
+    if order is None:
+        return index
+    rank = np.empty(len(order), int)
+    rank[order] = np.arange(len(order))
+    return tuple(int(i) for i in (rank if index is None else np.asarray(index)[rank]))
 
 
 def _fill_gaps(array: np.ndarray, positions: np.ndarray | None):

@@ -209,7 +209,7 @@ def _on_scan(seg, path: Path, like: Volume) -> Volume | None:
         return None  # e.g. spatial locations not preserved: fall back on the SEG's frames
     index = like.source.slice_index
     if index is not None and len(index) == len(array):  # blank slices of the scan: empty
-        full = np.zeros((index[-1] + 1, *array.shape[1:]), array.dtype)
+        full = np.zeros(like.spatial_shape, array.dtype)
         full[list(index)] = array
         array = full
     if tuple(array.shape) != tuple(like.spatial_shape):

@@ -9,8 +9,8 @@
   normal (row x column of ImageOrientationPatient), never by InstanceNumber (only the
   fallback when positions are missing).
 - A series whose slices differ in size or orientation, or repeat a position, is refused
-  (``VolumeReadError``); so is an enhanced multi-frame file whose frames are not in
-  spatial order (GDCM would stack them in file order, evenly spaced). Missing slices or
+  (``VolumeReadError``); an enhanced multi-frame file whose frames are not in spatial
+  order is noted (the reader puts them in order). Missing slices or
   uneven spacing are *reported* as warnings that name the series by a short hash of its
   UID.
 - Series are described without patient information (``SeriesInfo.describe``).
@@ -298,30 +298,39 @@ def grid_indices(along: np.ndarray) -> np.ndarray | None:
 def _multi_frame_notes(name: str, member: tuple) -> list[str]:
     """Spacing warnings for an enhanced multi-frame file from its per-frame positions.
 
-    GDCM stacks the frames in file order, evenly spaced from the first: frames out of
-    spatial order would be placed at the wrong positions, so such a file is refused.
+    GDCM stacks the frames in file order, evenly spaced from the first; frames out of
+    spatial order are put in order by the reader (``dicom``), said here.
     """
     file, ds = member
     positions = frame_positions(ds)
     if positions is None or len(positions) < 2:
         return []
-    normal = _frame_normal(ds)
+    normal = frame_normal(ds)
     if normal is None:
         return []
     pos = positions @ normal
     notes = _spacing_warnings(name, np.sort(pos))  # raises for repeated positions
-    gaps = np.diff(pos)
-    if not (np.all(gaps > 0) or np.all(gaps < 0)):
+    if frame_order(positions, normal) is not None:
         where = name if name == file else f"{name}: {file}"
-        shown = ", ".join(f"{p:.2f}" for p in pos[:8]) + (", ..." if len(pos) > 8 else "")
-        raise VolumeReadError(
-            f"{where}: the frames are not in spatial order (positions along the slice "
-            f"normal, in frame order: {shown} mm); GDCM would stack them in file order "
-            "and misplace them, so the file is not read. Re-export it sorted by position.")
+        notes.append(f"{where}: the frames are not stored in spatial order; they are put in "
+                     "order of their positions (a DICOM SEG still references each frame)")
     return notes
 
 
-def _frame_normal(ds) -> np.ndarray | None:
+def frame_order(positions: np.ndarray, normal: np.ndarray | None = None) -> np.ndarray | None:
+    """The order that sorts frames along the slice normal when they are stored out of
+    order (neither ascending nor descending); None when they are in order."""
+    if normal is None:
+        normal = positions[-1] - positions[0]
+    along = positions @ normal
+    gaps = np.diff(along)
+    if np.all(gaps > 0) or np.all(gaps < 0):
+        return None
+    return np.argsort(along, kind="stable")
+
+
+def frame_normal(ds) -> np.ndarray | None:
+    """The slice normal of an enhanced file's frames (row x column), or None."""
     try:
         frames, shared = functional_groups(ds)
         plane = frame_group(frames[0], shared, "PlaneOrientationSequence")
