@@ -225,3 +225,26 @@ def test_axis_takes_a_plane_found_from_each_scan_s_orientation(tmp_path, scans, 
         main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
               "--axis", "oblique", "-o", str(out), *TINY])
     assert exc.value.code == 2 and "invalid choice: 'oblique'" in capsys.readouterr().err
+
+
+def test_labels_from_a_dicom_seg_or_a_named_nifti_bring_their_class_names(tmp_path, capsys):
+    """The label files napari-unet writes (and DICOM SEG from elsewhere) train as they are:
+    a SEG lands on the slices of the series it was drawn on, and both keep their names."""
+    from napari_unet.io import read_volume, write_dicom_seg, write_volume
+    from support.dicom_factory import write_dicom_series
+
+    img, lab = blobs(12)
+    write_dicom_series(np.round(img * 100).astype(np.int16), tmp_path / "series",
+                       spacing=(2.0, 1.0, 1.0))
+    scan = read_volume(tmp_path / "series")
+    names = ["background", "core", "rim"]
+    write_dicom_seg(lab.astype(np.uint8), tmp_path / "seg.dcm", like=scan, class_names=names)
+    write_volume(lab.astype(np.uint8), tmp_path / "named.nii.gz", like=scan, class_names=names)
+    for labels in ("seg.dcm", "named.nii.gz"):
+        out = tmp_path / f"{labels}.safetensors"
+        rc = main(["train", "--task", "segment", "--images", str(tmp_path / "series"),
+                   "--labels", str(tmp_path / labels), "--iterations", "2", "-o", str(out),
+                   *TINY])
+        assert rc == 0, capsys.readouterr().err
+        model = load_model(out, device="cpu")
+        assert list(model.task.class_names)[1:] == ["core", "rim"], labels

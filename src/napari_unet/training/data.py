@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SettingsError, TaskError, VolumeReadError
+from ..io.formats import is_nifti_path
 from ..limits import check_allocation
 from .augment import LIGHT, NONE, Draw, Randomization, affine_matrices, intensity
 
@@ -31,23 +32,28 @@ class Source:
     spacing: tuple[float, ...] | None = None  # mm in array order; None for plain arrays
     direction: np.ndarray | None = None  # a Volume's direction cosines; None for arrays
     affine: np.ndarray | None = None  # voxel -> LPS mm, when a file (or a scan) gave it
+    volume: object = None  # the Volume read, when there was one (a DICOM SEG lands on it)
+    class_names: tuple[str, ...] | None = None  # what a label file names its classes
 
 
-def load_source(item, index: int, what: str = "image") -> Source:
+def load_source(item, index: int, what: str = "image", scan: Source | None = None) -> Source:
     """A Volume, a path or an array -> :class:`Source` fit to train on.
 
     Unreadable files raise VolumeReadError; boolean arrays become 0/1; an image without
     two different finite values (all NaN, constant) is refused naming the input, and
-    other non-finite voxels take the image's lowest finite value.
+    other non-finite voxels take the image's lowest finite value. Labels may be a DICOM
+    SEG, laid on the slices of the ``scan`` it was drawn on.
     """
     if isinstance(item, (str, os.PathLike)):
-        vol = _read(Path(item))
+        vol, names = (_read_labels(Path(item), getattr(scan, "volume", None))
+                      if what == "labels" else (_read(Path(item)), None))
         src = Source(np.asarray(vol.array), Path(item).name, getattr(vol, "modality", "OT"),
-                     _spacing(vol), getattr(vol, "direction", None), vol.affine)
+                     _spacing(vol), getattr(vol, "direction", None), vol.affine, vol, names)
     elif hasattr(item, "array"):  # a Volume
         name = getattr(item, "name", None) or f"{what}{index}"
         src = Source(np.asarray(item.array), str(name), getattr(item, "modality", "OT"),
-                     _spacing(item), getattr(item, "direction", None), _file_affine(item))
+                     _spacing(item), getattr(item, "direction", None), _file_affine(item),
+                     item)
     else:
         arr = np.asarray(item)
         if arr.ndim not in (3, 4):
@@ -78,6 +84,22 @@ def _read(path: Path):
     from ..io import read_volume
 
     return read_volume(path)
+
+
+def _read_labels(path: Path, scan=None) -> tuple:
+    """(volume, class names or None) of a label file: a DICOM SEG on ``scan``'s grid when
+    it references that scan (a Volume read from DICOM), a NIfTI with the names it keeps."""
+    from ..io.dicom_header import read_header
+    from ..io.labels import is_dicom_seg, nifti_label_map, read_dicom_seg
+
+    if path.is_file() and not is_nifti_path(path):
+        ds, _ = read_header(path)
+        if ds is not None and is_dicom_seg(ds):
+            seg = read_dicom_seg(path, scan)
+            return seg.volume, seg.class_names
+    volume = _read(path)
+    named = nifti_label_map(volume, path) if is_nifti_path(path) else None
+    return volume, None if named is None else named.class_names
 
 
 def _finite_image(a: np.ndarray, name: str) -> np.ndarray:

@@ -44,7 +44,8 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
 
     device = resolve_device(s.device)
     sources = [load_source(x, i) for i, x in enumerate(_as_list(images))]
-    targets = [load_source(x, i, "labels") for i, x in enumerate(_as_list(labels))]
+    targets = [load_source(x, i, "labels", sources[i] if i < len(sources) else None)
+               for i, x in enumerate(_as_list(labels))]
     _check_pairs(s, sources, targets)
     s = replace(s, axis=slice_axis(s.axis, sources))
     init = _init_model(s.init)
@@ -198,7 +199,18 @@ def _task(s: TrainSettings, images: list[Source], labels: list[Source], init) ->
         n, origin = (1 if top <= 1 else top + 1), f"label value {top} in {where}"
     if n is not None:
         _check_class_memory(n, s, origin)
-    return make_task("segment", in_channels=in_ch, n_classes=n, class_names=s.class_names)
+    names = s.class_names or _named_in_files(labels, n)
+    return make_task("segment", in_channels=in_ch, n_classes=n, class_names=names)
+
+
+def _named_in_files(labels: list[Source], n: int | None) -> list[str] | None:
+    """Class names a label file keeps (a DICOM SEG's segments, a NIfTI napari-unet wrote),
+    when they name every class of the task (two for a binary one)."""
+    count = 2 if n == 1 else n
+    for lab in labels:
+        if count and lab.class_names and len(lab.class_names) >= count:
+            return list(lab.class_names[:count])
+    return None
 
 
 INFERRED_CLASSES_MAX = 32  # more, counted from the labels alone, is most likely a scan
