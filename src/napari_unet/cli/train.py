@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--images", nargs="+", required=True, metavar="PATH",
                    help="scans: NIfTI files or DICOM folders")
     p.add_argument("--labels", nargs="+", metavar="PATH",
-                   help="label volumes, one per image in the same order (segment); with "
+                   help="label volumes (NIfTI or DICOM SEG), one per image in the same "
+                   "order (segment); with "
                    "--self-supervised, optional clean references used only for validation")
     p.add_argument("--classes", type=int, help="classes incl. background (1 = binary; "
                    "default: from the labels)")
