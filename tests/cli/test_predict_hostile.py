@@ -220,3 +220,4 @@ def test_a_series_with_a_missing_slice_gives_outputs_at_each_slice_s_own_place(t
     labels = np.asarray(out.dataobj).transpose(2, 1, 0)
     np.testing.assert_array_equal(back.array[[0, 1, 3, 4, 5]], labels[[0, 1, 3, 4, 5]])
     assert not back.array[2].any()  # the stand-in slice has no source, so no SEG frame
+    assert not labels[2].any()  # nor labels: there is no data there to label

@@ -153,6 +153,23 @@ def test_volume_smaller_than_roi_and_single_slice():
         np.testing.assert_allclose(pred.probabilities.sum(-1), 1.0, atol=1e-5)
 
 
+def test_slices_standing_in_for_missing_dicom_slices_get_no_result():
+    """A blank slice the reader put where a DICOM slice was missing holds no data: labels
+    0 (probability 1 for background) and, denoised, the blank itself."""
+    from dataclasses import replace as with_
+
+    from napari_unet.io.source import DicomSource
+
+    vol = scan((4, 20, 24))
+    vol.array[2] = vol.array.min()
+    vol = with_(vol, source=DicomSource("series", ("a", "b", "c"), ("1", "2", "3"),
+                                        slice_index=(0, 1, 3)))
+    seg = predict(vol, tiny_model("segment", 3), device="cpu", probabilities=True)
+    assert not seg.labels[2].any() and (seg.probabilities[2, ..., 0] == 1).all()
+    den = predict(vol, tiny_model("denoise"), device="cpu")
+    np.testing.assert_array_equal(den.image[2], vol.array[2])
+
+
 def test_a_flipped_array_gives_the_flipped_labels_one_slice_at_a_time_too():
     """A negative-stride view (a[::-1]) in batches of one slice, or one slice asked for."""
     model = tiny_model("segment", 3)

@@ -168,6 +168,7 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     with cpu_threads(), _no_grad():
         _run(stack, indices, how.batch, engine, prep, out, progress, cancel,
              model.meta.slice_context)
+    out.blank(_stand_ins(volume, len(array)), array)
     return Prediction(
         labels=out.labels, image=out.image, probabilities=out.probs,
         uncertainty=out.unc, slice_uncertainty=out.slice_unc, axis=axis,
@@ -315,6 +316,19 @@ class _Outputs:
         self.unc = np.full(spatial, np.nan, np.float32) if want_unc else None
         self.slice_unc = np.full(shape[axis], np.nan, np.float32) if seg or settings.tta else None
 
+    def blank(self, stand_ins: list[int], array: np.ndarray) -> None:
+        """No result where the scan has no data (blank slices standing in for missing
+        ones): background labels, the blank as the denoised image, no probabilities."""
+        if not stand_ins:
+            return
+        if self.labels is not None:
+            self.labels[stand_ins] = 0
+        if self.image is not None:
+            self.image[stand_ins] = array[stand_ins]
+        if self.probs is not None:
+            self.probs[stand_ins] = 0.0
+            self.probs[stand_ins, ..., 0] = 1.0 if self.probs.shape[-1] > 1 else 0.0
+
     def write(self, idx, probs, variance, fitted) -> None:
         """Fill slices ``idx`` from device tensors; only what is kept is copied back."""
         from .uncertainty import entropy_map, spread_map
@@ -333,6 +347,13 @@ class _Outputs:
         self.slice_unc[idx] = _host(unc.mean(dim=(1, 2)))
         if self.unc is not None:
             first(self.unc)[idx] = _host(unc)
+
+
+def _stand_ins(volume, n: int) -> list[int]:
+    """Array slices (axis 0) that stand in for DICOM slices missing from the series: they
+    hold no data, so results there are background (labels) or the blank itself."""
+    index = getattr(getattr(volume, "source", None), "slice_index", None)
+    return [] if index is None else sorted(set(range(n)) - set(index))
 
 
 def _label_tensor(labels, task):
