@@ -166,9 +166,10 @@ class InferenceWidget(DockWidget):
     def _show(self, result) -> None:
         layer, volume, model, pred = result
         tuples = L.prediction_layers(pred, layer, model, volume)
-        kept = [kw["name"] for _, kw, _ in tuples if kw["name"] in self.viewer.layers
-                and L.has_edits(self.viewer.layers[kw["name"]])]
         self.last_layers = L.add_or_update(self.viewer, tuples)
+        # a layer kept for its edits made napari rename the new one beside it
+        kept = [kw["name"] for (_, kw, _), ly in zip(tuples, self.last_layers, strict=True)
+                if ly.name != kw["name"] and L.has_edits(self.viewer.layers[kw["name"]])]
         plane = "?"
         with contextlib.suppress(ValueError, StopIteration):
             plane = axis_plane(pred.axis, volume.direction)

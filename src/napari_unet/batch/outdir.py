@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import SettingsError
+from ..io.write import unwritable_folder
 
 STATE_DIR = ".napari-unet"
 PARTIAL_DIR = "partial"
@@ -53,8 +54,8 @@ def check(outdir: str | os.PathLike) -> Path:
     if path.is_dir():
         _probe(given, path)
         return path
-    parent = next(p for p in path.parents if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    parent = unwritable_folder(path)
+    if parent is not None:
         raise OutputFolderError(f"{given}: cannot write in this output folder (cannot create "
                                 f"it in {parent}); choose a folder you can write to")
     return path

@@ -49,10 +49,10 @@ def new_output_file(text: str, flag: str, inputs, suffix: str | None = None):
     """An output file named on the command line, checked before any work starts: never an
     input, never a folder, in a folder we can write to (and with ``suffix``, if given), so
     a long run cannot end in an error, or in a scan overwritten by a model."""
-    import os
     from pathlib import Path
 
     from ..errors import SettingsError
+    from ..io.write import unwritable_folder
 
     out = Path(text).expanduser()
     if out.is_dir():
@@ -63,7 +63,7 @@ def new_output_file(text: str, flag: str, inputs, suffix: str | None = None):
                                 "never overwrites its inputs: choose another file")
     if suffix is not None and not out.name.lower().endswith(suffix):
         raise SettingsError(f"{flag} {out}: the file name must end in {suffix}")
-    folder = next(p for p in (out.absolute().parent, *out.absolute().parents) if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    folder = unwritable_folder(out)
+    if folder is not None:
         raise SettingsError(f"{flag} {out}: cannot write in {folder}")
     return out

@@ -76,6 +76,14 @@ def atomic_path(path: Path, ext: str):
             tmp.unlink()
 
 
+def unwritable_folder(path: Path) -> Path | None:
+    """The folder that would stop ``path`` (a file or folder still to be made) from being
+    created, i.e. its nearest existing ancestor when that is no writable folder; else None."""
+    path = Path(path).absolute()
+    folder = next(p for p in path.parents if p.exists())
+    return None if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK) else folder
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a small text file (report, manifest, page) so readers never see half of it."""
     path = Path(path)
