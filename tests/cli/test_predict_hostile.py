@@ -221,3 +221,22 @@ def test_a_series_with_a_missing_slice_gives_outputs_at_each_slice_s_own_place(t
     np.testing.assert_array_equal(back.array[[0, 1, 3, 4, 5]], labels[[0, 1, 3, 4, 5]])
     assert not back.array[2].any()  # the stand-in slice has no source, so no SEG frame
     assert not labels[2].any()  # nor labels: there is no data there to label
+
+
+def test_an_earlier_output_folder_under_the_input_is_skipped_not_predicted(tmp_path, model):
+    """scans/ -o scans/run1, then scans/ -o scans/run2: run1's labels are results, not scans."""
+    nifti_scan(tmp_path / "scans" / "a.nii.gz")
+    assert run_cli("predict", tmp_path / "scans", "-o", tmp_path / "scans" / "run1",
+                   "--model", model, "--quiet")[0] == 0
+    code, log = run_cli("predict", tmp_path / "scans", "-o", tmp_path / "scans" / "run2",
+                        "--model", model)
+    assert code == 0
+    scans = by_name(load_report(tmp_path / "scans" / "run2"))
+    assert sorted(scans) == ["a", "run1"]
+    assert scans["run1"]["status"] == "skipped" and scans["run1"]["outputs"] == []
+    assert scans["run1"]["reason"].startswith("the output folder of another napari-unet run")
+    assert f"skipped: run1: {scans['run1']['reason']}" in log
+    assert not (tmp_path / "scans" / "run2" / "a_labels_labels.nii.gz").exists()
+    code, _ = run_cli("predict", tmp_path / "scans" / "run1", "-o", tmp_path / "seg2",
+                      "--model", model, "--quiet")  # given as an input: its files are used
+    assert code == 0 and "a_labels" in by_name(load_report(tmp_path / "seg2"))

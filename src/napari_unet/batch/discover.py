@@ -9,7 +9,9 @@ accounts for every file the user pointed at.
 Only regular files are ever opened: named pipes, sockets and devices are skipped with
 the reason (opening a FIFO would block forever), links are followed, and a folder
 reached twice (a link loop) is walked once. A file reached twice (given twice, through a
-link, or also through its folder) is one scan, whose entry says so. Patient names/IDs are
+link, or also through its folder) is one scan, whose entry says so. A subfolder that is
+another run's output folder (it holds that run's state) is skipped with the reason: a
+rerun on a folder that holds its results must not predict the results. Patient names/IDs are
 read only to be redacted from names and messages, never stored in a Scan.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
 from ..io.series import uid_hash
 from .naming import OUTPUT_SUFFIXES, dicom_name, file_name, make_unique
+from .outdir import STATE_DIR
 from .privacy import identifiers_of, redact
 from .qc import QC_DIR
 
@@ -118,6 +121,10 @@ def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
         if key in seen or (key == excluded and here != folder):
             dirnames[:] = []  # a link loop, a folder reached twice, or the output folder
             continue
+        if here != folder and (here / STATE_DIR).is_dir():
+            dirnames[:] = []
+            yield here, EARLIER_OUTPUT
+            continue
         seen.add(key)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = sorted(f for f in filenames if not f.startswith("."))
@@ -127,6 +134,10 @@ def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
         for name in names:
             path = here / name
             yield path, _skip_reason(_not_regular(path))
+
+
+EARLIER_OUTPUT = ("the output folder of another napari-unet run: skipped, so that results are "
+                  "not predicted again (give this folder as an input to process its files)")
 
 
 def _skip_reason(what: str | None) -> str | None:

@@ -159,6 +159,17 @@ def _summary(result, args) -> None:
           + f"; report: {where / result.report_path.name}{pages}", file=sys.stderr)
 
 
+def _why(entry: dict) -> str | None:
+    """What a failed or skipped scan's line says after its name (resumed scans: nothing)."""
+    from ..batch.runner import RESUMED
+
+    if entry["status"] == "failed":
+        return entry["error"]
+    if entry["status"] == "skipped" and entry.get("reason") != RESUMED:
+        return entry.get("reason")
+    return None
+
+
 class _ProgressBar:
     """tqdm over scans: the current scan's name and running ok/failed/skipped counts."""
 
@@ -189,10 +200,11 @@ class _ProgressBar:
             self.bar.set_description_str(name[:40])
             return
         self.counts[entry["status"]] += 1
-        if self.bar.disable and entry["status"] != "failed":
+        why = _why(entry)
+        if why:
+            self.bar.write(f"{entry['status']}: {name}: {one_line(why)}", file=sys.stderr)
+        elif self.bar.disable:
             print(f"{entry['status']}: {name}", file=sys.stderr, flush=True)
-        if entry["status"] == "failed":
-            self.bar.write(f"failed: {name}: {one_line(entry['error'])}", file=sys.stderr)
         for warning in entry["warnings"]:
             self.bar.write(f"warning: {name}: {one_line(warning)}", file=sys.stderr)
         self.bar.set_postfix(self.counts, refresh=False)
