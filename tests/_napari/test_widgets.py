@@ -208,3 +208,24 @@ def test_a_label_map_chosen_as_scan_gets_a_warning_but_can_still_run(make_napari
     widget.image.value = mask
     assert "'mask' looks like a label map" in widget.status.value
     assert widget.run_button.enabled  # a warning, not a refusal
+
+
+def test_a_scan_with_nan_voxels_opened_from_a_file_says_they_were_replaced(
+        make_napari_viewer, qtbot, tmp_path):
+    """As the CLI's report does: the user learns that NaN/Inf voxels were filled in."""
+    import nibabel as nib
+
+    data = np.random.default_rng(0).random((8, 40, 48)).astype(np.float32)
+    data[0, :4, :5] = np.nan
+    data[3, 7, 7] = np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "holes.nii.gz")
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "holes.nii.gz"), plugin="napari-unet")
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, W.tiny_model_file(tmp_path))
+    widget.image.value = layer
+    widget.device.value = "cpu"
+    W.click(qtbot, widget.run_button)
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+    assert "note: holes: 21 NaN/Inf voxel(s) replaced" in widget.status.value
+    assert "holes tiny" in viewer.layers

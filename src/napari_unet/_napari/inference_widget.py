@@ -180,7 +180,12 @@ class InferenceWidget(DockWidget):
         self.status.value = (f"{plane} slices in {pred.seconds:.1f} s{at}: "
                              + ", ".join(ly.name for ly in self.last_layers)
                              + "".join(f"; {n!r} has edits and is kept as it was"
-                                       for n in kept))
+                                       for n in kept)
+                             + "".join(f"; note: {note}" for note in pred.notes))
+        if pred.notes:
+            from napari.utils.notifications import show_warning
+
+            show_warning("; ".join(pred.notes))
 
     def _on_state(self, state: JobState) -> None:
         running = state is JobState.RUNNING

@@ -117,6 +117,7 @@ class Prediction:
     roi_size: tuple[int, int] = (0, 0)  # one forward item: the tile, or the whole slice
     tiled: bool = False
     net_size: tuple[int, int] | None = None  # slices resampled to this size for the net
+    notes: tuple[str, ...] = ()  # what was repaired in the input (also warned), to show
 
     @property
     def result(self) -> np.ndarray:
@@ -163,7 +164,8 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
                device, itemsize)
     engine = Engine(model, device, how.batch, how.tile, settings.overlap, settings.tta,
                     settings.precision, settings.deterministic, size)
-    prep = _Preprocess(model.meta.normalization.fit(array), _nonfinite_fill(array, name))
+    fill, notes = _nonfinite_fill(array, name)
+    prep = _Preprocess(model.meta.normalization.fit(array), fill)
     out = _Outputs(model.task, array.shape, axis, settings)
     with cpu_threads(), _no_grad():
         _run(stack, indices, how.batch, engine, prep, out, progress, cancel,
@@ -172,7 +174,7 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     return Prediction(
         labels=out.labels, image=out.image, probabilities=out.probs,
         uncertainty=out.unc, slice_uncertainty=out.slice_unc, axis=axis,
-        device=str(engine.device), seconds=time.perf_counter() - start,
+        device=str(engine.device), seconds=time.perf_counter() - start, notes=notes,
         model_hash=model.hash, slices=None if slices is None else indices, settings=settings,
         batch_size=how.batch, roi_size=how.item_hw,
         tiled=engine.tiled(*(size or stack.shape[1:3])), net_size=size,
@@ -260,24 +262,25 @@ def _indices(slices, n: int, axis: int, name: str) -> np.ndarray:
     return np.unique(idx % n)
 
 
-def _nonfinite_fill(array: np.ndarray, name: str) -> tuple[float, float] | None:
-    """None for clean volumes; else (low, high) fill values, with a warning."""
+def _nonfinite_fill(array: np.ndarray, name: str) -> tuple[tuple[float, float] | None,
+                                                            tuple[str, ...]]:
+    """(None, ()) for clean volumes; else (low, high) fill values and the note, warned too."""
     if array.dtype.kind != "f":
-        return None
+        return None, ()
     chunks = [array[i : i + 16] for i in range(0, len(array), 16)]
     n_bad = sum(int(c.size - np.count_nonzero(np.isfinite(c))) for c in chunks)
     if not n_bad:
-        return None
+        return None, ()
     finite = [c[np.isfinite(c)] for c in chunks]
     finite = [f for f in finite if f.size]
     if not finite:
         raise VolumeReadError(f"{name}: every voxel is NaN or Inf; nothing to predict from")
     low = float(min(f.min() for f in finite))
     high = float(max(f.max() for f in finite))
-    warnings.warn(f"{name}: {n_bad} NaN/Inf voxel(s) replaced before normalisation (NaN and "
-                  f"-Inf by the finite minimum {low:g}, +Inf by the maximum {high:g})",
-                  RuntimeWarning, stacklevel=3)
-    return low, high
+    note = (f"{name}: {n_bad} NaN/Inf voxel(s) replaced before normalisation (NaN and -Inf "
+            f"by the finite minimum {low:g}, +Inf by the maximum {high:g})")
+    warnings.warn(note, RuntimeWarning, stacklevel=3)
+    return (low, high), (note,)
 
 
 @dataclass
