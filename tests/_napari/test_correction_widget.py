@@ -332,3 +332,21 @@ def test_change_labels_marks_only_voxels_that_would_change():
     assert (out[:, [0, 2], :] == 0).all()  # slices not re-predicted
     assert out[0, 1, 0] == 3  # 2 -> background: the extra value
     assert out[0, 1, 1] == 1 and out[0, 3, 4] == 1
+
+
+def test_a_label_the_model_does_not_have_is_named_with_its_slice(loop, qtbot):
+    """napari lets a person paint any label number; Learn says which one, where, and which
+    classes the model has (not the training CLI's advice about --classes)."""
+    viewer, layer, widget = loop
+    viewer.layers.selection.active = layer
+    layer.brush_size = 5
+    viewer.dims.set_current_step(0, 4)
+    layer.paint((4, 20, 20), 7)
+    before = layer.data.copy()
+    W.click(qtbot, widget.learn_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.FAILED
+    assert ("label 7 on slice 4 is not one of the model's classes (0 background, 1 block, "
+            "2 disc); paint those voxels with one of them") in widget.status.value
+    assert "--classes" not in widget.status.value
+    assert widget.proposal is None
+    np.testing.assert_array_equal(layer.data, before)

@@ -100,8 +100,12 @@ def test_bad_trust_and_tasks_are_refused(base_model):
         finetune(base_model, img, lab, np.ones(5, bool), iterations=1)
     bad = lab.copy()
     bad[0, 0, 0] = 9
-    with pytest.raises(TaskError, match="labels must be integers"):
+    with pytest.raises(TaskError, match="label 9 on slice 0 is not one of the model's classes"):
         finetune(base_model, img, bad, np.ones(6, bool), iterations=1)
+    half = lab.astype(np.float32)
+    half[0, 0, 0] = 0.5
+    with pytest.raises(TaskError, match="labels must be integers"):
+        finetune(base_model, img, half, np.ones(6, bool), iterations=1)
     den = train(img, task="denoise", iterations=1, **TINY).model
     with pytest.raises(TaskError, match="segmentation model"):
         finetune(den, img, lab, np.ones(6, bool), iterations=1)
