@@ -350,3 +350,72 @@ def test_a_label_the_model_does_not_have_is_named_with_its_slice(loop, qtbot):
     assert "--classes" not in widget.status.value
     assert widget.proposal is None
     np.testing.assert_array_equal(layer.data, before)
+
+
+def test_another_day_labels_saved_earlier_continue_the_loop(make_napari_viewer, qtbot,
+                                                            tmp_path):
+    """Correct, save, close; reopen scan and labels from files, Run *continuing from* the
+    saved labels: the corrected slice counts as an edit, the loop learns and keeps it."""
+    from napari_unet.io import write_volume
+    from napari_unet.io.volume import Volume
+
+    image, _ = W.phantom((8, 40, 48))
+    write_volume(image, tmp_path / "scan.nii.gz", like=Volume(image, spacing=(2.0, 0.8, 0.9)))
+    model = W.tiny_model_file(tmp_path)
+    viewer = make_napari_viewer()
+    [scan] = viewer.open(str(tmp_path / "scan.nii.gz"), plugin="napari-unet")
+    inference = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(inference, model)
+    inference.device.value = "cpu"
+    W.click(qtbot, inference.run_button)
+    assert W.wait_until_idle(qtbot, inference) is JobState.DONE
+    layer = viewer.layers["scan tiny"]
+    paint_two_slices(viewer, layer)
+    widget = W.open_widget(viewer, W.CORRECTION)
+    [saved] = widget.save_labels() or [None]
+    corrected = layer.data.copy()
+    viewer.layers.clear()  # the next day
+    [scan] = viewer.open(str(tmp_path / "scan.nii.gz"), plugin="napari-unet")
+    [earlier] = viewer.open(str(saved), plugin="napari-unet")
+    assert earlier._type_string == "labels"
+    inference.reset_choices()
+    inference.image.value = scan
+    inference.start_from.value = earlier
+    assert inference.run_button.enabled, inference.status.value
+    W.click(qtbot, inference.run_button)
+    assert W.wait_until_idle(qtbot, inference) is JobState.DONE
+    assert "started from" in inference.status.value
+    assert "2 slices differ from the model and count as your edits" in inference.status.value
+    result = viewer.layers["scan tiny"]
+    np.testing.assert_array_equal(result.data, corrected)
+    assert result.visible and not earlier.visible  # one layer to paint on
+    widget.reset_choices()
+    widget.labels_layer.value = result
+    widget.budget.value = 1
+    assert widget.edited.value.startswith("edited slices: 2")
+    learn(qtbot, widget)
+    accept(qtbot, widget)
+    np.testing.assert_array_equal(result.data[[2, 5]], corrected[[2, 5]])
+
+
+def test_continue_from_labels_of_another_scan_is_refused(loop, qtbot):
+    viewer, layer, _ = loop
+    inference = W.open_widget(viewer, W.INFERENCE)
+    other = viewer.add_labels(np.zeros((8, 40, 40), np.uint8), name="other")
+    inference.reset_choices()
+    inference.start_from.value = other
+    assert not inference.run_button.enabled
+    assert "'other' (8 x 40 x 40) were not drawn on 'scan'" in inference.status.value
+    moved = viewer.add_labels(np.zeros((8, 40, 48), np.uint8), name="moved",
+                              scale=W.SCALE, translate=(0.0, 0.0, 0.0))
+    inference.reset_choices()
+    inference.start_from.value = moved
+    assert "lie elsewhere in space than 'scan'" in inference.status.value
+    high = viewer.add_labels(np.full((8, 40, 48), 5, np.uint8), name="high",
+                             scale=W.SCALE, translate=W.TRANSLATE)
+    inference.reset_choices()
+    inference.start_from.value = high
+    assert inference.run_button.enabled
+    W.click(qtbot, inference.run_button)
+    assert W.wait_until_idle(qtbot, inference) is JobState.FAILED
+    assert "'high' hold label 5, which the model does not have" in inference.status.value

@@ -13,6 +13,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, PushButton
 
 from ..errors import NapariUnetError
 from . import layers as L
+from .continued import continue_problem, edited_slices, labels_layers, start_labels
 from .dock import DockWidget, auto_choice, compact, wrapping
 from .model_picker import ModelPicker
 from .planes import AUTO, CHOICES, PLANE_TOOLTIP, axis_plane, settings_axis
@@ -64,12 +65,19 @@ class InferenceWidget(DockWidget):
                               tooltip="Adds a hidden layer per class with the model's "
                                       "confidence, and an uncertainty map. The correction "
                                       "widget's Review next uses it.")
+        self.start_from = compact(ComboBox(
+            label="continue from labels", choices=lambda _w: labels_layers(viewer),
+            nullable=True, value=None,
+            tooltip="Labels you saved earlier on this scan: the result starts from them, "
+                    "and the correction loop counts the slices where they differ from the "
+                    "model as your edits (learns from them, never overwrites them)."))
         self.run_button = PushButton(text="Run", tooltip="segment (or denoise) the scan")
         self.status = wrapping(Label(value=""))
         self.runner = JobRunner("UNet inference")
         super().__init__(viewer, [self.image, *self.picker.widgets, self.plane, self.roi,
                                   self.overlap, self.batch, self.device, self.tta,
-                                  self.probs, self.run_button, self.runner.panel,
+                                  self.probs, self.start_from, self.run_button,
+                                  self.runner.panel,
                                   self.status])
         self.last_layers: list = []
         self.picker.set_shown = self.set_shown
@@ -77,7 +85,7 @@ class InferenceWidget(DockWidget):
         self.run_button.changed.connect(self.run)
         self.runner.state_changed.connect(self._on_state)
         for w in (self.image, self.picker.source, self.picker.file, self.picker.kind,
-                  self.picker.classes, self.picker.class_names):
+                  self.picker.classes, self.picker.class_names, self.start_from):
             w.changed.connect(self._check)
         self._check()
 
@@ -108,7 +116,9 @@ class InferenceWidget(DockWidget):
         if task.in_channels != ch:
             return (f"the model expects {task.in_channels}-channel images but "
                     f"{layer.name!r} has {ch}; pick another model or image")
-        return None
+        if self.start_from.value is not None and task.kind != "segment":
+            return "continue from labels is for segmentation models"
+        return continue_problem(self.start_from.value, layer)
 
     def _check(self, *_):
         reason = self.problem()
@@ -152,6 +162,9 @@ class InferenceWidget(DockWidget):
         volume = L.volume_from_layer(layer)
         settings = self.settings(volume)
         load = self.picker.loader(layer_channels(layer), device=settings.device)
+        start = self.start_from.value
+        saved = (None if start is None
+                 else start_labels(start, self.picker.task(layer_channels(layer))))
 
         def fn(job):
             from ..inference.predictor import predict
@@ -159,13 +172,13 @@ class InferenceWidget(DockWidget):
             model = load()
             pred = predict(volume, model, settings, progress=job.progress,
                            cancel=job.cancelled)
-            return layer, volume, model, pred
+            return layer, volume, model, pred, (start, saved)
 
         return fn
 
     def _show(self, result) -> None:
-        layer, volume, model, pred = result
-        tuples = L.prediction_layers(pred, layer, model, volume)
+        layer, volume, model, pred, (start, saved) = result
+        tuples = L.prediction_layers(pred, layer, model, volume, labels=saved)
         self.last_layers = L.add_or_update(self.viewer, tuples)
         # a layer kept for its edits made napari rename the new one beside it
         kept = [kw["name"] for (_, kw, _), ly in zip(tuples, self.last_layers, strict=True)
@@ -181,11 +194,23 @@ class InferenceWidget(DockWidget):
                              + ", ".join(ly.name for ly in self.last_layers)
                              + "".join(f"; {n!r} has edits and is kept as it was"
                                        for n in kept)
-                             + "".join(f"; note: {note}" for note in pred.notes))
+                             + "".join(f"; note: {note}" for note in pred.notes)
+                             + self._continued(start, saved, pred))
+        if start is not None and start not in self.last_layers:
+            start.visible = False  # the result holds the same labels: paint there, not here
         if pred.notes:
             from napari.utils.notifications import show_warning
 
             show_warning("; ".join(pred.notes))
+
+    @staticmethod
+    def _continued(start, saved, pred) -> str:
+        if saved is None:
+            return ""
+        n = edited_slices(saved, pred.labels, pred.axis)
+        few = "slice differs" if n == 1 else "slices differ"
+        return (f"; started from {start.name!r}: {n} {few} from the model and "
+                "count as your edits")
 
     def _on_state(self, state: JobState) -> None:
         running = state is JobState.RUNNING

@@ -133,8 +133,10 @@ def result_name(layer_name: str, model: Model) -> str:
     return f"{layer_name} {model.name}"
 
 
-def prediction_layers(prediction, layer, model: Model, volume: Volume | None = None) -> list:
-    """Layer data tuples for a Prediction, aligned with ``layer`` and named after it."""
+def prediction_layers(prediction, layer, model: Model, volume: Volume | None = None,
+                      labels: np.ndarray | None = None) -> list:
+    """Layer data tuples for a Prediction, aligned with ``layer`` and named after it;
+    ``labels`` (labels saved earlier) stand in the labels layer for the model's own."""
     name = result_name(layer.name, model)
     geo = geometry_kwargs(layer)
     meta = {VOLUME_KEY: volume if volume is not None else layer_volume(layer)}
@@ -145,9 +147,10 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
                   "axis": int(prediction.axis),
                   "slice_uncertainty": getattr(prediction, "slice_uncertainty", None),
                   "settings": prediction.settings}
-        out.append((prediction.labels, {**geo, "name": name, "features": class_features(names),
-                                        "colormap": class_colormap(len(names)),
-                                        "metadata": {**meta, RESULT_KEY: result}}, "labels"))
+        shown = prediction.labels if labels is None else labels
+        out.append((shown, {**geo, "name": name, "features": class_features(names),
+                            "colormap": class_colormap(len(names)),
+                            "metadata": {**meta, RESULT_KEY: result}}, "labels"))
     if getattr(prediction, "image", None) is not None:
         out.append((prediction.image, {**geo, "name": name, "metadata": meta,
                                        "colormap": "gray"}, "image"))

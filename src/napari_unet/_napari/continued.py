@@ -1,0 +1,57 @@
+"""Continue correcting labels saved earlier: a result layer that starts from them.
+
+A person corrects for an hour, saves the labels and comes back another day: the scan and
+those labels open from files, and the inference widget's *continue from* runs the model
+on the scan but gives the result layer the saved labels. The model's own answer stays the
+layer's reference, so the correction loop counts each slice where the saved labels differ
+from it as the person's edit: what it learns from, and never overwrites.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NapariUnetError
+from .layers import _data_to_world, layer_kind
+
+
+def labels_layers(viewer) -> list:
+    """The 3D Labels layers a result could start from."""
+    return [ly for ly in viewer.layers if layer_kind(ly) == "labels" and ly.data.ndim == 3]
+
+
+def continue_problem(start, image) -> str | None:
+    """Why ``start`` cannot seed a result on ``image`` (None when it can, or is None)."""
+    if start is None or image is None:
+        return None
+    if tuple(start.data.shape) != tuple(image.data.shape[:3]):
+        return (f"the labels {start.name!r} ({_shape(start)}) were not drawn on "
+                f"{image.name!r} ({_shape(image)}): continue from labels of this scan")
+    a, b = _data_to_world(start), _data_to_world(image)
+    if not np.allclose(a, b, atol=1e-3 * max(1.0, float(np.abs(b[:3, :3]).max()))):
+        return (f"the labels {start.name!r} lie elsewhere in space than {image.name!r}: "
+                "continue from labels saved on this scan")
+    return None
+
+
+def start_labels(start, task) -> np.ndarray:
+    """A copy of ``start``'s labels in the model's label type, checked against its classes."""
+    data = np.asarray(start.data)
+    outside = (data < 0) | (data >= task.n_labels)
+    if outside.any():
+        values = ", ".join(str(int(v)) for v in np.unique(data[outside])[:5])
+        classes = ", ".join(f"{i} {n}" for i, n in enumerate(task.class_names))
+        raise NapariUnetError(f"the labels {start.name!r} hold label {values}, which the "
+                              f"model does not have ({classes}): pick the model they "
+                              "were made with")
+    return data.astype(task.label_dtype, copy=True)
+
+
+def edited_slices(labels: np.ndarray, output: np.ndarray, axis: int) -> int:
+    """How many slices along ``axis`` differ from the model's answer."""
+    differs = np.moveaxis(labels != output, axis, 0)
+    return int(differs.reshape(len(differs), -1).any(axis=1).sum())
+
+
+def _shape(layer) -> str:
+    return " x ".join(str(n) for n in layer.data.shape)
