@@ -40,10 +40,9 @@ def start_labels(start, task) -> np.ndarray:
     outside = (data < 0) | (data >= task.n_labels)
     if outside.any():
         values = ", ".join(str(int(v)) for v in np.unique(data[outside])[:5])
-        classes = ", ".join(f"{i} {n}" for i, n in enumerate(task.class_names))
         raise NapariUnetError(f"the labels {start.name!r} hold label {values}, which the "
-                              f"model does not have ({classes}): pick the model they "
-                              "were made with")
+                              f"model does not have ({task.numbered_classes()}): pick the "
+                              "model they were made with")
     return data.astype(task.label_dtype, copy=True)
 
 

@@ -51,6 +51,10 @@ class TaskSpec:
         """Number of distinct label values the result can hold (background included)."""
         return 2 if self.is_binary else self.n_classes
 
+    def numbered_classes(self) -> str:
+        """'0 background, 1 grey matter, ...': the label values a person may paint."""
+        return ", ".join(f"{i} {name}" for i, name in enumerate(self.class_names))
+
     @property
     def label_dtype(self) -> np.dtype:
         return np.dtype(np.uint8 if self.n_labels <= 256 else np.uint16)

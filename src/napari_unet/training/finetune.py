@@ -146,7 +146,7 @@ class _Corrections:
         src = load_source(volume, 0, "scan")
         lab, trust = _checked_labels(labels, trusted, src,
                                      _described(volume, src, "the scan"), axis,
-                                     model.task.class_names)
+                                     model.task)
         fitted = model.meta.normalization.fit(src.array)
         img = to_numpy(fitted.forward(to_slices(src.array.astype(np.float32), axis)))
         # learn at the scale it predicts at
@@ -214,7 +214,7 @@ def _provenance(model, data: _Corrections, axis: int, out, s: FinetuneSettings,
                          "metrics": metrics}}
 
 
-def _checked_labels(labels, trusted, src, scan_name: str, axis: int, class_names):
+def _checked_labels(labels, trusted, src, scan_name: str, axis: int, task):
     """The labels (zero where unchecked) and the voxel trust mask, both checked."""
     lab_src = load_source(labels, 0, "labels")
     lab, lab_name = lab_src.array, _described(labels, lab_src, "the labels")
@@ -226,25 +226,24 @@ def _checked_labels(labels, trusted, src, scan_name: str, axis: int, class_names
                         f"{_shape_words(src.array.shape[:3], axis)}; give the labels that "
                         f"were drawn on this scan")
     trust = _trust_mask(trusted, lab.shape, axis)
-    _check_classes(lab, trust, class_names, lab_name, axis)
-    lab = check_labels(lab, src.array.shape, len(class_names), lab_name, where=trust)
+    _check_classes(lab, trust, task, lab_name, axis)
+    lab = check_labels(lab, src.array.shape, task.n_labels, lab_name, where=trust)
     return np.where(trust, lab, 0), trust  # unchecked labels never reach loss or sampler
 
 
-def _check_classes(lab: np.ndarray, trust: np.ndarray, class_names, lab_name: str,
+def _check_classes(lab: np.ndarray, trust: np.ndarray, task, lab_name: str,
                    axis: int) -> None:
     """A person painted a label the model does not have: say which, where, and which it has
     (the training message about --classes means nothing in the correction loop)."""
-    bad = trust & ((lab < 0) | (lab >= len(class_names)))
+    bad = trust & ((lab < 0) | (lab >= task.n_labels))
     if not bad.any():
         return
     values = sorted({int(v) for v in np.unique(lab[bad])})
     where = sorted({int(i) for i in np.unique(np.nonzero(bad)[axis])})
     more = f" and {len(where) - 8} more" if len(where) > 8 else ""
-    classes = ", ".join(f"{i} {name}" for i, name in enumerate(class_names))
     raise TaskError(f"{lab_name}: label {', '.join(map(str, values))} on slice "
                     f"{', '.join(map(str, where[:8]))}{more} is not one of the model's classes "
-                    f"({classes}); paint those voxels with one of them")
+                    f"({task.numbered_classes()}); paint those voxels with one of them")
 
 
 def _described(item, src, default: str) -> str:
