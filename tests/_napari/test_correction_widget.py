@@ -320,6 +320,11 @@ def test_save_model_and_labels_to_the_user_folder_and_to_a_chosen_file(loop, qtb
     geo = layer_geometry(back.spacing, back.origin, back.direction)
     np.testing.assert_allclose(geo["scale"], W.SCALE, rtol=1e-5)
     np.testing.assert_allclose(geo["translate"], W.TRANSLATE, atol=1e-4)
+    widget.labels_path.value = tmp_path / "corrected.nii.gz"  # a name that says nothing
+    W.click(qtbot, widget.save_labels_button)
+    [again] = viewer.open(str(tmp_path / "corrected.nii.gz"), plugin="napari-unet")
+    assert again._type_string == "labels"  # the file says so: it holds the class names
+    assert list(again.features["class"]) == ["background", "block", "disc"]
 
 
 def test_change_labels_marks_only_voxels_that_would_change():

@@ -315,7 +315,8 @@ class CorrectionSession:
         if path.suffix.lower() == ".dcm":
             return [Path(write_dicom_seg(labels, path, like=self.volume, class_names=names)
                          or path)]
-        written = [Path(write_volume(labels, path, like=self.volume) or path)]
+        written = [Path(write_volume(labels, path, like=self.volume, class_names=names)
+                        or path)]
         if dicom_seg is None:
             dicom_seg = is_dicom(self.volume)
         if dicom_seg:
