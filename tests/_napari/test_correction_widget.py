@@ -404,13 +404,25 @@ def test_another_day_labels_saved_earlier_continue_the_loop(make_napari_viewer, 
 
 
 def test_continue_from_labels_of_another_scan_is_refused(loop, qtbot):
+    """Labels on the scan's voxels are taken, even when they hold only some slices (a DICOM
+    SEG keeps only the frames with labels); labels elsewhere, or with classes the model
+    does not have, are refused with the reason."""
     viewer, layer, _ = loop
     inference = W.open_widget(viewer, W.INFERENCE)
+    part = viewer.add_labels(np.full((3, 40, 48), 2, np.uint8), name="part", scale=W.SCALE,
+                             translate=np.add(W.TRANSLATE, (2 * W.SCALE[0], 0, 0)))
+    inference.reset_choices()
+    inference.start_from.value = part
+    W.click(qtbot, inference.run_button)
+    assert W.wait_until_idle(qtbot, inference) is JobState.DONE, inference.status.value
+    output = layer.metadata["napari_unet_result"]["output"]
+    assert (layer.data[2:5] == 2).all()
+    np.testing.assert_array_equal(layer.data[[0, 1, 5, 6, 7]], output[[0, 1, 5, 6, 7]])
     other = viewer.add_labels(np.zeros((8, 40, 40), np.uint8), name="other")
     inference.reset_choices()
     inference.start_from.value = other
     assert not inference.run_button.enabled
-    assert "'other' (8 x 40 x 40) were not drawn on 'scan'" in inference.status.value
+    assert "'other' (8 x 40 x 40) do not lie on the voxels of 'scan'" in inference.status.value
     moved = viewer.add_labels(np.zeros((8, 40, 48), np.uint8), name="moved",
                               scale=W.SCALE, translate=(0.0, 0.0, 0.0))
     inference.reset_choices()

@@ -24,18 +24,20 @@ def continue_problem(start, image) -> str | None:
     """Why ``start`` cannot seed a result on ``image`` (None when it can, or is None)."""
     if start is None or image is None:
         return None
+    offset = _offset(start, image)
+    if offset is not None:
+        return None
     if tuple(start.data.shape) != tuple(image.data.shape[:3]):
-        return (f"the labels {start.name!r} ({_shape(start)}) were not drawn on "
+        return (f"the labels {start.name!r} ({_shape(start)}) do not lie on the voxels of "
                 f"{image.name!r} ({_shape(image)}): continue from labels of this scan")
-    a, b = _data_to_world(start), _data_to_world(image)
-    if not np.allclose(a, b, atol=1e-3 * max(1.0, float(np.abs(b[:3, :3]).max()))):
-        return (f"the labels {start.name!r} lie elsewhere in space than {image.name!r}: "
-                "continue from labels saved on this scan")
-    return None
+    return (f"the labels {start.name!r} lie elsewhere in space than {image.name!r}: "
+            "continue from labels saved on this scan")
 
 
-def start_labels(start, task) -> np.ndarray:
-    """A copy of ``start``'s labels in the model's label type, checked against its classes."""
+def start_labels(start, image, task) -> np.ndarray:
+    """``start``'s labels on ``image``'s grid (a DICOM SEG may hold only the slices with
+    labels: the others are background) in the model's label type, checked against its
+    classes."""
     data = np.asarray(start.data)
     outside = (data < 0) | (data >= task.n_labels)
     if outside.any():
@@ -43,7 +45,28 @@ def start_labels(start, task) -> np.ndarray:
         raise NapariUnetError(f"the labels {start.name!r} hold label {values}, which the "
                               f"model does not have ({task.numbered_classes()}): pick the "
                               "model they were made with")
-    return data.astype(task.label_dtype, copy=True)
+    full = np.zeros(image.data.shape[:3], task.label_dtype)
+    full[_box(_offset(start, image), data.shape)] = data
+    return full
+
+
+def _offset(start, image) -> np.ndarray | None:
+    """Where ``start``'s first voxel sits in ``image``'s grid, when its voxels are the
+    image's (same spacing and orientation, whole voxels apart, inside it); else None."""
+    to_image = np.linalg.inv(_data_to_world(image)) @ _data_to_world(start)
+    offset = to_image[:3, 3]
+    whole = np.round(offset)
+    if not (np.allclose(to_image[:3, :3], np.eye(3), atol=1e-3)
+            and np.allclose(offset, whole, atol=1e-3)):
+        return None
+    end = whole + np.asarray(start.data.shape)
+    if (whole < 0).any() or (end > np.asarray(image.data.shape[:3])).any():
+        return None
+    return whole.astype(int)
+
+
+def _box(offset: np.ndarray, shape) -> tuple[slice, ...]:
+    return tuple(slice(int(o), int(o) + int(n)) for o, n in zip(offset, shape, strict=True))
 
 
 def edited_slices(labels: np.ndarray, output: np.ndarray, axis: int) -> int:

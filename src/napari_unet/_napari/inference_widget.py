@@ -164,7 +164,7 @@ class InferenceWidget(DockWidget):
         load = self.picker.loader(layer_channels(layer), device=settings.device)
         start = self.start_from.value
         saved = (None if start is None
-                 else start_labels(start, self.picker.task(layer_channels(layer))))
+                 else start_labels(start, layer, self.picker.task(layer_channels(layer))))
 
         def fn(job):
             from ..inference.predictor import predict
@@ -208,9 +208,9 @@ class InferenceWidget(DockWidget):
         if saved is None:
             return ""
         n = edited_slices(saved, pred.labels, pred.axis)
-        few = "slice differs" if n == 1 else "slices differ"
-        return (f"; started from {start.name!r}: {n} {few} from the model and "
-                "count as your edits")
+        differ = ("slice differs from the model and counts as your edit" if n == 1 else
+                  "slices differ from the model and count as your edits")
+        return f"; started from {start.name!r}: {n} {differ}"
 
     def _on_state(self, state: JobState) -> None:
         running = state is JobState.RUNNING
