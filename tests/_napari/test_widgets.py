@@ -96,6 +96,7 @@ def test_denoising_model_gives_an_image_layer_and_hides_classes(make_napari_view
     widget.picker.source.value = NEW
     widget.picker.kind.value = "denoise"
     assert not widget.is_shown(widget.picker.classes) and widget.is_shown(widget.picker.kind)
+    assert not widget.is_shown(widget.start_from)  # a denoiser continues no labels
     W.use_model_file(widget, W.tiny_model_file(tmp_path, "denoise", name="den"))
     assert "denoising" in widget.picker.info.value
     widget.device.value = "cpu"

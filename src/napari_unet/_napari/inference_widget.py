@@ -116,14 +116,23 @@ class InferenceWidget(DockWidget):
         if task.in_channels != ch:
             return (f"the model expects {task.in_channels}-channel images but "
                     f"{layer.name!r} has {ch}; pick another model or image")
-        if self.start_from.value is not None and task.kind != "segment":
-            return "continue from labels is for segmentation models"
         return continue_problem(self.start_from.value, layer)
 
     def _check(self, *_):
+        segments = self._segments()
+        if not segments:
+            self.start_from.value = None  # a denoiser's result is no labels to continue
+        self.set_shown(self.start_from, segments)
         reason = self.problem()
         self.status.value = reason or self.caution() or ""
         self.run_button.enabled = reason is None and not self.runner.running
+
+    def _segments(self) -> bool:
+        """Whether the chosen model segments (True while that cannot be told)."""
+        try:
+            return self.picker.task().kind == "segment"
+        except (NapariUnetError, OSError):
+            return True
 
     def caution(self) -> str | None:
         """A warning that does not block Run: the scan looks like a label map."""
