@@ -30,6 +30,9 @@ def layer_channels(layer) -> int:
     return layer.data.shape[-1] if getattr(layer, "rgb", False) else 1
 
 
+FRESH = "none: a new result"
+
+
 class InferenceWidget(DockWidget):
     """Run a UNet over the slices of an image layer."""
 
@@ -66,8 +69,8 @@ class InferenceWidget(DockWidget):
                                       "confidence, and an uncertainty map. The correction "
                                       "widget's Review next uses it.")
         self.start_from = compact(ComboBox(
-            label="continue from labels", choices=lambda _w: labels_layers(viewer),
-            nullable=True, value=None,
+            label="continue from labels", value=None,
+            choices=lambda _w: [(FRESH, None), *((ly.name, ly) for ly in labels_layers(viewer))],
             tooltip="Labels you saved earlier on this scan: the result starts from them, "
                     "and the correction loop counts the slices where they differ from the "
                     "model as your edits (learns from them, never overwrites them)."))
