@@ -248,3 +248,53 @@ def test_labels_from_a_dicom_seg_or_a_named_nifti_bring_their_class_names(tmp_pa
         assert rc == 0, capsys.readouterr().err
         model = load_model(out, device="cpu")
         assert list(model.task.class_names)[1:] == ["core", "rim"], labels
+
+
+def test_ctrl_c_saves_the_model_trained_so_far(tmp_path, scans):
+    """The installed command, interrupted as a terminal does (SIGINT) after its first
+    validation line: exit 130, the model so far in -o, marked as cancelled."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    script = shutil.which("napari-unet", path=os.path.dirname(sys.executable))
+    out = tmp_path / "so_far.safetensors"
+
+    def start(path):
+        return subprocess.Popen(
+            [script, "train", "--task", "segment", "--images", scans[0], "--labels",
+             scans[1], "--classes", "3", "--time-budget", "60", "-o", str(path),
+             *TINY[:-1]],  # not quiet: the validation lines show that training runs
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    proc = start(out)
+    lines = []
+    for line in proc.stdout:  # a validation line every fifth of the budget
+        lines.append(line)
+        if line.startswith("iteration"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=60)
+    log = "".join(lines) + rest
+    assert proc.returncode == 130, log
+    assert "stopping after this iteration to save the model trained so far" in log
+    assert f"interrupted: wrote {out}" in log
+    prov = load_model(out, device="cpu").meta.provenance
+    assert prov["stopped_by"] == "cancelled" and prov["seconds"] < 40
+
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_second_ctrl_c_quits_at_once():
+    import signal
+
+    from napari_unet.cli.train import _Interrupt
+
+    with _Interrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupt()  # the first asks training to stop and save
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -1,13 +1,15 @@
 """``napari-unet train``: train a segmentation or denoising UNet from scans on disk.
 
 Images and labels pair up in order. Progress goes to a terminal bar, each validation to
-one line; the model file is written atomically only when training finishes (Ctrl-C
-leaves nothing behind).
+one line; the model file is written atomically (never a partial file), when training
+finishes or after a first Ctrl-C, with what was learnt so far (exit code 130).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
 
 
@@ -104,7 +106,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..errors import SettingsError
+    from ..errors import Cancelled, SettingsError
     from ..io.write import atomic_write_text
     from ..model.checkpoint import SUFFIX as MODEL_SUFFIX
     from ..training import TrainSettings, train
@@ -129,16 +131,49 @@ def run(args) -> int:
         precision=args.precision, deterministic=args.deterministic, threads=args.threads,
         slice_context=args.slice_context, name=args.name or out.name.split(".")[0])
     unit = "s" if args.time_budget and not args.iterations else "it"
-    with _Bar(args.quiet, unit) as bar:
-        result = train(args.images, args.labels, settings=settings, progress=bar.update,
-                       on_metrics=bar.metrics)
+    with _Bar(args.quiet, unit) as bar, _Interrupt() as interrupt:
+        try:
+            result = train(args.images, args.labels, settings=settings, progress=bar.update,
+                           on_metrics=bar.metrics, cancel=interrupt)
+        except Cancelled as exc:
+            result = exc.partial
     result.model.save(out)
     if args.history:
         history = {"history": result.history, "metrics": result.metrics}
         atomic_write_text(Path(args.history), json.dumps(history, indent=1))
-    print(f"wrote {out}: {result.model.task.describe()}, {result.iterations} iterations in "
-          f"{result.seconds:.0f} s; {_format(result.metrics)}")
-    return 0
+    how = "interrupted: " if interrupt.asked else ""
+    scores = (_format(result.metrics) if result.metrics or not interrupt.asked
+              else "not validated before the interruption")
+    print(f"{how}wrote {out}: {result.model.task.describe()}, {result.iterations} iterations "
+          f"in {result.seconds:.0f} s; {scores}")
+    return 130 if interrupt.asked else 0
+
+
+class _Interrupt:
+    """The first Ctrl-C stops training after the current iteration and the model trained
+    so far is saved (an hour's run is not lost to one keystroke); a second one quits."""
+
+    def __init__(self):
+        self.asked, self.previous = False, None
+
+    def __enter__(self):
+        with contextlib.suppress(ValueError):  # not the main thread: Ctrl-C as usual
+            self.previous = signal.signal(signal.SIGINT, self._stop)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def __call__(self) -> bool:
+        return self.asked
+
+    def _stop(self, *_):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        print("interrupted: stopping after this iteration to save the model trained so far "
+              "(Ctrl-C again quits without saving)", file=sys.stderr, flush=True)
 
 
 def _normalization(args):
