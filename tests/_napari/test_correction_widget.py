@@ -383,6 +383,8 @@ def test_another_day_labels_saved_earlier_continue_the_loop(make_napari_viewer, 
     [scan] = viewer.open(str(tmp_path / "scan.nii.gz"), plugin="napari-unet")
     [earlier] = viewer.open(str(saved), plugin="napari-unet")
     assert earlier._type_string == "labels"
+    assert (f"to go on with {earlier.name!r}: choose it under 'continue from labels' in the "
+            "inference widget and Run") in widget.edited.value
     inference.reset_choices()
     inference.image.value = scan
     inference.start_from.value = earlier

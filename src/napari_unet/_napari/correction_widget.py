@@ -24,6 +24,7 @@ from qtpy.QtCore import QTimer
 from ..errors import NapariUnetError
 from . import change_preview as P
 from . import layers as L
+from .continued import labels_layers
 from .dock import DockWidget, compact, row, wrapping
 from .user_files import AutoPath
 from .worker import JobRunner, JobState, error_message, report_error
@@ -166,14 +167,27 @@ class CorrectionWidget(DockWidget):
         if self._bound is not None:
             self._follow(self._bound, False)
 
+    def reset_choices(self, *_) -> None:
+        """Layers came or went (napari calls this): the hint may change too."""
+        super().reset_choices()
+        self.update_count()
+
+    def _how_to_start(self) -> str:
+        """What to do first; labels opened from a file go through the inference widget."""
+        results = result_labels_layers(self.viewer)
+        opened = [ly.name for ly in labels_layers(self.viewer) if ly not in results]
+        if opened:
+            return (f"to go on with {opened[0]!r}: choose it under 'continue from labels' "
+                    "in the inference widget and Run")
+        return "run the inference widget with a segmentation model first"
+
     def _schedule_count(self, *_):
         self._recount.start()
 
     def update_count(self, *_):
         session = self._session_or_none()
         if session is None:
-            self.edited.value = ("edited slices: 0 (run the inference widget with a "
-                                 "segmentation model first)")
+            self.edited.value = "edited slices: 0 (" + self._how_to_start() + ")"
             self._enable(False)
             return
         from .planes import axis_plane
