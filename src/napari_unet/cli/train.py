@@ -31,7 +31,9 @@ def add_parser(sub) -> None:
         "train", help="train a UNet (segmentation or denoising) on scans",
         description="Train a 2D UNet on slices of CT/MR volumes. Segmentation learns from "
         "image + label volumes; denoising adds synthetic noise to clean scans, or learns "
-        "from noisy scans alone with --self-supervised (blind-spot masking).")
+        "from noisy scans alone with --self-supervised (blind-spot masking). Ctrl-C stops "
+        "and saves the model trained so far to -o (exit code 130); a second Ctrl-C quits "
+        "without saving.")
     p.add_argument("--task", required=True, choices=TASK_KINDS)
     p.add_argument("--images", nargs="+", required=True, metavar="PATH",
                    help="scans: NIfTI files or DICOM folders")
