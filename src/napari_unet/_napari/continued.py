@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NapariUnetError
-from .layers import _data_to_world, layer_kind
+from .layers import data_to_world, layer_kind
 
 
 def labels_layers(viewer) -> list:
@@ -22,10 +22,7 @@ def labels_layers(viewer) -> list:
 
 def continue_problem(start, image) -> str | None:
     """Why ``start`` cannot seed a result on ``image`` (None when it can, or is None)."""
-    if start is None or image is None:
-        return None
-    offset = _offset(start, image)
-    if offset is not None:
+    if start is None or image is None or _offset(start, image) is not None:
         return None
     if tuple(start.data.shape) != tuple(image.data.shape[:3]):
         return (f"the labels {start.name!r} ({_shape(start)}) do not lie on the voxels of "
@@ -53,7 +50,7 @@ def start_labels(start, image, task) -> np.ndarray:
 def _offset(start, image) -> np.ndarray | None:
     """Where ``start``'s first voxel sits in ``image``'s grid, when its voxels are the
     image's (same spacing and orientation, whole voxels apart, inside it); else None."""
-    to_image = np.linalg.inv(_data_to_world(image)) @ _data_to_world(start)
+    to_image = np.linalg.inv(data_to_world(image)) @ data_to_world(start)
     offset = to_image[:3, 3]
     whole = np.round(offset)
     if not (np.allclose(to_image[:3, :3], np.eye(3), atol=1e-3)

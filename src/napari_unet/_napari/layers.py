@@ -52,7 +52,7 @@ def volume_from_layer(layer) -> Volume:
     from ..io.geometry import axes_from_labels, geometry_from_layer
 
     spacing, origin, direction = geometry_from_layer(
-        _data_to_world(layer), axes_from_labels(getattr(layer, "axis_labels", None)))
+        data_to_world(layer), axes_from_labels(getattr(layer, "axis_labels", None)))
     return Volume(data, spacing, origin, direction, name=layer.name)
 
 
@@ -65,7 +65,7 @@ def shape_problem(layer) -> str | None:
     return None
 
 
-def _data_to_world(layer) -> np.ndarray:
+def data_to_world(layer) -> np.ndarray:
     """4x4 matrix from data indices to napari world coordinates (last 3 dims)."""
     try:
         m = np.asarray(layer._data_to_world.affine_matrix, float)
