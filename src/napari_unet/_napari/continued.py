@@ -67,9 +67,12 @@ def _box(offset: np.ndarray, shape) -> tuple[slice, ...]:
 
 
 def edited_slices(labels: np.ndarray, output: np.ndarray, axis: int) -> int:
-    """How many slices along ``axis`` differ from the model's answer."""
-    differs = np.moveaxis(labels != output, axis, 0)
-    return int(differs.reshape(len(differs), -1).any(axis=1).sum())
+    """How many slices along ``axis`` differ from the model's answer (as the correction
+    session will count them)."""
+    from ..correction.session import differing_slices
+
+    return int(differing_slices(np.moveaxis(labels, axis, 0),
+                                np.moveaxis(output, axis, 0)).sum())
 
 
 def _shape(layer) -> str:

@@ -179,7 +179,7 @@ class CorrectionSession:
                       changed_per_slice=per_slice, check=check, recommended=recommended)
 
     def _edited(self, labels: np.ndarray) -> np.ndarray:
-        return _differs(self._along(labels), self._along(self.output))
+        return differing_slices(self._along(labels), self._along(self.output))
 
     def _held_out(self, corrected: np.ndarray, seed: int) -> np.ndarray:
         """Per corrected slice (stacked on axis 0): the tiles kept for the check."""
@@ -222,7 +222,7 @@ class CorrectionSession:
         still = ~self.edited_mask()[update.slices]
         slices, new = update.slices[still], update.labels[still]
         lab, out = self._along(self.labels), self._along(self.output)
-        differs = _differs(lab[slices], new)
+        differs = differing_slices(lab[slices], new)
         self._undo.append(_UndoStep(self.model, slices, lab[slices].copy(), out[slices].copy(),
                                     new.copy(), self._uncertainty_of(slices)))
         lab[slices] = new
@@ -249,7 +249,7 @@ class CorrectionSession:
         current = lab[step.slices]
         untouched = (current == step.written).reshape(len(step.slices), -1).all(axis=1)
         idx = step.slices[untouched]
-        differs = _differs(current[untouched], step.labels[untouched])
+        differs = differing_slices(current[untouched], step.labels[untouched])
         lab[idx] = step.labels[untouched]
         out[step.slices] = step.output
         if self.slice_uncertainty is not None and step.uncertainty is not None:
@@ -326,7 +326,7 @@ class CorrectionSession:
         return written
 
 
-def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def differing_slices(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per slice (stacked on axis 0): whether any voxel of ``a`` and ``b`` differs."""
     return (a != b).reshape(len(a), -1).any(axis=1)
 
