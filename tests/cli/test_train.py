@@ -298,3 +298,22 @@ def test_a_second_ctrl_c_quits_at_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_all_planes_learns_from_three_planes_and_is_for_segmentation_only(tmp_path, capsys):
+    img, lab = blobs(3, shape=(16, 24, 24))
+    scan = _nifti(tmp_path / "scan.nii.gz", img)
+    labels = _nifti(tmp_path / "scan_labels.nii.gz", lab.astype(np.uint8))
+    out = tmp_path / "planes.safetensors"
+    rc = main(["train", "--task", "segment", "--images", scan, "--labels", labels,
+               "--iterations", "4", "--all-planes", "--val-block", "6", "10", "-o", str(out),
+               *TINY])
+    assert rc == 0
+    prov = load_model(out, device="cpu").meta.provenance
+    assert prov["settings"]["all_planes"] is True
+    assert prov["planes_per_volume"] == [3]
+    capsys.readouterr()
+    rc = main(["train", "--task", "denoise", "--images", scan, "--iterations", "2",
+               "--all-planes", "-o", str(tmp_path / "den.safetensors"), *TINY])
+    assert rc == 2 and not (tmp_path / "den.safetensors").exists()
+    assert "all_planes is for segmentation" in capsys.readouterr().err

@@ -235,3 +235,32 @@ def test_denoising_inputs_are_scaled_as_a_scan_at_their_own_noise_level():
     got = _interpolate(torch.tensor([0.02, 0.2, mid]), grid, table)
     assert torch.allclose(got[0], table[0, 0]) and torch.allclose(got[1], table[0, -1])
     assert torch.allclose(got[2], (table[0, 1] + table[0, 2]) / 2, atol=1e-6)
+
+
+def test_other_planes_never_show_the_held_out_slices(monkeypatch):
+    """all_planes: the held-out block's voxels (and its gap) are blanked in the coronal and
+    sagittal stacks; a scan with anisotropic voxels keeps to its own plane."""
+    from napari_unet.model.normalize import Normalization
+    from napari_unet.training import recipes
+    from napari_unet.training.data import load_source
+    from napari_unet.training.trainer import _task
+
+    seen = []
+    monkeypatch.setattr(recipes, "_sampler", lambda imgs, extras, items, *a, **k:
+                        seen.append((imgs, extras, items)))
+    img, lab = blobs(5, shape=(16, 24, 24))
+    s = TrainSettings(task="segment", n_classes=3, all_planes=True, val_block=(6, 10),
+                      val_gap=1, iterations=1)
+    for spacing, stacks in (((3.0, 1.0, 1.0), 1), ((1.0, 1.0, 1.0), 3)):
+        src = load_source(Volume(img, spacing=spacing), 0)
+        tgt = load_source(Volume(lab, spacing=spacing), 0, "labels", src)
+        recipe = recipes.segmentation(_task(s, [src], [tgt], None), [src], [tgt],
+                                      Normalization(), s, torch.device("cpu"))
+        imgs, extras, items = seen.pop()
+        assert len(imgs) == stacks and {v for v, _ in items} == set(range(stacks))
+        assert recipe.info["planes_per_volume"] == [stacks]
+    assert not {i for v, i in items if v == 0} & set(range(5, 11))
+    assert imgs[0][5:11].any() and extras[0]["label"][5:11].any()
+    for k in (1, 2):  # (slices, 1, 16, 24): the held-out block runs along the rows
+        assert imgs[k].shape[2] == 16 and imgs[k].any() and extras[k]["label"].any()
+        assert not imgs[k][:, :, 5:11].any() and not extras[k]["label"][:, :, 5:11].any()

@@ -57,6 +57,10 @@ def add_parser(sub) -> None:
                    help="also feed K neighbour slices either side of each slice (2.5D; "
                    "a denoiser then sees the anatomy under independent noise); default: "
                    "the --init model's, else 0")
+    p.add_argument("--all-planes", action="store_true",
+                   help="segmentation: also learn from slices along the other two planes of "
+                   "near-isotropic scans (about 3x the distinct slices; held-out slices' "
+                   "voxels are blanked in them)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--time-budget", type=float, metavar="SECONDS",
                       help="train for this long (wall clock); the learning-rate schedule "
@@ -131,7 +135,8 @@ def run(args) -> int:
         seed=args.seed, device=args.device, normalization=_normalization(args),
         augment=not args.no_augment, domain_randomization=args.domain_randomization,
         precision=args.precision, deterministic=args.deterministic, threads=args.threads,
-        slice_context=args.slice_context, name=args.name or out.name.split(".")[0])
+        slice_context=args.slice_context, all_planes=args.all_planes,
+        name=args.name or out.name.split(".")[0])
     unit = "s" if args.time_budget and not args.iterations else "it"
     with _Bar(args.quiet, unit) as bar, _Interrupt() as interrupt:
         try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ..errors import SettingsError
+from ..errors import SettingsError, TaskError
 from ..model.normalize import Fitted, Normalization
 from ..model.tasks import TaskSpec
 from .augment import DOMAIN, LIGHT, NONE, Randomization
@@ -43,6 +43,7 @@ from .data import (
 from .data import to_slices as _slices
 from .metrics import DiceCounter, psnr
 from .noise import add_noise, draw_levels
+from .planes import blanked, other_planes
 from .settings import TrainSettings
 
 EMPTY_SLICE_WEIGHT = 0.25  # slices without foreground are drawn this much less often
@@ -103,19 +104,29 @@ def _chunks(x: torch.Tensor, size: int):
 def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
                  norm: Normalization, s: TrainSettings, device) -> Recipe:
     imgs, extras, items, weights, splits, val = [], [], [], [], [], []
-    for v, (src, lab) in enumerate(zip(images, labels, strict=True)):
-        img, _ = _normalised(src, norm, s.axis)
+
+    def add(img, lab_sl, train_idx) -> None:
+        v = len(imgs)
+        imgs.append(img)
+        extras.append({"label": lab_sl, "crop": lab_sl})
+        for i in train_idx:
+            items.append((v, int(i)))
+            weights.append(1.0 if lab_sl[i].any() else EMPTY_SLICE_WEIGHT)
+
+    planes = []
+    for src, lab in zip(images, labels, strict=True):
+        img, fitted = _normalised(src, norm, s.axis)
         img = with_context(img, s.slice_context or 0)
         lab_arr = check_labels(np.asarray(lab.array), src.array.shape, task.n_labels, lab.name)
         check_same_grid(src, lab)
         lab_sl = label_slices(lab_arr, s.axis).astype(np.int16)
         train_idx, val_idx = _split(len(img), s)
         splits.append((train_idx, val_idx))
-        imgs.append(img)
-        extras.append({"label": lab_sl, "crop": lab_sl})
-        for i in train_idx:
-            items.append((v, int(i)))
-            weights.append(1.0 if lab_sl[i].any() else EMPTY_SLICE_WEIGHT)
+        add(img, lab_sl, train_idx)
+        cut = list(_other_planes(src, lab_arr, fitted, train_idx, s)) if s.all_planes else []
+        for stack in cut:
+            add(*stack)
+        planes.append(1 + len(cut))
         if len(val_idx):
             val.append((_on(img[val_idx], device), _on(lab_sl[val_idx], device)))
     sampler = _sampler(imgs, extras, items, np.array(weights), s, device,
@@ -126,7 +137,31 @@ def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
         return b["image"], b["label"].round().long(), None
 
     validate = _dice_validation(task, val, s.batch_size) if val else None
-    return Recipe(next_batch, validate, _held_out_info(splits))
+    info = _held_out_info(splits)
+    if s.all_planes:
+        info["planes_per_volume"] = planes
+    return Recipe(next_batch, validate, info)
+
+
+def _other_planes(src: Source, lab_arr: np.ndarray, fitted: Fitted, keep, s: TrainSettings):
+    """(image slices, label slices, training slices) along each other plane of ``src``.
+
+    Voxels outside the main plane's training slices ``keep`` are blanked (see
+    :mod:`.planes`); each stack keeps the same slice numbers out of training as the main
+    one, and a plane left without any is skipped.
+    """
+    axes = other_planes(s.axis, src.spacing)
+    if not axes:
+        return
+    volume = blanked(to_numpy(fitted.forward(src.array.astype(np.float32))), s.axis, keep)
+    lab = blanked(lab_arr, s.axis, keep)
+    for a in axes:
+        img = with_context(_slices(volume, a), s.slice_context or 0)
+        try:
+            train_idx, _ = _split(len(img), s)
+        except TaskError:
+            continue
+        yield img, label_slices(lab, a).astype(np.int16), train_idx
 
 
 def _dice_validation(task: TaskSpec, val, batch: int) -> Callable:

@@ -46,7 +46,9 @@ class TrainSettings:
     ``slice_context``: neighbour slices either side that go in with each slice as extra
     channels (2.5D: a denoiser sees the same anatomy under independent noise; None takes
     the ``init`` model's, else 0). Not for self-supervised denoising, whose blind spot the
-    neighbours would see through.
+    neighbours would see through. ``all_planes`` (segmentation): also learn from the slices
+    of the other two planes of near-isotropic scans, with the held-out slices' voxels
+    blanked in them (:mod:`~napari_unet.training.planes`).
     """
 
     task: Literal["segment", "denoise"] = "segment"
@@ -80,6 +82,7 @@ class TrainSettings:
     threads: int | None = None
     log_every: int = 50
     slice_context: int | None = None
+    all_planes: bool = False
 
     def __post_init__(self):
         if self.task in ("segmentation", "seg"):
@@ -105,6 +108,9 @@ class TrainSettings:
             raise SettingsError("val_gap must be >= 0, log_every and threads >= 1")
         self.patch_size = (int(self.patch_size[0]), int(self.patch_size[1]))
         self._check_context()
+        if self.all_planes and self.task != "segment":
+            raise SettingsError("all_planes is for segmentation: a denoiser learns from the "
+                                "slices of its own plane")
         if self.iterations is None and self.time_budget is None:
             self.iterations = DEFAULT_ITERATIONS
 
