@@ -172,3 +172,24 @@ def test_class_count_and_dice_words():
     assert poor_dice_warning({"val_dice": 0.31}).startswith("validation Dice 0.31")
     assert poor_dice_warning({"val_dice": 0.8}) is None
     assert poor_dice_warning({"val_psnr": 30.0}) is None
+
+
+def test_learning_from_all_three_planes(make_napari_viewer, qtbot):
+    """The box reaches the model: a scan of cubic voxels is cut along its three planes."""
+    viewer = make_napari_viewer()
+    image, labels = W.phantom((24, 24, 24))
+    viewer.add_image(image, name="scan", scale=(0.8, 0.8, 0.8))
+    viewer.add_labels(labels, name="truth", scale=(0.8, 0.8, 0.8),
+                      features=class_features(NAMES), colormap=class_colormap(3))
+    widget = W.open_widget(viewer, W.TRAINING)
+    widget.task.value = "denoise"
+    assert not widget.is_shown(widget.all_planes)
+    widget.task.value = "segment"
+    assert widget.is_shown(widget.all_planes) and not widget.all_planes.value
+    widget.all_planes.value = True
+    widget.base.value, widget.budget.value = 4, 2
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    (saved,) = models_in(Path.home())
+    provenance = load_model(saved, device="cpu").meta.provenance
+    assert provenance["settings"]["all_planes"] and provenance["planes_per_volume"] == [3]
