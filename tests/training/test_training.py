@@ -264,3 +264,18 @@ def test_other_planes_never_show_the_held_out_slices(monkeypatch):
     for k in (1, 2):  # (slices, 1, 16, 24): the held-out block runs along the rows
         assert imgs[k].shape[2] == 16 and imgs[k].any() and extras[k]["label"].any()
         assert not imgs[k][:, :, 5:11].any() and not extras[k]["label"][:, :, 5:11].any()
+
+
+def test_volumes_resampled_to_the_model_spacing_know_their_new_spacing():
+    """all_planes judges the voxels a volume has after resampling, not before."""
+    from napari_unet.training.data import Source
+    from napari_unet.training.planes import other_planes
+    from napari_unet.training.spacing import to_model_spacing
+
+    src = Source(np.zeros((4, 10, 12), np.float32), "s", spacing=(1.0, 2.0, 2.0))
+    lab = Source(np.zeros((4, 10, 12), np.uint8), "l", spacing=(1.0, 2.0, 2.0))
+    assert other_planes(0, src.spacing) == ()
+    assert to_model_spacing([src], [lab], 0, (1.0, 1.0)) == ["s"]
+    assert lab.array.shape == src.array.shape and src.array.shape[1:] >= (19, 23)
+    assert src.spacing == lab.spacing == (1.0, 1.0, 1.0)
+    assert other_planes(0, src.spacing) == (1, 2)

@@ -40,10 +40,19 @@ def to_model_spacing(sources: list, targets: list, axis: int,
         if size is None:
             continue
         src.array = _resampled(src.array, axis, size, labels=False)
+        src.spacing = _in_plane_set(src.spacing, axis, spacing)
         if i < len(targets):
             targets[i].array = _resampled(targets[i].array, axis, size, labels=True)
+            targets[i].spacing = src.spacing
         changed.append(src.name)
     return changed
+
+
+def _in_plane_set(spacing, axis: int, in_plane) -> tuple[float, ...]:
+    """``spacing`` (array order) with the two axes besides ``axis`` set to ``in_plane``."""
+    rest = iter(in_plane)
+    return tuple(float(v) if k == axis else float(next(rest)) for k, v in
+                 enumerate(spacing[:3]))
 
 
 def _resampled(array: np.ndarray, axis: int, size, labels: bool) -> np.ndarray:
