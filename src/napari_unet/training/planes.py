@@ -4,10 +4,10 @@ A 2D net learns from slices along one axis; cut along the other two as well, a
 near-isotropic scan gives about three times as many distinct views of the same anatomy.
 On the bundled brain-tissue recipe this raised the first stage's held-out Dice from
 0.964 / 0.970 to 0.973 / 0.982 (grey / white matter). Voxels that lie in slices the main
-plane keeps out of training (the held-out block and its gap) are blanked in those views:
-image at 0 (the normalisation's lower bound), labels background, so nothing of them is learned from
-another direction. Scans whose voxels are far from cubic keep to their main plane: their
-other planes would show the anatomy stretched.
+plane keeps out of training (the held-out block and its gap) are blanked in those views
+(image 0, the normalisation's lower bound; labels background), so nothing of them is
+learned from another direction. Scans whose voxels are far from cubic keep to their main
+plane: their other planes would show the anatomy stretched.
 """
 
 from __future__ import annotations
