@@ -114,7 +114,7 @@ class TrainingWidget(DockWidget):
                                tooltip="slices either side that go in with each slice "
                                        "(2.5D): 1 lets a denoiser see the same anatomy under "
                                        "independent noise; 0 is plain 2D")
-        self.all_planes = CheckBox(text="learn from all three planes",
+        self.all_planes = CheckBox(text="learn from 3 planes",
                                    tooltip="also cut each scan along its other two planes: "
                                            "about 3x the distinct slices (scans with "
                                            "near-cubic voxels only)")
