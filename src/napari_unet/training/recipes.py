@@ -71,6 +71,10 @@ def _sampler(images, extras, items, weights, s: TrainSettings, device, **kw) -> 
                         flips=s.augment or s.domain_randomization, device=device, **kw)
 
 
+def _normalised_volume(src: Source, norm: Normalization) -> np.ndarray:
+    return to_numpy(norm.fit(src.array).forward(src.array.astype(np.float32)))
+
+
 def _normalised(src: Source, norm: Normalization, axis: int) -> tuple[np.ndarray, Fitted]:
     fitted = norm.fit(src.array)
     return to_numpy(fitted.forward(_slices(src.array.astype(np.float32), axis))), fitted
@@ -115,15 +119,15 @@ def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
 
     planes = []
     for src, lab in zip(images, labels, strict=True):
-        img, fitted = _normalised(src, norm, s.axis)
-        img = with_context(img, s.slice_context or 0)
+        volume = _normalised_volume(src, norm)
+        img = with_context(_slices(volume, s.axis), s.slice_context or 0)
         lab_arr = check_labels(np.asarray(lab.array), src.array.shape, task.n_labels, lab.name)
         check_same_grid(src, lab)
         lab_sl = label_slices(lab_arr, s.axis).astype(np.int16)
         train_idx, val_idx = _split(len(img), s)
         splits.append((train_idx, val_idx))
         add(img, lab_sl, train_idx)
-        cut = list(_other_planes(src, lab_arr, fitted, train_idx, s)) if s.all_planes else []
+        cut = list(_other_planes(src, volume, lab_arr, train_idx, s)) if s.all_planes else []
         for stack in cut:
             add(*stack)
         planes.append(1 + len(cut))
@@ -143,8 +147,10 @@ def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
     return Recipe(next_batch, validate, info)
 
 
-def _other_planes(src: Source, lab_arr: np.ndarray, fitted: Fitted, keep, s: TrainSettings):
-    """(image slices, label slices, training slices) along each other plane of ``src``.
+def _other_planes(src: Source, volume: np.ndarray, lab_arr: np.ndarray, keep,
+                  s: TrainSettings):
+    """(image slices, label slices, training slices) along each other plane of ``src``
+    (``volume``: its normalised image).
 
     Voxels outside the main plane's training slices ``keep`` are blanked (see
     :mod:`.planes`); each stack keeps the same slice numbers out of training as the main
@@ -153,7 +159,7 @@ def _other_planes(src: Source, lab_arr: np.ndarray, fitted: Fitted, keep, s: Tra
     axes = other_planes(s.axis, src.spacing)
     if not axes:
         return
-    volume = blanked(to_numpy(fitted.forward(src.array.astype(np.float32))), s.axis, keep)
+    volume = blanked(volume, s.axis, keep)
     lab = blanked(lab_arr, s.axis, keep)
     for a in axes:
         img = with_context(_slices(volume, a), s.slice_context or 0)
