@@ -193,3 +193,9 @@ def test_learning_from_all_three_planes(make_napari_viewer, qtbot):
     (saved,) = models_in(Path.home())
     provenance = load_model(saved, device="cpu").meta.provenance
     assert provenance["settings"]["all_planes"] and provenance["planes_per_volume"] == [3]
+    assert "main plane only" not in widget.status.value
+    for layer in viewer.layers:  # slices 3x as far apart as the pixels: one plane
+        layer.scale = (2.4, 0.8, 0.8)
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    assert "1 of 1 scans learned from their main plane only" in widget.status.value

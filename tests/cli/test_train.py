@@ -17,9 +17,10 @@ from support.synthetic import blobs, smooth_volume
 TINY = ["--base", "4", "--patch", "32", "32", "--batch-size", "4", "-q"]
 
 
-def _nifti(path, array):
+def _nifti(path, array, zooms=(1.0, 1.0, 1.0)):
     # nibabel stores x fastest; the reader gives arrays slices-first, i.e. reversed axes
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(array.T), np.eye(4)), str(path))
+    affine = np.diag([*zooms, 1.0])
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(array.T), affine), str(path))
     return str(path)
 
 
@@ -317,3 +318,19 @@ def test_all_planes_learns_from_three_planes_and_is_for_segmentation_only(tmp_pa
                "--all-planes", "-o", str(tmp_path / "den.safetensors"), *TINY])
     assert rc == 2 and not (tmp_path / "den.safetensors").exists()
     assert "all_planes is for segmentation" in capsys.readouterr().err
+
+
+def test_all_planes_says_which_scans_kept_to_one_plane(tmp_path, capsys):
+    """Slices 3 mm apart would show the anatomy stretched in the other planes: the scan is
+    learned from its own plane, and the command says so (not only the provenance)."""
+    img, lab = blobs(3, shape=(16, 24, 24))
+    scan = _nifti(tmp_path / "thick.nii.gz", img, zooms=(1.0, 1.0, 3.0))
+    labels = _nifti(tmp_path / "thick_labels.nii.gz", lab.astype(np.uint8), zooms=(1.0, 1.0, 3.0))
+    out = tmp_path / "planes.safetensors"
+    rc = main(["train", "--task", "segment", "--images", scan, "--labels", labels,
+               "--iterations", "2", "--all-planes", "--val-block", "6", "10", "-o", str(out),
+               *TINY])
+    assert rc == 0
+    assert load_model(out, device="cpu").meta.provenance["planes_per_volume"] == [1]
+    assert ("note: 1 of 1 scans learned from their main plane only: their voxels are far "
+            "from cubic") in capsys.readouterr().out

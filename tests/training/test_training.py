@@ -266,6 +266,31 @@ def test_other_planes_never_show_the_held_out_slices(monkeypatch):
         assert not imgs[k][:, :, 5:11].any() and not extras[k]["label"][:, :, 5:11].any()
 
 
+def test_all_planes_counts_its_copies_before_making_them(monkeypatch):
+    """The other planes need copies of the volume: refused with the scan's name when they
+    would not fit, while one plane of the same scan still trains."""
+    from napari_unet.errors import SettingsError
+    from napari_unet.model.normalize import Normalization
+    from napari_unet.training import recipes
+    from napari_unet.training.data import load_source
+    from napari_unet.training.trainer import _task
+
+    img, lab = blobs(5, shape=(16, 24, 24))
+    src = load_source(Volume(img, spacing=(1.0, 1.0, 1.0)), 0)
+    src.name = "big_scan.nii.gz"
+    tgt = load_source(Volume(lab, spacing=(1.0, 1.0, 1.0)), 0, "labels", src)
+    monkeypatch.setenv("NAPARI_UNET_MAX_BYTES", str(3 * img.size * 4))
+    for planes in (False, True):
+        s = TrainSettings(task="segment", n_classes=3, all_planes=planes, val_block=(6, 10),
+                          iterations=1, patch_size=(16, 16), batch_size=2)
+        task = _task(s, [src], [tgt], None)
+        if not planes:
+            recipes.segmentation(task, [src], [tgt], Normalization(), s, torch.device("cpu"))
+            continue
+        with pytest.raises(SettingsError, match=r"the other two planes of big_scan.nii.gz"):
+            recipes.segmentation(task, [src], [tgt], Normalization(), s, torch.device("cpu"))
+
+
 def test_volumes_resampled_to_the_model_spacing_know_their_new_spacing():
     """all_planes judges the voxels a volume has after resampling, not before."""
     from napari_unet.training.data import Source

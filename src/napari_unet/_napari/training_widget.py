@@ -251,6 +251,8 @@ class TrainingWidget(DockWidget):
             self.plot.add(update.entry)
 
     def _finished(self, out) -> None:
+        from ..training.planes import one_plane_note
+
         result, save_error = out
         self.result = result
         if not self.plot.history:
@@ -266,7 +268,8 @@ class TrainingWidget(DockWidget):
             if save_error is not None:
                 report_error("Saving the trained model", save_error)
         self.status.value = "; ".join(part for part in (
-            f"{result.iterations} iterations in {result.seconds:.0f} s", metrics, where) if part)
+            f"{result.iterations} iterations in {result.seconds:.0f} s", metrics, where,
+            one_plane_note(result.model.meta.provenance)) if part)
         warning = poor_dice_warning(result.metrics)
         if warning:
             from napari.utils.notifications import show_warning

@@ -116,6 +116,7 @@ def run(args) -> int:
     from ..io.write import atomic_write_text
     from ..model.checkpoint import SUFFIX as MODEL_SUFFIX
     from ..training import TrainSettings, train
+    from ..training.planes import one_plane_note
     from .options import new_output_file
 
     inputs = [*args.images, *(args.labels or []), args.init]
@@ -153,6 +154,9 @@ def run(args) -> int:
               else "not validated before the interruption")
     print(f"{how}wrote {out}: {result.model.task.describe()}, {result.iterations} iterations "
           f"in {result.seconds:.0f} s; {scores}")
+    note = one_plane_note(result.model.meta.provenance)
+    if note:
+        print(f"note: {note}")
     return 130 if interrupt.asked else 0
 
 

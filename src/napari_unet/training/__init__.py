@@ -5,8 +5,9 @@
 settings classes are the reference. Modules: ``trainer`` and ``finetune`` (the two
 entry points), ``recipes`` (what a batch and a validation mean per task), ``data``
 (inputs, slices, the device-resident :class:`~.data.PatchSampler`), ``augment``
-(batched augmentation and domain randomisation), ``loop`` (the optimisation loop),
-``losses``, ``noise``, ``blindspot``, ``metrics``, ``determinism``.
+(batched augmentation and domain randomisation), ``planes`` (the other planes'
+slices), ``loop`` (the optimisation loop), ``losses``, ``noise``, ``blindspot``,
+``metrics``, ``determinism``.
 """
 
 from __future__ import annotations

@@ -33,3 +33,13 @@ def blanked(volume: np.ndarray, axis: int, keep: np.ndarray, value=0) -> np.ndar
     drop[keep] = False
     np.moveaxis(out, axis, 0)[drop] = value
     return out
+
+
+def one_plane_note(provenance: dict) -> str | None:
+    """What to tell a person who asked for all planes when some scans kept to one."""
+    planes = provenance.get("planes_per_volume") or []
+    kept = sum(1 for n in planes if n == 1)
+    if not kept:
+        return None
+    return (f"{kept} of {len(planes)} scans learned from their main plane only: their voxels "
+            f"are far from cubic (largest / smallest spacing > {ISOTROPY})")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import SettingsError, TaskError
+from ..limits import check_allocation
 from ..model.normalize import Fitted, Normalization
 from ..model.tasks import TaskSpec
 from .augment import DOMAIN, LIGHT, NONE, Randomization
@@ -159,6 +160,8 @@ def _other_planes(src: Source, volume: np.ndarray, lab_arr: np.ndarray, keep,
     axes = other_planes(s.axis, src.spacing)
     if not axes:
         return
+    check_allocation(3 * volume.nbytes + 3 * lab_arr.nbytes,
+                     f"the other two planes of {src.name} (all planes)", SettingsError)
     volume = blanked(volume, s.axis, keep)
     lab = blanked(lab_arr, s.axis, keep)
     for a in axes:
