@@ -61,10 +61,6 @@ def add_parser(sub) -> None:
                    help="segmentation: also learn from slices along the other two planes of "
                    "near-isotropic scans (about 3x the distinct slices; held-out slices' "
                    "voxels are blanked in them)")
-    p.add_argument("--synthesis", type=float, default=0.0, metavar="SHARE",
-                   help="segmentation: draw this share (0..1) of the training patches from "
-                   "the label maps, every tissue at a random intensity (SynthSeg-style), "
-                   "for models that must hold on other contrasts; default 0")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--time-budget", type=float, metavar="SECONDS",
                       help="train for this long (wall clock); the learning-rate schedule "
@@ -141,7 +137,6 @@ def run(args) -> int:
         augment=not args.no_augment, domain_randomization=args.domain_randomization,
         precision=args.precision, deterministic=args.deterministic, threads=args.threads,
         slice_context=args.slice_context, all_planes=args.all_planes,
-        synthesis=args.synthesis,
         name=args.name or out.name.split(".")[0])
     unit = "s" if args.time_budget and not args.iterations else "it"
     with _Bar(args.quiet, unit) as bar, _Interrupt() as interrupt:

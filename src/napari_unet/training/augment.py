@@ -60,7 +60,6 @@ class Randomization:
     noise: tuple[float, float] = (0.0, 0.0)
     scale: float = 0.0  # intensity x (1 + u * scale), u in [-1, 1]
     shift: float = 0.0  # intensity + u * shift
-    synthesis: float = 0.0  # share of patches drawn from the label map (:mod:`.synthesis`)
 
     @property
     def geometric(self) -> bool:

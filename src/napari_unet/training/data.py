@@ -20,7 +20,6 @@ from ..errors import SettingsError, TaskError, VolumeReadError
 from ..io.formats import is_nifti_path
 from ..limits import check_allocation
 from .augment import LIGHT, NONE, Draw, Randomization, affine_matrices, intensity
-from .synthesis import BLUR, SUBREGIONS, synthesize
 
 
 @dataclass
@@ -289,20 +288,11 @@ class PatchSampler:
             batch, coords = self._resample(idx, cy, cx, d)
         else:
             batch, coords = self._cut(idx, cy, cx, d)
-        x = self._synthesised(batch["image"], batch.pop("regions", None), d)
-        x = intensity(x, coords, self.random, d)
+        x = intensity(batch["image"], coords, self.random, d)
         batch["image"] = x.clamp(0.0, 1.0) if self.clip else x
         batch.pop("crop", None)
         batch["volume"] = self.item_volume[idx]
         return batch
-
-    def _synthesised(self, x: torch.Tensor, regions, d: Draw) -> torch.Tensor:
-        """``x`` with a share of its patches replaced by images drawn from ``regions``."""
-        if regions is None or not self.random.synthesis:
-            return x
-        on = d.coin(self.random.synthesis)
-        fake = synthesize(regions, self.n_labels * SUBREGIONS, self.g, d.host_uniform(*BLUR))
-        return torch.where(on.view(-1, 1, 1, 1), fake.expand_as(x), x)
 
     def _centres(self, idx: torch.Tensor, d: Draw) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch centres (pixels): uniform, or on a random foreground pixel of ``crop``."""

@@ -46,7 +46,6 @@ from .metrics import DiceCounter, psnr
 from .noise import add_noise, draw_levels
 from .planes import blanked, other_planes
 from .settings import TrainSettings
-from .synthesis import subregion_map
 
 EMPTY_SLICE_WEIGHT = 0.25  # slices without foreground are drawn this much less often
 OBJECT_LEVEL = 0.05  # denoising: normalised intensity above which a pixel is the object
@@ -111,11 +110,10 @@ def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
                  norm: Normalization, s: TrainSettings, device) -> Recipe:
     imgs, extras, items, weights, splits, val = [], [], [], [], [], []
 
-    def add(img, lab_sl, train_idx, regions=None) -> None:
+    def add(img, lab_sl, train_idx) -> None:
         v = len(imgs)
         imgs.append(img)
-        extras.append({"label": lab_sl, "crop": lab_sl,
-                       **({} if regions is None else {"regions": regions})})
+        extras.append({"label": lab_sl, "crop": lab_sl})
         for i in train_idx:
             items.append((v, int(i)))
             weights.append(1.0 if lab_sl[i].any() else EMPTY_SLICE_WEIGHT)
@@ -129,18 +127,15 @@ def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
         lab_sl = label_slices(lab_arr, s.axis).astype(np.int16)
         train_idx, val_idx = _split(len(img), s)
         splits.append((train_idx, val_idx))
-        regions = subregion_map(volume, lab_arr, task.n_labels) if s.synthesis else None
-        add(img, lab_sl, train_idx, _region_slices(regions, s.axis))
-        cut = list(_other_planes(src, volume, lab_arr, regions, train_idx, s)
-                   ) if s.all_planes else []
+        add(img, lab_sl, train_idx)
+        cut = list(_other_planes(src, volume, lab_arr, train_idx, s)) if s.all_planes else []
         for stack in cut:
             add(*stack)
         planes.append(1 + len(cut))
         if len(val_idx):
             val.append((_on(img[val_idx], device), _on(lab_sl[val_idx], device)))
     sampler = _sampler(imgs, extras, items, np.array(weights), s, device,
-                       randomization=replace(randomization(s), synthesis=s.synthesis),
-                       n_labels=task.n_labels, clip=norm.clip)
+                       randomization=randomization(s), n_labels=task.n_labels, clip=norm.clip)
 
     def next_batch():
         b = sampler.draw()
@@ -153,15 +148,10 @@ def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
     return Recipe(next_batch, validate, info)
 
 
-def _region_slices(regions: np.ndarray | None, axis: int) -> np.ndarray | None:
-    return None if regions is None else label_slices(regions, axis).astype(np.int16)
-
-
-def _other_planes(src: Source, volume: np.ndarray, lab_arr: np.ndarray, regions, keep,
+def _other_planes(src: Source, volume: np.ndarray, lab_arr: np.ndarray, keep,
                   s: TrainSettings):
-    """(image slices, label slices, training slices, region slices or None) along each
-    other plane of ``src`` (``volume``: its normalised image; ``regions``: its
-    :func:`~.synthesis.subregion_map`, or None).
+    """(image slices, label slices, training slices) along each other plane of ``src``
+    (``volume``: its normalised image).
 
     Voxels outside the main plane's training slices ``keep`` are blanked (see
     :mod:`.planes`); each stack keeps the same slice numbers out of training as the main
@@ -174,14 +164,13 @@ def _other_planes(src: Source, volume: np.ndarray, lab_arr: np.ndarray, regions,
                      f"the other two planes of {src.name} (all planes)", SettingsError)
     volume = blanked(volume, s.axis, keep)
     lab = blanked(lab_arr, s.axis, keep)
-    regions = None if regions is None else blanked(regions, s.axis, keep)
     for a in axes:
         img = with_context(_slices(volume, a), s.slice_context or 0)
         try:
             train_idx, _ = _split(len(img), s)
         except TaskError:
             continue
-        yield img, label_slices(lab, a).astype(np.int16), train_idx, _region_slices(regions, a)
+        yield img, label_slices(lab, a).astype(np.int16), train_idx
 
 
 def _dice_validation(task: TaskSpec, val, batch: int) -> Callable:

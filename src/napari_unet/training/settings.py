@@ -48,9 +48,7 @@ class TrainSettings:
     the ``init`` model's, else 0). Not for self-supervised denoising, whose blind spot the
     neighbours would see through. ``all_planes`` (segmentation): also learn from the slices
     of the other two planes of near-isotropic scans, with the held-out slices' voxels
-    blanked in them (:mod:`~napari_unet.training.planes`). ``synthesis`` (segmentation):
-    the share of training patches replaced by images drawn from the label map, every
-    tissue at a random intensity (:mod:`~napari_unet.training.synthesis`).
+    blanked in them (:mod:`~napari_unet.training.planes`).
     """
 
     task: Literal["segment", "denoise"] = "segment"
@@ -85,7 +83,6 @@ class TrainSettings:
     log_every: int = 50
     slice_context: int | None = None
     all_planes: bool = False
-    synthesis: float = 0.0
 
     def __post_init__(self):
         if self.task in ("segmentation", "seg"):
@@ -111,7 +108,6 @@ class TrainSettings:
             raise SettingsError("val_gap must be >= 0, log_every and threads >= 1")
         self.patch_size = (int(self.patch_size[0]), int(self.patch_size[1]))
         self._check_context()
-        self._check_synthesis()
         if self.all_planes and self.task != "segment":
             raise SettingsError("all_planes is for segmentation: a denoiser learns from the "
                                 "slices of its own plane")
@@ -133,14 +129,6 @@ class TrainSettings:
             raise SettingsError("batch_size, base and patch size must all be >= 1")
         if not 0 < self.lr < math.inf:
             raise SettingsError(f"learning rate must be a number > 0 (got {self.lr})")
-
-    def _check_synthesis(self) -> None:
-        if not 0 <= self.synthesis <= 1:
-            raise SettingsError(f"synthesis is the share of patches drawn from the labels, "
-                                f"0..1 (got {self.synthesis})")
-        if self.synthesis and (self.task != "segment" or self.slice_context):
-            raise SettingsError("synthesis draws single slices from label maps: it is for "
-                                "segmentation without slice context")
 
     def _check_context(self) -> None:
         from ..model.checkpoint import MAX_SLICE_CONTEXT

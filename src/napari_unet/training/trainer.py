@@ -315,8 +315,7 @@ def _provenance(s: TrainSettings, sources: list[Source], parent, out, info: dict
         "settings": {k: v for k, v in s.to_dict().items()
                      if k in ("base", "patch_size", "batch_size", "lr", "val_fraction",
                               "val_gap", "augment", "domain_randomization", "precision",
-                              "deterministic", "iterations", "time_budget", "all_planes",
-                              "synthesis")},
+                              "deterministic", "iterations", "time_budget", "all_planes")},
         "metrics": out.metrics,
         **info,
     }
