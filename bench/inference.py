@@ -178,7 +178,9 @@ def compare(array, model, device, args, name: str) -> dict:
     """(a), (a32), (b), (c) for one volume and model; FLOP/s against the matmul rates."""
     roi = tuple(model.meta.patch_size)
     dtype = compute_dtype(device, "auto", model.task)
-    run = (lambda **kw: predict(array, model, axis=0, device=str(device), **kw))  # noqa: E731
+    def run(**kw):  # one plane: (a) and (b) do the same work
+        return predict(array, model, axis=0, device=str(device), planes="one", **kw)
+
     run(slices=range(min(4, len(array))))  # warm-up: kernels, cuDNN autotuning
     run(slices=range(min(4, len(array))), precision="float32")
     naive_loop(array[:2], model, roi, device)

@@ -167,8 +167,9 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(model, t1=None, labels=None, block: tuple[int, int] | None = None,
-             log=print) -> dict:
-    """{condition: {"background_csf", "grey_matter", "white_matter", "slices", "note"}}."""
+             log=print, planes: str = "auto") -> dict:
+    """{condition: {"background_csf", "grey_matter", "white_matter", "slices", "note"}};
+    ``planes`` as ``predict`` takes it (auto: as the model was made to run)."""
     from napari_unet.inference.predictor import predict
 
     if t1 is None:
@@ -178,7 +179,8 @@ def evaluate(model, t1=None, labels=None, block: tuple[int, int] | None = None,
         block = (int(h["start"]), int(h["stop"]))
     results = {}
     for case in cases(t1, labels, block):
-        pred = predict(case.volume, model, axis=0, device="cpu", slices=case.slices).labels
+        pred = predict(case.volume, model, axis=0, device="cpu", slices=case.slices,
+                       planes=planes).labels
         scores = dice(pred[case.slices], case.reference[case.slices])
         results[case.name] = {**scores, "slices": len(case.slices), "note": case.note}
         log(f"  {case.name:24s} GM {scores['grey_matter']:.3f}  WM {scores['white_matter']:.3f}")

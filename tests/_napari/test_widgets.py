@@ -122,6 +122,26 @@ def test_a_2_5d_denoiser_says_so_and_denoises_every_slice(make_napari_viewer, qt
     assert out.data.shape == scan.data.shape and np.isfinite(out.data).all()
 
 
+def test_a_model_made_for_all_planes_averages_them_unless_told_otherwise(
+        make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    W.add_scan(viewer, shape=(20, 24, 24), name="cubic").scale = (0.9, 0.9, 0.9)
+    widget = W.open_widget(viewer, W.INFERENCE)
+    W.use_model_file(widget, W.tiny_model_file(tmp_path, default_planes="all"))
+    assert "made to run along all 3 planes, averaged" in widget.picker.info.value
+    assert widget.is_shown(widget.planes) and widget.planes.value == "auto"
+    widget.device.value = "cpu"
+    W.click(qtbot, widget.run_button)
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+    assert widget.status.value.startswith("all 3 planes, averaged, in")
+    widget.planes.value = "one"
+    W.click(qtbot, widget.run_button)
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+    assert widget.status.value.startswith("axial slices")
+    W.use_model_file(widget, W.tiny_model_file(tmp_path, "denoise", name="den"))
+    assert not widget.is_shown(widget.planes)  # a denoiser runs along one plane
+
+
 def test_settings_that_contradict_the_model_disable_run(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     W.add_scan(viewer)

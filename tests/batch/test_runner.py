@@ -163,7 +163,8 @@ def test_changed_settings_or_overwrite_redo_the_scan(tmp_path):
                                    "--model", model, "--quiet", "--no-qc")
     assert run_cli(*args)[0] == 0
     first = stamps(out, ["one_labels.nii.gz"])
-    for extra in [("--overlap", "0.5"), ("--overlap", "0.5", "--overwrite")]:
+    for extra in [("--overlap", "0.5"), ("--overlap", "0.5", "--overwrite"),
+                  ("--overlap", "0.5", "--planes", "one")]:
         assert run_cli(*args, *extra)[0] == 0
         assert by_name(load_report(out))["one"]["status"] == "ok"
         assert stamps(out, ["one_labels.nii.gz"]) != first

@@ -310,10 +310,13 @@ def test_all_planes_learns_from_three_planes_and_is_for_segmentation_only(tmp_pa
                "--iterations", "4", "--all-planes", "--val-block", "6", "10", "-o", str(out),
                *TINY])
     assert rc == 0
-    prov = load_model(out, device="cpu").meta.provenance
-    assert prov["settings"]["all_planes"] is True
-    assert prov["planes_per_volume"] == [3]
+    model = load_model(out, device="cpu")
+    assert model.meta.provenance["settings"]["all_planes"] is True
+    assert model.meta.provenance["planes_per_volume"] == [3]
+    assert model.meta.default_planes == "all"  # and it predicts along all three
     capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "planes:        all three, class probabilities averaged" in capsys.readouterr().out
     rc = main(["train", "--task", "denoise", "--images", scan, "--iterations", "2",
                "--all-planes", "-o", str(tmp_path / "den.safetensors"), *TINY])
     assert rc == 2 and not (tmp_path / "den.safetensors").exists()
@@ -334,3 +337,7 @@ def test_all_planes_says_which_scans_kept_to_one_plane(tmp_path, capsys):
     assert load_model(out, device="cpu").meta.provenance["planes_per_volume"] == [1]
     assert ("note: 1 of 1 scans learned from their main plane only: their voxels are far "
             "from cubic") in capsys.readouterr().out
+    rc = main(["predict", scan, "-o", str(tmp_path / "pred"), "--model", str(out), "--quiet"])
+    report = json.loads((tmp_path / "pred" / "report.json").read_text())
+    assert rc == 0 and report["settings"]["planes"] == "auto"
+    assert any("predicted along one plane only" in w for w in report["scans"][0]["warnings"])

@@ -35,13 +35,13 @@ def phantom(shape=(8, 40, 48), seed=0) -> tuple[np.ndarray, np.ndarray]:
 def tiny_model_file(folder: Path, kind: str = "segment", n_classes: int | None = 3,
                     in_channels: int = 1, name: str = "tiny",
                     pixel_spacing: tuple[float, float] | None = None,
-                    slice_context: int = 0) -> Path:
+                    slice_context: int = 0, default_planes: str = "one") -> Path:
     """An untrained base-4 model saved as a real model file."""
     task = make_task(kind, in_channels=in_channels,
                      n_classes=n_classes if kind == "segment" else None,
                      class_names=["background", "block", "disc"] if n_classes == 3 else None)
     model = Model.new(task, base=4, name=name, patch_size=(32, 32), pixel_spacing=pixel_spacing,
-                      slice_context=slice_context)
+                      slice_context=slice_context, default_planes=default_planes)
     return model.save(Path(folder) / f"{name}.safetensors")
 
 

@@ -103,11 +103,14 @@ class ModelPicker:
         self.error = None
         try:
             text = self.task().describe()
-            k = 0 if new else int(self._header().get("slice_context", 0))
+            header = {} if new else self._header()
+            k = int(header.get("slice_context", 0))
             if new:
                 text = f"new, untrained: {text}"
             elif k:
                 text += f"; 2.5D: each slice with {k} neighbour(s) either side"
+            if header.get("default_planes") == "all":
+                text += "; made to run along all 3 planes, averaged"
         except (NapariUnetError, OSError, ValueError) as exc:
             self.error = str(exc)
             text = f"cannot use this model: {exc}"

@@ -61,6 +61,8 @@ class BatchSettings:
         """Hash of everything that changes the written outputs (resume compares it)."""
         inf = {k: v for k, v in _json_ready(self.inference.to_dict()).items()
                if k not in _NOT_IN_DIGEST}
+        if inf.get("planes") == "auto":  # the model's hash covers its planes; runs from
+            del inf["planes"]  # before planes existed resume as they were
         ident = {"inference": inf, "format": self.format}
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()
                               ).hexdigest()[:16]

@@ -48,6 +48,7 @@ import numpy as np
 from ..errors import Cancelled, SettingsError, TaskError, VolumeReadError
 from ..io.geometry import PLANES, plane_axis
 from ..progress import Cancel, Progress
+from .planes import PLANE_MODES, planes_wanted, predict_planes
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
@@ -76,6 +77,9 @@ class InferenceSettings:
     # run the net at the model's pixel spacing (when it records one) and bring the outputs
     # back to the scan's grid; False: the scan's own pixels go through the net
     resample: bool = True
+    # segmentation along "one" plane (``axis``), or "all" three with the class
+    # probabilities averaged (near-cubic voxels only); "auto": the model's default_planes
+    planes: str = "auto"
 
     def __post_init__(self):
         if self.axis not in ("auto", *PLANES, 0, 1, 2, -1, -2, -3):
@@ -86,6 +90,9 @@ class InferenceSettings:
         if self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, "
                                 f"not {self.precision!r}")
+        if self.planes not in PLANE_MODES:
+            raise SettingsError(f"planes must be one of {', '.join(PLANE_MODES)}, not "
+                                f"{self.planes!r}")
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise SettingsError(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.roi_size is not None:
@@ -118,6 +125,7 @@ class Prediction:
     tiled: bool = False
     net_size: tuple[int, int] | None = None  # slices resampled to this size for the net
     notes: tuple[str, ...] = ()  # what was repaired in the input (also warned), to show
+    planes: int = 1  # planes whose probabilities were averaged (see inference.planes)
 
     @property
     def result(self) -> np.ndarray:
@@ -157,6 +165,9 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
                         getattr(volume, "direction", None))
     stack = np.moveaxis(array, axis, 0)  # a view: slices along `axis` first
     indices = _indices(slices, len(stack), axis, name)
+    if planes_wanted(settings.planes, model):
+        pred = predict_planes(volume, model, settings, axis, slices, progress, cancel)
+        return replace(pred, seconds=time.perf_counter() - start)
     device = resolve_device(settings.device)
     itemsize = compute_dtype(device, settings.precision, model.task).itemsize
     size = _net_size(stack.shape[1:3], spacing, axis, model, settings)

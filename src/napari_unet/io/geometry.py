@@ -207,6 +207,13 @@ def geometry_from_layer(data_to_world: np.ndarray, world_axes: np.ndarray | None
 # --- slice planes in a clinician's words --------------------------------------------------
 
 PLANES = ("axial", "coronal", "sagittal")
+ISOTROPY = 1.1  # largest over smallest voxel spacing for voxels to count as near cubic
+
+
+def near_cubic(spacing) -> bool:
+    """Whether a scan's voxels are close enough to cubes that every plane shows its
+    anatomy unstretched (no spacing, as for a plain array: taken as cubic)."""
+    return spacing is None or max(spacing[:3]) <= ISOTROPY * min(spacing[:3])
 _PLANE_NORMAL = {"sagittal": 0, "coronal": 1, "axial": 2}  # LPS axis the slices stack along
 
 

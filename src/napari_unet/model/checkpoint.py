@@ -3,8 +3,8 @@
 The metadata travels in the safetensors header (``__metadata__["napari_unet"]``) so a
 model is one self-describing file: architecture, task rules, the intensity normalisation
 used in training, default slice axis and patch size, the pixel spacing it learned at,
-provenance and a content hash over weights, architecture, task, normalisation and pixel
-spacing (checked on load: a corrupted file is refused with a message naming it).
+provenance and a content hash over weights, architecture, task, normalisation, pixel
+spacing and default planes (checked on load: a corrupted file is refused with a message naming it).
 
 A model file can come from anyone: on load every metadata field is checked (types,
 ranges, no unknown field: ``meta_schema``), a missing hash is an error (never a skipped
@@ -36,6 +36,7 @@ from .unet import Architecture, UNet, check_size
 SUFFIX = ".safetensors"
 MAX_HEADER_BYTES = 16 * 2**20  # a UNet's tensor list and metadata take a few KB
 MAX_SLICE_CONTEXT = 8  # neighbours either side; the schema allows no more
+DEFAULT_PLANES = ("one", "all")  # ModelMeta.default_planes; the schema allows no other
 
 
 def net_inputs(task: TaskSpec, slice_context: int) -> int:
@@ -62,6 +63,9 @@ class ModelMeta:
     # neighbour slices either side that go in as extra channels with each slice (2.5D);
     # the net takes (2k+1) x the scan's channels and predicts the middle slice
     slice_context: int = 0
+    # the planes predict runs along by default: "all" averages the class probabilities of
+    # the axial, coronal and sagittal slices (a model that learned from all three)
+    default_planes: str = "one"
 
     @property
     def net_in_channels(self) -> int:
@@ -76,6 +80,9 @@ class ModelMeta:
                 0 < float(v) < float("inf") for v in self.pixel_spacing)):
             raise SettingsError(f"pixel spacing must be two sizes > 0 mm (got "
                                 f"{self.pixel_spacing})")
+        if self.default_planes not in DEFAULT_PLANES:
+            raise SettingsError(f"default planes must be one of {', '.join(DEFAULT_PLANES)} "
+                                f"(got {self.default_planes!r})")
         if not 0 <= self.slice_context <= MAX_SLICE_CONTEXT:
             raise SettingsError(f"slice context must be 0..{MAX_SLICE_CONTEXT} neighbour "
                                 f"slices either side (got {self.slice_context})")
@@ -109,6 +116,8 @@ class ModelMeta:
             d["pixel_spacing"] = [float(v) for v in self.pixel_spacing]
         if self.slice_context:
             d["slice_context"] = self.slice_context
+        if self.default_planes != "one":
+            d["default_planes"] = self.default_planes
         return d
 
     @classmethod
@@ -125,6 +134,7 @@ class ModelMeta:
             pixel_spacing=(None if d.get("pixel_spacing") is None
                            else tuple(float(v) for v in d["pixel_spacing"])),
             slice_context=int(d.get("slice_context", 0)),
+            default_planes=d.get("default_planes", "one"),
         )
 
 
@@ -182,6 +192,8 @@ def content_hash(state: dict[str, torch.Tensor], meta: ModelMeta) -> str:
         ident["s"] = [float(v) for v in meta.pixel_spacing]
     if meta.slice_context:  # likewise 2D models
         ident["c"] = meta.slice_context
+    if meta.default_planes != "one":  # and models that predict along one plane
+        ident["v"] = meta.default_planes
     h.update(json.dumps(ident, sort_keys=True).encode())
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()

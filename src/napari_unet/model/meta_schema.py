@@ -42,6 +42,7 @@ SCHEMA = {
     "patch_size": Field("pair", 1, required=False),
     "pixel_spacing": Field("spacing", 0.001, 1000.0, required=False),  # mm, rows x columns
     "slice_context": Field("int", 0, 8, required=False),  # neighbours either side (2.5D)
+    "default_planes": Field("text", choices=("one", "all"), required=False),
     "provenance": Field("mapping", required=False),
     "hash": Field("hash"),
 }

@@ -16,14 +16,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-ISOTROPY = 1.1  # largest over smallest voxel spacing for a scan to be cut along every plane
+from ..io.geometry import ISOTROPY, near_cubic
 
 
 def other_planes(axis: int, spacing: Sequence[float] | None) -> tuple[int, ...]:
     """The array axes besides ``axis`` worth cutting along (none for anisotropic voxels)."""
-    if spacing is not None and max(spacing[:3]) > ISOTROPY * min(spacing[:3]):
-        return ()
-    return tuple(a for a in range(3) if a != axis)
+    return tuple(a for a in range(3) if a != axis) if near_cubic(spacing) else ()
 
 
 def blanked(volume: np.ndarray, axis: int, keep: np.ndarray, value=0) -> np.ndarray:

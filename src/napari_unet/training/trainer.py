@@ -281,14 +281,17 @@ def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixe
     name = s.name or f"{task.kind}-model"
     roi = inference_roi(s.patch_size)
     if init is not None:
+        planes = "all" if s.all_planes else init.meta.default_planes
         meta = replace(init.meta, normalization=norm, name=name, default_axis=s.axis,
-                       patch_size=roi, provenance={}, hash="", pixel_spacing=pixel_spacing)
+                       patch_size=roi, provenance={}, hash="", pixel_spacing=pixel_spacing,
+                       default_planes=planes)
         return Model(init.net, meta)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         return Model.new(task, base=s.base, normalization=norm, name=name,
                          default_axis=s.axis, patch_size=roi, pixel_spacing=pixel_spacing,
-                         slice_context=s.slice_context)
+                         slice_context=s.slice_context,
+                         default_planes="all" if s.all_planes else "one")
 
 
 def _recipe(s, task, sources, targets, norm, device) -> recipes.Recipe:
