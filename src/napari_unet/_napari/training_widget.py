@@ -117,7 +117,8 @@ class TrainingWidget(DockWidget):
         self.all_planes = CheckBox(text="learn from 3 planes",
                                    tooltip="also cut each scan along its other two planes: "
                                            "about 3x the distinct slices (scans with "
-                                           "near-cubic voxels only)")
+                                           "near-cubic voxels only); the model then "
+                                           "predicts along all 3 planes too, averaged")
         self.budget = SpinBox(label="training (s)", min=1, max=86400, value=120,
                               tooltip="how long to train (seconds)")
         self.output = FileEdit(label="save to", mode="w", filter="*.safetensors",

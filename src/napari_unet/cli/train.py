@@ -60,7 +60,8 @@ def add_parser(sub) -> None:
     p.add_argument("--all-planes", action="store_true",
                    help="segmentation: also learn from slices along the other two planes of "
                    "near-isotropic scans (about 3x the distinct slices; held-out slices' "
-                   "voxels are blanked in them)")
+                   "voxels are blanked in them); the model then predicts along all three "
+                   "planes by default (predict --planes)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--time-budget", type=float, metavar="SECONDS",
                       help="train for this long (wall clock); the learning-rate schedule "
