@@ -16,6 +16,7 @@ one plane with a note saying so.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -56,8 +57,6 @@ def one_plane_reason(array: np.ndarray, spacing, model, name: str) -> str | None
 def predict_planes(volume, model, settings, axis: int, slices, progress, cancel):
     """A Prediction along all three planes, or along ``axis`` with a note (and a warning)
     saying why not; ``slices``: indices along ``axis`` to fill (None: all)."""
-    from dataclasses import replace
-
     from .predictor import _indices, _unpack, predict
 
     array, spacing, name = _unpack(volume)
@@ -76,8 +75,6 @@ def _all_planes(volume, model, settings, axis: int, own: np.ndarray, partial: bo
                 progress, cancel, shape):
     """``predict`` along ``axis`` (the slices ``own``) and the two other planes; the mean
     of the three planes' probabilities decides."""
-    from dataclasses import replace
-
     from .predictor import predict
 
     sizes = [len(own)] + [shape[a] for a in ALL if a != axis]
@@ -105,8 +102,6 @@ def _add(into: np.ndarray, more: np.ndarray, axis: int, own: np.ndarray) -> None
 
 def _averaged(passes, model, settings, axis: int, own: np.ndarray, partial: bool):
     """The first pass's Prediction with labels, uncertainty and probabilities of the mean."""
-    from dataclasses import replace
-
     import torch
 
     from .uncertainty import entropy_map
