@@ -85,11 +85,9 @@ class InferenceWidget(DockWidget):
         self.status = wrapping(Label(value=""))
         self.runner = JobRunner("UNet inference")
         super().__init__(viewer, [self.image, *self.picker.widgets, self.plane, self.planes,
-                                  self.roi,
-                                  self.overlap, self.batch, self.device, self.tta,
+                                  self.roi, self.overlap, self.batch, self.device, self.tta,
                                   self.probs, self.start_from, self.run_button,
-                                  self.runner.panel,
-                                  self.status])
+                                  self.runner.panel, self.status])
         self.last_layers: list = []
         self.picker.set_shown = self.set_shown
         self.picker.update()

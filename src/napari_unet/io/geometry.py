@@ -214,6 +214,8 @@ def near_cubic(spacing) -> bool:
     """Whether a scan's voxels are close enough to cubes that every plane shows its
     anatomy unstretched (no spacing, as for a plain array: taken as cubic)."""
     return spacing is None or max(spacing[:3]) <= ISOTROPY * min(spacing[:3])
+
+
 _PLANE_NORMAL = {"sagittal": 0, "coronal": 1, "axial": 2}  # LPS axis the slices stack along
 
 
