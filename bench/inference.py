@@ -8,7 +8,8 @@ Run from the repository root (see bench/README.md):
 Every ratio compares runs made in this process on the same device:
 
 - ``brain``: the sample brain with the bundled ``brain-tissue`` model. (a) ``predict`` at
-  its default precision, (a32) ``predict`` in float32, (b) a naive loop calling MONAI's
+  its default precision along one plane, (a3) the same along all three planes, averaged
+  (the model's default), (a32) ``predict`` in float32, (b) a naive loop calling MONAI's
   ``sliding_window_inference`` on one slice at a time (batch 1, ROI 256 x 256, Gaussian
   blending, the plain eval-mode net in float32 as torch runs it by default), (c) the
   device's matmul rate in float32 and at the default precision; labels of (a) against
@@ -228,7 +229,15 @@ def brain_case(args, device) -> dict:
     res = compare(read_volume(SAMPLE).array, model, device, args,
                   str(SAMPLE.relative_to(ROOT)))
     res["model"] = desc
+    res.update(all_planes(read_volume(SAMPLE), model, device, args, res))
     return res
+
+
+def all_planes(volume, model, device, args, res: dict) -> dict:
+    """(a3) ``predict`` along all three planes, averaged, against (a) along one."""
+    t, _ = best_of(args.repeat, device, lambda: predict(volume, model, axis=0,
+                                                        device=str(device), planes="all"))
+    return {"a3_all_planes_seconds": t, "ratio_a3_over_a": t / res["a_predict_seconds"]}
 
 
 def ct_case(args, device) -> dict:
@@ -344,6 +353,9 @@ def summary(result: dict) -> None:
                   f"{r['pct_of_matmul_default_precision']:.1f}% of matmul; (a32) "
                   f"{r['ratio_a32_over_b']:.2f}x; labels = float32 on "
                   f"{100 * r['labels_default_equal_float32']:.3f}%")
+            if "a3_all_planes_seconds" in r:
+                print(f"  (a3) all three planes, averaged: {r['a3_all_planes_seconds']:.2f} s "
+                      f"= {r['ratio_a3_over_a']:.2f}x (a)")
     if result.get("rss"):
         print(f"rss: {result['rss']['peak_rss_mb']:.0f} MB for {result['rss']['shape']}")
     if result.get("batch"):

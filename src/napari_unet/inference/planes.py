@@ -97,7 +97,10 @@ def _offset(progress, before: int, total: int):
 
 
 def _add(into: np.ndarray, more: np.ndarray, axis: int, own: np.ndarray) -> None:
-    np.moveaxis(into, axis, 0)[own] += np.moveaxis(more, axis, 0)[own]
+    if len(own) == into.shape[axis]:  # every slice: one contiguous add, no gather
+        np.add(into, more, out=into)
+    else:
+        np.moveaxis(into, axis, 0)[own] += np.moveaxis(more, axis, 0)[own]
 
 
 def _averaged(passes, model, settings, axis: int, own: np.ndarray, partial: bool):
