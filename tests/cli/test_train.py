@@ -337,7 +337,9 @@ def test_all_planes_says_which_scans_kept_to_one_plane(tmp_path, capsys):
     assert load_model(out, device="cpu").meta.provenance["planes_per_volume"] == [1]
     assert ("note: 1 of 1 scans learned from their main plane only: their voxels are far "
             "from cubic") in capsys.readouterr().out
-    rc = main(["predict", scan, "-o", str(tmp_path / "pred"), "--model", str(out), "--quiet"])
+    rc = main(["predict", scan, "-o", str(tmp_path / "pred"), "--model", str(out)])
     report = json.loads((tmp_path / "pred" / "report.json").read_text())
     assert rc == 0 and report["settings"]["planes"] == "auto"
     assert any("predicted along one plane only" in w for w in report["scans"][0]["warnings"])
+    err = capsys.readouterr().err  # the scan named once, not twice
+    assert "warning: thick: predicted along one plane only: its voxels (3 x 1 x 1 mm)" in err

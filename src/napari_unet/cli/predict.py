@@ -211,8 +211,9 @@ class _ProgressBar:
             self.bar.write(f"{entry['status']}: {name}: {one_line(why)}", file=sys.stderr)
         elif self.bar.disable:
             print(f"{entry['status']}: {name}", file=sys.stderr, flush=True)
-        for warning in entry["warnings"]:
-            self.bar.write(f"warning: {name}: {one_line(warning)}", file=sys.stderr)
+        for warning in map(one_line, entry["warnings"]):
+            named = warning if warning.startswith(f"{name}: ") else f"{name}: {warning}"
+            self.bar.write(f"warning: {named}", file=sys.stderr)
         self.bar.set_postfix(self.counts, refresh=False)
         self.bar.update(1)
 
