@@ -59,6 +59,14 @@ def test_thick_slices_keep_to_their_plane_and_say_so():
         assert predict(scan((4, 18, 20)), model).planes == 1  # a slab: its planes are thin
 
 
+def test_probabilities_that_would_not_fit_keep_it_to_one_plane(monkeypatch):
+    model, vol = _all_planes_model(), scan((16, 18, 20))
+    monkeypatch.setenv("NAPARI_UNET_MAX_BYTES", str(150_000))  # 2 x 5760 voxels x 18 B > it
+    with pytest.warns(UserWarning, match="more than the memory limit"):
+        pred = predict(vol, model)
+    assert pred.planes == 1 and pred.labels.shape == vol.array.shape
+
+
 def test_a_model_file_says_which_planes_it_was_made_for(tmp_path):
     plain, made = tiny_model("segment", n_classes=3), _all_planes_model()
     assert plain.hash != made.hash  # it changes the outputs, so the hash covers it

@@ -47,7 +47,8 @@ def one_plane_reason(array: np.ndarray, spacing, model, name: str) -> str | None
         mm = " x ".join(f"{float(v):g}" for v in spacing[:3])
         return (f"{name}: predicted along one plane only: its voxels ({mm} mm) are far from "
                 "cubic, so its other planes would show the anatomy stretched")
-    need = 2 * int(np.prod(array.shape[:3])) * model.task.out_channels * 4
+    # two passes' probabilities and uncertainty at once (float32), and their labels
+    need = 2 * int(np.prod(array.shape[:3])) * ((model.task.out_channels + 1) * 4 + 2)
     if need > memory_limit():
         return (f"{name}: predicted along one plane only: averaging three planes would need "
                 f"{human_bytes(need)} of probabilities, more than the memory limit")
