@@ -547,7 +547,7 @@ def _planes_words(seg: dict) -> str:
         return "along their axial slices"
     return ("as the model runs by default: along all three planes, the class probabilities "
             "of the axial, coronal and sagittal slices through each voxel averaged "
-            "(`--planes auto`; about three times the time of one plane)")
+            "(`--planes auto`; 3 to 4 times the time of one plane)")
 
 
 SEED_WORDS = {
@@ -735,7 +735,7 @@ Both run slice by slice along array axis 0 (axial for the sample scan) and norma
 volume with its 0.5th..99.5th intensity percentiles (stored in the model file).
 `brain-tissue` is made to run along the other two planes as well (`default_planes: all`
 in its file; it learned from all three): the class probabilities of a voxel's axial,
-coronal and sagittal slices are averaged, at about three times the time of one plane
+coronal and sagittal slices are averaged, at 3 to 4 times the time of one plane
 (`--planes one` keeps to one; scans whose voxels are far from cubic always do).
 `brain-tissue` also records the pixel spacing it learned at (1 x 1 mm): `predict`
 resamples the slices of a scan of another spacing to it for the net (cubic) and brings

@@ -49,7 +49,7 @@ class InferenceWidget(DockWidget):
             label="planes", value="auto", choices=[
                 ("model's choice", "auto"), ("one plane", "one"), ("all 3, averaged", "all")],
             tooltip="Segmentation along the slices above only, or along all three planes "
-                    "with the answers averaged: more accurate, about 3x slower, for scans "
+                    "with the answers averaged: more accurate, 3-4x slower, for scans "
                     "whose voxels are near cubic. The model was made for one or the other "
                     "(napari-unet info MODEL)."))
         self.roi = auto_choice(

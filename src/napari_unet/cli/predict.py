@@ -68,7 +68,7 @@ def _add_inference_flags(p) -> None:
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
     p.add_argument("--planes", default=d["planes"], choices=PLANE_MODES,
                    help="segmentation: 'all' also runs along the other two planes and "
-                   "averages the class probabilities (more accurate, about 3x the time; "
+                   "averages the class probabilities (more accurate, 3-4x the time; "
                    "near-cubic voxels only), 'one' the --axis plane only; auto (default): "
                    "what the model was made for (`napari-unet info MODEL`)")
     p.add_argument("--precision", default=d["precision"], choices=PRECISIONS,
