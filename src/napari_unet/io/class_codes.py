@@ -198,6 +198,31 @@ def _rgb(text: str) -> tuple[int, int, int]:
     return tuple(int(text[i:i + 2], 16) for i in (0, 2, 4))
 
 
+def class_codes_from_texts(texts, n_labels: int, flag: str = "--class-codes"):
+    """One class code per label value from what a person typed (:func:`resolve`), the
+    background's left out or given; ``SettingsError`` naming ``flag`` otherwise."""
+    from ..errors import SettingsError
+
+    if texts is None:
+        return None
+    texts = list(texts)
+    if len(texts) == n_labels - 1:
+        texts = ["-", *texts]  # no code for the background: it gets no segment anyway
+    if len(texts) != n_labels:
+        raise SettingsError(f"{flag}: {len(texts)} codes for {n_labels} classes; give one per "
+                            "class after the background ('-' for none)")
+    try:
+        return tuple(resolve(t) for t in texts)
+    except ValueError as exc:
+        raise SettingsError(f"{flag}: {exc}") from None
+
+
+def standard(code: ClassCode | None) -> ClassCode | None:
+    """``code`` if a model file may keep it (a DICOM SEG from elsewhere may use private
+    schemes or overlong texts), else None."""
+    return code if code is not None and _entry_problem(code.to_dict()) is None else None
+
+
 # --- model metadata: the structure (checked on every load) ----------------------------------
 
 

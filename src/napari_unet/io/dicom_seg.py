@@ -178,9 +178,9 @@ def _warn_uncoded(algorithm: str, names: list[str], codes) -> None:
     uncoded = [f"{i} {names[i]}" for i in range(1, len(names)) if codes[i] is None]
     if uncoded:
         warnings.warn(
-            f"{long_string(algorithm)}: {UNCODED} ({', '.join(uncoded)}) are coded as {FALLBACK.type}, "
-            "labelled by their class names; give the model codes (napari-unet train or "
-            "import --class-codes) so that viewers know what they show",
+            f"{long_string(algorithm)}: {UNCODED} ({', '.join(uncoded)}) are coded as "
+            f"{FALLBACK.type}, labelled by their class names; give the model codes "
+            "(napari-unet train or import --class-codes) so that viewers know what they show",
             UncodedClassWarning, stacklevel=3)
 
 
