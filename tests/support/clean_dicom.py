@@ -132,3 +132,29 @@ def _slice(common: dict, direction, spacing, ipp, pixels: np.ndarray, number: in
     ds.Rows, ds.Columns = pixels.shape
     ds.PixelData = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
     return ds
+
+
+def series_kinds() -> dict[str, dict]:
+    """The series every DICOM output is checked on: ``write_clean_series`` keywords."""
+    from support.dicom_factory import oblique
+
+    return {"axial": {}, "sagittal": {"direction": sagittal()},
+            "coronal": {"direction": coronal()}, "oblique": {"direction": oblique(25)},
+            "tilted CT": {"modality": "CT", "tilt": 15.0},
+            "rescaled CT": {"modality": "CT", "rescale": (0.5, -1024.0)},
+            "shuffled": {"shuffle": True}}
+
+
+def series_values(kind: dict, shape=(5, 12, 10), seed: int = 0) -> np.ndarray:
+    """Values for a series of ``kind`` (HU below 0 for CT), on its rescale's grid."""
+    values = np.random.default_rng(seed).integers(0, 400, shape).astype(float)
+    if kind.get("modality") == "CT":
+        slope = (kind.get("rescale") or (1.0, 0.0))[0]
+        values = values * slope - 1000.0
+    return values
+
+
+def stored_values(ds) -> np.ndarray:
+    """What pydicom reads from one image, rescaled: the independent reference."""
+    return ds.pixel_array * float(ds.get("RescaleSlope", 1) or 1) + float(
+        ds.get("RescaleIntercept", 0) or 0)

@@ -316,7 +316,14 @@ def _image(source: _Source, pixels: np.ndarray, rescale, common: dict, number: i
     purpose.CodeValue, purpose.CodingSchemeDesignator = "121322", "DCM"
     purpose.CodeMeaning = "Source image for image processing operation"
     reference.PurposeOfReferenceCodeSequence = [purpose]
+    reference.SpatialLocationsPreserved = "YES"  # the same pixels at the same places
     ds.SourceImageSequence = [reference]
+    instance, series = Dataset(), Dataset()  # Common Instance Reference: where it lives
+    instance.ReferencedSOPClassUID = source.sop_class
+    instance.ReferencedSOPInstanceUID = source.ds.SOPInstanceUID
+    series.SeriesInstanceUID = source.ds.SeriesInstanceUID
+    series.ReferencedInstanceSequence = [instance]
+    ds.ReferencedSeriesSequence = [series]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
