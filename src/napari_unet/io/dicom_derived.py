@@ -126,12 +126,12 @@ def write_derived_series(
 
 
 def _check_target(folder: Path, src: DicomSource) -> None:
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise VolumeWriteError(f"{folder}: exists; a derived series goes into a new folder.")
     target = folder.resolve()
     for f in (src.path, *src.files):
         if target == Path(f).resolve() or target in Path(f).resolve().parents:
             raise VolumeWriteError(f"{folder}: holds the input scan; choose another folder.")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise VolumeWriteError(f"{folder}: exists; a derived series goes into a new folder.")
 
 
 # --- the source images ---------------------------------------------------------------------
