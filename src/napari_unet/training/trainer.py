@@ -277,8 +277,9 @@ def _slice_context(s: TrainSettings, init) -> int:
 
 def _class_codes(s: TrainSettings, task: TaskSpec, labels: list[Source]):
     """The classes' codes: as given (``class_codes``), else a DICOM SEG's among the label
-    files that names every class as the task does (standard codes only), else None."""
-    from ..io.class_codes import class_codes_for_labels, class_codes_from_texts, standard
+    files that names every class as the task does (standard codes only; the generic
+    "Tissue" a SEG gives uncoded classes stays uncoded), else None."""
+    from ..io.class_codes import FALLBACK, class_codes_for_labels, class_codes_from_texts, standard
 
     if task.kind != "segment":
         return None
@@ -287,8 +288,9 @@ def _class_codes(s: TrainSettings, task: TaskSpec, labels: list[Source]):
     for lab in labels:
         if lab.class_codes and tuple(lab.class_names or ())[:task.n_labels] == tuple(
                 task.class_names):
-            return tuple(standard(c) for c in class_codes_for_labels(task.n_labels,
-                                                                     lab.class_codes))
+            return tuple(None if c is None or (c.category, c.type) == (
+                FALLBACK.category, FALLBACK.type) else standard(c)
+                for c in class_codes_for_labels(task.n_labels, lab.class_codes))
     return None
 
 
