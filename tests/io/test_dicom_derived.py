@@ -184,3 +184,20 @@ def test_what_cannot_go_back_as_dicom_is_refused_by_name(tmp_path):
         write_derived_series(vol.array, tmp_path / "d", like=vol)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "in"]
     assert (tmp_path / "c" / "mine.txt").read_text() == "a person's file"
+
+
+def test_values_that_are_not_finite_take_the_lowest_value(tmp_path):
+    files = write_clean_series(series_values({}, shape=(2, 8, 6)), tmp_path / "in")
+    vol = read(tmp_path / "in")
+    assert vol.source.files[0] == str(files[0].resolve())  # array slice 0 is files[0]
+    image = denoise(vol.array)
+    image[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    out = write_derived_series(image, tmp_path / "d", like=vol, algorithm="m")
+    source = {pydicom.dcmread(f).SOPInstanceUID: f for f in files}
+    for f in sorted(out.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        origin = source[ds.SourceImageSequence[0].ReferencedSOPInstanceUID]
+        expected = denoise(stored_values(pydicom.dcmread(origin)))
+        if origin == files[0]:
+            expected[0, :3] = image[np.isfinite(image)].min()
+        np.testing.assert_allclose(stored_values(ds), expected, atol=0.5 + 1e-6)

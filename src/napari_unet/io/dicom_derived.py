@@ -104,15 +104,16 @@ def write_derived_series(
             f"as a greyscale DICOM series of the scan {like.spatial_shape}.")
     _check_target(folder, src)
     sources = _source_images(folder, src)
-    stored, rescale = _stored_values(image, sources)
-    datasets = _derived(sources, stored, rescale, algorithm, model_hash)
+    pixels = _Pixels.fitting(image, sources)
+    common = _series_attributes(sources[0], algorithm, model_hash)
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         tmp.mkdir(parents=True)
-        width = max(4, len(str(len(datasets))))
-        for ds in datasets:
-            ds.save_as(tmp / f"IM{int(ds.InstanceNumber):0{width}d}.dcm",
-                       enforce_file_format=True)
+        width = max(4, len(str(len(sources))))
+        for number, source in enumerate(sources, start=1):  # one slice in memory at a time
+            ds = _image(source, pixels.stored(image[source.slice]), pixels.rescale, common,
+                        number)
+            ds.save_as(tmp / f"IM{number:0{width}d}.dcm", enforce_file_format=True)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         os.rename(tmp, folder)
@@ -205,30 +206,53 @@ def _source_images(folder: Path, src: DicomSource) -> list[_Source]:
 # --- pixel values ---------------------------------------------------------------------------
 
 
-def _stored_values(image: np.ndarray, sources: list[_Source]):
-    """(stored integers per source image, (slope, intercept) or None for no rescale)."""
-    values = np.stack([image[s.slice] for s in sources]).astype(np.float64)
-    first = sources[0]
-    slope, intercept = _rescale_of(first)
-    modality_lut = first.classic == CT_IMAGE  # MR images have no rescale in their IOD
-    identity = not modality_lut and (slope, intercept) == (1.0, 0.0)
-    rescale = None if identity else (slope, intercept)
-    stored = np.rint((values - intercept) / slope)
-    if not _fits(stored):
-        lo, hi = float(values.min()), float(values.max())
-        if modality_lut:  # a slope that spreads the values over 16 bits
-            slope = max((hi - lo) / 65535.0, np.finfo(np.float32).tiny)
-            intercept = lo
-            rescale = (float(f"{slope:.8g}"), float(f"{intercept:.8g}"))
-            stored = np.rint((values - rescale[1]) / rescale[0])
-        stored = np.clip(stored, -32768, 65535 if stored.min() >= 0 else 32767)
-    dtype = np.int16 if stored.min() < 0 else np.uint16
-    return stored.astype(dtype), rescale
+class _Pixels:
+    """How the denoised values are stored: 16-bit integers, with (slope, intercept) or
+    None (no rescale: MR's IOD has none)."""
+
+    def __init__(self, rescale, lo: float, hi: float):
+        self.rescale = rescale
+        slope, intercept = rescale or (1.0, 0.0)
+        self.scale = (float(slope), float(intercept))
+        low = np.rint((lo - intercept) / slope)
+        self.dtype = np.dtype(np.int16 if low < 0 else np.uint16)
+        info = np.iinfo(self.dtype)
+        self.range = (float(info.min), float(info.max))
+        self.fill = lo  # for values that are not finite
+
+    @classmethod
+    def fitting(cls, image: np.ndarray, sources: list[_Source]) -> _Pixels:
+        """The source's rescale when the values fit in 16 bits with it; CT (which has a
+        rescale in its IOD) gets a wider slope when they do not, MR is clipped."""
+        lo, hi = _finite_range(image, sorted({s.slice for s in sources}))
+        first = sources[0]
+        slope, intercept = _rescale_of(first)
+        modality_lut = first.classic == CT_IMAGE  # MR images have no rescale in their IOD
+        identity = not modality_lut and (slope, intercept) == (1.0, 0.0)
+        rescale = None if identity else (slope, intercept)
+        low, high = (np.rint((v - intercept) / slope) for v in (lo, hi))
+        fits = (low >= 0 and high <= 65535) or (low >= -32768 and high <= 32767)
+        if not fits and modality_lut:  # a slope that spreads the values over 16 bits
+            slope = float(f"{max((hi - lo) / 65535.0, 1e-12):.8g}") * (1 + 1e-7)
+            rescale = (slope, float(f"{lo:.10g}"))
+        return cls(rescale, lo, hi)
+
+    def stored(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, np.float64)
+        if not np.isfinite(values).all():
+            values = np.where(np.isfinite(values), values, self.fill)
+        slope, intercept = self.scale
+        stored = np.clip(np.rint((values - intercept) / slope), *self.range)
+        return stored.astype(self.dtype)
 
 
-def _fits(stored: np.ndarray) -> bool:
-    lo, hi = stored.min(), stored.max()
-    return (lo >= 0 and hi <= 65535) or (lo >= -32768 and hi <= 32767)
+def _finite_range(image: np.ndarray, slices: list[int]) -> tuple[float, float]:
+    lo, hi = np.inf, -np.inf
+    for k in slices:
+        finite = image[k][np.isfinite(image[k])]
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    return (lo, hi) if lo <= hi else (0.0, 0.0)
 
 
 def _rescale_of(source: _Source) -> tuple[float, float]:
@@ -246,18 +270,10 @@ def _rescale_of(source: _Source) -> tuple[float, float]:
 # --- the derived images ---------------------------------------------------------------------
 
 
-def _derived(sources, stored, rescale, algorithm: str, model_hash: str) -> list:
+def _series_attributes(first: _Source, algorithm: str, model_hash: str) -> dict:
     from pydicom.uid import generate_uid
 
-    series_uid = generate_uid()
-    now = _dt.datetime.now()
-    common = _series_attributes(sources[0], series_uid, now, algorithm, model_hash)
-    return [_image(s, stored[k], rescale, common, k + 1) for k, s in enumerate(sources)]
-
-
-def _series_attributes(first: _Source, series_uid: str, now, algorithm: str,
-                       model_hash: str) -> dict:
-    ds = first.ds
+    ds, now, series_uid = first.ds, _dt.datetime.now(), generate_uid()
     out = {k: ds[k].value for k in ("SpecificCharacterSet", *PATIENT_STUDY)
            if k in ds and ds[k].value not in (None, "")}
     out.update({k: first.get(k) for k in SERIES if first.get(k) not in (None, "")})
