@@ -16,7 +16,6 @@ from napari_unet.model.unet import Architecture, UNet, activation_bytes, state_s
 from support.hostile import rewrite_model_meta, tiny_model_file
 from support.reference_unets import OriginalUNet
 
-
 LIVER = {"category": {"scheme": "SCT", "value": "91723000", "meaning": "Anatomical Structure"},
          "type": {"scheme": "SCT", "value": "10200004", "meaning": "Liver"}}
 
