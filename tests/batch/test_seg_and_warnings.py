@@ -74,3 +74,18 @@ def test_assumed_geometry_is_a_warning_in_the_report_and_on_stderr(tmp_path):
     assert f"warning: {e['name']}: {warning}" in log
     assert "1 ok, 0 failed, 0 skipped (1 with warnings)" in log
     assert warning in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_a_derived_series_the_source_cannot_carry_keeps_the_denoised_nifti(tmp_path):
+    folder = rtdose(tmp_path / "in")
+    model = tiny_model(tmp_path / "d.safetensors", "denoise")
+    code, log = run_cli("predict", folder, "-o", tmp_path / "out", "--model", model,
+                        "--format", "dicom")
+    assert code == 0, log
+    (e,) = load_report(tmp_path / "out")["scans"]
+    kept = f"{e['name']}_denoised.nii.gz"
+    assert e["status"] == "ok" and e["outputs"] == [kept]
+    (warning,) = [w for w in e["warnings"] if w.startswith("derived DICOM series not written")]
+    assert "legacy multi-frame" in warning
+    assert warning.endswith(f"the denoised image is kept as NIfTI ({kept})")
+    assert nib.load(tmp_path / "out" / kept).shape == (10, 10, 15)
