@@ -169,8 +169,10 @@ def test_what_cannot_go_back_as_dicom_is_refused_by_name(tmp_path):
         write_derived_series(rtdose.array, tmp_path / "a", like=rtdose)
     files = write_clean_series(series_values({}, shape=(3, 8, 6)), tmp_path / "in")
     vol = read(tmp_path / "in")
-    with pytest.raises(UnsupportedSourceError, match="several channels"):
+    with pytest.raises(UnsupportedSourceError, match="2 channels cannot go back"):
         write_derived_series(np.stack([vol.array] * 2, -1), tmp_path / "b", like=vol)
+    with pytest.raises(VolumeWriteError, match="does not match the scan"):
+        write_derived_series(vol.array[:2], tmp_path / "b", like=vol)
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "mine.txt").write_text("a person's file")
     with pytest.raises(VolumeWriteError, match="exists"):

@@ -98,10 +98,13 @@ def write_derived_series(
     image = np.asarray(image)
     if image.ndim == 4 and image.shape[-1] == 1:
         image = image[..., 0]
-    if image.shape != tuple(like.spatial_shape):
+    if image.ndim == 4 and image.shape[:3] == tuple(like.spatial_shape):
         raise UnsupportedSourceError(
-            f"{folder}: an image of shape {image.shape} (several channels?) cannot go back "
-            f"as a greyscale DICOM series of the scan {like.spatial_shape}.")
+            f"{folder}: an image of {image.shape[-1]} channels cannot go back as a "
+            "greyscale DICOM series.")
+    if image.shape != tuple(like.spatial_shape):
+        raise VolumeWriteError(f"{folder}: an image of shape {image.shape} does not match "
+                               f"the scan {like.spatial_shape}.")
     _check_target(folder, src)
     sources = _source_images(folder, src)
     pixels = _Pixels.fitting(image, sources)
