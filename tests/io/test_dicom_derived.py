@@ -203,3 +203,17 @@ def test_values_that_are_not_finite_take_the_lowest_value(tmp_path):
         if origin == files[0]:
             expected[0, :3] = image[np.isfinite(image)].min()
         np.testing.assert_allclose(stored_values(ds), expected, atol=0.5 + 1e-6)
+
+
+@dciodvfy.needs_dciodvfy
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
+def test_of_real_scanner_files_dciodvfy_finds_only_what_the_source_has(tmp_path, name):
+    """pydicom's CT and MR files carry faults of their own (an empty Laterality, a zero
+    patient weight...): a derived image keeps what it copies as it was, adds none."""
+    source = get_testdata_file(name)
+    assert dciodvfy.findings(source)  # not clean: the distinction is what is tested
+    vol = read(source)
+    out = write_derived_series(denoise(vol.array), tmp_path / "d", like=vol, algorithm="m")
+    (written,) = out.glob("*.dcm")
+    assert dciodvfy.ours(written, [source]) == []
+    assert not [e for e in pydicom.dcmread(written) if e.tag.is_private]

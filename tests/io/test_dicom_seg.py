@@ -246,3 +246,15 @@ def test_seg_of_the_sample_dicom_is_clean_with_brain_tissues_codes(tmp_path):
     types = [s.SegmentedPropertyTypeCodeSequence[0].CodeValue
              for s in pydicom.dcmread(out).SegmentSequence]
     assert types == [codes.SCT.GrayMatter.value, codes.SCT.WhiteMatter.value]
+
+
+@dciodvfy.needs_dciodvfy
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm"])
+def test_seg_of_real_scanner_files_adds_no_finding_of_its_own(tmp_path, name):
+    source = get_testdata_file(name)
+    assert dciodvfy.findings(source)  # faults of the source's own
+    vol = read_volume(source)
+    labels = (vol.array > np.median(vol.array)).astype(np.uint8)
+    with pytest.warns(UncodedClassWarning):
+        out = write_dicom_seg(labels, tmp_path / "seg.dcm", like=vol, class_names=["bg", "x"])
+    assert dciodvfy.ours(out, [source]) == []

@@ -279,7 +279,8 @@ def _series_attributes(first: _Source, algorithm: str, model_hash: str) -> dict:
     ds, now, series_uid = first.ds, _dt.datetime.now(), generate_uid()
     out = {k: ds[k].value for k in ("SpecificCharacterSet", *PATIENT_STUDY)
            if k in ds and ds[k].value not in (None, "")}
-    out.update({k: first.get(k) for k in SERIES if first.get(k) not in (None, "")})
+    # as the source has them, even empty (an empty Laterality says "unknown")
+    out.update({k: first.get(k) for k in SERIES if first.get(k) is not None})
     out.update({k: "" for k in TYPE_2 if k not in out})
     number = ds.get("SeriesNumber")
     try:
