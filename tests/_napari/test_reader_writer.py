@@ -210,11 +210,19 @@ def test_dicom_seg_opens_as_labels_alone_and_with_its_scan(make_napari_viewer, t
                        direction=AXIAL, modality="CT")
     scan = read_volume(study / "ct")
     labels = label_blobs(scan.spatial_shape)
-    write_dicom_seg(labels, study / "seg" / "organs.dcm", like=scan, class_names=NAMES)
+    from napari_unet.io.class_codes import class_codes_from_texts, palette_rgb
+
+    with pytest.warns(UserWarning, match="without a coded concept"):
+        write_dicom_seg(labels, study / "seg" / "organs.dcm", like=scan, class_names=NAMES,
+                        class_codes=class_codes_from_texts(["Liver#336699", "-"], 3))
 
     viewer = make_napari_viewer()
     [alone] = viewer.open(str(study / "seg" / "organs.dcm"), plugin=PLUGIN)
     assert_named_labels(alone)
+    # the colours the SEG recommends: the model's for 1, the palette's for 2 (CIELab there)
+    for value, rgb in ((1, (0x33, 0x66, 0x99)), (2, palette_rgb(2))):
+        shown = np.asarray(alone.colormap.map(np.array([value])))[0, :3] * 255
+        assert np.abs(shown - rgb).max() <= 1.5, value
     assert (np.asarray(alone.data) == 2).sum() == (labels == 2).sum()
     for index in np.argwhere(np.asarray(alone.data) == 2):  # lands on the tumour
         at = np.linalg.solve(scan.affine, [*alone.metadata["napari_unet_volume"].affine

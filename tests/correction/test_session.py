@@ -159,14 +159,19 @@ def test_save_labels_adds_a_dicom_seg_for_dicom_scans(tmp_path):
     image, truth = phantom((4, 24, 20))
     write_dicom_series((image * 10).astype(np.int16), tmp_path / "series")
     volume = read_volume(tmp_path / "series")
-    model = Model.new(make_task("segment", n_classes=3, class_names=["bg", "a", "b"]), base=4)
+    from napari_unet.io.class_codes import class_codes_from_texts
+
+    model = Model.new(make_task("segment", n_classes=3, class_names=["bg", "a", "b"]), base=4,
+                      name="tiny", class_codes=class_codes_from_texts(["Liver", "Spleen"], 3))
     sess = CorrectionSession(volume, model, np.zeros(volume.spatial_shape, np.uint8), axis=0)
     sess.labels[:] = truth
     written = sess.save_labels(tmp_path / "out.nii.gz")
     assert [p.name for p in written] == ["out.nii.gz", "out_seg.dcm"]
     seg = pydicom.dcmread(written[1])
-    assert seg.Modality == "SEG"
+    assert seg.Modality == "SEG" and seg.SeriesDescription == "tiny segmentation"
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["a", "b"]
+    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning
+            for s in seg.SegmentSequence] == ["Liver", "Spleen"]  # the model's codes
 
 
 def test_denoising_models_are_refused():

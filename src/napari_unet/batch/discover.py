@@ -25,7 +25,13 @@ from pathlib import Path
 
 from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
 from ..io.series import uid_hash
-from .naming import OUTPUT_SUFFIXES, dicom_name, file_name, make_unique
+from .naming import (
+    OUTPUT_FOLDER_SUFFIXES,
+    OUTPUT_SUFFIXES,
+    dicom_name,
+    file_name,
+    make_unique,
+)
 from .outdir import STATE_DIR
 from .privacy import identifiers_of, redact
 from .qc import QC_DIR
@@ -129,7 +135,8 @@ def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = sorted(f for f in filenames if not f.startswith("."))
         if key == excluded:  # inputs and outputs share a folder: skip our own outputs
-            dirnames[:] = [d for d in dirnames if d != QC_DIR]
+            dirnames[:] = [d for d in dirnames
+                           if d != QC_DIR and not d.endswith(OUTPUT_FOLDER_SUFFIXES)]
             names = [f for f in names if not f.endswith(OUTPUT_SUFFIXES)]
         for name in names:
             path = here / name

@@ -4,7 +4,9 @@ Before an output replaces a file, that file's SHA-256 must be one napari-unet re
 when it wrote it: scan manifests (:mod:`.resume`) for results and QC pictures,
 ``.napari-unet/files.json`` for ``report.json`` and ``index.html``. Anything else (a
 person's ground truth named like an output, a result corrected by hand, a link) is never
-overwritten or deleted, with or without ``--overwrite``.
+overwritten or deleted, with or without ``--overwrite``. A derived DICOM series is a
+folder of files: each file is recorded (``<folder>/<file>``), and the folder is replaced
+only while it holds nothing but those files, unchanged.
 """
 
 from __future__ import annotations
@@ -62,6 +64,30 @@ def check_replaceable(outdir: Path, rel: str, known: Iterable[str],
         why = "was not written by napari-unet"
     raise error(f"{rel} in the output folder {why}; it is never overwritten: move it away, "
                 "or choose another output folder")
+
+
+def folder_digests(path: Path, rel: str) -> dict[str, str | None]:
+    """``rel/<file>`` -> digest of each entry of a folder napari-unet just wrote."""
+    return {f"{rel}/{entry.name}": digest(Path(entry.path))
+            for entry in sorted(os.scandir(path), key=lambda e: e.name)}
+
+
+def check_replaceable_folder(outdir: Path, rel: str, known: dict[str, list[str]],
+                             error: type[NapariUnetError] = NotOurs) -> None:
+    """Raise ``error`` unless ``outdir/rel`` is absent or a folder (not a link) holding
+    only files napari-unet wrote there, unchanged (``known``: a manifest's files)."""
+    target = outdir / rel
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        what = "a link" if stat.S_ISLNK(mode) else "a file, not the folder of a DICOM series"
+        raise error(f"{rel} in the output folder is {what}; it is never overwritten: move "
+                    "it away, or choose another output folder")
+    for entry in os.scandir(target):
+        check_replaceable(outdir, f"{rel}/{entry.name}", known.get(f"{rel}/{entry.name}", ()),
+                          error)
 
 
 class OwnedTexts:

@@ -23,6 +23,7 @@ from collections import Counter
 
 from . import qc
 from .owned import NotOurs, OwnedTexts
+from .resume import present
 
 STATUSES = ("ok", "failed", "skipped")
 REPORT_NAME = "report.json"
@@ -138,7 +139,7 @@ class Report:
         out, seen = [], set()
         for e in _old_entries(old):
             outputs = [o for o in e["outputs"] if isinstance(o, str) and o not in seen]
-            if outputs and all((self.texts.outdir / o).is_file() for o in outputs):
+            if outputs and all(present(self.texts.outdir / o) for o in outputs):
                 seen.update(outputs)
                 out.append({**e, "outputs": outputs,
                             "input": e.get("input") if self.input_paths else None})

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import SettingsError
 from ..inference.predictor import InferenceSettings
 
-FORMATS = ("nifti", "dicom-seg", "both")
+FORMATS = ("nifti", "dicom", "dicom-seg", "both")  # batch.naming.output_names says what
 # how Dask addresses a scheduler: [scheme://]host:port, or inproc://NAME; the port is
 # required (without one dask fails late, then hangs ~20 s closing its client)
 SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
@@ -26,7 +26,7 @@ class BatchSettings:
     """Inference settings plus what the batch does around them."""
 
     inference: InferenceSettings = field(default_factory=InferenceSettings)
-    format: str = "nifti"  # nifti | dicom-seg | both (SEG only for DICOM input)
+    format: str = "nifti"  # nifti | dicom | dicom-seg | both (DICOM only for DICOM input)
     overwrite: bool = False  # redo finished scans (replacing only napari-unet's own files)
     workers: int = 1  # local worker processes (1 = in this process)
     scheduler: str | None = None  # address of an existing Dask scheduler

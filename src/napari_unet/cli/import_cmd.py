@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from .options import slice_context
+    from .options import CODES_HELP, slice_context
 
     p = sub.add_parser(
         "import", help="turn a PyTorch UNet state_dict into a model file",
@@ -16,6 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--in-channels", type=int, required=True, help="input channels (1 = grayscale)")
     p.add_argument("--classes", type=int, help="classes for segment (1 = binary)")
     p.add_argument("--class-names", nargs="+", help="names, background first")
+    p.add_argument("--class-codes", nargs="+", metavar="CODE", help=CODES_HELP)
     p.add_argument("--name", help="model name (default: the file's stem)")
     p.add_argument("--normalization", choices=["percentile", "window"], default="percentile")
     p.add_argument("--norm-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
@@ -46,6 +47,7 @@ def _mm(text: str) -> float:
 
 
 def run(args) -> int:
+    from ..io.class_codes import class_codes_from_texts
     from ..model.checkpoint import SUFFIX as MODEL_SUFFIX
     from ..model.normalize import Normalization
     from ..model.state_dict_import import import_state_dict
@@ -54,11 +56,16 @@ def run(args) -> int:
 
     task = make_task(args.task, in_channels=args.in_channels, n_classes=args.classes,
                      class_names=args.class_names)
+    if args.class_codes is not None and task.kind != "segment":
+        from ..errors import SettingsError
+
+        raise SettingsError("--class-codes: a denoiser has no classes")
+    codes = class_codes_from_texts(args.class_codes, task.n_labels)
     norm = Normalization.default(args.normalization, args.norm_range)
     out = new_output_file(args.output, "-o", [args.state_dict], MODEL_SUFFIX)
     model = import_state_dict(args.state_dict, task, args.name or out.name.split(".")[0],
                               norm, args.axis, tuple(args.patch), args.pixel_spacing,
-                              args.slice_context)
+                              args.slice_context, codes)
     model.save(out)
     print(f"wrote {out}: {model.task.describe()}, {model.meta.architecture.variant} layout, "
           f"base {model.meta.architecture.base}, hash {model.meta.hash}")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import MISSING, fields
 
+CODES_HELP = ("per class, background first or left out, what a DICOM SEG segment says it "
+              "is: a DICOM CID 7151 type as pydicom names it (GrayMatter, Liver, Neoplasm), "
+              "Category/Type (Tissue/Blood), or SCT:VALUE; add #RRGGBB for its colour; '-' "
+              "for none (then: 'Tissue', the class name as label)")
+
 
 def dataclass_defaults(cls) -> dict:
     """Each field of ``cls`` that has a plain default -> that default."""

@@ -19,7 +19,9 @@ from .options import add_axis_flag, dataclass_defaults, fields_from
 EPILOG = """outputs (in OUTDIR):
   <name>_labels.nii.gz         segmentation labels, in the scan's geometry
   <name>_denoised.nii.gz       denoised image (denoising models)
-  <name>_seg.dcm               DICOM SEG (--format dicom-seg|both, DICOM input)
+  <name>_seg.dcm               DICOM SEG (--format dicom|dicom-seg|both, DICOM input)
+  <name>_denoised/             derived DICOM series, one file per source image
+                               (--format dicom|both, denoising models, DICOM input)
   <name>_probabilities.nii.gz  per-class probabilities, and <name>_uncertainty.nii.gz
                                (--probabilities)
   report.json, index.html, qc/<name>.png
@@ -30,6 +32,9 @@ index.html show only these names; report.json also lists input paths (--no-input
 Scans whose outputs exist for the same model and settings are skipped (resume);
 --overwrite redoes them. A file napari-unet did not write is never replaced, with or
 without --overwrite. One run at a time per OUTDIR.
+A DICOM output the source's kind of DICOM cannot carry (a SEG of an RT Dose, a derived
+series of a PET scan) is a warning, the NIfTI stands in; --format both on NIfTI input
+writes NIfTI and says so.
 exit codes: 0 all ok or skipped, 1 a scan (or writing the report) failed, 2 usage error.
 """
 
@@ -88,7 +93,9 @@ def _add_batch_flags(p) -> None:
 
     d = dataclass_defaults(BatchSettings)
     p.add_argument("--format", default=d["format"], choices=FORMATS,
-                   help="output format for labels (dicom-seg needs DICOM input)")
+                   help="nifti (default); dicom: a DICOM SEG (segmentation) or a derived "
+                   "DICOM series (denoising), for DICOM input; dicom-seg: the SEG; both: "
+                   "NIfTI, and DICOM where the input is DICOM")
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished scans (only napari-unet's own files are replaced)")
     p.add_argument("--workers", type=_positive_int, default=d["workers"],
@@ -183,6 +190,7 @@ class _ProgressBar:
         self.quiet = quiet
         self.bar = None
         self.counts = {"ok": 0, "failed": 0, "skipped": 0}
+        self.said: set[str] = set()  # warnings that say the same of every scan: said once
 
     def _open(self):
         if self.bar is None:
@@ -211,7 +219,13 @@ class _ProgressBar:
             self.bar.write(f"{entry['status']}: {name}: {one_line(why)}", file=sys.stderr)
         elif self.bar.disable:
             print(f"{entry['status']}: {name}", file=sys.stderr, flush=True)
+        from ..batch.scan_job import same_for_every_scan
+
         for warning in map(one_line, entry["warnings"]):
+            if warning in self.said:
+                continue
+            if same_for_every_scan(warning):
+                self.said.add(warning)
             named = warning if warning.startswith(f"{name}: ") else f"{name}: {warning}"
             self.bar.write(f"warning: {named}", file=sys.stderr)
         self.bar.set_postfix(self.counts, refresh=False)

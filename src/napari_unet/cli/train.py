@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
         NOISE_KINDS,
         TrainSettings,
     )
-    from .options import add_axis_flag, dataclass_defaults, slice_context
+    from .options import CODES_HELP, add_axis_flag, dataclass_defaults, slice_context
 
     d = dataclass_defaults(TrainSettings)
     p = sub.add_parser(
@@ -44,6 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--classes", type=int, help="classes incl. background (1 = binary; "
                    "default: from the labels)")
     p.add_argument("--class-names", nargs="+", metavar="NAME", help="background first")
+    p.add_argument("--class-codes", nargs="+", metavar="CODE", help=CODES_HELP + "; default: "
+                   "the --init model's, or a DICOM SEG's given as --labels")
     p.add_argument("--noise", choices=NOISE_KINDS, default=d["noise"],
                    help="synthetic noise model for denoising (default %(default)s)")
     p.add_argument("--noise-level", type=float, nargs="+", default=[d["noise_level"]],
@@ -129,7 +131,8 @@ def run(args) -> int:
     level = args.noise_level[0] if len(args.noise_level) == 1 else tuple(args.noise_level)
     settings = TrainSettings(
         task=args.task, n_classes=args.classes, class_names=args.class_names,
-        noise=args.noise, noise_level=level, self_supervised=args.self_supervised,
+        class_codes=args.class_codes, noise=args.noise, noise_level=level,
+        self_supervised=args.self_supervised,
         axis=args.axis, init=args.init, base=args.base, patch_size=tuple(args.patch),
         batch_size=args.batch_size, iterations=args.iterations, time_budget=args.time_budget,
         lr=args.lr, val_fraction=args.val_fraction,

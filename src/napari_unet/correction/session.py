@@ -312,17 +312,17 @@ class CorrectionSession:
         path = Path(path)
         names = list(self.model.task.class_names)
         labels = np.asarray(self.labels)
+        seg = {"like": self.volume, "class_names": names, "algorithm": self.model.name,
+               "class_codes": self.model.meta.class_codes}
         if path.suffix.lower() == ".dcm":
-            return [Path(write_dicom_seg(labels, path, like=self.volume, class_names=names)
-                         or path)]
+            return [Path(write_dicom_seg(labels, path, **seg) or path)]
         written = [Path(write_volume(labels, path, like=self.volume, class_names=names)
                         or path)]
         if dicom_seg is None:
             dicom_seg = is_dicom(self.volume)
         if dicom_seg:
-            seg = path.with_name(nifti_stem(path) + "_seg.dcm")
-            written.append(Path(write_dicom_seg(labels, seg, like=self.volume,
-                                                class_names=names) or seg))
+            seg_path = path.with_name(nifti_stem(path) + "_seg.dcm")
+            written.append(Path(write_dicom_seg(labels, seg_path, **seg) or seg_path))
         return written
 
 

@@ -111,8 +111,10 @@ def import_state_dict(
     patch_size: tuple[int, int] = (256, 256),
     pixel_spacing: tuple[float, float] | None = None,
     slice_context: int = 0,
+    class_codes=None,
 ) -> Model:
-    """A :class:`Model` from a state_dict file; shapes must match the task exactly."""
+    """A :class:`Model` from a state_dict file; shapes must match the task exactly.
+    ``class_codes``: one ``io.class_codes.ClassCode`` (or None) per label value."""
     path = Path(path)
     raw = load_state_dict_file(path)
     layout = detect_layout(raw, path)
@@ -138,5 +140,6 @@ def import_state_dict(
     meta = ModelMeta(arch, task, normalization or Normalization(), name or path.stem,
                      default_axis, patch_size, provenance,
                      pixel_spacing=None if pixel_spacing is None else tuple(pixel_spacing),
-                     slice_context=slice_context)
+                     slice_context=slice_context,
+                     class_codes=None if class_codes is None else tuple(class_codes))
     return Model(net.eval(), meta, None)
