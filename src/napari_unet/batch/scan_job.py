@@ -38,6 +38,7 @@ class BatchJob:
     outdir: str
     settings: BatchSettings
     digest: str
+    bids_link: str | None = None  # BIDS runs: the source dataset's name in BIDS URIs
 
 
 @dataclass
@@ -127,6 +128,8 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
 
 def _names(scan: Scan, job: BatchJob, model, volume) -> dict[str, str]:
     """Relative output path -> role, QC picture included."""
+    if scan.bids is not None:
+        return bids_output_names(scan, job, model)
     dicom_input = isinstance(volume.source, DicomSource)
     if job.settings.format == "dicom-seg" and not dicom_input:
         raise NapariUnetError(f"{scan.input}: DICOM SEG output needs DICOM input; use "
@@ -139,27 +142,77 @@ def _names(scan: Scan, job: BatchJob, model, volume) -> dict[str, str]:
     return by_path
 
 
+def bids_output_names(scan: Scan, job: BatchJob, model) -> dict[str, str]:
+    """A BIDS scan's outputs (:mod:`.bids_names`): each image with its JSON sidecar."""
+    from . import bids_names
+
+    by_path = {}
+    for role, rel in bids_names.output_names(scan.bids, model.task,
+                                             job.settings.probabilities).items():
+        by_path[rel] = role
+        if role != "tsv":
+            by_path[bids_names.sidecar(rel)] = f"sidecar:{role}"
+    if job.settings.qc:
+        primary = next(iter(by_path))
+        by_path[bids_names.figure_name(scan.bids, primary)] = "qc"
+    return by_path
+
+
 def _write_outputs(scan: Scan, job: BatchJob, model, volume, pred, names: dict,
                    written: _Written) -> None:
     from ..io import write_volume
 
     outdir = Path(job.outdir)
     for rel, role in names.items():
-        if role in ("seg", "qc"):
+        if role in ("seg", "qc") or role.startswith("sidecar:") or role == "tsv":
             continue
-        data = {"labels": pred.labels, "image": pred.image, "uncertainty": pred.uncertainty,
-                "probabilities": pred.probabilities}[role]
+        data = _array(role, pred)
         if data is None:
             continue
         written.temps[rel] = folder.temp_path(outdir, rel)
         names_of = list(model.task.class_names) if role == "labels" else None
         write_volume(data, written.temps[rel], like=volume, class_names=names_of)
+    if scan.bids is not None:
+        _write_bids_texts(scan, job, model, names, written)
     seg = next((rel for rel, role in names.items() if role == "seg"), None)
     if seg is not None:
         _write_seg(scan, job, model, volume, pred, seg, written)
     written.outputs = list(written.temps)
-    if job.settings.qc:
-        written.picture = _write_qc(scan, job, model, volume, pred, written)
+    qc_name = next((rel for rel, role in names.items() if role == "qc"), None)
+    if qc_name is not None:
+        written.picture = _write_qc(scan, model, volume, pred, written, qc_name, job.outdir)
+
+
+def _array(role: str, pred):
+    if role.startswith("probseg:"):
+        channel = int(role.split(":")[1])
+        return None if pred.probabilities is None else pred.probabilities[..., channel]
+    return {"labels": pred.labels, "image": pred.image, "uncertainty": pred.uncertainty,
+            "probabilities": pred.probabilities}[role]
+
+
+def _write_bids_texts(scan: Scan, job: BatchJob, model, names: dict,
+                      written: _Written) -> None:
+    """The sidecars of the images written, and the segmentation's class table."""
+    from . import bids_dataset
+
+    outdir = Path(job.outdir)
+    settings = job.settings.output_settings()
+    for rel, role in names.items():
+        if role == "tsv":
+            text = bids_dataset.dseg_tsv(model.task)
+        elif role.startswith("sidecar:"):
+            image_role = role.split(":", 1)[1]
+            image = next((r for r, ro in names.items() if ro == image_role), None)
+            if image is None or image not in written.temps:
+                continue
+            car = bids_dataset.sidecar(image_role, scan.bids, model, settings,
+                                       job.bids_link or bids_dataset.RAW_LINK)
+            text = bids_dataset.to_json(car)
+        else:
+            continue
+        written.temps[rel] = folder.temp_path(outdir, rel)
+        written.temps[rel].write_text(text, encoding="utf-8")
 
 
 def _write_seg(scan: Scan, job: BatchJob, model, volume, pred, rel: str,
@@ -185,11 +238,11 @@ def _write_seg(scan: Scan, job: BatchJob, model, volume, pred, rel: str,
     written.temps[rel] = tmp
 
 
-def _write_qc(scan: Scan, job: BatchJob, model, volume, pred, written: _Written) -> str:
+def _write_qc(scan: Scan, model, volume, pred, written: _Written, name: str,
+              outdir: str) -> str:
     kind = model.task.kind
     result = pred.image if kind == "denoise" else pred.labels
-    name = f"{qc.QC_DIR}/{scan.name}.png"
-    written.temps[name] = folder.temp_path(Path(job.outdir), name)
+    written.temps[name] = folder.temp_path(Path(outdir), name)
     qc.render_qc(volume.array, result, volume.spacing, kind, written.temps[name],
                  title=scan.name, n_labels=model.task.n_labels)
     return name
@@ -210,8 +263,8 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
     files = {**old, **{rel: list(dict.fromkeys([*old.get(rel, ()), h])) for rel, h in new.items()}}
     base = resume.base_record(scan, job.model_hash, job.digest)
     resume.write_manifest(outdir, scan.name, {**base, "status": "committing", "files": files})
-    if written.picture:
-        folder.real_dir(outdir, qc.QC_DIR)
+    for parent in {str(Path(rel).parent) for rel in written.temps} - {"."}:
+        folder.real_dir(outdir, parent)  # sub-01/ses-1/anat, qc: folders, never links
     for rel, tmp in written.temps.items():
         os.replace(tmp, outdir / rel)
     files.update({rel: [h] for rel, h in new.items()})
