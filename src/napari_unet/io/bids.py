@@ -135,9 +135,15 @@ def pybids_name(key: str) -> str:
     longs = [long for long, short in keys.items() if short == key and long in names]
     if longs:  # sub -> subject, acq -> acquisition
         return longs[0]
-    known = sorted({*names, *keys.values()} - {"scans", "fmap"})
+    shorts = {short for short, long in _by_short().items() if long in names}
+    longs = {long for long, short in keys.items() if short in names}
+    known = sorted({*names, *shorts, *longs} - {"scans", "fmap"})
     raise BidsError(f"--bids-filter: {key!r} is not a BIDS entity; use one of "
                     f"{', '.join(known)}")
+
+
+def _by_short() -> dict[str, str]:
+    return {short: long for long, short in _schema_keys().items()}
 
 
 def schema_name(pybids: str) -> str | None:
