@@ -20,14 +20,20 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io.bids import DEFAULT_SUFFIXES, BidsError, BidsImage, BidsSelection, build_query
+from ..io.bids import (
+    DEFAULT_SUFFIXES,
+    SUFFIXES_KEY,
+    BidsError,
+    BidsImage,
+    BidsSelection,
+    build_query,
+)
 from ..io.formats import nifti_stem
 from . import bids_names
 from .naming import short_hash
 from .privacy import identifiers_of, looks_identifying, redact
 
 _DATE = re.compile(r"(?:19|20)\d\d[-_]?(?:0[1-9]|1[0-2])[-_]?(?:0[1-9]|[12]\d|3[01])")
-SUFFIXES_KEY = "bids_suffixes"  # a model's provenance may name the suffixes it expects
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from ..errors import SettingsError
 DESCRIPTION = "dataset_description.json"
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 DEFAULT_SUFFIXES = ("T1w",)
+SUFFIXES_KEY = "bids_suffixes"  # a model's provenance: the suffixes it learned from
 # what a sidecar may say that matters here: patient data (dcm2niix -ba n keeps it), to
 # keep out of names; and whether the image is skull-stripped (derived images say so too)
 KEPT_METADATA = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
