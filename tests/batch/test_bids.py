@@ -199,6 +199,14 @@ def test_denoising_writes_desc_denoised_images_with_their_suffix(raw, models, tm
     assert str(raw) not in (out / "report.json").read_text()
     assert all(e["input"] is None for e in load_report(out)["scans"])
     assert_valid(out)
+    # a segmentation model into the same folder: both models are in GeneratedBy
+    proc = console("predict", raw / "sub-02" / "ses-1", "-o", out, "--model",
+                   models["segment"], "--no-input-paths", "--no-qc")
+    assert proc.returncode == 0, proc.stderr
+    generated = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"]
+    assert [g["Description"].split()[1] for g in generated] == ["tiny-segment", "tiny-denoise"]
+    assert (out / "sub-02/ses-1/anat/sub-02_ses-1_space-orig_dseg.nii.gz").is_file()
+    assert_valid(out)
 
 
 def test_a_subject_folder_and_bids_apps_flags_choose_images(raw, models, tmp_path):
@@ -237,10 +245,12 @@ def test_identifying_labels_fail_their_scan_and_name_no_file(models, tmp_path):
 
 @pytest.mark.parametrize("case", ["two datasets", "bids and plain", "filter without bids",
                                   "nothing matches", "unknown entity", "into the source",
-                                  "another dataset's folder"])
+                                  "another dataset's folder", "broken description"])
 def test_bids_usage_errors_exit_2_before_any_work(raw, models, tmp_path, case):
     other = bids_dataset(tmp_path / "other", {"sub-09/anat/sub-09_T1w": 9})
     plain = bids_image(tmp_path / "plain" / "scan.nii.gz", 1)
+    broken = bids_dataset(tmp_path / "broken", {"sub-01/anat/sub-01_T1w": 1})
+    (broken / "dataset_description.json").write_text("{not json")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
@@ -255,6 +265,8 @@ def test_bids_usage_errors_exit_2_before_any_work(raw, models, tmp_path, case):
                            "'sesion' is not a BIDS entity"),
         "into the source": ([raw], raw, [], "is the BIDS dataset or holds it"),
         "another dataset's folder": ([raw], foreign, [], "did not write"),
+        "broken description": ([broken], tmp_path / "o", [],
+                               "dataset_description.json: not a readable BIDS dataset"),
     }[case]
     before = _files(raw)
     code, text = run_cli("predict", *inputs, "-o", out, "--model", models["segment"], *flags)
