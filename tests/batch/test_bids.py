@@ -207,6 +207,16 @@ def test_denoising_writes_desc_denoised_images_with_their_suffix(raw, models, tm
     assert [g["Description"].split()[1] for g in generated] == ["tiny-segment", "tiny-denoise"]
     assert (out / "sub-02/ses-1/anat/sub-02_ses-1_space-orig_dseg.nii.gz").is_file()
     assert_valid(out)
+    # a derivative dataset is an input too: segment the denoised T1w images
+    chain = tmp_path / "chain"
+    proc = console("predict", out, "-o", chain, "--model", models["segment"], "--no-qc",
+                   "--bids-filter", "desc=denoised")
+    assert proc.returncode == 0, proc.stderr
+    car = json.loads((chain / "sub-02/ses-1/anat/sub-02_ses-1_space-orig_dseg.json").read_text())
+    assert car["Sources"] == ["bids:source:sub-02/ses-1/anat/sub-02_ses-1_desc-denoised_T1w.nii.gz"]
+    assert json.loads((chain / "dataset_description.json").read_text())["DatasetLinks"] == {
+        "source": out.resolve().as_uri()}
+    assert_valid(chain)
 
 
 def test_a_subject_folder_and_bids_apps_flags_choose_images(raw, models, tmp_path):
