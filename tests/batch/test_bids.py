@@ -285,3 +285,16 @@ def test_bids_usage_errors_exit_2_before_any_work(raw, models, tmp_path, case):
     assert _files(raw) == before
     if case != "another dataset's folder":
         assert not (tmp_path / "o").exists()
+
+
+def test_a_subject_folder_that_is_a_link_is_never_written_through(raw, models, tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "sub-01").symlink_to(elsewhere, target_is_directory=True)
+    proc = console("predict", raw, "-o", out, "--model", models["segment"], "--no-qc")
+    assert proc.returncode == 1
+    status = {e["name"]: (e["status"], e["error"]) for e in load_report(out)["scans"]}
+    assert status["sub-01_T1w"][0] == "failed" and "symbolic link" in status["sub-01_T1w"][1]
+    assert {s for n, (s, _) in status.items() if n != "sub-01_T1w"} == {"ok"}
+    assert list(elsewhere.iterdir()) == []
