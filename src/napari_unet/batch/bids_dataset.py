@@ -108,6 +108,36 @@ def sidecar(role: str, image: BidsImage, model, settings: dict, link: str) -> di
     return car
 
 
+def output_paths(image: BidsImage, task, settings) -> dict[str, str]:
+    """Relative output path -> role for one image: each image with its JSON sidecar
+    (``sidecar:<role>``), the class table, and the QC picture when asked."""
+    by_path = {}
+    for role, rel in bids_names.output_names(image, task, settings.probabilities).items():
+        by_path[rel] = role
+        if role != "tsv":
+            by_path[bids_names.sidecar(rel)] = f"sidecar:{role}"
+    if settings.qc:
+        by_path[bids_names.figure_name(image, next(iter(by_path)))] = "qc"
+    return by_path
+
+
+def text_outputs(image: BidsImage, model, job, names: dict[str, str],
+                 written: dict) -> dict[str, str]:
+    """Path -> text of the sidecars of the images ``written`` and of the class table."""
+    settings = job.settings.output_settings()
+    role_of = {role: rel for rel, role in names.items()}
+    texts = {}
+    for rel, role in names.items():
+        if role == "tsv":
+            texts[rel] = dseg_tsv(model.task)
+        elif role.startswith("sidecar:"):
+            of = role.removeprefix("sidecar:")
+            if role_of.get(of) in written:  # an image that was written
+                car = sidecar(of, image, model, settings, job.bids_link or RAW_LINK)
+                texts[rel] = to_json(car)
+    return texts
+
+
 def dseg_tsv(task) -> str:
     """The class table of a segmentation: index, name, and the BIDS label of the class."""
     labels = bids_names.class_labels(list(task.class_names))

@@ -129,7 +129,9 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
 def _names(scan: Scan, job: BatchJob, model, volume) -> dict[str, str]:
     """Relative output path -> role, QC picture included."""
     if scan.bids is not None:
-        return bids_output_names(scan, job, model)
+        from .bids_dataset import output_paths
+
+        return output_paths(scan.bids, model.task, job.settings)
     dicom_input = isinstance(volume.source, DicomSource)
     if job.settings.format == "dicom-seg" and not dicom_input:
         raise NapariUnetError(f"{scan.input}: DICOM SEG output needs DICOM input; use "
@@ -139,22 +141,6 @@ def _names(scan: Scan, job: BatchJob, model, volume) -> dict[str, str]:
     by_path = {name: role for role, name in names.items()}
     if job.settings.qc:
         by_path[f"{qc.QC_DIR}/{scan.name}.png"] = "qc"
-    return by_path
-
-
-def bids_output_names(scan: Scan, job: BatchJob, model) -> dict[str, str]:
-    """A BIDS scan's outputs (:mod:`.bids_names`): each image with its JSON sidecar."""
-    from . import bids_names
-
-    by_path = {}
-    for role, rel in bids_names.output_names(scan.bids, model.task,
-                                             job.settings.probabilities).items():
-        by_path[rel] = role
-        if role != "tsv":
-            by_path[bids_names.sidecar(rel)] = f"sidecar:{role}"
-    if job.settings.qc:
-        primary = next(iter(by_path))
-        by_path[bids_names.figure_name(scan.bids, primary)] = "qc"
     return by_path
 
 
@@ -172,8 +158,12 @@ def _write_outputs(scan: Scan, job: BatchJob, model, volume, pred, names: dict,
         written.temps[rel] = folder.temp_path(outdir, rel)
         names_of = list(model.task.class_names) if role == "labels" else None
         write_volume(data, written.temps[rel], like=volume, class_names=names_of)
-    if scan.bids is not None:
-        _write_bids_texts(scan, job, model, names, written)
+    if scan.bids is not None:  # the sidecars of the images written, the class table
+        from .bids_dataset import text_outputs
+
+        for rel, text in text_outputs(scan.bids, model, job, names, written.temps).items():
+            written.temps[rel] = folder.temp_path(outdir, rel)
+            written.temps[rel].write_text(text, encoding="utf-8")
     seg = next((rel for rel, role in names.items() if role == "seg"), None)
     if seg is not None:
         _write_seg(scan, job, model, volume, pred, seg, written)
@@ -189,30 +179,6 @@ def _array(role: str, pred):
         return None if pred.probabilities is None else pred.probabilities[..., channel]
     return {"labels": pred.labels, "image": pred.image, "uncertainty": pred.uncertainty,
             "probabilities": pred.probabilities}[role]
-
-
-def _write_bids_texts(scan: Scan, job: BatchJob, model, names: dict,
-                      written: _Written) -> None:
-    """The sidecars of the images written, and the segmentation's class table."""
-    from . import bids_dataset
-
-    outdir = Path(job.outdir)
-    settings = job.settings.output_settings()
-    for rel, role in names.items():
-        if role == "tsv":
-            text = bids_dataset.dseg_tsv(model.task)
-        elif role.startswith("sidecar:"):
-            image_role = role.split(":", 1)[1]
-            image = next((r for r, ro in names.items() if ro == image_role), None)
-            if image is None or image not in written.temps:
-                continue
-            car = bids_dataset.sidecar(image_role, scan.bids, model, settings,
-                                       job.bids_link or bids_dataset.RAW_LINK)
-            text = bids_dataset.to_json(car)
-        else:
-            continue
-        written.temps[rel] = folder.temp_path(outdir, rel)
-        written.temps[rel].write_text(text, encoding="utf-8")
 
 
 def _write_seg(scan: Scan, job: BatchJob, model, volume, pred, rel: str,
