@@ -13,6 +13,9 @@ link, or also through its folder) is one scan, whose entry says so. A subfolder 
 another run's output folder (it holds that run's state) is skipped with the reason: a
 rerun on a folder that holds its results must not predict the results. Patient names/IDs are
 read only to be redacted from names and messages, never stored in a Scan.
+
+A BIDS dataset (or a subject folder or file in one) is one input among others here:
+:mod:`.bids` picks its images by entities and names each scan by its BIDS file name.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..io.bids import BidsImage, BidsSelection
 from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
 from ..io.series import uid_hash
 from .naming import (
@@ -52,12 +56,14 @@ class Scan:
     skip_reason: str | None = None
     error: str | None = None
     notes: tuple[str, ...] = ()  # warnings from discovery (no paths): its report entry's
+    bids: BidsImage | None = None  # an image of a BIDS dataset: outputs named by entities
 
 
 @dataclass
 class Discovery:
     scans: list[Scan] = field(default_factory=list)
     identifiers: set[str] = field(default_factory=set)  # to redact from messages
+    bids: BidsSelection | None = None  # the BIDS dataset the inputs are (part of)
 
 
 @dataclass
@@ -71,8 +77,27 @@ class _Series:
 
 
 def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None = None,
-                   series: str | None = None) -> Discovery:
-    """Scans under ``inputs`` in a stable order; ``exclude`` (the output folder) is ignored."""
+                   series: str | None = None, bids=None) -> Discovery:
+    """Scans under ``inputs`` in a stable order; ``exclude`` (the output folder) is ignored.
+
+    ``bids`` (a :class:`.bids.BidsRequest`) chooses the images of a BIDS input; a filter
+    without a BIDS input is a usage error.
+    """
+    from . import bids as bids_in
+
+    root, within = bids_in.split_inputs(inputs)
+    if root is not None:
+        request = bids or bids_in.BidsRequest()
+        exclude_path = Path(exclude).resolve() if exclude else None
+        if exclude_path is not None and (exclude_path == root or exclude_path in root.parents):
+            raise bids_in.BidsError(
+                f"{exclude}: the output folder is the BIDS dataset or holds it; BIDS keeps "
+                "derivatives apart: write them to e.g. <dataset>/derivatives/napari-unet")
+        selection = bids_in.select(root, within, exclude_path, request)
+        return _unique(Discovery(bids_in.scans(selection, request.task_kind), bids=selection))
+    if bids is not None and bids.filters:
+        raise bids_in.BidsError("--bids-filter chooses images of a BIDS dataset, and no input "
+                                "is one (a folder with dataset_description.json)")
     found = Discovery()
     excluded = _identity(Path(exclude)) if exclude else None
     groups: dict[tuple[str, str], _Series] = {}

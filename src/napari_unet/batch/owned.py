@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import NapariUnetError
 from ..io.write import atomic_write_text
-from .outdir import NOFOLLOW, plain_file, read_text, state_dir
+from .outdir import NOFOLLOW, check_parents, plain_file, read_text, state_dir
 
 LEDGER_NAME = "files.json"
 
@@ -53,6 +53,7 @@ def check_replaceable(outdir: Path, rel: str, known: Iterable[str],
     """Raise ``error`` unless ``outdir/rel`` is absent or holds what napari-unet wrote;
     returns its current digest."""
     known = list(known)
+    check_parents(outdir, rel)  # sub-01/anat/...: never through a linked folder
     current = digest(outdir / rel)
     if current is None or current in known:
         return current

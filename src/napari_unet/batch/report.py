@@ -3,12 +3,13 @@ of resumed scans in steps), so an interrupted run still leaves a valid, readable
 
 Layout (DESIGN.md): ``{"model": {"name", "hash"}, "settings": {...}, "scans": [{"input",
 "status", "outputs", "error", "seconds"}]}``. Extra keys: per scan its output ``name``,
-``qc`` picture, ``reason`` (why skipped) and ``warnings``; at the top ``total``,
-``counts``, ``started``, ``updated``, ``finished``, ``earlier_scans`` (entries of earlier
-runs into this folder whose outputs are still there) and ``write_errors`` (report or page
-writes that failed and were retried). ``input`` is the only key that holds a path, and
-is null with ``--no-input-paths``; errors, reasons and warnings name scans by their
-patient-free names.
+``qc`` picture, ``reason`` (why skipped), ``warnings`` and, for a BIDS image, its
+``entities``; at the top ``total``, ``counts``, ``started``, ``updated``, ``finished``,
+``earlier_scans`` (entries of earlier runs into this folder whose outputs are still
+there), ``write_errors`` (report or page writes that failed and were retried) and, for a
+BIDS run, ``bids`` (the query that chose the images, and how many it chose). ``input``
+is the only key that holds a path, and is null with ``--no-input-paths``; errors,
+reasons and warnings name scans by their patient-free names.
 
 A write that fails (a full disk) is recorded and retried with the next save; the scans
 go on, and the batch exits 1 at the end.
@@ -40,22 +41,26 @@ def entry(scan, status: str, outputs: list[str] | None = None, error: str | None
     """
     if status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {STATUSES}")
-    return {"input": scan.input, "name": scan.name, "status": status,
+    item = {"input": scan.input, "name": scan.name, "status": status,
             "outputs": list(outputs or []), "error": error, "seconds": round(seconds, 3),
             "qc": qc, "reason": reason,
             "warnings": list(getattr(scan, "notes", ())) + list(warnings or [])}
+    if getattr(scan, "bids", None) is not None:  # a BIDS image: who and what it is
+        item["entities"] = dict(scan.bids.entities)
+    return item
 
 
 class Report:
     """Collects entries in input order and saves the report (and page) after each one."""
 
     def __init__(self, texts: OwnedTexts, model: dict, settings: dict, order: list[str],
-                 pages: bool = True, input_paths: bool = True):
+                 pages: bool = True, input_paths: bool = True, bids: dict | None = None):
         self.texts = texts
         self.path = texts.outdir / REPORT_NAME
         self.index_path = texts.outdir / qc.INDEX_NAME if pages else None
         self.model, self.settings = model, settings
         self.input_paths = input_paths
+        self.bids = bids  # BIDS runs: the query that chose the images
         self._rank = {name: i for i, name in enumerate(order)}
         self.entries: list[dict] = []
         self._earlier = self._earlier_entries()
@@ -83,10 +88,13 @@ class Report:
 
     def to_dict(self) -> dict:
         counts = self.counts
-        return {"model": self.model, "settings": self.settings, "scans": self.entries,
-                "total": self.total, "counts": {s: counts.get(s, 0) for s in STATUSES},
-                "started": self.started, "updated": _now(), "finished": self.finished,
-                "earlier_scans": self.earlier, "write_errors": self.write_errors}
+        report = {"model": self.model, "settings": self.settings, "scans": self.entries,
+                  "total": self.total, "counts": {s: counts.get(s, 0) for s in STATUSES},
+                  "started": self.started, "updated": _now(), "finished": self.finished,
+                  "earlier_scans": self.earlier, "write_errors": self.write_errors}
+        if self.bids is not None:
+            report["bids"] = self.bids
+        return report
 
     @property
     def earlier(self) -> list[dict]:

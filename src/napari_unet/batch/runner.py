@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SettingsError
+from . import bids_dataset as bids_outputs
 from . import outdir as folder
 from . import qc, resume, scan_job
 from .discover import Scan, discover_scans
@@ -71,17 +72,21 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
     if settings.format == "dicom-seg" and loaded.task.kind != "segment":
         raise SettingsError(f"{model}: a {loaded.task.kind} model writes images, not "
                             "segmentations; --format dicom-seg needs a segmentation model")
-    found = _discover(inputs, out, settings.series)
+    found = _discover(inputs, out, settings.series, _bids_request(settings, loaded))
     with executor(settings) as run, folder.RunLock(folder.prepare(out)):
-        texts = _check_folder(out, settings)
+        texts = _check_folder(out, settings, bids=found.bids is not None)
         folder.clear_partial(out)
+        link = None
+        if found.bids is not None:
+            link = bids_outputs.write_dataset_files(texts, found.bids, loaded, out, settings)
         scans = [resume.claim_name(out, s) for s in found.scans]
-        job = BatchJob(ref, loaded.hash, str(out), settings, settings.digest())
+        job = BatchJob(ref, loaded.hash, str(out), settings, settings.digest(), bids_link=link)
         scan_job.remember_model(job, loaded)
         report = Report(texts, {"name": loaded.name, "hash": loaded.hash,
                                 "task": loaded.task.kind},
                         settings.to_dict(), [s.name for s in scans], pages=settings.qc,
-                        input_paths=settings.input_paths)
+                        input_paths=settings.input_paths,
+                        bids=bids_outputs.report_section(found.bids))
         record = _recorder(report, scans, out, found.identifiers, progress, on_scan)
         _run(scans, job, record, run, cancel, on_scan)
         report.close(finished=len(report.entries) == len(scans))
@@ -89,11 +94,17 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
     return BatchResult(report.to_dict(), report.path, report.index_path)
 
 
-def _discover(inputs: list, out: Path, series: str | None):
+def _bids_request(settings: BatchSettings, model):
+    from .bids import BidsRequest, model_suffixes
+
+    return BidsRequest(settings.bids_filter, model_suffixes(model), model.task.kind)
+
+
+def _discover(inputs: list, out: Path, series: str | None, bids=None):
     """The scans; refused (exit 2) when there are none, or none is the --series asked for,
     even beside NIfTI files that would run (a series dropped in silence is not what was
     asked)."""
-    found = discover_scans(inputs, exclude=out, series=series)
+    found = discover_scans(inputs, exclude=out, series=series, bids=bids)
     matched = any(s.kind == "dicom" and s.series is not None for s in found.scans)
     if series is not None and not matched:
         raise NoScansFound(f"no DICOM series matching --series {series} found in the inputs")
@@ -102,14 +113,18 @@ def _discover(inputs: list, out: Path, series: str | None):
     return found
 
 
-def _check_folder(out: Path, settings: BatchSettings) -> OwnedTexts:
-    """Refuse (exit 2) before any work when the report or page would replace a file
-    napari-unet did not write, or a folder it uses is a link."""
+def _check_folder(out: Path, settings: BatchSettings, bids: bool = False) -> OwnedTexts:
+    """Refuse (exit 2) before any work when the report or page (or a BIDS dataset's
+    description) would replace a file napari-unet did not write, or a folder it uses is
+    a link."""
     texts = OwnedTexts(out)
     texts.check(REPORT_NAME, folder.OutputFolderError)
+    if bids:
+        bids_outputs.check_description(texts)
     if settings.qc:
         texts.check(qc.INDEX_NAME, folder.OutputFolderError)
-        folder.real_dir(out, qc.QC_DIR)
+        if not bids:  # BIDS runs put pictures in sub-*/figures
+            folder.real_dir(out, qc.QC_DIR)
     return texts
 
 

@@ -46,6 +46,7 @@ class BatchJob:
     outdir: str
     settings: BatchSettings
     digest: str
+    bids_link: str | None = None  # BIDS runs: the source dataset's name in BIDS URIs
 
 
 @dataclass
@@ -159,6 +160,10 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
 
 def _names(scan: Scan, job: BatchJob, model, volume) -> dict[str, str]:
     """Relative output path -> role, QC picture included."""
+    if scan.bids is not None:
+        from .bids_dataset import output_paths
+
+        return output_paths(scan.bids, model.task, job.settings)
     dicom_input = isinstance(volume.source, DicomSource)
     fmt = job.settings.format
     if fmt in ("dicom", "dicom-seg") and not dicom_input:
@@ -179,21 +184,35 @@ def _write_outputs(scan: Scan, job: BatchJob, model, volume, pred, names: dict,
 
     outdir = Path(job.outdir)
     for rel, role in names.items():
-        if role in ("seg", "series", "qc"):
+        if role in ("seg", "series", "qc") or role.startswith("sidecar:") or role == "tsv":
             continue
-        data = {"labels": pred.labels, "image": pred.image, "uncertainty": pred.uncertainty,
-                "probabilities": pred.probabilities}[role]
+        data = _array(role, pred)
         if data is None:
             continue
         written.temps[rel] = folder.temp_path(outdir, rel)
         names_of = list(model.task.class_names) if role == "labels" else None
         write_volume(data, written.temps[rel], like=volume, class_names=names_of)
+    if scan.bids is not None:  # the sidecars of the images written, the class table
+        from .bids_dataset import text_outputs
+
+        for rel, text in text_outputs(scan.bids, model, job, names, written.temps).items():
+            written.temps[rel] = folder.temp_path(outdir, rel)
+            written.temps[rel].write_text(text, encoding="utf-8")
     for rel, role in names.items():
         if role in ("seg", "series"):
             _write_dicom(scan, job, model, volume, pred, rel, role, written)
     written.outputs = list(written.temps)
-    if job.settings.qc:
-        written.picture = _write_qc(scan, job, model, volume, pred, written)
+    qc_name = next((rel for rel, role in names.items() if role == "qc"), None)
+    if qc_name is not None:
+        written.picture = _write_qc(scan, model, volume, pred, written, qc_name, job.outdir)
+
+
+def _array(role: str, pred):
+    if role.startswith("probseg:"):
+        channel = int(role.split(":")[1])
+        return None if pred.probabilities is None else pred.probabilities[..., channel]
+    return {"labels": pred.labels, "image": pred.image, "uncertainty": pred.uncertainty,
+            "probabilities": pred.probabilities}[role]
 
 
 def _write_dicom(scan: Scan, job: BatchJob, model, volume, pred, rel: str, role: str,
@@ -245,11 +264,11 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _write_qc(scan: Scan, job: BatchJob, model, volume, pred, written: _Written) -> str:
+def _write_qc(scan: Scan, model, volume, pred, written: _Written, name: str,
+              outdir: str) -> str:
     kind = model.task.kind
     result = pred.image if kind == "denoise" else pred.labels
-    name = f"{qc.QC_DIR}/{scan.name}.png"
-    written.temps[name] = folder.temp_path(Path(job.outdir), name)
+    written.temps[name] = folder.temp_path(Path(outdir), name)
     qc.render_qc(volume.array, result, volume.spacing, kind, written.temps[name],
                  title=scan.name, n_labels=model.task.n_labels)
     return name
@@ -276,8 +295,8 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
     files = {**old, **{rel: list(dict.fromkeys([*old.get(rel, ()), h])) for rel, h in new.items()}}
     base = resume.base_record(scan, job.model_hash, job.digest)
     resume.write_manifest(outdir, scan.name, {**base, "status": "committing", "files": files})
-    if written.picture:
-        folder.real_dir(outdir, qc.QC_DIR)
+    for parent in {str(Path(rel).parent) for rel in written.temps} - {"."}:
+        folder.real_dir(outdir, parent)  # sub-01/ses-1/anat, qc: folders, never links
     for rel, tmp in written.temps.items():
         if rel in written.folders:
             _replace_folder(outdir, rel, tmp)

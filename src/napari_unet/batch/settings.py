@@ -34,6 +34,8 @@ class BatchSettings:
     qc: bool = True  # QC pictures and index.html
     series: str | None = None  # only this DICOM series (UID, short hash or index)
     input_paths: bool = True  # report.json names each scan's input path
+    # BIDS inputs: entity -> value(s), None (absent) or "*" (any), over the model's default
+    bids_filter: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -57,13 +59,17 @@ class BatchSettings:
         d = {k: v for k, v in asdict(self).items() if k != "inference"}
         return {**_json_ready(self.inference.to_dict()), **d}
 
-    def digest(self) -> str:
-        """Hash of everything that changes the written outputs (resume compares it)."""
+    def output_settings(self) -> dict:
+        """Everything that changes the written outputs (BIDS sidecars record it)."""
         inf = {k: v for k, v in _json_ready(self.inference.to_dict()).items()
                if k not in _NOT_IN_DIGEST}
-        if inf.get("planes") == "auto":  # the model's hash covers its planes; runs from
-            del inf["planes"]  # before planes existed resume as they were
-        ident = {"inference": inf, "format": self.format}
+        return {"inference": inf, "format": self.format}
+
+    def digest(self) -> str:
+        """Hash of everything that changes the written outputs (resume compares it)."""
+        ident = self.output_settings()
+        if ident["inference"].get("planes") == "auto":  # the model's hash covers its planes;
+            del ident["inference"]["planes"]  # runs from before planes resume as they were
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()
                               ).hexdigest()[:16]
 

@@ -35,6 +35,14 @@ without --overwrite. One run at a time per OUTDIR.
 A DICOM output the source's kind of DICOM cannot carry (a SEG of an RT Dose, a derived
 series of a PET scan) is a warning, the NIfTI stands in; --format both on NIfTI input
 writes NIfTI and says so.
+
+BIDS: an INPUT that is a BIDS dataset (or a sub-* folder or file in one) makes OUTDIR a
+BIDS derivative dataset (dataset_description.json, README.md, .bidsignore) with
+  sub-<label>[/ses-<label>]/anat/<entities>_space-orig_dseg.nii.gz (+ .json, .tsv)
+  ..._space-orig_label-<class>_probseg.nii.gz, ..._desc-denoised_<suffix>.nii.gz
+  sub-<label>/figures/<output>.png (QC)
+Images are chosen by entities: the model's suffix (T1w for the bundled models) among the
+anat NIfTI images, updated by --bids-filter / --bids-filter-file / --participant-label.
 exit codes: 0 all ok or skipped, 1 a scan (or writing the report) failed, 2 usage error.
 """
 
@@ -109,6 +117,21 @@ def _add_batch_flags(p) -> None:
     p.add_argument("--no-input-paths", dest="input_paths", action="store_false",
                    help="leave input paths out of report.json (the only place they appear)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-scan lines")
+    _add_bids_flags(p)
+
+
+def _add_bids_flags(p) -> None:
+    g = p.add_argument_group("BIDS datasets")
+    g.add_argument("--bids-filter", nargs="+", metavar="ENTITY=VALUE",
+                   help="choose images of a BIDS input by entities, e.g. suffix=T2w "
+                   "session=1 run=1,2 (entity names or keys: sub, ses, acq, ...); they "
+                   "replace the defaults datatype=anat, suffix=<the model's, e.g. T1w>, "
+                   "extension=.nii,.nii.gz key by key")
+    g.add_argument("--bids-filter-file", metavar="JSON",
+                   help="the same as a JSON object of entity -> value, list of values, null "
+                   "(absent) or \"*\" (any), as fMRIPrep's --bids-filter-file")
+    g.add_argument("--participant-label", nargs="+", metavar="LABEL",
+                   help="only these subjects (with or without 'sub-'), as BIDS apps take them")
 
 
 def _positive_int(text: str) -> int:
@@ -147,7 +170,20 @@ def build_settings(args):
 
     resolve_device(args.device)  # an unknown or absent device is a usage error
     inference = InferenceSettings(**fields_from(InferenceSettings, args))
-    return BatchSettings(inference=inference, **fields_from(BatchSettings, args))
+    batch = {k: v for k, v in fields_from(BatchSettings, args).items() if k != "bids_filter"}
+    return BatchSettings(inference=inference, bids_filter=bids_filter(args), **batch)
+
+
+def bids_filter(args) -> dict:
+    """--bids-filter-file, then --bids-filter, then --participant-label: entity -> value."""
+    from ..io.bids import parse_filter_args, read_filter_file
+
+    query = read_filter_file(args.bids_filter_file) if args.bids_filter_file else {}
+    query.update(parse_filter_args(args.bids_filter))
+    if args.participant_label:
+        labels = [label.removeprefix("sub-") for label in args.participant_label]
+        query["subject"] = labels if len(labels) > 1 else labels[0]
+    return query
 
 
 def _check_inputs(inputs: list[str]) -> None:
@@ -166,10 +202,19 @@ def _summary(result, args) -> None:
         return
     warned = sum(1 for e in result.report["scans"] if e["warnings"])
     where = Path(args.output)
+    bids = result.report.get("bids")
+    if bids:
+        chosen = " ".join(f"{k}={_value(v)}" for k, v in bids["query"].items())
+        print(f"BIDS: {bids['images']} images chosen by {chosen}; {where} is their BIDS "
+              "derivative dataset", file=sys.stderr)
     pages = f"; QC: {where / result.index_path.name}" if result.index_path else ""
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
           + (f" ({warned} with warnings)" if warned else "")
           + f"; report: {where / result.report_path.name}{pages}", file=sys.stderr)
+
+
+def _value(v) -> str:
+    return "(absent)" if v is None else ",".join(v) if isinstance(v, list) else str(v)
 
 
 def _why(entry: dict) -> str | None:

@@ -35,8 +35,8 @@ def add_parser(sub) -> None:
         "and saves the model trained so far to -o (exit code 130); a second Ctrl-C quits "
         "without saving.")
     p.add_argument("--task", required=True, choices=TASK_KINDS)
-    p.add_argument("--images", nargs="+", required=True, metavar="PATH",
-                   help="scans: NIfTI files or DICOM folders")
+    p.add_argument("--images", nargs="+", metavar="PATH",
+                   help="scans: NIfTI files or DICOM folders (or --bids)")
     p.add_argument("--labels", nargs="+", metavar="PATH",
                    help="label volumes (NIfTI or DICOM SEG), one per image in the same "
                    "order (segment); with "
@@ -109,6 +109,16 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     p.add_argument("--history", metavar="JSON", help="also write the training history here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("BIDS datasets (instead of --images/--labels)")
+    g.add_argument("--bids", metavar="DATASET", help="train on this BIDS dataset's images: "
+                   "anat NIfTI of suffix T1w unless --bids-filter says otherwise")
+    g.add_argument("--bids-filter", nargs="+", metavar="ENTITY=VALUE",
+                   help="choose the images, e.g. suffix=T2w session=1 (as predict)")
+    g.add_argument("--bids-labels", metavar="DERIVATIVES",
+                   help="a derivative dataset whose dseg images are the labels: each pairs "
+                   "with the image of the same subject, session, run... (segment)")
+    g.add_argument("--bids-labels-filter", nargs="+", metavar="ENTITY=VALUE",
+                   help="choose among the label maps, e.g. desc=manual")
     p.set_defaults(func=run)
 
 
@@ -122,7 +132,8 @@ def run(args) -> int:
     from ..training.planes import one_plane_note
     from .options import new_output_file
 
-    inputs = [*args.images, *(args.labels or []), args.init]
+    images, labels, pairs = _data(args)
+    inputs = [*images, *(labels or []), args.init]
     out = new_output_file(args.output, "-o", inputs, MODEL_SUFFIX)
     if args.history:
         new_output_file(args.history, "--history", [*inputs, out])
@@ -145,10 +156,14 @@ def run(args) -> int:
     unit = "s" if args.time_budget and not args.iterations else "it"
     with _Bar(args.quiet, unit) as bar, _Interrupt() as interrupt:
         try:
-            result = train(args.images, args.labels, settings=settings, progress=bar.update,
+            result = train(images, labels, settings=settings, progress=bar.update,
                            on_metrics=bar.metrics, cancel=interrupt)
         except Cancelled as exc:
             result = exc.partial
+    if pairs is not None:
+        from ..training.bids_pairs import with_bids_provenance
+
+        with_bids_provenance(result.model, pairs.suffixes)
     result.model.save(out)
     if args.history:
         history = {"history": result.history, "metrics": result.metrics}
@@ -162,6 +177,29 @@ def run(args) -> int:
     if note:
         print(f"note: {note}")
     return 130 if interrupt.asked else 0
+
+
+def _data(args):
+    """(images, labels, BIDS pairs or None) from --images/--labels or --bids."""
+    from ..errors import SettingsError
+
+    if bool(args.images) == bool(args.bids):
+        raise SettingsError("give the scans with --images (and --labels), or a BIDS dataset "
+                            "with --bids (and --bids-labels)")
+    if not args.bids:
+        if args.bids_labels or args.bids_filter or args.bids_labels_filter:
+            raise SettingsError("--bids-labels and --bids-filter go with --bids")
+        return args.images, args.labels, None
+    if args.labels:
+        raise SettingsError("--labels goes with --images; with --bids, give --bids-labels")
+    from ..io.bids import parse_filter_args
+    from ..training.bids_pairs import bids_training_pairs
+
+    pairs = bids_training_pairs(args.bids, args.bids_labels,
+                                parse_filter_args(args.bids_filter),
+                                parse_filter_args(args.bids_labels_filter))
+    print(f"BIDS: {pairs.describe()}", file=sys.stderr)
+    return pairs.images, pairs.labels, pairs
 
 
 class _Interrupt:
