@@ -9,6 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from napari_unet.errors import VolumeReadError
+from napari_unet.io import read_volume
 from support import geometry_cases as cases
 from support.batch_data import tiny_model
 from support.cli_run import by_name, console, load_report, run_cli
@@ -56,6 +58,11 @@ def test_tilted_ct_outputs_open_everywhere_and_agree_with_the_seg(tmp_path, tilt
     seg = next(o for o in entry["outputs"] if o.endswith("_seg.dcm"))
     expected = seg_labels_at(tmp_path / "out" / seg, tilted, labels.centres.reshape(-1, 3))
     np.testing.assert_array_equal(labels.values.reshape(-1), expected)
+    for path in (tmp_path / "out").iterdir():  # our reader opens or names what it cannot
+        try:
+            read_volume(path)
+        except VolumeReadError as e:
+            assert str(path) in str(e)
     referenced = {ref.ReferencedSOPInstanceUID
                   for f in pydicom.dcmread(tmp_path / "out" / seg).PerFrameFunctionalGroupsSequence
                   for ref in f.DerivationImageSequence[0].SourceImageSequence}
