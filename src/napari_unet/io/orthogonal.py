@@ -61,11 +61,13 @@ def orthogonal_axes(lin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``U[:, a]`` (for the slice axis: the spacing between the slice planes)."""
     lin = np.asarray(lin, float)
     units = np.zeros((3, 3))
+    scale = np.abs(lin).max() if np.all(np.isfinite(lin)) else 0.0
     for a in (2, 1, 0):
         v = lin[:, a] - sum(np.dot(lin[:, a], units[:, b]) * units[:, b] for b in range(a + 1, 3))
         norm = np.linalg.norm(v)
-        if norm == 0:
-            raise ValueError("the voxel axes are degenerate")
+        if not norm > 1e-9 * scale:
+            raise VolumeWriteError("the scan's voxel axes are degenerate or not finite "
+                                   f"({np.round(lin, 4).tolist()}); no grid can hold them")
         units[:, a] = v / norm
     spacing = np.einsum("ia,ia->a", lin, units)
     return units, spacing
@@ -116,8 +118,6 @@ def resample(data: np.ndarray, affine: np.ndarray, grid: OutputGrid, nearest: bo
     rounded back to their type). Grid voxels off the data's pixels get ``fill``
     (default: 0 for labels, each channel's lowest value for images).
     """
-    from scipy import ndimage
-
     data = np.asarray(data)
     channels = data.shape[3:]
     out_shape = (*grid.shape, *channels)
@@ -130,18 +130,56 @@ def resample(data: np.ndarray, affine: np.ndarray, grid: OutputGrid, nearest: bo
     fills = np.broadcast_to(np.asarray(fill, float), (flat.shape[3],))
     # grid index -> data index; each grid slice is the data slice of the same index
     to_data = np.linalg.solve(np.asarray(affine, float), grid.affine)
-    rows, cols = np.meshgrid(np.arange(grid.shape[1]), np.arange(grid.shape[2]),
-                             indexing="ij")
-    plane_size = np.asarray(data.shape[1:3], float)[:, None]
+    in_plane, shift = to_data[1:3, 1:3], to_data[1:3, 3]
+    plane = _shifted if np.allclose(in_plane, np.eye(2), atol=1e-9) else _mapped
     for k in range(grid.shape[0]):
-        index = np.stack([np.full(rows.size, k), rows.ravel(), cols.ravel()])
-        at = (to_data[:3, :3] @ index + to_data[:3, 3:4])[1:]
-        inside = np.all((at >= -0.5 - 1e-6) & (at <= plane_size - 0.5 + 1e-6), axis=0)
+        offset = shift + to_data[1:3, 0] * k
         for c in range(flat.shape[3]):
-            values = ndimage.map_coordinates(flat[k, :, :, c].astype(np.float64), at,
-                                             order=0 if nearest else 1, mode="nearest")
-            values = np.where(inside, values, fills[c])
+            values = plane(flat[k, :, :, c], in_plane, offset, grid.shape[1:], nearest,
+                           fills[c])
             if data.dtype.kind in "iub":
                 values = np.rint(values)
-            out[k, :, :, c] = values.reshape(rows.shape).astype(data.dtype)
+            out[k, :, :, c] = values.astype(data.dtype)
     return out.reshape(out_shape)
+
+
+def _shifted(plane: np.ndarray, _in_plane, offset, shape, nearest: bool, fill) -> np.ndarray:
+    """``plane`` at (row + offset[0], column + offset[1]) for every grid (row, column):
+    a slice that only moved within its plane (gantry tilt), one axis at a time."""
+    at = [np.arange(n) + o for n, o in zip(shape, offset, strict=True)]
+    inside = [(a >= -0.5 - 1e-6) & (a <= n - 0.5 + 1e-6) for a, n in zip(at, plane.shape,
+                                                                       strict=True)]
+    out = np.full(shape, fill, np.float64)
+    if not (inside[0].any() and inside[1].any()):
+        return out
+    at = [a[i] for a, i in zip(at, inside, strict=True)]
+    box = np.ix_(*inside)
+    if nearest:
+        index = [np.clip(np.rint(a), 0, n - 1).astype(int) for a, n in zip(at, plane.shape,
+                                                                          strict=True)]
+        out[box] = plane[np.ix_(*index)]
+        return out
+    low = [np.floor(a) for a in at]
+    frac = [a - lo for a, lo in zip(at, low, strict=True)]
+    # neighbours past the edge repeat it (the outer half pixel takes the edge's value)
+    lo = [np.clip(lo, 0, n - 1).astype(int) for lo, n in zip(low, plane.shape, strict=True)]
+    hi = [np.clip(lo + 1, 0, n - 1).astype(int) for lo, n in zip(low, plane.shape, strict=True)]
+    p = plane.astype(np.float64)
+    fr, fc = frac[0][:, None], frac[1][None, :]
+    top = p[np.ix_(lo[0], lo[1])] * (1 - fc) + p[np.ix_(lo[0], hi[1])] * fc
+    bottom = p[np.ix_(hi[0], lo[1])] * (1 - fc) + p[np.ix_(hi[0], hi[1])] * fc
+    out[box] = top * (1 - fr) + bottom * fr
+    return out
+
+
+def _mapped(plane: np.ndarray, in_plane, offset, shape, nearest: bool, fill) -> np.ndarray:
+    """``plane`` at ``in_plane @ (row, column) + offset``: axes sheared within the plane."""
+    from scipy import ndimage
+
+    rows, cols = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    at = in_plane @ np.stack([rows.ravel(), cols.ravel()]) + np.asarray(offset)[:, None]
+    size = np.asarray(plane.shape, float)[:, None]
+    inside = np.all((at >= -0.5 - 1e-6) & (at <= size - 0.5 + 1e-6), axis=0)
+    values = ndimage.map_coordinates(plane.astype(np.float64), at, order=0 if nearest else 1,
+                                     mode="nearest")
+    return np.where(inside, values, fill).reshape(shape)

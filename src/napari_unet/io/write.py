@@ -163,7 +163,10 @@ def write_volume(
         raise ValueError(f"interpolation {interpolation!r}: use 'nearest' or 'linear'")
     check_target(path, like)
     data = _cast(data, np.dtype(output_dtype(data) if dtype is None else dtype), path)
-    grid = nifti_grid(like)
+    try:
+        grid = nifti_grid(like)
+    except VolumeWriteError as e:
+        raise VolumeWriteError(f"{path}: {e}") from None
     if grid.resampled:
         nearest = interpolation == "nearest" or (interpolation is None and (
             class_names is not None or data.dtype.kind in "biu"))
