@@ -315,5 +315,8 @@ def test_tilted_ct_lines_up_and_file_save_writes_what_itk_and_nibabel_agree_on(
     shown = (data_to_world(again) @ np.c_[index.reshape(-1, 3), np.ones(index[..., 0].size)].T)
     np.testing.assert_allclose(shown[:3].T, itk.centres.reshape(-1, 3) @ w.T, atol=1e-4)
 
-    [img_out] = image.save(str(tmp_path / "ct.nii.gz"), plugin=PLUGIN)
-    assert_nifti_agrees(img_out)
+    ramp = cases.tilted_ct(tmp_path / "ramp", shape=(8, 32, 36), content="ramp")
+    [ramp_layer] = viewer.open(str(ramp), plugin=PLUGIN)
+    [img_out] = ramp_layer.save(str(tmp_path / "ct.nii.gz"), plugin=PLUGIN)
+    assert_nifti_agrees(img_out)  # an int16 image: linear, rounded back to whole HU
+    assert_content_in_place(img_out, ramp, cases.ramp, labels=False, tolerance=1.0)

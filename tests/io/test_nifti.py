@@ -169,8 +169,10 @@ def test_uint16_labels_above_255(tmp_path):
     back = nib.load(str(out))
     assert back.get_data_dtype() == np.uint16
     np.testing.assert_array_equal(np.asarray(back.dataobj), labels.T)
+    assert_nifti_agrees(out, ORIENTATIONS["RAS"], source_mm=1e-4)
     small = write_volume(labels % 7, tmp_path / "img.nii.gz", like=vol, dtype=np.dtype("int16"))
     assert nib.load(str(small)).get_data_dtype() == np.int16  # an explicit dtype is kept
+    assert_nifti_agrees(small, ORIENTATIONS["RAS"], source_mm=1e-4)
 
 
 def test_4d_channels_volume_index_and_long_series(tmp_path):
@@ -183,6 +185,7 @@ def test_4d_channels_volume_index_and_long_series(tmp_path):
     back = nib.load(str(out))
     assert back.shape == two.shape
     np.testing.assert_array_equal(back.affine, nib.load(str(tmp_path / "two.nii.gz")).affine)
+    assert_nifti_agrees(out, affine, source_mm=1e-4)
 
     many = sample(SHAPE + (6,))
     path = nifti_file(tmp_path / "fmri.nii.gz", many, affine)
@@ -195,6 +198,7 @@ def test_4d_channels_volume_index_and_long_series(tmp_path):
     back = nib.load(str(write_volume(labels, tmp_path / "l.nii.gz", like=third)))
     assert back.shape == SHAPE
     np.testing.assert_array_equal(back.affine, nib.load(str(path)).affine)
+    assert_nifti_agrees(tmp_path / "l.nii.gz", affine, source_mm=1e-4)
 
 
 def test_write_without_like_and_refusals(tmp_path):
@@ -202,6 +206,7 @@ def test_write_without_like_and_refusals(tmp_path):
     out = write_volume(data, tmp_path / "plain.nii.gz")
     back = sitk.ReadImage(str(out))  # SimpleITK's default geometry
     assert back.GetSize() == (5, 4, 3)
+    assert_nifti_agrees(out)
     np.testing.assert_allclose(back.GetDirection(), np.eye(3).ravel(), atol=1e-6)
 
     src = nifti_file(tmp_path / "scan.nii.gz", sample(), ORIENTATIONS["RAS"])

@@ -132,11 +132,13 @@ def assert_nifti_agrees(path, reference=None, agreement_mm: float = AGREEMENT_MM
     return measured
 
 
-def assert_content_in_place(path, series, truth, labels: bool) -> dict:
+def assert_content_in_place(path, series, truth, labels: bool, tolerance: float = 0.5
+                            ) -> dict:
     """Every voxel of ``path`` (where ITK puts it) holds what the DICOM ``series`` has
     there: ``truth`` at that point for voxels on the series' pixels (labels: unless the
-    point is within half a pixel of where ``truth`` changes; images: to the half unit
-    the stored integers round to), the background where the series has no pixel.
+    point is within half a pixel of where ``truth`` changes; images: within
+    ``tolerance``, the half unit the stored integers round to), the background where the
+    series has no pixel.
 
     ``truth`` (LPS points -> values) and ``background`` come from ``support
     .geometry_cases``; where the series is, is computed by hand from its headers.
@@ -160,7 +162,7 @@ def assert_content_in_place(path, series, truth, labels: bool) -> dict:
         assert not (off & (got != 0)).any(), f"{path}: labels outside the scan"
         return {"voxels_checked": int((on & ~near_edge).sum())}
     error = np.abs(got - expected)[on]
-    assert error.max() <= 0.5 + 1e-3, f"{path}: values off by up to {error.max()}"
+    assert error.max() <= tolerance + 1e-3, f"{path}: values off by up to {error.max()}"
     background = got[off]
     assert background.size == 0 or np.ptp(background) == 0, f"{path}: uneven background"
     return {"voxels_checked": int(on.sum()), "max_value_error": float(error.max())}

@@ -52,8 +52,6 @@ STACKING_TOLERANCE_MM = 0.01
 # a shear that moves no voxel centre by more than this fraction of the smallest voxel
 # spacing is geometry noise (``shear_noise_mm``)
 SHEAR_NOISE_VOXELS = 0.1
-
-
 # positions are taken to be written to 0.1 mm or finer: whole numbers are exact values
 COARSEST_ROUNDING_MM = 0.1
 
@@ -105,6 +103,8 @@ def stacking_from_positions(
     normal = direction[:, 0] / np.linalg.norm(direction[:, 0])
     rel = positions - positions[0]
     along = rel @ normal
+    if abs(along[-1] - along[0]) < 1e-6:  # no step along the normal: nothing to stack
+        return spacing, origin, direction, None
     aside = rel - np.outer(along, normal)  # each slice's offset within its plane
     moved = float(np.linalg.norm(aside - aside.mean(axis=0), axis=1).max())
     if moved <= shear_noise_mm(spacing, rounding_step):
