@@ -174,6 +174,31 @@ def test_save_labels_adds_a_dicom_seg_for_dicom_scans(tmp_path):
             for s in seg.SegmentSequence] == ["Liver", "Spleen"]  # the model's codes
 
 
+def test_save_labels_of_a_tilted_ct_opens_everywhere_and_the_seg_keeps_the_slices(tmp_path):
+    """A gantry-tilted CT: the NIfTI is resampled onto an orthogonal grid (ITK and
+    nibabel agree; the ball is where the scan has it), the SEG references every source
+    slice with the labels as corrected, unresampled."""
+    import highdicom as hd
+
+    from support import geometry_cases as cases
+    from support.nifti_checks import assert_content_in_place, assert_nifti_agrees
+
+    folder = cases.tilted_ct(tmp_path / "ct", shape=(6, 28, 30))
+    volume = read_volume(folder)
+    model = Model.new(make_task("segment", n_classes=2, class_names=["bg", "ball"]), base=4)
+    sess = CorrectionSession(volume, model, np.zeros(volume.spatial_shape, np.uint8), axis=0)
+    sess.labels[:] = volume.array > 0
+    with pytest.warns(UserWarning, match="resampled onto an orthogonal grid"):
+        nifti, seg = sess.save_labels(tmp_path / "out.nii.gz")
+    assert_nifti_agrees(nifti)
+    assert_content_in_place(nifti, folder, cases.ball, labels=True)
+    slices = cases.dicom_slices(folder)
+    decoded = hd.seg.segread(seg).get_pixels_by_source_instance(
+        [ds.SOPInstanceUID for ds in slices], combine_segments=True,
+        assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(decoded, cases.ball(cases.dicom_voxel_centres(folder)))
+
+
 def test_denoising_models_are_refused():
     volume = Volume(np.zeros((2, 8, 8), np.float32))
     model = Model.new(make_task("denoise"), base=4)

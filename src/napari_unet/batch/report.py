@@ -3,7 +3,8 @@ of resumed scans in steps), so an interrupted run still leaves a valid, readable
 
 Layout (DESIGN.md): ``{"model": {"name", "hash"}, "settings": {...}, "scans": [{"input",
 "status", "outputs", "error", "seconds"}]}``. Extra keys: per scan its output ``name``,
-``qc`` picture, ``reason`` (why skipped), ``warnings`` and, for a BIDS image, its
+``qc`` picture, ``reason`` (why skipped), ``warnings``, ``resampled`` (NIfTI outputs
+of a scan with sheared axes, put on an orthogonal grid) and, for a BIDS image, its
 ``entities``; at the top ``total``, ``counts``, ``started``, ``updated``, ``finished``,
 ``earlier_scans`` (entries of earlier runs into this folder whose outputs are still
 there), ``write_errors`` (report or page writes that failed and were retried) and, for a
@@ -33,18 +34,20 @@ FINAL_SAVE_TRIES = 3
 
 def entry(scan, status: str, outputs: list[str] | None = None, error: str | None = None,
           seconds: float = 0.0, qc: str | None = None, reason: str | None = None,
-          warnings: list[str] | None = None) -> dict:
+          warnings: list[str] | None = None, resampled: dict | None = None) -> dict:
     """A report entry for one scan (``scan`` is a :class:`~.discover.Scan`).
 
     ``error`` says why a scan failed, ``reason`` why it was skipped; ``outputs`` and
-    ``qc`` are paths relative to the output folder.
+    ``qc`` are paths relative to the output folder; ``resampled`` which NIfTI outputs
+    were resampled onto an orthogonal grid, and how (``io.orthogonal``), or None.
     """
     if status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {STATUSES}")
     item = {"input": scan.input, "name": scan.name, "status": status,
             "outputs": list(outputs or []), "error": error, "seconds": round(seconds, 3),
             "qc": qc, "reason": reason,
-            "warnings": list(getattr(scan, "notes", ())) + list(warnings or [])}
+            "warnings": list(getattr(scan, "notes", ())) + list(warnings or []),
+            "resampled": resampled}
     if getattr(scan, "bids", None) is not None:  # a BIDS image: who and what it is
         item["entities"] = dict(scan.bids.entities)
     return item

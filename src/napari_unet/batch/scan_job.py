@@ -60,6 +60,7 @@ class _Written:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     folders: set[str] = field(default_factory=set)
+    resampled: dict | None = None  # NIfTI outputs put on an orthogonal grid (gantry tilt)
 
     def discard(self) -> None:
         for tmp in self.temps.values():
@@ -95,7 +96,8 @@ def process_scan(scan: Scan, job: BatchJob) -> dict:
                          warnings=_warning_texts(caught))
     status = "failed" if written.error else "ok"
     return entry(scan, status, written.outputs, error=written.error, seconds=_since(start),
-                 qc=written.picture, warnings=sorted(set(_warning_texts(caught)) | notes))
+                 qc=written.picture, warnings=sorted(set(_warning_texts(caught)) | notes),
+                 resampled=written.resampled)
 
 
 def cached_model(job: BatchJob):
@@ -145,6 +147,7 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     written = _Written({}, [])
     try:
         _write_outputs(scan, job, model, volume, pred, names, written)
+        written.resampled = _resampled(volume, written.outputs)
         commit_outputs(job, scan, written)
     finally:
         written.discard()
@@ -156,6 +159,16 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     if few_label_values(volume.array):
         notes.add(LOOKS_LIKE_LABELS)
     return written, notes
+
+
+def _resampled(volume, outputs: list[str]) -> dict | None:
+    """The report's note on NIfTI outputs resampled onto an orthogonal grid (the scan's
+    axes are sheared: gantry tilt), or None."""
+    from ..io.write import nifti_grid
+
+    niftis = [rel for rel in outputs if rel.endswith((".nii.gz", ".nii"))]
+    grid = nifti_grid(volume)
+    return {"outputs": niftis, **grid.describe()} if niftis and grid.resampled else None
 
 
 def _names(scan: Scan, job: BatchJob, model, volume) -> dict[str, str]:
@@ -308,7 +321,8 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
     status = "incomplete" if written.error else "done"
     resume.write_manifest(outdir, scan.name, {**base, "status": status, "files": files,
                                               "outputs": written.outputs,
-                                              "qc": written.picture})
+                                              "qc": written.picture,
+                                              "resampled": written.resampled})
 
 
 def _replace_folder(outdir: Path, rel: str, tmp: Path) -> None:

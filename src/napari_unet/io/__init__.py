@@ -11,9 +11,10 @@ from .read import read_volume
 from .series import SeriesInfo, SeriesList, SliceSpacingWarning, list_series
 from .source import ScanWarning
 from .volume import Volume
-from .write import VolumeWriteError, write_volume
+from .write import ResampledWarning, VolumeWriteError, write_volume
 
 __all__ = [
+    "ResampledWarning",
     "ScanWarning",
     "SeriesInfo",
     "SeriesList",

@@ -15,9 +15,11 @@ its whole series).
 What GDCM assumes of the slices is checked against their headers after it reads them:
 slices stacked obliquely (gantry tilt, sheared stacking) get the slice axis from their
 own positions, kept as a shear in ``direction`` (not orthogonal then), with a
-``ScanWarning``; each frame of an enhanced multi-frame file gets its own rescale
-slope/intercept (GDCM applies the first frame's to all); an enhanced file's frames stored
-out of spatial order are put in order. Where whole slices are missing, blank slices stand
+``ScanWarning``; slices off the normal by no more than the rounding of their positions
+or a tenth of a voxel form a straight stack (``geometry.shear_noise_mm``); each frame
+of an enhanced multi-frame file gets its own rescale slope/intercept (GDCM applies the
+first frame's to all); an enhanced file's frames stored out of spatial order are put in
+order. Where whole slices are missing, blank slices stand
 in for them. ``DicomSource.slice_index`` maps each file (or frame) to its array slice
 then, for the DICOM SEG, so that no slice moves to the mean spacing or a wrong place.
 """
@@ -56,6 +58,7 @@ from .series import (
     frame_normal,
     frame_order,
     grid_indices,
+    position_step,
     scan_folder,
     slice_positions,
 )
@@ -144,7 +147,8 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
     array, positions, order = _in_order(label, members, array, positions)
     array, positions, index = _fill_gaps(array, positions)
     index = _compose(order, index)
-    spacing, origin, direction = _stacking(label, positions, spacing, origin, direction, notes)
+    spacing, origin, direction = _stacking(label, positions, position_step(members), spacing,
+                                           origin, direction, notes)
     source = DicomSource(
         path=str(Path(path).resolve()),
         files=tuple(str(Path(f).resolve()) for f, _ in members),
@@ -199,19 +203,21 @@ def _fill_gaps(array: np.ndarray, positions: np.ndarray | None):
     return full, positions[0] + t * (positions[-1] - positions[0]), tuple(int(i) for i in index)
 
 
-def _stacking(label: str, positions, spacing, origin, direction, notes: list[str]):
-    """GDCM's geometry with the slice axis taken from the slices' own positions where
-    they step obliquely (gantry tilt) or were spread over a missing slice's place, noted
-    when oblique: GDCM would drop the shear in silence."""
+def _stacking(label: str, positions, rounding_step, spacing, origin, direction,
+              notes: list[str]):
+    """GDCM's geometry with the slice axis taken from the slices' own positions
+    (``geometry.stacking_from_positions``): straight where they sit off the normal by no
+    more than rounding or a tenth of a voxel; a shear where they step obliquely (gantry
+    tilt), noted: GDCM would drop the shear in silence."""
     if positions is None:
         return spacing, origin, direction
     spacing, origin, direction, tilt = geometry.stacking_from_positions(
-        spacing, origin, direction, positions)
+        spacing, origin, direction, positions, rounding_step)
     if tilt is not None:
         note = (f"{label}: the slices are stacked obliquely ({tilt:.1f} degrees from their "
-                "normal: gantry tilt or sheared stacking); the geometry keeps this as a "
-                "shear, so each slice stays at its own ImagePositionPatient (NIfTI outputs "
-                "carry it in the sform only).")
+                "normal: gantry tilt or sheared stacking); each slice is kept at its own "
+                "ImagePositionPatient, and NIfTI outputs are resampled onto an orthogonal "
+                "grid (ITK-based tools refuse sheared NIfTI files).")
         notes.append(note)
         _warn([note], ScanWarning)
     return spacing, origin, direction

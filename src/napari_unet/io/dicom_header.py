@@ -212,6 +212,36 @@ def floats_tag(ds, keyword: str, n: int) -> np.ndarray | None:
     return numbers
 
 
+def decimal_step(ds, keyword: str) -> float | None:
+    """The finest decimal step in which a DS tag's values are written (0.01 for
+    '-112.3\\40.25'), or None when absent or not decimal text.
+
+    How precisely a scanner wrote ImagePositionPatient says how far apart rounding alone
+    can put slices that lie on one straight stack (``geometry.shear_noise_mm``).
+    """
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = _get(ds, keyword)
+    except MalformedTag:
+        return None
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") \
+        else list(value)
+    steps = []
+    for v in items:
+        text = getattr(v, "original_string", None) or str(v)
+        try:
+            exponent = Decimal(str(text).strip()).as_tuple().exponent
+        except (InvalidOperation, ValueError):
+            return None
+        if not isinstance(exponent, int):  # NaN, infinity
+            return None
+        steps.append(10.0 ** exponent)
+    return min(steps) if steps else None
+
+
 def text_tag(ds, keyword: str) -> str:
     """A tag as stripped text; '' when absent or unreadable (for names and keys only)."""
     try:

@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import VolumeReadError
 from .dicom_header import (
     NOT_DICOM,
+    decimal_step,
     floats_tag,
     frame_group,
     frames_in,
@@ -39,6 +40,7 @@ from .dicom_header import (
     text_tag,
 )
 from .formats import has_dicom_suffix
+from .geometry import rounding_mm
 from .source import ScanWarning
 
 # what a hand-made or damaged functional group raises when it is not what the standard says
@@ -252,10 +254,13 @@ def check_series(name: str, members: list) -> list[str]:
     pos = [_position(ds, normals[0]) for _, ds in members]
     if any(p is None for p in pos):
         return [f"{name}: slices have no ImagePositionPatient; sorted by InstanceNumber."]
-    return _spacing_warnings(name, np.asarray(pos))
+    return _spacing_warnings(name, np.asarray(pos), position_step(members))
 
 
-def _spacing_warnings(name: str, pos: np.ndarray) -> list[str]:
+def _spacing_warnings(name: str, pos: np.ndarray, rounding_step: float | None = None
+                      ) -> list[str]:
+    """Missing slices or uneven spacing; gaps that differ by no more than the rounding of
+    the positions (``rounding_step``: their decimal step) are even."""
     gaps = np.diff(pos)
     if np.any(gaps < 1e-4):
         raise VolumeReadError(
@@ -263,7 +268,8 @@ def _spacing_warnings(name: str, pos: np.ndarray) -> list[str]:
             "one series?); cannot form one volume."
         )
     step = float(np.median(gaps))
-    uneven = np.abs(gaps - step) > max(1e-3, 0.01 * step)
+    # a gap and the median gap each carry the rounding of two positions
+    uneven = np.abs(gaps - step) > max(1e-3, 0.01 * step, 2 * rounding_mm(rounding_step))
     if not uneven.any():
         return []
     missing = [i for i in np.flatnonzero(uneven) if gaps[i] > 1.5 * step]
@@ -309,7 +315,7 @@ def _multi_frame_notes(name: str, member: tuple) -> list[str]:
     if normal is None:
         return []
     pos = positions @ normal
-    notes = _spacing_warnings(name, np.sort(pos))  # raises for repeated positions
+    notes = _spacing_warnings(name, np.sort(pos), position_step([member]))  # or raises
     if frame_order(positions, normal) is not None:
         where = name if name == file else f"{name}: {file}"
         notes.append(f"{where}: the frames are not stored in spatial order; they are put in "
@@ -353,6 +359,22 @@ def frame_positions(ds) -> np.ndarray | None:
     except _UNUSABLE:
         return None
     return None if any(p is None for p in pos) else np.asarray(pos)
+
+
+def position_step(members: list) -> float | None:
+    """The finest decimal step in which the slices' (or an enhanced file's frames')
+    ImagePositionPatient values are written: how precisely the scanner placed them."""
+    if len(members) == 1 and frames_in(members[0][1]) > 1:
+        try:
+            frames, shared = functional_groups(members[0][1])
+            items = [frame_group(f, shared, "PlanePositionSequence") for f in frames]
+        except _UNUSABLE:
+            return None
+    else:
+        items = [ds for _, ds in members]
+    steps = [decimal_step(item, "ImagePositionPatient") for item in items if item is not None]
+    steps = [s for s in steps if s is not None]
+    return min(steps) if steps else None
 
 
 def slice_positions(members: list) -> np.ndarray | None:

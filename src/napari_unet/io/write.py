@@ -2,7 +2,9 @@
 
 Writes are atomic (a hidden temporary file in the target folder, then a rename), so a
 failed or interrupted write leaves no partial output, and the source scan is never
-overwritten.
+overwritten. Every NIfTI is written on orthogonal axes, the only kind ITK reads: a scan
+whose axes are really sheared (gantry tilt) has its results resampled
+(``io.orthogonal``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import VolumeWriteError
-from .source import source_files
+from .source import ScanWarning, source_files
 from .volume import Volume
 
 
@@ -104,20 +107,47 @@ def _cast(data: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
     return np.ascontiguousarray(data, dtype=dtype)
 
 
+class ResampledWarning(ScanWarning):
+    """A result was written resampled onto an orthogonal grid (the scan's slices are
+    stacked obliquely, or its axes sheared): ITK-based tools refuse sheared NIfTI files."""
+
+
+def resampled_note(name: str, grid) -> str:
+    """The warning for a result written on the orthogonal grid ``grid``."""
+    return (f"{name}: its voxel axes are sheared ({grid.shear_degrees:.1f} degrees: gantry "
+            "tilt or slices stacked obliquely), which ITK-based tools refuse; NIfTI outputs "
+            f"are resampled onto an orthogonal grid of {' x '.join(map(str, grid.shape))} "
+            "voxels on the scan's own slice planes (labels nearest-neighbour, images "
+            "linear), as dcm2niix's _Tilt files; a DICOM SEG references the slices as "
+            "acquired.")
+
+
+def nifti_grid(like: Volume):
+    """The orthogonal grid (``io.orthogonal.OutputGrid``) NIfTI results of ``like`` are
+    written on: its own voxels unless its axes are really sheared."""
+    from .orthogonal import output_grid
+
+    return output_grid(like.affine, like.spatial_shape)
+
+
 def write_volume(
     data: np.ndarray, path: str | Path, like: Volume | None = None, dtype=None,
-    class_names=None,
+    class_names=None, interpolation: str | None = None,
 ) -> Path:
     """Write ``data`` (slices-first like ``like.array``, optional trailing channel axis).
 
-    Geometry: for NIfTI input the source header (qform/sform and codes) is copied, so
-    nibabel loads the output with exactly the input's affine; for DICOM input the series
-    geometry; without ``like``, SimpleITK's default (1 mm, array axis 0 = superior).
-    ``dtype`` defaults to ``output_dtype`` (labels uint8/uint16, images float32).
-    ``class_names`` (labels only) are stored in the file, which then reopens as labels
-    (``io.labels``).
+    Geometry: the scan's (``like``: NIfTI input keeps its header and affine; DICOM input
+    the series geometry); without ``like``, SimpleITK's default (1 mm, array axis 0 =
+    superior). qform and sform are written alike. A scan whose voxel axes are really
+    sheared (gantry tilt) gets its results resampled onto an orthogonal grid
+    (``nifti_grid``, with a ``ResampledWarning``): ``interpolation`` "nearest" (default
+    for labels: ``class_names`` given, booleans, integers) or "linear" (default for
+    floats). ``dtype`` defaults to ``output_dtype`` (labels uint8/uint16, images
+    float32). ``class_names`` (labels only) are stored in the file, which then reopens
+    as labels (``io.labels``).
     """
     from . import geometry, nifti
+    from .orthogonal import resample
 
     path = Path(path)
     ext = nifti_extension(path)
@@ -129,9 +159,20 @@ def write_volume(
             f"{path}: data of shape {data.shape} does not match the scan's spatial shape "
             f"{like.spatial_shape} (slices-first, optional trailing channel axis)."
         )
+    if interpolation not in (None, "nearest", "linear"):
+        raise ValueError(f"interpolation {interpolation!r}: use 'nearest' or 'linear'")
     check_target(path, like)
     data = _cast(data, np.dtype(output_dtype(data) if dtype is None else dtype), path)
-    image = nifti.nifti_image(data, like, class_names=class_names)
+    try:
+        grid = nifti_grid(like)
+    except VolumeWriteError as e:
+        raise VolumeWriteError(f"{path}: {e}") from None
+    if grid.resampled:
+        nearest = interpolation == "nearest" or (interpolation is None and (
+            class_names is not None or data.dtype.kind in "biu"))
+        data = resample(data, like.affine, grid, nearest, label=str(path))
+        warnings.warn(resampled_note(like.name, grid), ResampledWarning, stacklevel=2)
+    image = nifti.nifti_image(data, like, class_names=class_names, affine=grid.affine)
     with atomic_path(path, ext) as tmp:
         image.to_filename(str(tmp))
     return path
