@@ -16,9 +16,9 @@ import re
 
 # errno -> what happened, for a person; the symbol is added in brackets
 KNOWN: dict[int, str] = {
-    errno.ENOSPC: "no space left on the disk: free some space or choose another disk",
-    errno.EDQUOT: "your disk quota is exceeded: free some space or choose another disk",
-    errno.EROFS: "the file system is read-only: choose a folder you can write to",
+    errno.ENOSPC: "no space left on the disk",
+    errno.EDQUOT: "your disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.ENAMETOOLONG: "the path is longer than the operating system allows",
@@ -41,6 +41,11 @@ KNOWN: dict[int, str] = {
     errno.EHOSTDOWN: "the host of a network mount is down",
 }
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+ADVICE = {errno.ENOSPC: "free some space, or choose another disk",
+          errno.EDQUOT: "free some space, or choose another disk",
+          errno.EROFS: "choose a folder you can write to",
+          errno.EACCES: "check the permissions, or choose another folder",
+          errno.ENAMETOOLONG: "move or rename it to a shorter path"}
 _IN_TEXT = re.compile(r"\[Errno (\d+)\]|\(os error (\d+)\)|errno[ =:]+(\d+)", re.IGNORECASE)
 
 
@@ -64,9 +69,10 @@ def is_known(exc: BaseException) -> bool:
     return errno_of(exc) in KNOWN
 
 
-def plain(exc: BaseException, what: str | None = None) -> str:
+def plain(exc: BaseException, what: str | None = None, advice: bool = False) -> str:
     """``<file>: <what>: <reason> (ENOSPC)`` for a known condition; ``what`` says what
-    was being done ("cannot write"), the file is the one the error names, if any."""
+    was being done ("cannot write"), the file is the one the error names, if any; with
+    ``advice``, what to do about it follows."""
     code = errno_of(exc)
     reason = KNOWN.get(code) or (os.strerror(code) if code is not None else str(exc))
     symbol = errno.errorcode.get(code, "") if code is not None else ""
@@ -75,4 +81,5 @@ def plain(exc: BaseException, what: str | None = None) -> str:
     if what:
         parts.append(what)
     parts.append(f"{reason} ({symbol})" if symbol else reason)
-    return ": ".join(parts)
+    text = ": ".join(parts)
+    return f"{text}; {ADVICE[code]}" if advice and code in ADVICE else text

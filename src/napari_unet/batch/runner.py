@@ -72,21 +72,32 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
         raise SettingsError(f"{model}: a {loaded.task.kind} model writes images, not "
                             "segmentations; --format dicom-seg needs a segmentation model")
     found = _discover(inputs, out, settings.series)
-    with executor(settings) as run, folder.RunLock(folder.prepare(out)):
-        texts = _check_folder(out, settings)
-        folder.clear_partial(out)
-        scans = [resume.claim_name(out, s) for s in found.scans]
-        job = BatchJob(ref, loaded.hash, str(out), settings, settings.digest())
-        scan_job.remember_model(job, loaded)
-        report = Report(texts, {"name": loaded.name, "hash": loaded.hash,
-                                "task": loaded.task.kind},
-                        settings.to_dict(), [s.name for s in scans], pages=settings.qc,
-                        input_paths=settings.input_paths)
-        record = _recorder(report, scans, out, found.identifiers, progress, on_scan)
-        _run(scans, job, record, run, cancel, on_scan)
-        report.close(finished=len(report.entries) == len(scans))
-        folder.clear_partial(out)
+    with executor(settings) as run:
+        _check_folder(out, settings, create=False)  # refusals before anything is made
+        with folder.claimed(out):
+            report = _run_claimed(out, found, loaded, ref, settings, run,
+                                  (progress, on_scan, cancel))
     return BatchResult(report.to_dict(), report.path, report.index_path)
+
+
+def _run_claimed(out: Path, found, loaded, ref: str, settings: BatchSettings, run,
+                 callbacks) -> Report:
+    """The run proper, in the claimed (made and locked) output folder."""
+    progress, on_scan, cancel = callbacks
+    texts = _check_folder(out, settings)
+    folder.clear_partial(out)
+    scans = [resume.claim_name(out, s) for s in found.scans]
+    job = BatchJob(ref, loaded.hash, str(out), settings, settings.digest())
+    scan_job.remember_model(job, loaded)
+    report = Report(texts, {"name": loaded.name, "hash": loaded.hash,
+                            "task": loaded.task.kind},
+                    settings.to_dict(), [s.name for s in scans], pages=settings.qc,
+                    input_paths=settings.input_paths)
+    record = _recorder(report, scans, out, found.identifiers, progress, on_scan)
+    _run(scans, job, record, run, cancel, on_scan)
+    report.close(finished=len(report.entries) == len(scans))
+    folder.clear_partial(out)
+    return report
 
 
 def _discover(inputs: list, out: Path, series: str | None):
@@ -102,14 +113,17 @@ def _discover(inputs: list, out: Path, series: str | None):
     return found
 
 
-def _check_folder(out: Path, settings: BatchSettings) -> OwnedTexts:
+def _check_folder(out: Path, settings: BatchSettings, create: bool = True) -> OwnedTexts:
     """Refuse (exit 2) before any work when the report or page would replace a file
-    napari-unet did not write, or a folder it uses is a link."""
+    napari-unet did not write, or a folder or state file it uses is a link; without
+    ``create`` (before the folder is claimed) nothing is made."""
+    if not create:
+        folder.refusals(out, qc.QC_DIR if settings.qc else None)
     texts = OwnedTexts(out)
     texts.check(REPORT_NAME, folder.OutputFolderError)
     if settings.qc:
         texts.check(qc.INDEX_NAME, folder.OutputFolderError)
-        folder.real_dir(out, qc.QC_DIR)
+        folder.real_dir(out, qc.QC_DIR, create=create)
     return texts
 
 

@@ -88,7 +88,7 @@ def exit_code_for(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, NapariUnetError):
         return 1, str(exc)
     if is_known(exc):  # the user's disk, permissions or paths: not a bug to report
-        return 1, plain(exc)
+        return 1, plain(exc, advice=True)
     if isinstance(exc, OSError) and exc.filename is not None:
         return 1, f"{exc.filename}: {exc.strerror or exc}"
     if isinstance(exc, MemoryError):

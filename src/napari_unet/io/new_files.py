@@ -128,4 +128,4 @@ def check_writable(path: Path, flag: str) -> None:
     problem = probe_folder(folder)
     if problem is not None:
         raise SettingsError(f"{flag} {path}: cannot write in {folder}: "
-                            f"{plain(OSError(problem.errno, problem.strerror))}")
+                            f"{plain(OSError(problem.errno, problem.strerror), advice=True)}")
