@@ -18,6 +18,7 @@ read only to be redacted from names and messages, never stored in a Scan.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
 from ..io.series import uid_hash
 from .naming import OUTPUT_SUFFIXES, dicom_name, file_name, make_unique
 from .outdir import STATE_DIR
+from .patient_names import PatientIdentifiers
 from .privacy import identifiers_of, redact
 from .qc import QC_DIR
 
@@ -51,7 +53,9 @@ class Scan:
 @dataclass
 class Discovery:
     scans: list[Scan] = field(default_factory=list)
-    identifiers: set[str] = field(default_factory=set)  # to redact from messages
+    # to redact from messages: patients' names and IDs, however spelled
+    identifiers: PatientIdentifiers = field(default_factory=PatientIdentifiers)
+    file_names: set[str] = field(default_factory=set)  # of the inputs (for --names counter)
 
 
 @dataclass
@@ -188,9 +192,16 @@ def _add_dicom_file(path: Path, root: Path, found: Discovery, groups: dict) -> N
         group = groups[key]
         group.folder = os.path.commonpath([group.folder, str(path.parent)])
         return
-    description = redact(str(ds.get("SeriesDescription", "") or ""), patient, "")
+    description = _without(patient, str(ds.get("SeriesDescription", "") or ""))
     groups[key] = _Series(str(path.parent), uid, ds.get("Modality"), ds.get("SeriesNumber"),
                           description, _non_image(ds))
+
+
+def _without(patient: PatientIdentifiers, text: str) -> str:
+    """``text`` with the patient's identifiers and the separators around them taken out
+    (``T1 Doe^Jane`` -> ``T1``)."""
+    marked = redact(text, patient, "\0")
+    return re.sub(r"[\s^_.,;:/\\-]*\0[\s^_.,;:/\\-]*", " ", marked or "").strip()
 
 
 def _non_image(ds) -> str | None:
