@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import SettingsError
 from . import outdir as folder
 from . import qc, resume, scan_job
+from .counter_names import counter_names
 from .discover import Scan, discover_scans
 from .executors import executor
 from .owned import OwnedTexts
@@ -86,7 +87,12 @@ def _run_claimed(out: Path, found, loaded, ref: str, settings: BatchSettings, ru
     progress, on_scan, cancel = callbacks
     texts = _check_folder(out, settings)
     folder.clear_partial(out)
-    scans = [resume.claim_name(out, s) for s in found.scans]
+    if settings.names == "counter":  # no part of an input's name anywhere
+        scans = counter_names(out, found.scans)
+        for name in found.file_names:
+            found.identifiers.add_word(name)
+    else:
+        scans = [resume.claim_name(out, s) for s in found.scans]
     job = BatchJob(ref, loaded.hash, str(out), settings, settings.digest())
     scan_job.remember_model(job, loaded)
     report = Report(texts, {"name": loaded.name, "hash": loaded.hash,

@@ -25,8 +25,10 @@ EPILOG = """outputs (in OUTDIR):
   report.json, index.html, qc/<name>.png
 <name> is the file's own name for NIfTI (never its folders; scan_<hash> when the name
 looks like patient data), and modality, series number, series description and a short
-hash of the SeriesInstanceUID for DICOM: never the patient's name or ID. Messages and
-index.html show only these names; report.json also lists input paths (--no-input-paths).
+hash of the SeriesInstanceUID for DICOM: never the patient's name or ID, however spelled.
+A name that only a file name carries cannot be known: --names counter names scans
+scan-0001, ... instead. Messages and index.html show only these names; report.json also
+lists input paths (--no-input-paths leaves them out).
 Scans whose outputs exist for the same model and settings are skipped (resume);
 --overwrite redoes them. A file napari-unet did not write is never replaced, with or
 without --overwrite. One run at a time per OUTDIR.
@@ -84,7 +86,7 @@ def _add_inference_flags(p) -> None:
 
 
 def _add_batch_flags(p) -> None:
-    from ..batch.settings import FORMATS, BatchSettings
+    from ..batch.settings import FORMATS, NAMINGS, BatchSettings
 
     d = dataclass_defaults(BatchSettings)
     p.add_argument("--format", default=d["format"], choices=FORMATS,
@@ -101,6 +103,11 @@ def _add_batch_flags(p) -> None:
                    help="no QC pictures or index.html")
     p.add_argument("--no-input-paths", dest="input_paths", action="store_false",
                    help="leave input paths out of report.json (the only place they appear)")
+    p.add_argument("--names", default=d["names"], choices=NAMINGS,
+                   help="auto: outputs named after each file's own name or the series' "
+                   "attributes (patient names and IDs from the DICOM headers removed); "
+                   "counter: scan-0001, scan-0002, ... and no part of any input's name "
+                   "anywhere (for names that only a file or folder name carries)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-scan lines")
 
 

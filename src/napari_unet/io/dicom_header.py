@@ -93,6 +93,11 @@ def _parse(path: str | Path):
         if "SOPClassUID" not in ds:
             return None, NOT_DICOM
     except Exception as e:
+        from ..os_errors import is_known, plain
+
+        if is_known(e):  # the OS refused it: said plainly, without the path
+            return None, f"cannot be read: {plain(OSError(e.errno, e.strerror))}" \
+                if isinstance(e, OSError) else f"cannot be read: {plain(e)}"
         return None, f"unreadable DICOM header ({type(e).__name__}: {e})"
     if not any(k in ds for k in _IDENTIFYING):
         return None, CORRUPT
