@@ -143,10 +143,10 @@ def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
 
 
 def _odd_ones_out(members: list) -> tuple[list, list[tuple[str, str]]]:
-    """(members, [(file, why)]): a few slices of another size or orientation than the
-    clear majority of their series (a damaged Rows tag, a localizer filed in the series)
-    are left out, so that the rest still form a volume; without a clear majority all
-    stay (and ``check_series`` refuses the series)."""
+    """(members, [(file, why)]): a few slices (a quarter at most) of another size or
+    orientation than the rest of their series (a damaged Rows tag, a localizer filed in
+    the series) are left out, so that the rest still form a volume; more than a few, and
+    all stay (``check_series`` then refuses the series: it is no one volume)."""
     def shape(ds) -> tuple:
         try:
             normal = _normal(ds)
@@ -160,7 +160,7 @@ def _odd_ones_out(members: list) -> tuple[list, list[tuple[str, str]]]:
     shapes = [shape(ds) for _, ds in members]
     common = max(set(shapes), key=shapes.count)
     n = shapes.count(common)
-    if n == len(shapes) or 2 * n <= len(shapes):
+    if n == len(shapes) or 4 * (len(shapes) - n) > len(shapes):
         return members, []
     kept = [m for m, sh in zip(members, shapes, strict=True) if sh == common]
     odd = []
