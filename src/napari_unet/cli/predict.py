@@ -151,9 +151,21 @@ def build_settings(args):
 
 
 def _check_inputs(inputs: list[str]) -> None:
+    """Every input exists; one the OS refuses outright (a path too long) is a usage
+    error in plain words, named by its last part only."""
     from ..errors import SettingsError
+    from ..os_errors import plain
 
-    missing = [i for i in inputs if not os.path.lexists(i)]
+    missing = []
+    for given in inputs:
+        try:
+            os.lstat(given)
+        except FileNotFoundError:
+            missing.append(given)
+        except OSError as exc:
+            name = given if len(given) <= 200 else f".../{Path(given).name[:80]}"
+            raise SettingsError(f"{name}: {plain(OSError(exc.errno, exc.strerror), advice=True)}"
+                                ) from exc
     if missing:
         raise SettingsError(f"{', '.join(missing)}: no such file or folder")
 

@@ -36,10 +36,7 @@ class Captured:
 def captured():
     """Capture fd 2 (C-level stderr) for the ``with`` block; yields a :class:`Captured`."""
     result = Captured()
-    try:
-        fd = sys.stderr.fileno() if sys.stderr is not None else 2
-    except (AttributeError, OSError, ValueError):  # e.g. an in-memory stderr
-        fd = 2
+    fd = 2  # what C libraries write to, whatever Python's sys.stderr is
     with _LOCK, tempfile.TemporaryFile() as sink:
         with contextlib.suppress(AttributeError, ValueError, OSError):
             sys.stderr.flush()

@@ -15,6 +15,7 @@ import os
 import struct
 
 _PIXEL_DATA = 0x7FE00010
+_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # little, big endian
 _ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
 _MAX_ITEMS = 1 << 20
@@ -36,6 +37,10 @@ def pixel_data_problem(path, ds, offset: int) -> str | None:
             f.seek(offset)
             element = _element_header(f, implicit, little)
             if element is None:
+                f.seek(max(0, offset - 16))
+                if any(tag in f.read() for tag in _PIXEL_DATA_TAGS):
+                    return ("malformed pixel data: truncated (the file ends inside the "
+                            "PixelData element's own header)")
                 return ("malformed pixel data: none at all (the header describes an image "
                         "but the file has no PixelData element)")
             tag, length, start = element
