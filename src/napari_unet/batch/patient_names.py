@@ -152,7 +152,7 @@ class PatientIdentifiers:
         """Every patient identifier of a DICOM header."""
         for keyword in ("PatientName", "OtherPatientNames", "PatientBirthName",
                         "PatientMotherBirthName", "ResponsiblePerson"):
-            for value in _values(ds, keyword):
+            for value in _values(ds, keyword) + _other_decodings(ds, keyword):
                 self.add_person_name(value)
         for keyword in ("PatientID", "OtherPatientIDs", "AccessionNumber",
                         "MedicalRecordLocator", "IssuerOfPatientID"):
@@ -370,6 +370,27 @@ def _values(ds, keyword: str) -> list[str]:
     items = value if isinstance(value, (list, tuple)) or type(value).__name__ == \
         "MultiValue" else [value]
     return [str(v).strip() for v in items if str(v).strip()]
+
+
+def _other_decodings(ds, keyword: str) -> list[str]:
+    """A name's bytes read as UTF-8 and as Latin-1 too: files often hold UTF-8 without
+    saying so (no SpecificCharacterSet), which reads as ``MÃ¼ller`` for ``Müller``."""
+    try:
+        values = ds.get(keyword)
+    except Exception:  # noqa: BLE001
+        return []
+    items = values if isinstance(values, (list, tuple)) or type(values).__name__ == \
+        "MultiValue" else [values]
+    out = []
+    for value in items:
+        raw = getattr(value, "original_string", None)
+        if isinstance(raw, bytes):
+            for codec in ("utf-8", "latin-1", "cp1252"):
+                try:
+                    out.append(raw.decode(codec))
+                except UnicodeDecodeError:
+                    continue
+    return out
 
 
 def _sequence(ds, keyword: str) -> list:
