@@ -112,7 +112,7 @@ def test_a_scan_removed_while_the_run_goes_on_fails_alone(tmp_path, model):
     assert scans["a"]["status"] == "ok" and scans["b"]["status"] == "failed"
     assert scans["b"]["error"] == ("b: no such file or folder (removed, or renamed, since it "
                                    "was given?).")
-    assert str(tmp_path) not in err + scans["b"]["error"]
+    assert str(tmp_path / "in") not in err + scans["b"]["error"]
 
 
 def test_an_input_path_longer_than_path_max_on_the_command_line_is_a_usage_error(
