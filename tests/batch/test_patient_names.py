@@ -134,3 +134,24 @@ def test_names_counter_uses_no_part_of_any_input_name(tmp_path, model):
     assert {n: again[n]["status"] for n in again} == \
         {"scan-0001": "skipped", "scan-0002": "skipped", "scan-0003": "ok"}
     assert {n: again[n]["outputs"] for n in first} == first
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_a_patient_s_scans_does_not_carry_their_names(tmp_path):
+    """Model files are for sharing: the provenance names each training scan, but never
+    by a name that identifies its patient (a folder named after them, an MRN)."""
+    import json
+
+    from napari_unet.model.checkpoint import read_header
+
+    folder = _patient_folder(tmp_path, "Kowalczyk", "Wojciech", "MRN-778899", "T1", "x", 2)
+    named = nifti_scan(tmp_path / "MRN778899_t1.nii.gz")
+    out = tmp_path / "m.safetensors"
+    proc = console("train", "--task", "denoise", "--images", folder, named, "--iterations",
+                   "2", "--base", "4", "--patch", "32", "32", "--batch-size", "2", "-q",
+                   "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    data = read_header(out)["provenance"]["data"]
+    assert len(data) == 2 and all(d.startswith("scan_") for d in data), data
+    text = json.dumps(read_header(out))
+    assert leaks(text, ("Kowalczyk", "Wojciech", "MRN-778899")) == []

@@ -66,3 +66,23 @@ def identifiers_of(ds) -> PatientIdentifiers:
     found = PatientIdentifiers()
     found.add_dataset(ds)
     return found
+
+
+def patient_free_name(name: str, volume=None) -> str:
+    """``name`` (a scan's file or folder name) as a model's provenance may record it: kept
+    unless it looks identifying, by the rules above and the patient identifiers of the
+    scan's own DICOM header (when it came from DICOM); else ``scan_<hash>``. Model files
+    are made to be shared: no patient's name may travel in them."""
+    import hashlib
+
+    identifiers = PatientIdentifiers()
+    files = getattr(getattr(volume, "source", None), "files", None) or ()
+    if files:
+        from ..io.dicom_header import parse_header
+
+        ds, _ = parse_header(files[0])
+        if ds is not None:
+            identifiers.add_dataset(ds)
+    if not looks_identifying(name, identifiers):
+        return name
+    return f"scan_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
