@@ -155,3 +155,25 @@ def test_a_model_trained_on_a_patient_s_scans_does_not_carry_their_names(tmp_pat
     assert len(data) == 2 and all(d.startswith("scan_") for d in data), data
     text = json.dumps(read_header(out))
     assert leaks(text, ("Kowalczyk", "Wojciech", "MRN-778899")) == []
+
+
+def test_free_text_of_a_nifti_header_is_not_copied_to_outputs(tmp_path):
+    """descrip, aux_file and db_name may hold anything a converter put there (a name, an
+    ID): outputs keep the source geometry, not that text."""
+    import nibabel as nib
+    import numpy as np
+
+    from napari_unet.io import read_volume, write_volume
+
+    img = nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+    img.header["descrip"] = b"Kowalczyk^Wojciech"
+    img.header["aux_file"] = b"MRN778899"
+    img.header["db_name"] = b"Wojciech"
+    nib.save(img, str(tmp_path / "in.nii"))
+    volume = read_volume(tmp_path / "in.nii")
+    write_volume(np.zeros(volume.spatial_shape, np.uint8), tmp_path / "out.nii", like=volume)
+    out = nib.load(tmp_path / "out.nii").header
+    assert out["descrip"].item() == b"napari-unet"
+    assert out["aux_file"].item() == b"" and out["db_name"].item() == b""
+    assert leaks((tmp_path / "out.nii").read_bytes().decode("latin-1"),
+                 ("Kowalczyk", "Wojciech", "MRN778899")) == []

@@ -316,6 +316,9 @@ def _nifti_image(data: np.ndarray, like: Volume):
         hdr.set_intent("none")
         hdr["cal_min"] = hdr["cal_max"] = 0
         hdr["descrip"] = b"napari-unet"
+        for text in ("aux_file", "db_name", "intent_name"):  # free text: may name a patient
+            if text in hdr:
+                hdr[text] = b""
         return klass(xyz, None, header=hdr)
     affine = geometry.nifti_affine_from_volume(like.affine)
     img = nib.Nifti1Image(xyz, affine, dtype=xyz.dtype)
