@@ -63,9 +63,10 @@ def check(outdir: str | os.PathLike) -> Path:
         _probe(given, path)
         return path
     if not path.parent.is_dir():
-        raise OutputFolderError(f"{given}: the folder {path.parent} does not exist; "
-                                "napari-unet creates the output folder, never the folders "
-                                "above it: create them first, or correct the path")
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise OutputFolderError(f"{given}: the folder {path.parent} {what}; napari-unet "
+                                "creates the output folder, never the folders above it: "
+                                "create them first, or correct the path")
     problem = probe_folder(path.parent)
     if problem is not None:
         raise OutputFolderError(f"{given}: cannot create this output folder in "

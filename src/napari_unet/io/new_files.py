@@ -54,9 +54,10 @@ def check_folder_exists(path: Path, flag: str) -> None:
     """Refuse (exit 2) a file to be written in a folder that does not exist."""
     folder = missing_folder(path)
     if folder is not None:
-        raise SettingsError(f"{flag} {path}: the folder {folder} does not exist; napari-unet "
-                            "never creates the folders above a file or folder you name: "
-                            "create it first, or correct the path")
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise SettingsError(f"{flag} {path}: the folder {folder} {what}; napari-unet never "
+                            "creates the folders above a file or folder you name: create "
+                            "it first, or correct the path")
 
 
 def write_new(path: Path, write: Callable[[Path], T],
