@@ -223,10 +223,17 @@ class PatientIdentifiers:
                     hits.append((pieces[i][1], pieces[j][2]))
         if hits:
             return hits
-        if self._made_of_names(folded) or any(
-                len(n) >= MIN_INSIDE and n in folded for n in self.names):
+        if any(n in folded for n in self._long_names()) or self._made_of_names(folded):
             return [(start, end)]
         return []
+
+    def _long_names(self) -> list[str]:
+        """Name parts long enough to be looked for inside longer tokens (cached)."""
+        cached = self.__dict__.get("_long")
+        if cached is None or cached[0] != len(self.names):
+            cached = self._long = (len(self.names),
+                                   [n for n in self.names if len(n) >= MIN_INSIDE])
+        return cached[1]
 
     def _made_of_names(self, token: str) -> bool:
         """``token`` is one person's name parts and initials, and digits, only, with a
@@ -238,7 +245,10 @@ class PatientIdentifiers:
     def _word_spans(self, tokens) -> list:
         if not self.words:
             return []
-        longest = max(len(w) for w in self.words)
+        cached = self.__dict__.get("_longest")
+        if cached is None or cached[0] != len(self.words):  # words added since: again
+            cached = self._longest = (len(self.words), max(len(w) for w in self.words))
+        longest = cached[1]
         folded = [t[0] for t in tokens]
         hits = []
         for i in range(len(tokens)):
