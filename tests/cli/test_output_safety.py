@@ -144,13 +144,17 @@ def test_a_pickle_that_carries_code_is_refused_by_import_and_never_run(tmp_path,
     assert not marker.exists() and not (tmp_path / "m.safetensors").exists()
 
 
-@pytest.mark.parametrize("argv", [[], ["--bogus"], ["predict", "x", "-o", "o", "--model", "m",
-                                                    "--bogus"],
-                                  ["predict", "x", "-o", "o", "--model", "m", "--roi", "-1",
-                                   "0"],
-                                  ["predict", "x", "-o", "o", "--model", "m", "--workers", "0"],
-                                  ["predict", "x", "-o", "o", "--model", "m", "--axis", "7"],
-                                  ["train", "--task", "segment"], ["import"]])
+SLOW = pytest.mark.slow  # each case starts the installed command (seconds)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["predict", "x", "-o", "o", "--model", "m", "--bogus"],
+    pytest.param(["--bogus"], marks=SLOW),
+    pytest.param(["predict", "x", "-o", "o", "--model", "m", "--roi", "-1", "0"], marks=SLOW),
+    pytest.param(["predict", "x", "-o", "o", "--model", "m", "--workers", "0"], marks=SLOW),
+    pytest.param(["predict", "x", "-o", "o", "--model", "m", "--axis", "7"], marks=SLOW),
+    pytest.param(["train", "--task", "segment"], marks=SLOW),
+    pytest.param(["import"], marks=SLOW)])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, argv):
     proc = console(*argv, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
@@ -168,8 +172,10 @@ def _snapshot(folder: Path) -> dict:
             for p in sorted(folder.rglob("*"))}
 
 
-@pytest.mark.parametrize("state", ["another tool's report", "a link among the state files",
-                                   "the qc folder a link", "the lock a link"])
+@pytest.mark.parametrize("state", ["another tool's report",
+                                   pytest.param("a link among the state files", marks=SLOW),
+                                   pytest.param("the qc folder a link", marks=SLOW),
+                                   pytest.param("the lock a link", marks=SLOW)])
 def test_a_refusal_with_exit_2_creates_nothing(tmp_path, data, state):
     out = tmp_path / "out"
     out.mkdir()
