@@ -147,16 +147,20 @@ def test_writer_without_source_uses_layer_scale_and_translate(make_napari_viewer
     np.testing.assert_allclose(again.translate, layer.translate, atol=1e-5)
 
 
-def test_broken_series_is_reported_and_the_others_open(make_napari_viewer, tmp_path):
+def test_a_malformed_slice_is_left_out_and_every_series_opens(make_napari_viewer, tmp_path):
+    """A slice cut short is left out of its series with a warning naming it (README);
+    the series opens from its other slices, the one beside it as it is."""
     write_dicom_series(np.zeros((3, 8, 8)), tmp_path / "study" / "good", series_number=1)
     bad = write_dicom_series(np.ones((3, 8, 8)), tmp_path / "study" / "bad", series_number=2,
                              prefix="b")
     bad[1].write_bytes(bad[1].read_bytes()[:-100])
     viewer = make_napari_viewer()
-    with pytest.warns(UserWarning, match="pixel data"):
+    with pytest.warns(UserWarning, match=rf"{bad[1].name} left out of this series "
+                      r"\(malformed pixel data: truncated"):
         layers = viewer.open(str(tmp_path / "study"), plugin=PLUGIN)
-    assert [lyr.data.shape for lyr in layers] == [(3, 8, 8)]
+    assert [lyr.data.shape for lyr in layers] == [(3, 8, 8), (2, 8, 8)]
     assert not np.asarray(layers[0].data).any()  # the good (all-zero) series
+    assert np.asarray(layers[1].data).all()  # the bad one's two sound slices
 
 
 # --- label maps stay labels ------------------------------------------------------------------

@@ -52,10 +52,17 @@ def test_training_keeps_the_class_names_saves_in_the_user_folder_and_plots(
     assert list(model.task.class_names) == NAMES and model.task.n_classes == 3
     assert widget.plot.history and widget.plot.loss_ax.lines[0].get_xdata().size >= 1
     assert "iterations" in widget.status.value and str(saved) in widget.status.value
-    # Save after the run: to a file of the user's choice, as often as they like
+    # Save after the run: to a file of the user's choice, as often as they like; a file
+    # there already (the first save, or anyone's) is kept and the next goes beside it
     widget.output.value = tmp_path / "mine.safetensors"
     W.click(qtbot, widget.save_button)
     assert load_model(tmp_path / "mine.safetensors", device="cpu").hash == model.hash
+    first = (tmp_path / "mine.safetensors").read_bytes()
+    W.click(qtbot, widget.save_button)
+    beside = tmp_path / "mine-1.safetensors"
+    assert load_model(beside, device="cpu").hash == model.hash
+    assert (tmp_path / "mine.safetensors").read_bytes() == first
+    assert str(widget.output.value) == str(beside) and str(beside) in widget.status.value
 
 
 def test_cancel_keeps_the_partial_model_and_offers_to_save_it(layers_viewer, qtbot):

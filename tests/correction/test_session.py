@@ -165,8 +165,10 @@ def test_save_labels_adds_a_dicom_seg_for_dicom_scans(tmp_path):
                       name="tiny", class_codes=class_codes_from_texts(["Liver", "Spleen"], 3))
     sess = CorrectionSession(volume, model, np.zeros(volume.spatial_shape, np.uint8), axis=0)
     sess.labels[:] = truth
+    (tmp_path / "out_seg.dcm").write_bytes(b"someone's SEG")  # the SEG goes beside it
     written = sess.save_labels(tmp_path / "out.nii.gz")
-    assert [p.name for p in written] == ["out.nii.gz", "out_seg.dcm"]
+    assert [p.name for p in written] == ["out.nii.gz", "out_seg-1.dcm"]
+    assert (tmp_path / "out_seg.dcm").read_bytes() == b"someone's SEG"
     seg = pydicom.dcmread(written[1])
     assert seg.Modality == "SEG" and seg.SeriesDescription == "tiny segmentation"
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["a", "b"]
@@ -197,6 +199,25 @@ def test_save_labels_of_a_tilted_ct_opens_everywhere_and_the_seg_keeps_the_slice
         [ds.SOPInstanceUID for ds in slices], combine_segments=True,
         assert_missing_frames_are_empty=True)
     np.testing.assert_array_equal(decoded, cases.ball(cases.dicom_voxel_centres(folder)))
+
+
+def test_saves_never_replace_a_file_they_find(session, tmp_path):
+    """Labels and models saved where a file is already (a person's, or an earlier save)
+    go beside it, name-1, name-2, ..., and the savers say where (issue 25, row 1)."""
+    import nibabel as nib
+
+    mine = tmp_path / "labels.nii.gz"
+    mine.write_bytes(b"a person's ground truth")
+    first = session.save_labels(mine)
+    second = session.save_labels(mine)
+    assert first == [tmp_path / "labels-1.nii.gz"] and second == [tmp_path / "labels-2.nii.gz"]
+    assert mine.read_bytes() == b"a person's ground truth"
+    assert nib.load(second[0]).shape == nib.load(first[0]).shape
+    model_file = tmp_path / "model.safetensors"
+    model_file.write_text("notes")
+    assert session.save_model(model_file) == tmp_path / "model-1.safetensors"
+    assert load_model(tmp_path / "model-1.safetensors", device="cpu").hash == \
+        session.model.hash and model_file.read_text() == "notes"
 
 
 def test_denoising_models_are_refused():

@@ -25,6 +25,7 @@ from magicgui.widgets import (
 
 from ..errors import NapariUnetError
 from ..io.formats import scans_from_files
+from ..io.new_files import write_new
 from . import layers as L
 from .dock import DockWidget, auto_choice, compact, wrapping
 from .inference_widget import image_layers
@@ -262,7 +263,7 @@ class TrainingWidget(DockWidget):
         settings, plane = self.settings(top), self.plane.value
         suffixes = ([s.strip() for s in str(self.bids_suffix.value).split(",") if s.strip()]
                     if self.source.value == BIDS else [])
-        output = self.output_file.target(keep_existing=True)
+        output = self.output_file.target()
         self.plot.clear()
         self.result = None
 
@@ -277,7 +278,7 @@ class TrainingWidget(DockWidget):
             result = train(images, labels, settings=s, progress=job.progress,
                            cancel=job.cancelled, on_metrics=lambda e: job.post(Metrics(e)))
             with_bids_provenance(result.model, suffixes)  # predict's default for BIDS data
-            return result, _save_quietly(result.model, output)
+            return result, *_save_quietly(result.model, output)
 
         return fn
 
@@ -288,8 +289,10 @@ class TrainingWidget(DockWidget):
     def _finished(self, out) -> None:
         from ..training.planes import one_plane_note
 
-        result, save_error = out
+        result, written, save_error = out
         self.result = result
+        if written is not None:
+            self.output_file.saved(written)
         if not self.plot.history:
             for entry in result.history:
                 self.plot.add(entry)
@@ -329,11 +332,11 @@ class TrainingWidget(DockWidget):
             path = self.output_file.target()
             if path is None:
                 raise NapariUnetError("choose a file to save the model to")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.result.model.save(path)
+            path, _ = write_new(path, self.result.model.save)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             report_error("Saving the model", exc)
             return None
+        self.output_file.saved(path)
         self.status.value = f"saved to {path}"
         return path
 
@@ -349,13 +352,13 @@ class TrainingWidget(DockWidget):
             self.status.value = "training cancelled"
 
 
-def _save_quietly(model, path: Path | None) -> BaseException | None:
-    """Save in the worker; a failure is returned (and reported) so the model is kept."""
+def _save_quietly(model, path: Path | None) -> tuple[Path | None, BaseException | None]:
+    """Save in the worker, beside a file already there (``io.new_files``); returns where
+    it went, or the failure (reported on the GUI thread) so the model is kept."""
     if path is None:
-        return None
+        return None, None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
+        written, _ = write_new(path, model.save)
     except Exception as exc:  # noqa: BLE001 - reported on the GUI thread
-        return exc
-    return None
+        return None, exc
+    return written, None

@@ -8,7 +8,10 @@ accounts for every file the user pointed at.
 
 Only regular files are ever opened: named pipes, sockets and devices are skipped with
 the reason (opening a FIFO would block forever), links are followed, and a folder
-reached twice (a link loop) is walked once. A file reached twice (given twice, through a
+reached twice (a link loop) is walked once. What the operating system refuses (a file or
+folder that cannot be read, a path longer than it allows, one that vanished while the
+folder was walked) fails on its own, with the reason in plain words and without its
+path; the walk goes on. A file reached twice (given twice, through a
 link, or also through its folder) is one scan, whose entry says so. A subfolder that is
 another run's output folder (it holds that run's state) is skipped with the reason: a
 rerun on a folder that holds its results must not predict the results. Patient names/IDs are
@@ -20,7 +23,9 @@ A BIDS dataset (or a subject folder or file in one) is one input among others he
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -35,8 +40,10 @@ from .naming import (
     dicom_name,
     file_name,
     make_unique,
+    short_hash,
 )
 from .outdir import STATE_DIR
+from .patient_names import PatientIdentifiers
 from .privacy import identifiers_of, redact
 from .qc import QC_DIR
 
@@ -51,7 +58,7 @@ class Scan:
 
     input: str  # a file, or the folder holding a DICOM series
     name: str
-    kind: str  # "nifti", "dicom" or "file" (anything else met on the way)
+    kind: str  # "nifti", "dicom", "file" (anything else met on the way) or "folder"
     series: str | None = None  # SeriesInstanceUID of a DICOM series (never logged)
     skip_reason: str | None = None
     error: str | None = None
@@ -62,7 +69,9 @@ class Scan:
 @dataclass
 class Discovery:
     scans: list[Scan] = field(default_factory=list)
-    identifiers: set[str] = field(default_factory=set)  # to redact from messages
+    # to redact from messages: patients' names and IDs, however spelled
+    identifiers: PatientIdentifiers = field(default_factory=PatientIdentifiers)
+    file_names: set[str] = field(default_factory=set)  # of the inputs (for --names counter)
     bids: BidsSelection | None = None  # the BIDS dataset the inputs are (part of)
 
 
@@ -106,8 +115,12 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
         root = Path(root).resolve()
         for path, problem in _files(root, excluded):
             key = str(path.resolve())  # a file given twice, or also via a link: one scan
+            found.file_names.add(path.name)
             if key in times:
                 times[key] += 1
+            elif isinstance(problem, Refused):
+                found.scans.append(Scan(str(path), "", problem.kind, error=str(problem)))
+                times[key] = 1
             elif problem:
                 found.scans.append(Scan(str(path), "", "file", skip_reason=problem))
                 times[key] = 1
@@ -135,18 +148,40 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+class Refused(str):
+    """Why the operating system refused a path (its scan fails); ``kind`` says whether
+    it was a file or a folder."""
+
+    kind = "file"
+
+
+def _refused(exc: OSError, kind: str = "file") -> Refused:
+    from ..os_errors import plain
+
+    what = "this folder cannot be read" if kind == "folder" else "this file cannot be read"
+    why = Refused(plain(OSError(exc.errno, exc.strerror), what, advice=True))
+    why.kind = kind
+    return why
+
+
 def _files(root: Path, excluded) -> Iterator[tuple[Path, str | None]]:
-    """(regular file, None) or (anything else, why it is skipped) under ``root``."""
+    """(regular file, None), (anything else, why it is skipped) or (a path the OS
+    refused, :class:`Refused`) under ``root``."""
     what = _not_regular(root)
     if what == "a folder":
         yield from _walk(root, excluded)
+    elif isinstance(what, Refused):
+        yield root, what
     else:
         yield root, _skip_reason(what)
 
 
 def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
     seen: set = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    refused: list[OSError] = []  # folders os.walk could not list (it goes on without)
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True,
+                                                onerror=refused.append):
+        yield from _refused_folders(refused)
         here = Path(dirpath)
         key = _identity(here)
         if key in seen or (key == excluded and here != folder):
@@ -165,7 +200,16 @@ def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
             names = [f for f in names if not f.endswith(OUTPUT_SUFFIXES)]
         for name in names:
             path = here / name
-            yield path, _skip_reason(_not_regular(path))
+            what = _not_regular(path)
+            yield path, what if isinstance(what, Refused) else _skip_reason(what)
+    yield from _refused_folders(refused)
+
+
+def _refused_folders(refused: list[OSError]) -> Iterator[tuple[Path, Refused]]:
+    while refused:
+        exc = refused.pop(0)
+        if exc.filename is not None and exc.errno != errno.ENOENT:  # ENOENT: gone since
+            yield Path(exc.filename), _refused(exc, "folder")
 
 
 EARLIER_OUTPUT = ("the output folder of another napari-unet run: skipped, so that results are "
@@ -177,12 +221,19 @@ def _skip_reason(what: str | None) -> str | None:
 
 
 def _not_regular(path: Path) -> str | None:
-    """None for a regular file (links followed); else what it is, without opening it."""
+    """None for a regular file (links followed) that can be opened; else what it is, or
+    why the operating system refuses it (:class:`Refused`); FIFOs are never opened."""
     try:
-        mode = path.stat().st_mode
+        mode = os.stat(path).st_mode
     except OSError as exc:
-        return "a link to nothing" if path.is_symlink() else f"unreadable ({exc.strerror})"
+        if exc.errno in (errno.ENOENT, errno.ELOOP) and os.path.islink(path):
+            return "a link to nothing"
+        return _refused(exc)
     if stat.S_ISREG(mode):
+        try:  # opened as the reader will (no data read): unreadable files fail here
+            os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+        except OSError as exc:
+            return _refused(exc)
         return None
     return next((what for test, what in _NON_REGULAR if test(mode)), "not a regular file")
 
@@ -220,9 +271,16 @@ def _add_dicom_file(path: Path, root: Path, found: Discovery, groups: dict) -> N
         group = groups[key]
         group.folder = os.path.commonpath([group.folder, str(path.parent)])
         return
-    description = redact(str(ds.get("SeriesDescription", "") or ""), patient, "")
+    description = _without(patient, str(ds.get("SeriesDescription", "") or ""))
     groups[key] = _Series(str(path.parent), uid, ds.get("Modality"), ds.get("SeriesNumber"),
                           description, _non_image(ds))
+
+
+def _without(patient: PatientIdentifiers, text: str) -> str:
+    """``text`` with the patient's identifiers and the separators around them taken out
+    (``T1 Doe^Jane`` -> ``T1``)."""
+    marked = redact(text, patient, "\0")
+    return re.sub(r"[\s^_.,;:/\\-]*\0[\s^_.,;:/\\-]*", " ", marked or "").strip()
 
 
 def _non_image(ds) -> str | None:
@@ -232,7 +290,9 @@ def _non_image(ds) -> str | None:
     return f"non-image DICOM: {why}" if why else None
 
 
-def _named(scan: Scan, identifiers: set[str]) -> Scan:
+def _named(scan: Scan, identifiers: PatientIdentifiers) -> Scan:
+    if scan.kind == "folder":  # folders' names may carry patients' names: never used
+        return replace(scan, name=f"folder_{short_hash(scan.input)}")
     return replace(scan, name=file_name(Path(scan.input).name, scan.input, identifiers))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import NapariUnetError
 from ..io.write import atomic_write_text
-from .outdir import NOFOLLOW, check_parents, plain_file, read_text, state_dir
+from .outdir import NOFOLLOW, STATE_DIR, check_parents, plain_file, read_text, real_dir, state_dir
 
 LEDGER_NAME = "files.json"
 
@@ -98,7 +98,9 @@ class OwnedTexts:
 
     def __init__(self, outdir: Path):
         self.outdir = outdir
-        self.ledger = plain_file(state_dir(outdir) / LEDGER_NAME, outdir)
+        # not made here: a run refused before it starts leaves no state folder behind
+        self.ledger = plain_file(real_dir(outdir, STATE_DIR, create=False) / LEDGER_NAME,
+                                 outdir)
         text = read_text(self.ledger)
         try:
             self.known: dict[str, list[str]] = json.loads(text or "{}")
@@ -110,6 +112,7 @@ class OwnedTexts:
 
     def write(self, rel: str, text: str) -> None:
         current = self.check(rel)
+        state_dir(self.outdir)
         self.known[rel] = [h for h in (current, text_digest(text)) if h]
         atomic_write_text(plain_file(self.ledger, self.outdir), json.dumps(self.known))
         atomic_write_text(self.outdir / rel, text)

@@ -339,7 +339,16 @@ def _replace_folder(outdir: Path, rel: str, tmp: Path) -> None:
 
 
 def message(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, NapariUnetError) else f"{type(exc).__name__}: {exc}"
+    """One scan's error: ours as it is, what the OS refused in plain words (a full disk,
+    a file gone), anything else with its type."""
+    from ..os_errors import is_known, plain
+
+    if isinstance(exc, NapariUnetError):
+        text = str(exc)
+    elif is_known(exc):
+        text = plain(exc, advice=True)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
     return text[:2000]
 
 

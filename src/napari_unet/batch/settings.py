@@ -11,6 +11,7 @@ from ..errors import SettingsError
 from ..inference.predictor import InferenceSettings
 
 FORMATS = ("nifti", "dicom", "dicom-seg", "both")  # batch.naming.output_names says what
+NAMINGS = ("auto", "counter")  # auto: from file names / series attributes; counter: scan-0001
 # how Dask addresses a scheduler: [scheme://]host:port, or inproc://NAME; the port is
 # required (without one dask fails late, then hangs ~20 s closing its client)
 SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
@@ -36,10 +37,13 @@ class BatchSettings:
     input_paths: bool = True  # report.json names each scan's input path
     # BIDS inputs: entity -> value(s), None (absent) or "*" (any), over the model's default
     bids_filter: dict = field(default_factory=dict)
+    names: str = "auto"  # auto | counter (scan-0001, ...: no part of any input's name)
 
     def __post_init__(self):
         if self.format not in FORMATS:
             raise SettingsError(f"format {self.format!r}: use one of {', '.join(FORMATS)}")
+        if self.names not in NAMINGS:
+            raise SettingsError(f"names {self.names!r}: use one of {', '.join(NAMINGS)}")
         if self.workers < 1:
             raise SettingsError(f"workers must be at least 1, got {self.workers}")
         if self.scheduler and self.workers > 1:

@@ -27,8 +27,10 @@ EPILOG = """outputs (in OUTDIR):
   report.json, index.html, qc/<name>.png
 <name> is the file's own name for NIfTI (never its folders; scan_<hash> when the name
 looks like patient data), and modality, series number, series description and a short
-hash of the SeriesInstanceUID for DICOM: never the patient's name or ID. Messages and
-index.html show only these names; report.json also lists input paths (--no-input-paths).
+hash of the SeriesInstanceUID for DICOM: never the patient's name or ID, however spelled.
+A name that only a file name carries cannot be known: --names counter names scans
+scan-0001, ... instead. Messages and index.html show only these names; report.json also
+lists input paths (--no-input-paths leaves them out).
 Scans whose outputs exist for the same model and settings are skipped (resume);
 --overwrite redoes them. A file napari-unet did not write is never replaced, with or
 without --overwrite. One run at a time per OUTDIR.
@@ -97,7 +99,7 @@ def _add_inference_flags(p) -> None:
 
 
 def _add_batch_flags(p) -> None:
-    from ..batch.settings import FORMATS, BatchSettings
+    from ..batch.settings import FORMATS, NAMINGS, BatchSettings
 
     d = dataclass_defaults(BatchSettings)
     p.add_argument("--format", default=d["format"], choices=FORMATS,
@@ -116,6 +118,11 @@ def _add_batch_flags(p) -> None:
                    help="no QC pictures or index.html")
     p.add_argument("--no-input-paths", dest="input_paths", action="store_false",
                    help="leave input paths out of report.json (the only place they appear)")
+    p.add_argument("--names", default=d["names"], choices=NAMINGS,
+                   help="auto: outputs named after each file's own name or the series' "
+                   "attributes (patient names and IDs from the DICOM headers removed); "
+                   "counter: scan-0001, scan-0002, ... and no part of any input's name "
+                   "anywhere (for names that only a file or folder name carries)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-scan lines")
     _add_bids_flags(p)
 
@@ -187,9 +194,21 @@ def bids_filter(args) -> dict:
 
 
 def _check_inputs(inputs: list[str]) -> None:
+    """Every input exists; one the OS refuses outright (a path too long) is a usage
+    error in plain words, named by its last part only."""
     from ..errors import SettingsError
+    from ..os_errors import plain
 
-    missing = [i for i in inputs if not os.path.lexists(i)]
+    missing = []
+    for given in inputs:
+        try:
+            os.lstat(given)
+        except FileNotFoundError:
+            missing.append(given)
+        except OSError as exc:
+            name = given if len(given) <= 200 else f".../{Path(given).name[:80]}"
+            raise SettingsError(f"{name}: {plain(OSError(exc.errno, exc.strerror), advice=True)}"
+                                ) from exc
     if missing:
         raise SettingsError(f"{', '.join(missing)}: no such file or folder")
 

@@ -24,7 +24,13 @@ def add_parser(sub) -> None:
         NOISE_KINDS,
         TrainSettings,
     )
-    from .options import CODES_HELP, add_axis_flag, dataclass_defaults, slice_context
+    from .options import (
+        CODES_HELP,
+        add_axis_flag,
+        add_overwrite_flag,
+        dataclass_defaults,
+        slice_context,
+    )
 
     d = dataclass_defaults(TrainSettings)
     p = sub.add_parser(
@@ -74,6 +80,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="model file to write (.safetensors)")
+    add_overwrite_flag(p, "a model file")
     p.add_argument("--name", help="model name (default: the output file's stem)")
     p.add_argument("--base", type=int, default=d["base"],
                    help="UNet base width (default %(default)s)")
@@ -126,11 +133,12 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import Cancelled, SettingsError
+    from ..io.new_files import moved_note, write_new
     from ..io.write import atomic_write_text
     from ..model.checkpoint import SUFFIX as MODEL_SUFFIX
     from ..training import TrainSettings, train
     from ..training.planes import one_plane_note
-    from .options import new_output_file
+    from .options import new_output_file, save_model_file
 
     images, labels, pairs = _data(args)
     inputs = [*images, *(labels or []), args.init]
@@ -153,6 +161,10 @@ def run(args) -> int:
         precision=args.precision, deterministic=args.deterministic, threads=args.threads,
         slice_context=args.slice_context, all_planes=args.all_planes,
         name=args.name or out.name.split(".")[0])
+    if out.exists():  # said now, not only after an hour of training
+        fate = ("replaced only if it is a model napari-unet wrote" if args.overwrite else
+                "kept, and the new model will go beside it")
+        print(f"napari-unet train: note: {out} exists; it is {fate}", file=sys.stderr)
     unit = "s" if args.time_budget and not args.iterations else "it"
     with _Bar(args.quiet, unit) as bar, _Interrupt() as interrupt:
         try:
@@ -164,15 +176,20 @@ def run(args) -> int:
         from ..training.bids_pairs import with_bids_provenance
 
         with_bids_provenance(result.model, pairs.suffixes)
-    result.model.save(out)
+    written, moved = save_model_file(result.model, out, args.overwrite)
+    notes = [moved]
     if args.history:
-        history = {"history": result.history, "metrics": result.metrics}
-        atomic_write_text(Path(args.history), json.dumps(history, indent=1))
+        history = json.dumps({"history": result.history, "metrics": result.metrics}, indent=1)
+        asked = Path(args.history)
+        where, _ = write_new(asked, lambda path: atomic_write_text(path, history))
+        notes.append(moved_note(asked, where))
     how = "interrupted: " if interrupt.asked else ""
     scores = (_format(result.metrics) if result.metrics or not interrupt.asked
               else "not validated before the interruption")
-    print(f"{how}wrote {out}: {result.model.task.describe()}, {result.iterations} iterations "
-          f"in {result.seconds:.0f} s; {scores}")
+    for note in filter(None, notes):
+        print(f"napari-unet train: note: {note}", file=sys.stderr)
+    print(f"{how}wrote {written}: {result.model.task.describe()}, {result.iterations} "
+          f"iterations in {result.seconds:.0f} s; {scores}")
     note = one_plane_note(result.model.meta.provenance)
     if note:
         print(f"note: {note}")

@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import VolumeReadError
 from ..limits import check_allocation
 from . import geometry
+from .c_stderr import captured
 from .dicom_header import (
     MISENCODED,
     MalformedTag,
@@ -62,6 +63,7 @@ from .series import (
     scan_folder,
     slice_positions,
 )
+from .slice_rescue import undecodable_left_out
 from .source import DicomSource, ScanWarning
 from .volume import Volume
 
@@ -121,7 +123,15 @@ def _read_series(folder: Path, listing: SeriesList, groups: dict, info: SeriesIn
     notes = check_series(label, members)
     _warn(notes, SliceSpacingWarning)
     name = folder.name if len(listing) == 1 else f"{folder.name}_{info.uid_hash}"
-    return _read_members(folder, label, name, members, left_out + notes)
+    try:
+        return _read_members(folder, label, name, members, left_out + notes)
+    except VolumeReadError as e:  # one undecodable slice must not sink its series
+        decodable, lost = undecodable_left_out(label, members, e)
+        lost_notes = [f"{label}: {note}" for note in lost]
+        _warn(lost_notes, ScanWarning)
+        notes = check_series(label, decodable)
+        _warn(notes, SliceSpacingWarning)
+        return _read_members(folder, label, name, decodable, left_out + lost_notes + notes)
 
 
 def _warn(notes: list[str], category: type[Warning]) -> None:
@@ -341,6 +351,25 @@ def _reencode(src: str, dst: Path) -> str:
 
 
 def _execute_gdcm(label: str, files: list[str]):
+    """GDCM's image; what its decoders print (fd 2) goes into our error or a warning."""
+    failure = None
+    with captured() as printed:
+        try:
+            image = _execute_gdcm_quietly(label, files)
+        except VolumeReadError as e:
+            failure = e
+    if failure is not None:
+        if printed.lines:
+            raise VolumeReadError(f"{str(failure).rstrip('.')}; the image decoder said: "
+                                  f"{printed.summary()}.") from failure
+        raise failure
+    if printed.lines:
+        _warn([f"{label}: the image decoder reported problems while reading the pixel data "
+               f"({printed.summary()}); check the images"], ScanWarning)
+    return image
+
+
+def _execute_gdcm_quietly(label: str, files: list[str]):
     sitk = _sitk()
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # spacing notes are ours (ScanWarning)

@@ -324,6 +324,9 @@ def _nifti_image(data: np.ndarray, like: Volume, affine: np.ndarray):
         hdr.set_slope_inter(None, None)
         hdr.set_intent("none")
         hdr["cal_min"] = hdr["cal_max"] = 0
+        for text in ("aux_file", "db_name", "intent_name"):  # free text: may name a patient
+            if text in hdr:
+                hdr[text] = b""
     else:  # DICOM patient coordinates, or an array made in memory
         klass, hdr, codes = nib.Nifti1Image, nib.Nifti1Header(), (1, 1)
     hdr.set_data_shape(xyz.shape)

@@ -134,10 +134,48 @@ def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
     _note_unreadable(unreadable, groups, notes)
     series = []
     for key, members in groups.items():
+        members, odd = _odd_ones_out(members)
+        for f, why in odd:
+            skipped.append((f, why))
+            notes.setdefault(key, []).append(f"{Path(f).name} left out of this series ({why})")
         groups[key] = members = _sort_members(members)
         series.append(_series_info(key, members, notes.get(key, [])))
     series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
     return SeriesList(series, skipped, str(folder)), groups
+
+
+def _odd_ones_out(members: list) -> tuple[list, list[tuple[str, str]]]:
+    """(members, [(file, why)]): a few slices (a quarter at most) of another size or
+    orientation than the rest of their series (a damaged Rows tag, a localizer filed in
+    the series) are left out, so that the rest still form a volume; more than a few, and
+    all stay (``check_series`` then refuses the series: it is no one volume)."""
+    def shape(ds) -> tuple:
+        try:
+            normal = _normal(ds)
+        except ValueError:
+            normal = None
+        turn = None if normal is None else tuple(np.round(normal, 2) + 0.0)
+        return int_tag(ds, "Rows"), int_tag(ds, "Columns"), turn
+
+    if len(members) < 3:
+        return members, []
+    shapes = [shape(ds) for _, ds in members]
+    common = max(set(shapes), key=shapes.count)
+    n = shapes.count(common)
+    if n == len(shapes) or 4 * (len(shapes) - n) > len(shapes):
+        return members, []
+    kept = [m for m, sh in zip(members, shapes, strict=True) if sh == common]
+    odd = []
+    for (f, _), sh in zip(members, shapes, strict=True):
+        if sh == common:
+            continue
+        if sh[:2] != common[:2]:
+            why = (f"Rows x Columns {sh[0]} x {sh[1]}; the series' other {n} slices are "
+                   f"{common[0]} x {common[1]}")
+        else:
+            why = f"its orientation differs from the series' other {n} slices"
+        odd.append((f, why))
+    return kept, odd
 
 
 def _note_unreadable(unreadable: list, groups: dict, notes: dict) -> None:

@@ -10,6 +10,8 @@ whose axes are really sheared (gantry tilt) has its results resampled
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import os
 import uuid
 import warnings
@@ -66,17 +68,44 @@ def make_shareable(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~_UMASK)
 
 
+# set by ``io.new_files.only_new_files``: the final rename must not replace a file
+NEW_FILES_ONLY = contextvars.ContextVar("napari_unet_new_files_only", default=False)
+_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
+                  getattr(errno, "EOPNOTSUPP", errno.ENOSYS), getattr(errno, "ENOTSUP",
+                                                                  errno.ENOSYS)}
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, ext: str):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success (where
+    ``NEW_FILES_ONLY`` is set, only when no file has that name: ``FileExistsError``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part{ext}")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if NEW_FILES_ONLY.get():
+            _place_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if nothing has it: a hard link fails atomically
+    when the name is taken (a rename would replace); file systems without hard links get
+    a check just before the rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        os.replace(tmp, path)
 
 
 def unwritable_folder(path: Path) -> Path | None:

@@ -303,14 +303,33 @@ def read_header(path: str | os.PathLike) -> dict:
     return meta
 
 
+def is_model_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a regular file holding napari-unet model metadata (what
+    ``--overwrite`` may replace); a link or any other file is not."""
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        read_header(path)
+    except (OSError, ModelFileError):
+        return False
+    return True
+
+
 _TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".tar")
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save: a zip archive, or a bare pickle
+
+
+def is_torch_head(head: bytes) -> bool:
+    """Whether a file's first bytes are what ``torch.save`` writes (zip, or a pickle)."""
+    return head.startswith(_TORCH_MAGIC)
 
 
 def _not_a_model(path: Path, head: bytes, what: str) -> ModelFileError:
     """The error for a file that is no safetensors file; PyTorch weights are pointed to
     ``napari-unet import``, the way to bring them in."""
-    if path.suffix.lower() in _TORCH_SUFFIXES or head.startswith(_TORCH_MAGIC):
+    if path.suffix.lower() in _TORCH_SUFFIXES or is_torch_head(head):
         what = ("a PyTorch weights file, not a napari-unet model (.safetensors); convert it "
                 f"with: napari-unet import {path} -o model.safetensors --task "
                 "segment|denoise --in-channels C")

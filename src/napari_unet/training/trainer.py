@@ -327,9 +327,11 @@ def _recipe(s, task, sources, targets, norm, device) -> recipes.Recipe:
 
 def _provenance(s: TrainSettings, sources: list[Source], parent, out, info: dict,
                 device) -> dict:
+    from ..batch.privacy import patient_free_name
+
     prov = {
         "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "data": [src.name for src in sources],
+        "data": [patient_free_name(src.name, src.volume) for src in sources],
         "mode": ("self-supervised " if s.self_supervised else "") + s.task,
         "axis": s.axis,
         "iterations": out.iterations,
