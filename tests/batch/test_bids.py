@@ -157,6 +157,7 @@ def test_outputs_equal_the_plain_folder_results_in_the_source_geometry(segmented
 
 def test_resume_and_overwrite_on_a_bids_output(raw, models, tmp_path):
     out = tmp_path / "derivatives" / "napari-unet"
+    out.parent.mkdir()  # not a dataset's own derivatives/: napari-unet would not make it
     args = ("predict", raw, "-o", out, "--model", models["segment"], "--no-qc")
     assert console(*args).returncode == 0
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}

@@ -16,7 +16,8 @@ A command refused with exit 2 creates nothing: what can be checked without writi
 folder or its lock are made (:func:`refusals`), and what :func:`claimed` made is taken
 away again when a refusal comes after all. napari-unet creates the output folder itself,
 never the folders above it (a typo, or a disk that is not mounted, never receives
-results).
+results), but for a BIDS dataset's own ``derivatives/`` folder, which BIDS apps make
+(``my_study/derivatives/napari-unet`` in an existing dataset).
 """
 
 from __future__ import annotations
@@ -62,17 +63,26 @@ def check(outdir: str | os.PathLike) -> Path:
     if path.is_dir():
         _probe(given, path)
         return path
-    if not path.parent.is_dir():
+    if not path.parent.is_dir() and not _bids_derivatives(path):
         what = "is not a folder" if path.parent.exists() else "does not exist"
         raise OutputFolderError(f"{given}: the folder {path.parent} {what}; napari-unet "
                                 "creates the output folder, never the folders above it: "
                                 "create them first, or correct the path")
-    problem = probe_folder(path.parent)
+    parent = path.parent if path.parent.is_dir() else path.parent.parent
+    problem = probe_folder(parent)
     if problem is not None:
         raise OutputFolderError(f"{given}: cannot create this output folder in "
-                                f"{path.parent} ({_reason(problem)}); choose a folder you "
+                                f"{parent} ({_reason(problem)}); choose a folder you "
                                 "can write to")
     return path
+
+
+def _bids_derivatives(path: Path) -> bool:
+    """Whether ``path`` lies in the ``derivatives/`` folder (made or not) of an existing
+    BIDS dataset: the one folder above OUTDIR napari-unet may make, as BIDS apps do."""
+    parent = path.parent
+    return (parent.name == "derivatives" and not os.path.lexists(parent)
+            and (parent.parent / "dataset_description.json").is_file())
 
 
 def prepare(outdir: str | os.PathLike) -> Path:
@@ -81,6 +91,8 @@ def prepare(outdir: str | os.PathLike) -> Path:
     given = Path(outdir)
     path = given.resolve()
     try:
+        if _bids_derivatives(path):
+            path.parent.mkdir()
         path.mkdir(exist_ok=True)
     except OSError as exc:
         raise _unwritable(given, exc) from exc
@@ -126,8 +138,8 @@ def claimed(outdir: Path):
     """Make the output folder and hold its run lock; a refusal (``SettingsError``) raised
     inside takes away what this took: the lock file, the state folder and the output
     folder, each only if this run made it and it is empty."""
-    made = [p for p in (outdir, outdir / STATE_DIR, outdir / STATE_DIR / LOCK_NAME)
-            if not os.path.lexists(p)]
+    made = [p for p in (outdir.parent, outdir, outdir / STATE_DIR,
+                        outdir / STATE_DIR / LOCK_NAME) if not os.path.lexists(p)]
     try:
         with RunLock(prepare(outdir)):
             yield outdir
