@@ -263,16 +263,25 @@ def targets_met(results: dict) -> dict[str, bool]:
     return out
 
 
-def table(results: dict) -> str:
+def is_partial(name: str) -> bool:
+    """Whether a condition is a partial-coverage slab (:func:`slab_cases`)."""
+    return " slab " in name
+
+
+def table(results: dict, partial: bool | None = None) -> str:
+    """Markdown rows per condition (``partial``: only slabs / only whole scans / all)."""
     met = targets_met(results)
     rows = ["| condition | background/CSF | grey matter | white matter | target GM, WM | met |",
             "|---|---|---|---|---|---|"]
     for name, r in results.items():
+        if partial is not None and is_partial(name) != partial:
+            continue
         floor = TARGETS["clean"] if name == "clean" else TARGETS["perturbed"]
         rows.append(f"| {name} | {r['background_csf']:.3f} | {r['grey_matter']:.3f} | "
                     f"{r['white_matter']:.3f} | >= {floor:.2f} | "
                     f"{'yes' if met[name] else '**no**'} |")
-    notes = [f"{name}: {r['note']}" for name, r in results.items() if r["note"]]
+    notes = [f"{name}: {r['note']}" for name, r in results.items()
+             if r["note"] and (partial is None or is_partial(name) == partial)]
     return "\n".join(rows + ([""] + notes if notes else []))
 
 
