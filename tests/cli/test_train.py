@@ -350,7 +350,8 @@ def test_all_planes_learns_from_three_planes_and_is_for_segmentation_only(tmp_pa
     assert model.meta.default_planes == "all"  # and it predicts along all three
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
-    assert "planes:        all three, class probabilities averaged" in capsys.readouterr().out
+    info = capsys.readouterr().out
+    assert "planes:        all three, class probabilities averaged, each plane weighted" in info
     rc = main(["train", "--task", "denoise", "--images", scan, "--iterations", "2",
                "--all-planes", "-o", str(tmp_path / "den.safetensors"), *TINY])
     assert rc == 2 and not (tmp_path / "den.safetensors").exists()

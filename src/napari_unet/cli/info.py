@@ -40,7 +40,8 @@ def run(args) -> int:
         "slice context: " + (f"{meta.slice_context} neighbour slice(s) either side "
                              f"({2 * meta.slice_context + 1} slices in, the middle one out)"
                              if meta.slice_context else "none (2D: one slice in, one out)"),
-        "planes:        " + ("all three, class probabilities averaged (--planes auto)"
+        "planes:        " + ("all three, class probabilities averaged, each plane weighted by the "
+                             "context its slices show (--planes auto)"
                              if meta.default_planes == "all" else "one (the --axis plane)"),
         f"hash:          {meta.hash}",
     ]

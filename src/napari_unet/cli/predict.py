@@ -83,9 +83,11 @@ def _add_inference_flags(p) -> None:
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
     p.add_argument("--planes", default=d["planes"], choices=PLANE_MODES,
                    help="segmentation: 'all' also runs along the other two planes and "
-                   "averages the class probabilities (more accurate, 3-4x the time; "
-                   "near-cubic voxels only), 'one' the --axis plane only; auto (default): "
-                   "what the model was made for (`napari-unet info MODEL`)")
+                   "averages the class probabilities (3-4x the time; near-cubic voxels "
+                   "only), 'one' the --axis plane only; auto (default): what the model was "
+                   "made for (`napari-unet info MODEL`): one plane, or all three weighted "
+                   "by the context each plane's slices show (on a partial scan, the thin "
+                   "planes count less, and not at all where they disagree with its own)")
     p.add_argument("--precision", default=d["precision"], choices=PRECISIONS,
                    help="auto: bf16 for segmentation on CUDA and on CPUs with native bf16, "
                    "else float32")
