@@ -76,19 +76,43 @@ def _all_planes(volume, model, settings, axis: int, own: np.ndarray, partial: bo
                 progress, cancel, shape):
     """``predict`` along ``axis`` (the slices ``own``) and the two other planes; the mean
     of the three planes' probabilities decides."""
-    from .predictor import predict
+    from .predictor import Prepared, _unpack, along_axis
 
     sizes = [len(own)] + [shape[a] for a in ALL if a != axis]
     one = replace(settings, planes="one", probabilities=True, uncertainty=False)
-    passes = []
+    array, _, name = _unpack(volume)
+    prepared = Prepared.of(array, model, settings, name)  # one normalisation and foreground
+    passes, later = [], (prepared, None)
     for k, a in enumerate([axis, *(a for a in ALL if a != axis)]):
-        passes.append(predict(volume, model, replace(one, axis=a), progress=_offset(
-            progress, sum(sizes[:k]), sum(sizes)), cancel=cancel,
-            slices=own if (a == axis and partial) else None))
-        if k:
+        later = _later(prepared, later[0], passes, axis, own) if k else later
+        passes.append(along_axis(volume, model, replace(one, axis=a), a,
+                                 own if (a == axis and partial) else None,
+                                 _offset(progress, sum(sizes[:k]), sum(sizes)), cancel,
+                                 later[0], probabilities_only=True, start=later[1]))
+        if k == 1 and later[1] is not None:  # the sum goes on in pass 2's array; the
+            first = passes[0].probabilities  # first pass's stays as pass 3's start
+            _add(passes[1].probabilities, first, axis, own)
+            passes[0], passes[1] = (replace(passes[0], probabilities=passes[1].probabilities),
+                                    replace(passes[1], probabilities=first))
+        elif k:
             _add(passes[0].probabilities, passes[-1].probabilities, axis, own)
             passes[-1] = replace(passes[-1], probabilities=None)
     return _averaged(passes, model, settings, axis, own, partial)
+
+
+def _later(prepared, last, passes, axis: int, own: np.ndarray):
+    """How a later plane's pass runs: cropped to where the first plane is unsure, with
+    the first plane's probabilities everywhere else (None: every pixel, from zero);
+    ``last``: how the previous pass ran."""
+    from .crop import unsure
+
+    if prepared.foreground is None:
+        return prepared, None
+    if len(passes) == 1:
+        first = passes[0].probabilities
+        fg = unsure(first, axis, own, prepared.foreground.value)
+        return replace(prepared, foreground=fg), first.copy()
+    return last, passes[1].probabilities  # the first pass's, kept aside by pass 2
 
 
 def _offset(progress, before: int, total: int):
@@ -129,4 +153,5 @@ def _averaged(passes, model, settings, axis: int, own: np.ndarray, partial: bool
     return replace(main, probabilities=probs if settings.probabilities else None,
                    uncertainty=unc, slice_uncertainty=slice_unc, settings=settings,
                    seconds=sum(p.seconds for p in passes), notes=notes, planes=len(passes),
+                   computed=float(np.mean([p.computed for p in passes])),
                    slices=own if partial else None)
