@@ -167,9 +167,10 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(model, t1=None, labels=None, block: tuple[int, int] | None = None,
-             log=print, planes: str = "auto") -> dict:
+             log=print, planes: str = "auto", crop: bool = True) -> dict:
     """{condition: {"background_csf", "grey_matter", "white_matter", "slices", "note"}};
-    ``planes`` as ``predict`` takes it (auto: as the model was made to run)."""
+    ``planes`` and ``crop`` as ``predict`` takes them (auto: as the model was made to
+    run; crop: only the foreground goes through the net)."""
     from napari_unet.inference.predictor import predict
 
     if t1 is None:
@@ -180,7 +181,7 @@ def evaluate(model, t1=None, labels=None, block: tuple[int, int] | None = None,
     results = {}
     for case in cases(t1, labels, block):
         pred = predict(case.volume, model, axis=0, device="cpu", slices=case.slices,
-                       planes=planes).labels
+                       planes=planes, crop=crop).labels
         scores = dice(pred[case.slices], case.reference[case.slices])
         results[case.name] = {**scores, "slices": len(case.slices), "note": case.note}
         log(f"  {case.name:24s} GM {scores['grey_matter']:.3f}  WM {scores['white_matter']:.3f}")
@@ -214,11 +215,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="brain-tissue", help="bundled name or model file")
+    p.add_argument("--no-crop", dest="crop", action="store_false",
+                   help="run the net over every pixel (parity check of the crop)")
     p.add_argument("-o", "--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     model = load_model(args.model, device="cpu")
     t0 = time.time()
-    results = evaluate(model)
+    results = evaluate(model, crop=args.crop)
     out = {"model": {"name": model.name, "hash": model.hash},
            "held_out": model.meta.provenance.get("held_out"), "conditions": results,
            "targets": TARGETS, "targets_met": targets_met(results),

@@ -18,9 +18,9 @@ gets the same answer whichever other slices are predicted with it.
 Denoising crops only exactly constant input (the outside of a skull-stripped scan or
 of a CT's reconstruction circle): on noisy air, the denoiser's answer is the denoising.
 
-With three planes (:mod:`.planes`), the second and third planes run only where the first
-plane's answer is unsure (:func:`unsure`); elsewhere their probabilities are the first
-plane's.
+With three planes (:mod:`.planes`), the second and third planes run only the slices
+that hold a voxel where the first plane's answer is unsure (:func:`unsure`); elsewhere
+their probabilities are the first plane's.
 
 Why the margin is not the theoretical receptive field: this UNet's output depends on up
 to :func:`~napari_unet.model.unet.receptive_field` = 230 pixels of input (115 either
@@ -34,7 +34,7 @@ pixels), is the default; ``bench/inference.py`` measures it at the defaults.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -53,23 +53,24 @@ class Foreground:
     mask: np.ndarray  # (Z, Y, X) / BLOCK, True where anything but background may be
     shape: tuple[int, int, int]  # the scan's spatial shape
     value: float  # the background's normalised intensity (what the net sees there)
+    # (Z, Y, X) / BLOCK, True where the answer may still change (see ``unsure``): slices
+    # without any are not computed; None: every slice with foreground is
+    needed: np.ndarray | None = None
 
     def boxes(self, axis: int) -> np.ndarray:
         """(n_slices, 4) rows ``r0, r1, c0, c1`` (half-open, pixels of the slices along
         ``axis``) of each slice's foreground; ``r0 == r1`` where there is none."""
-        mask = np.moveaxis(self.mask, axis, 0).copy()
-        if len(mask) > 1:  # a block either side across slices (in-plane: the margin)
-            near = mask.copy()
-            near[1:] |= mask[:-1]
-            near[:-1] |= mask[1:]
-            mask = near
+        mask = _across(np.moveaxis(self.mask, axis, 0))  # in-plane: the margin does it
         n = self.shape[axis]
         h, w = (s for i, s in enumerate(self.shape) if i != axis)
         rows, cols = mask.any(axis=2), mask.any(axis=1)  # (blocks, rows), (blocks, cols)
+        need = np.ones(len(mask), bool)
+        if self.needed is not None:
+            need = _across(np.moveaxis(self.needed, axis, 0)).reshape(len(mask), -1).any(1)
         out = np.zeros((n, 4), np.int64)
         for b in range(len(mask)):
             r, c = np.flatnonzero(rows[b]), np.flatnonzero(cols[b])
-            if r.size:
+            if r.size and need[b]:
                 box = (r[0] * BLOCK, min(h, (r[-1] + 1) * BLOCK),
                        c[0] * BLOCK, min(w, (c[-1] + 1) * BLOCK))
                 out[b * BLOCK : (b + 1) * BLOCK] = box
@@ -101,9 +102,21 @@ def foreground(array: np.ndarray, fitted, exact: bool, fill: tuple[float, float]
     return Foreground(mask, tuple(int(s) for s in array.shape[:3]), background)
 
 
-def unsure(probs: np.ndarray, axis: int, own: np.ndarray, value: float) -> Foreground:
-    """Where the other planes may change what the first plane (along ``axis``, slices
-    ``own``) decided: voxels whose winning class probability is under :data:`SURE`.
+def _across(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (blocks first) or its neighbour blocks either side along axis 0."""
+    if len(mask) < 2:
+        return mask
+    near = mask.copy()
+    near[1:] |= mask[:-1]
+    near[:-1] |= mask[1:]
+    return near
+
+
+def unsure(fg: Foreground, probs: np.ndarray, axis: int, own: np.ndarray) -> Foreground:
+    """``fg`` for the other planes' passes: only their slices that hold a voxel where the
+    first plane (along ``axis``, slices ``own``) is unsure (winning class probability under
+    :data:`SURE`) are computed, each cropped to its foreground as the first plane's are
+    (a crop through tissue rather than air would change the answer inside it).
 
     Not a bound (two planes that both disagree could outvote any first answer) but what
     happens: on the sample brain not one voxel the first plane gave 0.9 or more changed
@@ -120,8 +133,8 @@ def unsure(probs: np.ndarray, axis: int, own: np.ndarray, value: float) -> Foreg
     nz, nh, nw = (-(-n // BLOCK) for n in (z, h, w))
     padded = np.zeros((nz * BLOCK, nh * BLOCK, nw * BLOCK), bool)
     padded[:z, :h, :w] = need
-    mask = padded.reshape(nz, BLOCK, nh, BLOCK, nw, BLOCK).any(axis=(1, 3, 5))
-    return Foreground(mask, (z, h, w), value)
+    needed = padded.reshape(nz, BLOCK, nh, BLOCK, nw, BLOCK).any(axis=(1, 3, 5))
+    return replace(fg, needed=needed)
 
 
 def _blocks(array: np.ndarray, fill) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

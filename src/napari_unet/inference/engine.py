@@ -141,7 +141,6 @@ class Engine:
         self.patch = tuple(model.meta.patch_size)
         self._background: torch.Tensor | None = None  # (C,) on the device
         self.uncropped = 0  # crops run whole because their ring was not background
-        self.check_ring = True  # False: outside a crop is not the background's answer
 
     def __call__(self, x: torch.Tensor, win: Window | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -202,7 +201,7 @@ class Engine:
         padded = F.pad(x, [left, right, t, b], mode="replicate") if any(win.pad) else x
         (r0, r1), (c0, c1) = win.rows, win.cols
         part = self._whole(padded[..., r0:r1, c0:c1])
-        if self.check_ring and not self._ring_is_background(part, win, full.shape[-2:]):
+        if not self._ring_is_background(part, win, full.shape[-2:]):
             self.uncropped += len(x)
             return self._whole(x)
         full[..., r0:r1, c0:c1] = part

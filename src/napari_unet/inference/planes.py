@@ -101,7 +101,7 @@ def _all_planes(volume, model, settings, axis: int, own: np.ndarray, partial: bo
 
 
 def _later(prepared, last, passes, axis: int, own: np.ndarray):
-    """How a later plane's pass runs: cropped to where the first plane is unsure, with
+    """How a later plane's pass runs: its slices where the first plane is unsure, with
     the first plane's probabilities everywhere else (None: every pixel, from zero);
     ``last``: how the previous pass ran."""
     from .crop import unsure
@@ -110,7 +110,7 @@ def _later(prepared, last, passes, axis: int, own: np.ndarray):
         return prepared, None
     if len(passes) == 1:
         first = passes[0].probabilities
-        fg = unsure(first, axis, own, prepared.foreground.value)
+        fg = unsure(prepared.foreground, first, axis, own)
         return replace(prepared, foreground=fg), first.copy()
     return last, passes[1].probabilities  # the first pass's, kept aside by pass 2
 

@@ -222,7 +222,6 @@ def along_axis(volume, model, settings: InferenceSettings, axis: int,
     prepared = prepared or Prepared.of(array, model, settings, name)
     prep = _Preprocess(prepared.fitted, prepared.fill)
     out = _Outputs(model.task, array.shape, axis, settings, probabilities_only, start)
-    engine.check_ring = start is None
     with cpu_threads(), _no_grad():
         windows = _windows(engine, prepared.foreground, axis, indices, stack.shape[1:3],
                            model.meta.slice_context)
