@@ -96,7 +96,7 @@ def test_a_window_is_whole_cells_of_the_padded_grid_around_the_box():
 def test_a_pointwise_net_gives_exactly_the_whole_slices_answer(case):
     vol, model, kw = ball(), pointwise_model(), {}
     if case == "finer scan, resampled":
-        vol, model = ball((30, 181, 175), (15, 90, 60), 18, (1.0, 0.5, 0.5)), pointwise_model(
+        vol, model = ball((30, 241, 235), (15, 120, 80), 18, (1.0, 0.5, 0.5)), pointwise_model(
             pixel_spacing=(1.0, 1.0))
     elif case == "coarser scan":
         vol, model = ball(spacing=(1.0, 1.5, 1.5)), pointwise_model(pixel_spacing=(1.0, 1.0))
@@ -108,7 +108,7 @@ def test_a_pointwise_net_gives_exactly_the_whole_slices_answer(case):
     CALLS.clear()
     cropped = predict(vol, model, axis=0, device="cpu", **kw)
     assert np.array_equal(cropped.labels, whole.labels)
-    assert cropped.labels.sum() > 100 and cropped.computed < 0.6 and whole.computed == 1.0
+    assert cropped.labels.sum() > 100 and cropped.computed < 0.75 and whole.computed == 1.0
     assert np.allclose(cropped.slice_uncertainty, whole.slice_uncertainty, atol=1e-6)
 
 
@@ -117,7 +117,7 @@ def test_outside_the_crop_is_the_model_s_own_answer_on_air_not_class_0():
     whole = predict(vol, model, axis=0, device="cpu", crop=False)
     cropped = predict(vol, model, axis=0, device="cpu")
     assert whole.labels.mean() > 0.9 and np.array_equal(cropped.labels, whole.labels)
-    assert cropped.computed < 0.6
+    assert cropped.computed < 0.75
 
 
 @pytest.mark.parametrize("resampled", [False, True])
@@ -135,7 +135,7 @@ def test_all_three_planes_add_up_as_if_every_pixel_were_computed(resampled):
     assert whole.planes == cropped.planes == 3
     assert np.array_equal(cropped.labels, whole.labels)
     assert np.abs(cropped.probabilities - whole.probabilities).max() < 1e-5
-    assert cropped.computed < 0.6
+    assert cropped.computed < 0.75
     part = predict(vol, model, device="cpu", slices=[12, 20, 27])
     assert np.array_equal(part.labels[[12, 20, 27]], whole.labels[[12, 20, 27]])
 
@@ -172,7 +172,7 @@ def test_denoising_crops_only_exactly_constant_air():
     vol = ball()
     noisy = vol.array + np.random.default_rng(0).normal(0, 0.01, vol.array.shape).astype(
         np.float32)
-    for array, most in ((vol.array, 0.6), (noisy, 1.0)):
+    for array, most in ((vol.array, 0.75), (noisy, 1.0)):
         whole = predict(array, model, axis=0, device="cpu", crop=False)
         cropped = predict(array, model, axis=0, device="cpu")
         assert cropped.computed <= most and np.allclose(cropped.image, whole.image, atol=1e-6)

@@ -232,7 +232,17 @@ def _span(lo: int, hi: int, n: int, m: int, before: int, padded: int, margin: in
     b = int(np.ceil((hi - 1) * scale)) + 1 + margin + before
     a = max(0, a // MULTIPLE * MULTIPLE)
     b = min(padded, -(-b // MULTIPLE) * MULTIPLE)
-    return a, b
+    size = min(padded, ladder(b - a))  # few sizes: kernels made for one are used again
+    a = max(0, min(a, padded - size))
+    return a, a + size
+
+
+def ladder(n: int) -> int:
+    """``n`` pixels rounded up to the next of a few sizes (multiples of 32 up to 256, of
+    64 up to 512, of 128 beyond): every new crop shape costs oneDNN (or cuDNN) a kernel
+    made for it, about 30 ms a shape on the CPU, and its cache holds only so many."""
+    step = 32 if n <= 256 else 64 if n <= 512 else 128
+    return -(-n // step) * step
 
 
 def _back(a: int, b: int, m: int, n: int) -> tuple[int, int]:
@@ -259,18 +269,35 @@ def context_boxes(boxes: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def runs(indices: np.ndarray, windows: list | None, batch: int) -> list[tuple]:
-    """(group, window) pairs: groups as :func:`~napari_unet.inference.staging.batches`
-    makes them, of consecutive ``indices`` that share one window (so a slice's crop, and
-    with it its answer, does not depend on which other slices are predicted with it)."""
+def runs(indices: np.ndarray, windows: list | None, batch: int,
+         crop_batch: int | None = None) -> list[tuple]:
+    """(group, windows) pairs: groups as :func:`~napari_unet.inference.staging.batches`
+    makes them, of consecutive ``indices`` whose crops have one shape (each slice keeps
+    its own window, so its answer does not depend on which other slices are predicted
+    with it); windows is None for whole slices."""
     from .staging import batches
 
     if windows is None:
         return [(g, None) for g in batches(indices, batch)]
     out, start = [], 0
     for i in range(1, len(indices) + 1):
-        if i == len(indices) or windows[i] != windows[start]:
-            step = batch if windows[start] is None or not windows[start].empty else len(indices)
-            out += [(g, windows[start]) for g in batches(indices[start:i], step)]
+        if i == len(indices) or shape_of(windows[i]) != shape_of(windows[start]):
+            empty = windows[start] is not None and windows[start].empty
+            step = batch if windows[start] is None else (crop_batch or batch)
+            for g in batches(np.arange(start, i), len(indices) if empty else step):
+                part = range(g.start, g.stop) if isinstance(g, slice) else g
+                wins = None if windows[start] is None else [windows[j] for j in part]
+                idx = indices[g]
+                run = idx[-1] - idx[0] == len(idx) - 1
+                out.append((slice(int(idx[0]), int(idx[-1]) + 1) if run else idx, wins))
             start = i
     return out
+
+
+def shape_of(win: Window | None):
+    """What decides which crops may share a batch: the whole slice, nothing, or a size."""
+    if win is None:
+        return None
+    if win.empty:
+        return ()
+    return (win.rows[1] - win.rows[0], win.cols[1] - win.cols[0])

@@ -142,15 +142,16 @@ class Engine:
         self._background: torch.Tensor | None = None  # (C,) on the device
         self.uncropped = 0  # crops run whole because their ring was not background
 
-    def __call__(self, x: torch.Tensor, win: Window | None = None
+    def __call__(self, x: torch.Tensor, wins: list[Window] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, C, H, W) float32 normalised -> probabilities, TTA variance (or None); with
-        ``win``, only that crop goes through the net (see the module docstring)."""
+        ``wins`` (one per slice, all of one shape), only those crops go through the net
+        (see the module docstring)."""
         hw = tuple(x.shape[-2:])
         while True:
             try:
                 x = resize(self._to_device(x), self.size or hw)
-                out = self._whole(x) if win is None else self._cropped(x, win)
+                out = self._whole(x) if wins is None else self._cropped(x, wins)
                 break
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 if not is_oom(exc):
@@ -190,35 +191,39 @@ class Engine:
         bg = self._background.to(self.device)
         return bg.view(1, -1, 1, 1).expand(n, -1, h, w).contiguous()
 
-    def _cropped(self, x: torch.Tensor, win: Window) -> torch.Tensor:
-        """The crop through the net, placed in the background's answer; the whole slices
-        when the crop's outer ring is not background."""
-        t, b, left, right = win.pad
+    def _cropped(self, x: torch.Tensor, wins: list[Window]) -> torch.Tensor:
+        """Each slice's crop through the net, placed in the background's answer; the
+        whole slices when a crop's outer ring is not background."""
+        t, b, left, right = wins[0].pad
         h, w = x.shape[-2:]
         full = self._filled(len(x), h + t + b, w + left + right)
-        if win.empty:
+        if wins[0].empty:
             return full[..., t : t + h, left : left + w]
-        padded = F.pad(x, [left, right, t, b], mode="replicate") if any(win.pad) else x
-        (r0, r1), (c0, c1) = win.rows, win.cols
-        part = self._whole(padded[..., r0:r1, c0:c1])
-        if not self._ring_is_background(part, win, full.shape[-2:]):
+        padded = F.pad(x, [left, right, t, b], mode="replicate") if any(wins[0].pad) else x
+        crops = [padded[i, :, c.rows[0] : c.rows[1], c.cols[0] : c.cols[1]]
+                 for i, c in enumerate(wins)]
+        part = self._whole(torch.stack(crops) if len(crops) > 1 else crops[0][None])
+        if not all(self._ring_is_background(p, c, full.shape[-2:])
+                   for p, c in zip(part, wins, strict=True)):
             self.uncropped += len(x)
             return self._whole(x)
-        full[..., r0:r1, c0:c1] = part
+        for i, c in enumerate(wins):
+            full[i, :, c.rows[0] : c.rows[1], c.cols[0] : c.cols[1]] = part[i]
         return full[..., t : t + h, left : left + w]
 
     def _ring_is_background(self, part: torch.Tensor, win: Window, padded_hw) -> bool:
-        """Whether the crop's edges inside the slice decide the background's class
+        """Whether a crop's (C, h, w) edges inside the slice decide the background's class
         (segmentation; a denoiser crops only exactly constant input)."""
         if self.task.kind != "segment":
             return True
         (r0, r1), (c0, c1) = win.rows, win.cols
-        edges = [part[..., :RING, :] if r0 > 0 else None,
-                 part[..., -RING:, :] if r1 < padded_hw[0] else None,
-                 part[..., :, :RING] if c0 > 0 else None,
-                 part[..., :, -RING:] if c1 < padded_hw[1] else None]
+        edges = [part[:, :RING, :] if r0 > 0 else None,
+                 part[:, -RING:, :] if r1 < padded_hw[0] else None,
+                 part[:, :, :RING] if c0 > 0 else None,
+                 part[:, :, -RING:] if c1 < padded_hw[1] else None]
         want = self.task.decide(self._background.view(1, -1, 1, 1))
-        return all(bool((self.task.decide(e) == want).all()) for e in edges if e is not None)
+        return all(bool((self.task.decide(e[None]) == want).all())
+                   for e in edges if e is not None)
 
     def tiled(self, h: int, w: int) -> bool:
         return self.tile is not None and (h > self.tile[0] or w > self.tile[1])

@@ -411,17 +411,18 @@ class _Outputs:
             self.probs[stand_ins] = 0.0
             self.probs[stand_ins, ..., 0] = 1.0 if self.probs.shape[-1] > 1 else 0.0
 
-    def write(self, idx, probs, variance, fitted, box=None) -> None:
+    def write(self, idx, probs, variance, fitted, boxes=None) -> None:
         """Fill slices ``idx`` from device tensors; only what is kept is copied back.
-        ``box`` (r0, r1, c0, c1): the part computed, for a pass that writes only that."""
+        ``boxes`` (r0, r1, c0, c1 per slice; None: none): the parts computed, for a pass
+        that writes only those."""
         from .uncertainty import entropy_map, spread_map
 
         first = (lambda a: np.moveaxis(a, self.axis, 0))  # noqa: E731
         if self.partial:
-            if box is not None:
-                r0, r1, c0, c1 = box
-                first(self.probs)[idx, r0:r1, c0:c1] = _host(
-                    probs[..., r0:r1, c0:c1].permute(0, 2, 3, 1))
+            rows = np.arange(idx.start, idx.stop) if isinstance(idx, slice) else idx
+            for k, (r0, r1, c0, c1) in enumerate(boxes or []):
+                first(self.probs)[int(rows[k]), r0:r1, c0:c1] = _host(
+                    probs[k, :, r0:r1, c0:c1].permute(1, 2, 0))
             return
         if self.only:
             first(self.probs)[idx] = _host(probs.permute(0, 2, 3, 1))
@@ -472,35 +473,38 @@ def _run(stack, indices, batch, engine, prep, out, progress, cancel, context: in
     from .staging import SlabLoader, context_rows, group_size
 
     total, done = len(indices), 0
-    groups = runs(indices, windows, batch)
-    work = [(g, w) for g, w in groups if w is None or not w.empty]
+    # on the CPU a crop goes through alone: batching buys little there, and every batch
+    # size is one more shape for oneDNN to make kernels for (inference/crop.py: ladder)
+    groups = runs(indices, windows, batch, 1 if engine.device.type == "cpu" else None)
+    work = [(g, w) for g, w in groups if w is None or not w[0].empty]
     loads = [context_rows(g, context, len(stack)) if context else (g, None) for g, _ in work]
     loader = SlabLoader(stack, [load for load, _ in loads], engine.device)
     loader.prefetch(0)
     k, hw, pixels = 0, stack.shape[1:3], 0.0
-    for sel, win in groups:
+    for sel, wins in groups:
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled after {done} of {total} slices")
         n = group_size(sel)
-        box = (0, hw[0], 0, hw[1])
-        if win is not None and win.empty:
+        boxes = [(0, hw[0], 0, hw[1])] * n
+        if wins is not None and wins[0].empty:
             probs, variance = engine.filled(n, hw)
-            box = None
+            boxes = None
         else:
             with record_function(STAGE_UPLOAD):
                 raw = loader.get(k)
             with record_function(STAGE_NORMALISE):
                 x = _stacked(prep(raw), loads[k][1])
             before = engine.uncropped
-            probs, variance = engine(x, win)
-            whole = win is None or engine.uncropped > before
-            pixels += n * (1.0 if whole else win.share(hw, engine.size))
-            box = box if whole else win.box(hw, engine.size)
+            probs, variance = engine(x, wins)
+            whole = wins is None or engine.uncropped > before
+            if not whole:
+                boxes = [w.box(hw, engine.size) for w in wins]
+            pixels += n if whole else sum(w.share(hw, engine.size) for w in wins)
             k += 1
             with record_function(STAGE_UPLOAD):
                 loader.prefetch(k)  # host staging and upload overlap the queued GPU work
         with record_function(STAGE_OUTPUTS):
-            out.write(sel, probs, variance, prep.fitted, box)
+            out.write(sel, probs, variance, prep.fitted, boxes)
         done += n
         if progress is not None:
             progress(done, total)
