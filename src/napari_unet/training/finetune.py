@@ -16,17 +16,18 @@ does not (a weak or new model) must learn fast. Unless given in :class:`Finetune
   unchecked slices) weighs ``ANCHOR_WEIGHT`` x trust;
 - BatchNorm statistics stay the parent's when trust >= 0.5 (a few slices cannot
   re-estimate them), and follow the batches otherwise (a weak model's are not worth keeping);
-- the encoder stays the parent's too when trust >= 0.5: only the decoder learns, and each
-  iteration costs about 30 % less (no gradients through the encoder);
 - iterations run from ``ITERATIONS[1]`` (trust 0) down to ``ITERATIONS[0]`` (trust 1).
 
 Speed (a correction round should answer in seconds): the forward pass runs under bf16
-autocast where the device has it (``precision``, as training), the parent answers the
-anchor's patches through its inference copy (folded BatchNorm, bf16), and with frozen
-statistics the anchor's patches share one forward pass with the corrections'. Changing
-all this from float32, two passes and a trainable encoder at 80 iterations, on the sample
-brain (``bench/correction.py``): each update on the bundled model still raised Dice on the
-other slices, and a round went from about 26 s to under 10 s on 2 cores (README).
+autocast where the device has it (``precision``, as training), patches are at most
+:data:`PATCH` pixels a side, the parent answers the anchor's patches through its inference
+copy (folded BatchNorm, bf16), and with frozen statistics the anchor's patches share one
+forward pass with the corrections'. On the sample brain with 2 corrected slices (27 and
+99, the case the check turned down), changing from float32, two passes, 128-pixel patches
+and 80 iterations: 40 iterations gave +0.0012 with 128-pixel patches and -0.0002 with 96
+(both recommended), 30 iterations +0.0008; learning in the decoder only
+(``freeze_encoder``) would have cost Dice (-0.0019 had it been applied; the check said no).
+``bench/correction.py`` measures the defaults over nine cases (README).
 
 Measured on the sample brain (``sample_data/brain_t1.nii.gz``, axial slices, 2 torch
 threads) with the bundled ``brain-tissue`` (trust 1 on these slices); the update applied
@@ -99,6 +100,7 @@ LR_RANGE = (1e-4, 1e-3)
 AGREEMENT_RANGE = (0.8, 0.95)  # trusted Dice of the parent: much to learn .. little
 ANCHOR_WEIGHT = 3.0  # anchor weight at full trust (against Dice + cross-entropy: two terms)
 ITERATIONS = (40, 80)  # default iterations at full trust .. none: little to learn .. much
+PATCH = 96  # largest default patch side (pixels): a correction round should take seconds
 
 
 def finetune(model, volume, labels, trusted, settings: FinetuneSettings | None = None, *,
@@ -202,12 +204,10 @@ def parent_trust(agreement: float | None) -> float:
 
 def _settle(s: FinetuneSettings, trust: float) -> FinetuneSettings:
     """Settings left at None, from the trust in the parent."""
-    sure = trust >= 0.5
     its = s.iterations or round(ITERATIONS[0] + (ITERATIONS[1] - ITERATIONS[0]) * (1 - trust))
     return replace(s, iterations=its, lr=step_size(trust) if s.lr is None else s.lr,
                    anchor=ANCHOR_WEIGHT * trust if s.anchor is None else s.anchor,
-                   freeze_norm=sure if s.freeze_norm is None else s.freeze_norm,
-                   freeze_encoder=sure if s.freeze_encoder is None else s.freeze_encoder)
+                   freeze_norm=trust >= 0.5 if s.freeze_norm is None else s.freeze_norm)
 
 
 def step_size(trust: float) -> float:
@@ -217,8 +217,8 @@ def step_size(trust: float) -> float:
 
 
 def _patch(model, s: FinetuneSettings) -> tuple[int, int]:
-    return tuple(s.patch_size or (min(model.meta.patch_size[0], 128),
-                                  min(model.meta.patch_size[1], 128)))
+    return tuple(s.patch_size or (min(model.meta.patch_size[0], PATCH),
+                                  min(model.meta.patch_size[1], PATCH)))
 
 
 def _provenance(model, data: _Corrections, axis: int, out, s: FinetuneSettings,

@@ -168,7 +168,7 @@ class FinetuneSettings:
     Stops after ``iterations`` or ``time_budget`` seconds, whichever comes first.
     ``iterations`` left at None follows how well the model already agrees with the
     corrections (``finetune.ITERATIONS``: 40 for a model that agrees, up to 80 for one
-    that does not), as do ``lr``, ``anchor``, ``freeze_norm`` and ``freeze_encoder``
+    that does not), as do ``lr``, ``anchor`` and ``freeze_norm``
     (:mod:`napari_unet.training.finetune`); with neither given, the time is capped at
     ``DEFAULT_FINETUNE_SECONDS``.
     """
@@ -177,9 +177,9 @@ class FinetuneSettings:
     iterations: int | None = None
     lr: float | None = None
     batch_size: int = 4
-    patch_size: tuple[int, int] | None = None  # None: the model's, at most 128
+    patch_size: tuple[int, int] | None = None  # None: the model's, at most 96
+    freeze_encoder: bool = False  # learn in the decoder only
     # None below: chosen from the parent's agreement with the corrections (see finetune)
-    freeze_encoder: bool | None = None  # learn in the decoder only
     freeze_norm: bool | None = None  # keep the parent's BatchNorm statistics
     anchor: float | None = None  # weight of the parent's predictions on unchecked slices
     augment: bool = True
