@@ -14,9 +14,16 @@ Every ratio compares runs made in this process on the same device:
   blending, the plain eval-mode net in float32 as torch runs it by default), (c) the
   device's matmul rate in float32 and at the default precision; labels of (a) against
   (a32); and where the time goes per layer type (``--profile``).
+  (a) to (c) run every pixel (``crop=False``), the same work as the naive loop; then
+  (d) the default, which computes only the foreground (``inference/crop.py``), against
+  every pixel, along all three planes (the model's default) and along one: seconds, the
+  share of pixels computed and labels equal to every pixel's.
 - ``ct``: a synthetic int16 CT (default 400 x 512 x 512 on CUDA, 40 slices on the CPU)
   with a fresh two-class ``window`` model (base 64 on CUDA, 16 on the CPU): the same four
   runs, and the peak GPU memory of (a).
+- ``body``: a synthetic 400 x 512 x 512 int16 CT of a body in air (an ellipse of soft
+  tissue with a spine and ribs in -1000 HU) with the same fresh model: (d), the default
+  crop against every pixel.
 - ``rss`` (CPU): peak RSS of predicting a 400 x 512 x 512 int16 CT in a fresh process.
 - ``batch``: N synthetic CT ``.nii.gz`` files through ``napari-unet predict`` (in
   process), seconds per scan against reading the scans and writing their labels alone.
@@ -55,7 +62,7 @@ from napari_unet.model.tasks import make_task  # noqa: E402
 SAMPLE = ROOT / "sample_data" / "brain_t1.nii.gz"
 RESULTS = ROOT / "bench" / "results"
 RSS_LIMIT_MB = 2048
-CASES = ("brain", "ct", "rss", "batch")
+CASES = ("brain", "ct", "body", "rss", "batch")
 
 
 # ---------------------------------------------------------------- the device and machine
@@ -143,6 +150,22 @@ def ct_model(base: int) -> Model:
                      name=f"bench-ct-base{base}", patch_size=(256, 256))
 
 
+def body_ct(shape, seed: int = 0) -> np.ndarray:
+    """An int16 CT of a body in air: an ellipse of soft tissue (40 HU, noise) about 60 % of
+    the field across, a spine and a ring of ribs (700 HU), in -1000 HU air."""
+    rng = np.random.default_rng(seed)
+    z, h, w = shape
+    yy, xx = np.ogrid[:h, :w]
+    ell = ((yy - 0.55 * h) / (0.25 * h)) ** 2 + ((xx - w / 2) / (0.33 * w)) ** 2
+    base = np.where(ell < 1, 40, -1000).astype(np.int16)
+    base[(ell > 0.75) & (ell < 0.82)] = 700  # ribs
+    base[(yy - 0.7 * h) ** 2 + (xx - w / 2) ** 2 < (0.04 * min(h, w)) ** 2] = 700  # spine
+    ct = np.empty(shape, np.int16)
+    for i in range(z):
+        ct[i] = base + rng.integers(-20, 21, (h, w), dtype=np.int16) * (base > -1000)
+    return ct
+
+
 def synthetic_ct(shape, seed: int = 0) -> np.ndarray:
     """An int16 CT-like volume: air, a soft-tissue ellipse with noise, a bright 'spine'."""
     rng = np.random.default_rng(seed)
@@ -179,8 +202,9 @@ def compare(array, model, device, args, name: str) -> dict:
     """(a), (a32), (b), (c) for one volume and model; FLOP/s against the matmul rates."""
     roi = tuple(model.meta.patch_size)
     dtype = compute_dtype(device, "auto", model.task)
-    def run(**kw):  # one plane: (a) and (b) do the same work
-        return predict(array, model, axis=0, device=str(device), planes="one", **kw)
+    def run(**kw):  # one plane, every pixel: (a) and (b) do the same work
+        return predict(array, model, axis=0, device=str(device), planes="one", crop=False,
+                       **kw)
 
     run(slices=range(min(4, len(array))))  # warm-up: kernels, cuDNN autotuning
     run(slices=range(min(4, len(array))), precision="float32")
@@ -229,15 +253,58 @@ def brain_case(args, device) -> dict:
     res = compare(read_volume(SAMPLE).array, model, device, args,
                   str(SAMPLE.relative_to(ROOT)))
     res["model"] = desc
-    res.update(all_planes(read_volume(SAMPLE), model, device, args, res))
+    volume = read_volume(SAMPLE)
+    res["crop"] = {"all_planes": cropped(volume, model, device, args, "all"),
+                   "one_plane": cropped(volume, model, device, args, "one")}
+    if "mri-denoise" in bundled_models():
+        res["crop"]["denoise"] = cropped(volume, load_model("mri-denoise", device="cpu"),
+                                         device, args, "one")
+    full3 = res["crop"]["all_planes"]["every_pixel_seconds"]
+    res.update(a3_all_planes_seconds=full3, ratio_a3_over_a=full3 / res["a_predict_seconds"])
     return res
 
 
-def all_planes(volume, model, device, args, res: dict) -> dict:
-    """(a3) ``predict`` along all three planes, averaged, against (a) along one."""
-    t, _ = best_of(args.repeat, device, lambda: predict(volume, model, axis=0,
-                                                        device=str(device), planes="all"))
-    return {"a3_all_planes_seconds": t, "ratio_a3_over_a": t / res["a_predict_seconds"]}
+def cropped(volume, model, device, args, planes: str) -> dict:
+    """(d) the default (only the foreground through the net) against every pixel, runs
+    alternating; wall and CPU seconds, the share computed, labels equal."""
+    def run(crop: bool):
+        return predict(volume, model, axis=0, device=str(device), planes=planes, crop=crop)
+
+    run(True)  # warm-up: the crops' shapes
+    times = {True: [], False: []}
+    preds = {}
+    for _ in range(max(1, args.repeat)):
+        for crop in (False, True):
+            cpu = time.process_time()
+            t, preds[crop] = timed(device, lambda crop=crop: run(crop))
+            times[crop].append((t, time.process_time() - cpu))
+    best = {k: min(v) for k, v in times.items()}
+    if preds[True].labels is None:  # denoising: how far the images differ, in the scan's units
+        diff = np.abs(preds[True].image - preds[False].image)
+        scale = float(np.ptp(preds[False].image))
+        same = diff <= 1e-3 * scale
+        extra = {"image_max_abs_difference": float(diff.max()),
+                 "image_mean_abs_difference": float(diff.mean()), "image_range": scale}
+    else:
+        same, extra = preds[True].labels == preds[False].labels, {}
+    return {**extra, "planes": preds[True].planes, "default_seconds": best[True][0],
+            "every_pixel_seconds": best[False][0],
+            "speedup": best[False][0] / best[True][0],
+            "default_cpu_seconds": best[True][1], "every_pixel_cpu_seconds": best[False][1],
+            "speedup_cpu": best[False][1] / best[True][1],
+            "share_computed": preds[True].computed,
+            "labels_equal_every_pixel": float(np.mean(same)),  # denoising: within 0.1 %
+            "labels_differing_voxels": int(same.size - same.sum())}
+
+
+def body_case(args, device) -> dict:
+    shape = tuple(args.body_shape or (400, 512, 512))
+    volume = body_ct(shape)
+    res = cropped(volume, ct_model(args.ct_base), device, args, "one")
+    res.update(volume=f"synthetic int16 CT of a body in air {shape}",
+               model=f"Model.new(segment, 2 classes, base {args.ct_base}, window "
+                     "-1000..1000), torch.manual_seed(0)")
+    return res
 
 
 def ct_case(args, device) -> dict:
@@ -330,6 +397,13 @@ def targets(result: dict, device: torch.device) -> dict:
     if b:
         t["brain: default precision >= 5x the naive loop"] = b["ratio_a_over_b"] >= 5
         t["brain: labels equal float32 on >= 99.9 %"] = b["labels_default_equal_float32"] >= 0.999
+        crop = b["crop"]["all_planes"]
+        t["brain: the crop >= 2x fewer seconds, all planes"] = crop["speedup"] >= 2
+        t["brain: cropped labels equal every pixel's on >= 99.9 %"] = all(
+            c["labels_equal_every_pixel"] >= 0.999 for c in b["crop"].values())
+    if result.get("body"):
+        t["body: cropped labels equal every pixel's on >= 99.9 %"] = (
+            result["body"]["labels_equal_every_pixel"] >= 0.999)
     if ct and device.type == "cuda":
         t["ct: <= 0.7 s"] = ct["a_predict_seconds"] <= 0.7
         t["ct: >= 10x the naive loop"] = ct["ratio_a_over_b"] >= 10
@@ -341,6 +415,13 @@ def targets(result: dict, device: torch.device) -> dict:
     if bt and device.type == "cuda":
         t["batch: seconds per scan within 1.3x of read+write"] = bt["ratio_cli_over_io"] <= 1.3
     return t
+
+
+def print_crop(name: str, c: dict) -> None:
+    print(f"{name}: foreground only {c['default_seconds']:.2f} s, every pixel "
+          f"{c['every_pixel_seconds']:.2f} s = {c['speedup']:.2f}x ({c['speedup_cpu']:.2f}x "
+          f"CPU seconds); {100 * c['share_computed']:.0f} % of pixels computed, labels equal "
+          f"on {100 * c['labels_equal_every_pixel']:.3f} %")
 
 
 def summary(result: dict) -> None:
@@ -356,6 +437,10 @@ def summary(result: dict) -> None:
             if "a3_all_planes_seconds" in r:
                 print(f"  (a3) all three planes, averaged: {r['a3_all_planes_seconds']:.2f} s "
                       f"= {r['ratio_a3_over_a']:.2f}x (a)")
+            for name, c in r.get("crop", {}).items():
+                print_crop(f"  (d) {name.replace('_', ' ')}", c)
+    if result.get("body"):
+        print_crop("body", result["body"])
     if result.get("rss"):
         print(f"rss: {result['rss']['peak_rss_mb']:.0f} MB for {result['rss']['shape']}")
     if result.get("batch"):
@@ -380,6 +465,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ct-shape", type=int, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--ct-base", type=int, help="base width of the CT model (default: 64 on "
                    "CUDA, 16 on the CPU)")
+    p.add_argument("--body-shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="the body-in-air CT of the body case (default 400 512 512)")
     p.add_argument("--rss-shape", type=int, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument("--batch-scans", type=int)
     p.add_argument("--batch-shape", type=int, nargs=3, metavar=("Z", "Y", "X"))
@@ -399,9 +486,10 @@ def main() -> None:
 
     device = resolve_device(args.device)
     args.ct_base = args.ct_base or (64 if device.type == "cuda" else 16)
-    cases = args.cases or (("brain", "ct", "batch") if device.type == "cuda"
-                           else ("brain", "ct", "rss"))
-    runs = {"brain": brain_case, "ct": ct_case, "rss": rss_case, "batch": batch_case}
+    cases = args.cases or (("brain", "ct", "body", "batch") if device.type == "cuda"
+                           else ("brain", "ct", "body", "rss"))
+    runs = {"brain": brain_case, "ct": ct_case, "body": body_case, "rss": rss_case,
+            "batch": batch_case}
     result = {"machine": machine(device)}
     out = args.output or RESULTS / ("inference.json" if device.type == "cpu"
                                     else f"inference_{device.type}.json")

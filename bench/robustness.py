@@ -218,10 +218,11 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(model, t1=None, labels=None, block: tuple[int, int] | None = None,
-             log=print, planes: str = "auto", partial: bool = True) -> dict:
+             log=print, planes: str = "auto", partial: bool = True, crop: bool = True) -> dict:
     """{condition: {"background_csf", "grey_matter", "white_matter", "slices", "note"}};
-    ``planes`` as ``predict`` takes it (auto: as the model was made to run);
-    ``partial``: the partial-coverage conditions too."""
+    ``planes`` and ``crop`` as ``predict`` takes them (auto: as the model was made to
+    run; crop: only the foreground goes through the net); ``partial``: the
+    partial-coverage conditions too."""
     if t1 is None:
         t1, labels = load_sample()
     if block is None:
@@ -229,7 +230,7 @@ def evaluate(model, t1=None, labels=None, block: tuple[int, int] | None = None,
         block = (int(h["start"]), int(h["stop"]))
     results = {}
     for case in all_cases(t1, labels, block, partial):
-        scores = score(case, model, planes)
+        scores = score(case, model, planes, crop)
         results[case.name] = {**scores, "slices": len(case.slices), "note": case.note}
         log(f"  {case.name:24s} GM {scores['grey_matter']:.3f}  WM {scores['white_matter']:.3f}")
     return results
@@ -241,7 +242,7 @@ def all_cases(t1, labels, block, partial: bool = True) -> Iterator[Case]:
         yield from slab_cases(t1, labels, block)
 
 
-def score(case: Case, model, planes: str = "auto") -> dict[str, float]:
+def score(case: Case, model, planes: str = "auto", crop: bool = True) -> dict[str, float]:
     """Dice per class of ``predict`` on the case's scored slices."""
     from napari_unet.inference.predictor import predict
 
@@ -251,7 +252,7 @@ def score(case: Case, model, planes: str = "auto") -> dict[str, float]:
     with warnings.catch_warnings():  # planes left out or thick slices: said in the notes
         warnings.simplefilter("ignore", UserWarning)
         pred = predict(case.volume, model, axis=case.axis, device="cpu", slices=only,
-                       planes=planes).labels
+                       planes=planes, crop=crop).labels
     return dice(pred[case.slices], case.reference[case.slices])
 
 
@@ -291,11 +292,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="brain-tissue", help="bundled name or model file")
+    p.add_argument("--no-crop", dest="crop", action="store_false",
+                   help="run the net over every pixel (parity check of the crop)")
     p.add_argument("-o", "--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     model = load_model(args.model, device="cpu")
     t0 = time.time()
-    results = evaluate(model)
+    results = evaluate(model, crop=args.crop)
     out = {"model": {"name": model.name, "hash": model.hash},
            "held_out": model.meta.provenance.get("held_out"), "conditions": results,
            "targets": TARGETS, "targets_met": targets_met(results),

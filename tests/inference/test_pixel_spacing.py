@@ -20,6 +20,7 @@ from napari_unet.training import train
 from support.tiny_models import tiny_model
 
 SEEN: list[tuple[int, int]] = []  # slice sizes the net was given (copies share this list)
+WHOLE = {"crop": False}  # what the net sees of whole slices (crops: tests/inference/test_crop)
 
 
 class Threshold(nn.Module):
@@ -48,7 +49,8 @@ def disk(n: int, spacing: float, centre=(0.3, -0.2), radius_mm: float = 18.0) ->
 def test_a_finer_scan_runs_at_the_model_spacing_and_comes_back_voxel_aligned():
     vol = disk(121, 0.5)
     SEEN.clear()
-    pred = predict(vol, threshold_model((1.0, 1.0)), axis=0, device="cpu", precision="float32")
+    pred = predict(vol, threshold_model((1.0, 1.0)), axis=0, device="cpu", precision="float32",
+                   **WHOLE)
     assert pred.net_size == (61, 61) and set(SEEN) == {(61, 61)}
     assert pred.labels.shape == vol.array.shape
     truth = vol.array > 0.5
@@ -60,7 +62,7 @@ def test_a_finer_scan_runs_at_the_model_spacing_and_comes_back_voxel_aligned():
 
 def test_a_coarser_scan_is_upsampled_for_the_net():
     SEEN.clear()
-    pred = predict(disk(41, 1.5), threshold_model((1.0, 1.0)), axis=0, device="cpu")
+    pred = predict(disk(41, 1.5), threshold_model((1.0, 1.0)), axis=0, device="cpu", **WHOLE)
     assert pred.net_size == (61, 61) and set(SEEN) == {(61, 61)}
     assert pred.labels.shape == (3, 41, 41)
 
@@ -78,7 +80,7 @@ def test_slices_run_as_they_are_when_there_is_nothing_to_resample(case):
     else:
         model = threshold_model(None)
     SEEN.clear()
-    pred = predict(vol, model, axis=0, device="cpu", **kw)
+    pred = predict(vol, model, axis=0, device="cpu", **kw, **WHOLE)
     assert pred.net_size is None and set(SEEN) == {(61, 61)}
 
 

@@ -211,3 +211,68 @@ def test_learning_rate_and_anchor_come_from_the_agreement_unless_given(base_mode
     fixed = finetune(base_model, img, lab, trusted, iterations=2, lr=3e-3, anchor=0.5, **FT)
     prov = fixed.model.meta.provenance["finetune"]
     assert prov["lr"] == 3e-3 and prov["anchor"] == 0.5
+
+
+def test_iterations_follow_the_trust_and_the_encoder_can_stay_the_parents(good_model,
+                                                                         base_model):
+    """ITERATIONS[0] at full trust, more below it; with ``freeze_encoder`` only the decoder
+    learns."""
+    from napari_unet.inference.predictor import predict
+    from napari_unet.training.finetune import ITERATIONS
+
+    img, lab = blobs(20)
+    own = predict(img, good_model, axis=0, device="cpu").labels  # corrections it agrees with
+    trusted = np.array([True, False, True, False, False, False])
+    sure = finetune(good_model, img, own, trusted, freeze_encoder=True, **FT)
+    prov = sure.model.meta.provenance["finetune"]
+    assert sure.metrics["parent_trust"] == 1.0
+    assert sure.iterations == prov["iterations"] == ITERATIONS[0]
+    assert prov["freeze_encoder"] is True and prov["freeze_norm"] is True
+    encoder = ("inc.", "down1.", "down2.", "down3.", "down4.")
+    before, after = _weights(good_model), _weights(sure.model)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(encoder))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("up"))
+    swapped = np.where(lab > 0, 3 - lab, 0)  # the classes the other way round: it disagrees
+    weak = finetune(base_model, img, swapped, trusted, iterations=None, **FT)
+    trust = weak.metrics["parent_trust"]
+    assert trust < 1.0 and weak.model.meta.provenance["finetune"]["freeze_encoder"] is False
+    want = round(ITERATIONS[0] + (ITERATIONS[1] - ITERATIONS[0]) * (1 - trust))
+    assert weak.iterations == want > ITERATIONS[0]
+
+
+def test_the_anchor_in_the_corrections_forward_pass_gives_the_same_loss(good_model):
+    """With every BatchNorm in eval mode, the anchor's patches in one batch with the
+    corrections' give the loss of two separate passes (float32, same patches)."""
+    import copy
+
+    from napari_unet.training.anchor import Anchor, anchored, anchored_together
+    from napari_unet.training.losses import make_loss
+
+    img = np.random.default_rng(0).random((6, 1, 48, 48), dtype=np.float32)
+    net = copy.deepcopy(good_model.net).eval()
+    patch = (32, 32)
+
+    def anchor():
+        return Anchor(good_model.net, good_model.task, img, [1, 2, 3], patch, 2, 0,
+                      torch.device("cpu"), precision="float32")
+
+    x = torch.rand(2, 1, 32, 32)
+    target = torch.randint(0, 3, (2, 1, 32, 32))
+    loss_fn = make_loss(good_model.task)
+    separate = anchored(loss_fn, anchor(), net, 2.0)(net(x), target, None)
+    batch, together = anchored_together(lambda: (x, target, None), loss_fn, anchor(), 2.0)
+    xb, tb, mb = batch()
+    assert xb.shape[0] == 4
+    assert torch.allclose(together(net(xb), tb, mb), separate, rtol=1e-4, atol=1e-5)
+
+
+def test_fine_tuning_precision_is_checked_and_float32_is_honoured(base_model):
+    from napari_unet.errors import SettingsError
+    from napari_unet.training import FinetuneSettings
+
+    with pytest.raises(SettingsError, match="precision"):
+        FinetuneSettings(precision="half")
+    img, lab = blobs(21)
+    res = finetune(base_model, img, lab, np.array([True, False] * 3), iterations=3,
+                   precision="float32", **EXACT)
+    assert res.iterations == 3

@@ -142,6 +142,10 @@ class CorrectionWidget(DockWidget):
             session = self._session_or_none()
             if session is not None:
                 self.model_file.propose(f"{session.model.name}-corrected")
+                from ..inference.warmup import warm_up_soon  # the first Learn's costs, now
+
+                warm_up_soon(lambda: session.model, session.predict_settings, learning=True,
+                             key=session.model.hash or id(session))
         self.update_count()
 
     def _follow(self, layer, on: bool) -> None:

@@ -98,7 +98,22 @@ class InferenceWidget(DockWidget):
         for w in (self.image, self.picker.source, self.picker.file, self.picker.kind,
                   self.picker.classes, self.picker.class_names, self.start_from):
             w.changed.connect(self._check)
+        for w in (self.picker.source, self.picker.file, self.device):
+            w.changed.connect(self._warm_up)
         self._check()
+        self._warm_up()
+
+    def _warm_up(self, *_):
+        """The chosen model's first-run costs, paid in the background while the person
+        still picks settings (inference/warmup.py)."""
+        from ..inference.predictor import InferenceSettings
+        from ..inference.warmup import warm_up_soon
+
+        with contextlib.suppress(NapariUnetError):  # no model chosen yet: nothing to warm
+            if not self.picker.is_new and self.picker.error is None:
+                warm_up_soon(self.picker.loader(device=self.device_name()),
+                             InferenceSettings(device=self.device_name()),
+                             key=self.picker.ref())
 
     @property
     def cancel_button(self):

@@ -95,6 +95,9 @@ def _add_inference_flags(p) -> None:
                    help="the same output bits on every run on CUDA (slower kernels)")
     p.add_argument("--probabilities", action="store_true",
                    help="also write probabilities and an uncertainty map")
+    p.add_argument("--no-crop", dest="crop", action="store_false",
+                   help="run the net over every pixel (default: only over the head or body "
+                   "and a margin; the rest is the model's own answer on air)")
     p.add_argument("--native-spacing", dest="resample", action="store_false",
                    help="run the net on the scan's own pixels, not resampled to the pixel "
                    "spacing the model learned at (outputs are on the scan's grid either way)")

@@ -49,6 +49,7 @@ class Update:
     changed_per_slice: np.ndarray | None = None  # voxels that would change, per slice
     check: dict | None = None  # acceptance check on held-out corrected voxels, if made
     recommended: bool = True  # False: the check says the update would make things worse
+    answer: np.ndarray | None = None  # the new model's labels on every slice (axis 0)
 
     def summary(self) -> str:
         """One sentence for the person deciding whether to accept."""
@@ -71,6 +72,7 @@ class _UndoStep:
     output: np.ndarray  # model output before the update, stacked on axis 0
     written: np.ndarray  # what the update wrote, to detect edits made after it
     uncertainty: np.ndarray | None
+    answer: np.ndarray  # the model's answer on every slice before the update
 
 
 class CorrectionSession:
@@ -108,6 +110,9 @@ class CorrectionSession:
         self.reviewed: set[int] = set()
         self._undo: list[_UndoStep] = []
         self.rounds = 0
+        # the current model's own answer on every slice, edited ones too: what the
+        # acceptance check compares with, without predicting the old model again
+        self._answer = self.output.copy()
 
     @classmethod
     def start(cls, volume: Volume, model: Model, settings: InferenceSettings | None = None,
@@ -149,8 +154,9 @@ class CorrectionSession:
 
         Part of each corrected slice is held out of fine-tuning for the acceptance check
         (:mod:`.check`); the update is ``recommended`` when the new model agrees with the
-        corrections there at least as well as the current one. Safe to run off the GUI
-        thread: it works on a snapshot of the labels.
+        corrections there at least as well as the current one (whose answer the session
+        keeps: it is not predicted again). Safe to run off the GUI thread: it works on a
+        snapshot of the labels.
         """
         from ..training import FinetuneSettings, finetune
 
@@ -167,8 +173,8 @@ class CorrectionSession:
                           settings, axis=self.axis, progress=stage(0), cancel=cancel)
         new, unc = self._predict_slices(result.model, np.arange(self.n_slices), stage(1),
                                         cancel)
-        check, recommended = self._check(result.model, new[corrected], corrected, held,
-                                         self._along(labels)[corrected], cancel)
+        check, recommended = self._check(new[corrected], corrected, held,
+                                         self._along(labels)[corrected])
         todo = np.flatnonzero(~trusted)
         changed = new[todo] != self._along(labels)[todo]
         per_slice = changed.reshape(len(todo), -1).sum(axis=1)
@@ -176,7 +182,8 @@ class CorrectionSession:
                       len(corrected), list(result.history),
                       changed_voxels=int(per_slice.sum()),
                       changed_slices=int((per_slice > 0).sum()),
-                      changed_per_slice=per_slice, check=check, recommended=recommended)
+                      changed_per_slice=per_slice, check=check, recommended=recommended,
+                      answer=new)
 
     def _edited(self, labels: np.ndarray) -> np.ndarray:
         return differing_slices(self._along(labels), self._along(self.output))
@@ -193,10 +200,10 @@ class CorrectionSession:
         along[trusted] = ~held
         return trust
 
-    def _check(self, new_model: Model, new: np.ndarray, corrected: np.ndarray,
-               held: np.ndarray, truth: np.ndarray, cancel: Cancel | None):
+    def _check(self, new: np.ndarray, corrected: np.ndarray, held: np.ndarray,
+               truth: np.ndarray):
         """Old and new model against the corrections on the held-out tiles."""
-        old, _ = self._predict_slices(self.model, corrected, None, cancel)
+        old = self._along(self._answer)[corrected]
         n = self.model.task.n_labels
         before = Agreement.of(old[held], truth[held], n)
         after = Agreement.of(new[held], truth[held], n)
@@ -224,9 +231,14 @@ class CorrectionSession:
         lab, out = self._along(self.labels), self._along(self.output)
         differs = differing_slices(lab[slices], new)
         self._undo.append(_UndoStep(self.model, slices, lab[slices].copy(), out[slices].copy(),
-                                    new.copy(), self._uncertainty_of(slices)))
+                                    new.copy(), self._uncertainty_of(slices), self._answer))
         lab[slices] = new
         out[slices] = new
+        if update.answer is not None:
+            self._answer = np.moveaxis(update.answer, 0, self.axis).copy()
+        else:  # an update made elsewhere: its model's answer is known where it wrote
+            self._answer = self._answer.copy()
+            self._along(self._answer)[slices] = new
         if self.slice_uncertainty is not None and update.uncertainty is not None:
             self.slice_uncertainty[slices] = update.uncertainty[still]
         self.model = update.model
@@ -255,6 +267,7 @@ class CorrectionSession:
         if self.slice_uncertainty is not None and step.uncertainty is not None:
             self.slice_uncertainty[step.slices] = step.uncertainty
         self.model = step.model
+        self._answer = step.answer
         self.rounds -= 1
         return [int(i) for i in idx[differs]]
 

@@ -14,6 +14,10 @@ and the code path is the same on every device, which lets the CPU tests cover it
   than the tile and blends the tiles' probabilities with a Gaussian;
 - with a ``size`` (the slice at the model's pixel spacing, :mod:`.resample`) each batch
   is resampled to it before the net and the probabilities back after, on the device;
+- with a crop :class:`~napari_unet.inference.crop.Window`, only that part of each slice
+  (padded as the UNet pads the whole slice, so the pooling cells line up) goes through
+  the net; the rest is the model's answer on an empty input (:meth:`Engine.background`),
+  unless the answer on the crop's outer ring says the crop cut through something;
 - TTA averages the probabilities of the identity and the H, W and HW flips;
 - a CUDA out-of-memory halves the batch, then moves to the CPU, each time with a warning.
 
@@ -32,10 +36,12 @@ import os
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch.profiler import record_function
 
 from ..errors import SettingsError
 from ..model.tasks import TaskSpec
+from .crop import RING, Window, window
 from .fast_net import inference_copy
 from .resample import resize
 
@@ -131,23 +137,93 @@ class Engine:
         self.tta = tta
         # denoising + TTA: the spread of the flips is the uncertainty, so keep it too
         self.with_variance = tta and self.task.kind == "denoise"
+        self.in_channels = model.meta.architecture.in_channels
+        self.patch = tuple(model.meta.patch_size)
+        self._background: torch.Tensor | None = None  # (C,) on the device
+        self.uncropped = 0  # crops run whole because their ring was not background
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, C, H, W) float32 normalised -> probabilities, TTA variance (or None)."""
+    def __call__(self, x: torch.Tensor, wins: list[Window] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, C, H, W) float32 normalised -> probabilities, TTA variance (or None); with
+        ``wins`` (one per slice, all of one shape), only those crops go through the net
+        (see the module docstring)."""
         hw = tuple(x.shape[-2:])
         while True:
             try:
                 x = resize(self._to_device(x), self.size or hw)
-                step = self.batch_size
-                outs = [self._forward(x[i : i + step]) for i in range(0, len(x), step)]
+                out = self._whole(x) if wins is None else self._cropped(x, wins)
                 break
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 if not is_oom(exc):
                     raise
                 self._shrink(exc)
-        out = resize(outs[0] if len(outs) == 1 else torch.cat(outs), hw, "probabilities")
+        return self._split(resize(out, hw, "probabilities"))
+
+    def filled(self, n: int, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The answer on ``n`` slices with no foreground: the background's everywhere."""
+        return self._split(self._filled(n, *hw))
+
+    def window(self, box, hw: tuple[int, int]) -> Window | None:
+        """The crop of a slice of ``hw`` pixels with foreground ``box`` (see :mod:`.crop`)."""
+        return window(box, hw, self.size or hw)
+
+    def background(self, value: float) -> torch.Tensor:
+        """The model's answer on an empty input: a constant slice of ``value`` (the model's
+        patch size), read at its centre, far from the slice's edges; kept for the run."""
+        h, w = (max(16, min(int(n), 512)) for n in self.patch)
+        x = torch.full((1, self.in_channels, h, w), float(value), device=self.device)
+        with self._backend_flags():
+            self._background = self._predict(x)[0, :, h // 2, w // 2].clone()
+        return self._background
+
+    def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         c = self.task.out_channels
         return (out[:, :c], out[:, c:]) if self.with_variance else (out, None)
+
+    def _whole(self, x: torch.Tensor) -> torch.Tensor:
+        step = self.batch_size
+        outs = [self._forward(x[i : i + step]) for i in range(0, len(x), step)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _filled(self, n: int, h: int, w: int) -> torch.Tensor:
+        if self._background is None:
+            raise RuntimeError("Engine.background() must run before cropped slices")
+        bg = self._background.to(self.device)
+        return bg.view(1, -1, 1, 1).expand(n, -1, h, w).contiguous()
+
+    def _cropped(self, x: torch.Tensor, wins: list[Window]) -> torch.Tensor:
+        """Each slice's crop through the net, placed in the background's answer; the
+        whole slices when a crop's outer ring is not background."""
+        t, b, left, right = wins[0].pad
+        h, w = x.shape[-2:]
+        full = self._filled(len(x), h + t + b, w + left + right)
+        if wins[0].empty:
+            return full[..., t : t + h, left : left + w]
+        padded = F.pad(x, [left, right, t, b], mode="replicate") if any(wins[0].pad) else x
+        crops = [padded[i, :, c.rows[0] : c.rows[1], c.cols[0] : c.cols[1]]
+                 for i, c in enumerate(wins)]
+        part = self._whole(torch.stack(crops) if len(crops) > 1 else crops[0][None])
+        if not all(self._ring_is_background(p, c, full.shape[-2:])
+                   for p, c in zip(part, wins, strict=True)):
+            self.uncropped += len(x)
+            return self._whole(x)
+        for i, c in enumerate(wins):
+            full[i, :, c.rows[0] : c.rows[1], c.cols[0] : c.cols[1]] = part[i]
+        return full[..., t : t + h, left : left + w]
+
+    def _ring_is_background(self, part: torch.Tensor, win: Window, padded_hw) -> bool:
+        """Whether a crop's (C, h, w) edges inside the slice decide the background's class
+        (segmentation; a denoiser crops only exactly constant input)."""
+        if self.task.kind != "segment":
+            return True
+        (r0, r1), (c0, c1) = win.rows, win.cols
+        edges = [part[:, :RING, :] if r0 > 0 else None,
+                 part[:, -RING:, :] if r1 < padded_hw[0] else None,
+                 part[:, :, :RING] if c0 > 0 else None,
+                 part[:, :, -RING:] if c1 < padded_hw[1] else None]
+        want = self.task.decide(self._background.view(1, -1, 1, 1))
+        return all(bool((self.task.decide(e[None]) == want).all())
+                   for e in edges if e is not None)
 
     def tiled(self, h: int, w: int) -> bool:
         return self.tile is not None and (h > self.tile[0] or w > self.tile[1])

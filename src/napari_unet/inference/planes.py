@@ -53,9 +53,9 @@ def one_plane_reason(array: np.ndarray, spacing, model, name: str) -> str | None
         mm = " x ".join(f"{float(v):g}" for v in spacing[:3])
         return (f"{name}: predicted along one plane only: its voxels ({mm} mm) are far from "
                 "cubic, so its other planes would show the anatomy stretched")
-    # two passes' probabilities and uncertainty at once (float32), their labels and the
-    # best-covered plane's
-    need = 2 * int(np.prod(array.shape[:3])) * ((model.task.out_channels + 1) * 4 + 3)
+    # three planes' probabilities at once (the sum, the first plane's kept for the later
+    # passes to start from, the pass running; float32), their labels and the first's
+    need = 3 * int(np.prod(array.shape[:3])) * ((model.task.out_channels + 1) * 4 + 3)
     if need > memory_limit():
         return (f"{name}: predicted along one plane only: averaging three planes would need "
                 f"{human_bytes(need)} of probabilities, more than the memory limit")
@@ -83,18 +83,23 @@ def _all_planes(volume, model, settings, axis: int, own: np.ndarray, partial: bo
                 progress, cancel):
     """``predict`` along ``axis`` (the slices ``own``) and the two other planes; their
     probabilities combined: the plain mean (``planes all``) or weighted (``auto``)."""
-    from .predictor import predict
+    from .predictor import Prepared, _unpack, along_axis
 
+    array, _, name = _unpack(volume)
+    prepared = Prepared.of(array, model, settings, name)  # one normalisation and foreground
     rule = _Rule(volume, model, settings, axis)
     sizes = [len(own) if a == axis else rule.shape[a] for a in rule.planes]
     one = replace(settings, planes="one", probabilities=True, uncertainty=False)
-    acc, weights, passes, notes, reference = None, [], [], [], None
+    acc, weights, passes, notes, reference, first = None, [], [], [], None, None
     for k, a in enumerate(rule.planes):
-        pred = predict(volume, model, replace(one, axis=a), progress=_offset(
-            progress, sum(sizes[:k]), sum(sizes)), cancel=cancel,
-            slices=own if (a == axis and partial) else None)
+        how, start = _later(prepared, first, rule, a) if k else (prepared, None)
+        pred = along_axis(volume, model, replace(one, axis=a), a,
+                          own if (a == axis and partial) else None,
+                          _offset(progress, sum(sizes[:k]), sum(sizes)), cancel, how,
+                          probabilities_only=start is not None, start=start)
         if k == 0:
             reference = _along(pred.labels, axis, own)
+            first = _first_kept(pred, prepared, rule, axis)
         elif rule.thin(a):
             agree = aggregation.agreement(_along(pred.labels, axis, own), reference)
             if agree < aggregation.AGREE:
@@ -115,6 +120,44 @@ def _all_planes(volume, model, settings, axis: int, own: np.ndarray, partial: bo
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=4)
     return _combined(passes, acc, weights, model, settings, axis, own, partial, tuple(notes))
+
+
+def _first_kept(pred, prepared, rule, axis: int):
+    """What later passes start from: the first plane's unweighted probabilities and the
+    foreground where it is unsure (None: later passes compute every pixel, from zero).
+    Only with a foreground, and only when the first plane is the scan's own."""
+    from .crop import unsure
+
+    if prepared.foreground is None or rule.planes[0] != axis:
+        return None
+    own = pred.slices if pred.slices is not None else np.arange(rule.shape[axis])
+    return pred.probabilities.copy(), unsure(prepared.foreground, pred.probabilities, axis, own)
+
+
+def _later(prepared, first, rule, plane: int):
+    """How a later plane's pass runs (prepared, start): where the first plane is unsure,
+    into a copy of its probabilities, whose answer elsewhere the other planes would not
+    change (``crop.unsure``); a thin plane (auto) runs whole, as its agreement with the
+    first plane decides whether it counts at all."""
+    if first is None or rule.thin(plane):
+        return prepared, None
+    kept, fg = first
+    return replace(prepared, foreground=fg), kept.copy()
+
+
+def _later(prepared, last, passes, axis: int, own: np.ndarray):
+    """How a later plane's pass runs: its slices where the first plane is unsure, with
+    the first plane's probabilities everywhere else (None: every pixel, from zero);
+    ``last``: how the previous pass ran."""
+    from .crop import unsure
+
+    if prepared.foreground is None:
+        return prepared, None
+    if len(passes) == 1:
+        first = passes[0].probabilities
+        fg = unsure(prepared.foreground, first, axis, own)
+        return replace(prepared, foreground=fg), first.copy()
+    return last, passes[1].probabilities  # the first pass's, kept aside by pass 2
 
 
 def _along(labels: np.ndarray, axis: int, own: np.ndarray) -> np.ndarray:
@@ -208,6 +251,7 @@ def _combined(passes, probs: np.ndarray, weights: list, model, settings, axis: i
     return replace(main, probabilities=probs if settings.probabilities else None,
                    uncertainty=unc, slice_uncertainty=slice_unc, settings=settings,
                    seconds=sum(p.seconds for p in passes), notes=notes, planes=len(weights),
+                   computed=float(np.mean([p.computed for p in passes])),
                    slices=own if partial else None)
 
 

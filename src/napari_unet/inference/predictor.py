@@ -80,6 +80,9 @@ class InferenceSettings:
     # segmentation along "one" plane (``axis``), or "all" three with the class
     # probabilities averaged (near-cubic voxels only); "auto": the model's default_planes
     planes: str = "auto"
+    # compute only where the answer can differ from the model's answer on air (the scan's
+    # foreground and a margin, see inference.crop); False: every pixel, for parity checks
+    crop: bool = True
 
     def __post_init__(self):
         if self.axis not in ("auto", *PLANES, 0, 1, 2, -1, -2, -3):
@@ -126,6 +129,7 @@ class Prediction:
     net_size: tuple[int, int] | None = None  # slices resampled to this size for the net
     notes: tuple[str, ...] = ()  # what was repaired in the input (also warned), to show
     planes: int = 1  # planes whose probabilities were averaged (see inference.planes)
+    computed: float = 1.0  # share of the slices' pixels that went through the net
 
     @property
     def result(self) -> np.ndarray:
@@ -148,26 +152,66 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
 
     Settings come from ``settings`` and/or keywords named like :class:`InferenceSettings`
     fields (``axis``, ``roi_size``, ``overlap``, ``batch_size``, ``device``, ``tta``,
-    ``probabilities``, ``uncertainty``, ``precision``, ``deterministic``, ``resample``).
+    ``probabilities``, ``uncertainty``, ``precision``, ``deterministic``, ``resample``,
+    ``planes``, ``crop``).
     ``progress(done, total)`` is called after every
     batch (in slices); ``cancel()`` is checked before every batch and, when true, raises
     :class:`Cancelled`. ``slices`` restricts the run to those indices along the axis.
     """
-    from ..devices import resolve_device
-    from .budget import plan
-    from .engine import Engine, compute_dtype, cpu_threads
-
     start = time.perf_counter()
     settings = _settings(settings, overrides)
     array, spacing, name = _unpack(volume)
     _check_channels(array, model, name)
     axis = resolve_axis(settings.axis, spacing, model.meta.default_axis,
                         getattr(volume, "direction", None))
-    stack = np.moveaxis(array, axis, 0)  # a view: slices along `axis` first
-    indices = _indices(slices, len(stack), axis, name)
+    _indices(slices, array.shape[axis], axis, name)
     if planes_wanted(settings.planes, model):
         pred = predict_planes(volume, model, settings, axis, slices, progress, cancel)
         return replace(pred, seconds=time.perf_counter() - start)
+    return along_axis(volume, model, settings, axis, slices, progress, cancel)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a run needs from the whole scan, made once and shared by the planes' passes:
+    its normalisation, the NaN/Inf repair and the foreground the net is cropped to."""
+
+    fitted: object
+    fill: tuple[float, float] | None
+    notes: tuple[str, ...]
+    foreground: object | None  # inference.crop.Foreground; None: every pixel is computed
+
+    @classmethod
+    def of(cls, array: np.ndarray, model, settings: InferenceSettings, name: str
+           ) -> Prepared:
+        from .crop import foreground
+
+        fill, notes = _nonfinite_fill(array, name)
+        fitted = model.meta.normalization.fit(array)
+        fg = (foreground(array, fitted, model.task.kind != "segment", fill)
+              if settings.crop else None)
+        return cls(fitted, fill, notes, fg)
+
+
+def along_axis(volume, model, settings: InferenceSettings, axis: int,
+               slices: Sequence[int] | None = None, progress: Progress | None = None,
+               cancel: Cancel | None = None, prepared: Prepared | None = None,
+               probabilities_only: bool = False, start: np.ndarray | None = None
+               ) -> Prediction:
+    """:func:`predict` along one plane (``axis``, resolved) whatever ``settings.planes``
+    says; ``prepared`` reuses the scan's normalisation and foreground.
+    ``probabilities_only`` (segmentation): keep the class probabilities and nothing else
+    (labels all 0), for a caller that decides from several passes; with ``start``
+    (probabilities, channel-last, float32) the pass writes into that array, in place, only
+    the crops it computes (its foreground says where this pass may change them)."""
+    from ..devices import resolve_device
+    from .budget import plan
+    from .engine import Engine, compute_dtype, cpu_threads
+
+    began = time.perf_counter()
+    array, spacing, name = _unpack(volume)
+    stack = np.moveaxis(array, axis, 0)  # a view: slices along `axis` first
+    indices = _indices(slices, len(stack), axis, name)
     device = resolve_device(settings.device)
     itemsize = compute_dtype(device, settings.precision, model.task).itemsize
     size = _net_size(stack.shape[1:3], spacing, axis, model, settings)
@@ -175,21 +219,36 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
                device, itemsize)
     engine = Engine(model, device, how.batch, how.tile, settings.overlap, settings.tta,
                     settings.precision, settings.deterministic, size)
-    fill, notes = _nonfinite_fill(array, name)
-    prep = _Preprocess(model.meta.normalization.fit(array), fill)
-    out = _Outputs(model.task, array.shape, axis, settings)
+    prepared = prepared or Prepared.of(array, model, settings, name)
+    prep = _Preprocess(prepared.fitted, prepared.fill)
+    out = _Outputs(model.task, array.shape, axis, settings, probabilities_only, start)
     with cpu_threads(), _no_grad():
-        _run(stack, indices, how.batch, engine, prep, out, progress, cancel,
-             model.meta.slice_context)
+        windows = _windows(engine, prepared.foreground, axis, indices, stack.shape[1:3],
+                           model.meta.slice_context)
+        share = _run(stack, indices, how.batch, engine, prep, out, progress, cancel,
+                     model.meta.slice_context, windows)
     out.blank(_stand_ins(volume, len(array)), array)
     return Prediction(
         labels=out.labels, image=out.image, probabilities=out.probs,
         uncertainty=out.unc, slice_uncertainty=out.slice_unc, axis=axis,
-        device=str(engine.device), seconds=time.perf_counter() - start, notes=notes,
-        model_hash=model.hash, slices=None if slices is None else indices, settings=settings,
+        device=str(engine.device), seconds=time.perf_counter() - began,
+        notes=prepared.notes, model_hash=model.hash,
+        slices=None if slices is None else indices, settings=settings,
         batch_size=how.batch, roi_size=how.item_hw,
-        tiled=engine.tiled(*(size or stack.shape[1:3])), net_size=size,
+        tiled=engine.tiled(*(size or stack.shape[1:3])), net_size=size, computed=share,
     )
+
+
+def _windows(engine, fg, axis: int, indices: np.ndarray, hw, context: int) -> list | None:
+    """Each slice's crop (None: whole), after the background answer is known; None
+    without a foreground (every pixel is computed)."""
+    if fg is None:
+        return None
+    from .crop import context_boxes
+
+    engine.background(fg.value)
+    boxes = context_boxes(fg.boxes(axis), context)
+    return [engine.window(boxes[i], hw) for i in indices]
 
 
 def predict_slices(volume, model, slice_indices: Sequence[int],
@@ -317,18 +376,27 @@ class _Preprocess:
 class _Outputs:
     """Preallocated host arrays, filled batch by batch; decisions are made on the device."""
 
-    def __init__(self, task, shape: tuple[int, ...], axis: int, settings: InferenceSettings):
+    def __init__(self, task, shape: tuple[int, ...], axis: int, settings: InferenceSettings,
+                 probabilities_only: bool = False, start: np.ndarray | None = None):
         self.task, self.axis = task, axis
         spatial = shape[:3]
         seg = task.kind == "segment"
+        # probabilities only (a pass of several planes): labels stay 0 until decided later
+        self.only = probabilities_only and seg
+        self.partial = self.only and start is not None  # write only what was computed
         self.labels = np.zeros(spatial, task.label_dtype) if seg else None
         self.image = None if seg else np.full(shape, np.nan, np.float32)
-        want_probs = settings.probabilities and seg
+        want_probs = (settings.probabilities or self.only) and seg
         c = task.out_channels
-        self.probs = np.zeros((*spatial, c), np.float32) if want_probs else None
-        want_unc = (settings.probabilities or settings.uncertainty) and (seg or settings.tta)
+        if self.partial:
+            self.probs = start
+        else:
+            self.probs = np.zeros((*spatial, c), np.float32) if want_probs else None
+        want_unc = ((settings.probabilities or settings.uncertainty) and (seg or settings.tta)
+                    and not self.only)
         self.unc = np.full(spatial, np.nan, np.float32) if want_unc else None
-        self.slice_unc = np.full(shape[axis], np.nan, np.float32) if seg or settings.tta else None
+        want_slice_unc = (seg or settings.tta) and not self.only
+        self.slice_unc = np.full(shape[axis], np.nan, np.float32) if want_slice_unc else None
 
     def blank(self, stand_ins: list[int], array: np.ndarray) -> None:
         """No result where the scan has no data (blank slices standing in for missing
@@ -343,11 +411,22 @@ class _Outputs:
             self.probs[stand_ins] = 0.0
             self.probs[stand_ins, ..., 0] = 1.0 if self.probs.shape[-1] > 1 else 0.0
 
-    def write(self, idx, probs, variance, fitted) -> None:
-        """Fill slices ``idx`` from device tensors; only what is kept is copied back."""
+    def write(self, idx, probs, variance, fitted, boxes=None) -> None:
+        """Fill slices ``idx`` from device tensors; only what is kept is copied back.
+        ``boxes`` (r0, r1, c0, c1 per slice; None: none): the parts computed, for a pass
+        that writes only those."""
         from .uncertainty import entropy_map, spread_map
 
         first = (lambda a: np.moveaxis(a, self.axis, 0))  # noqa: E731
+        if self.partial:
+            rows = np.arange(idx.start, idx.stop) if isinstance(idx, slice) else idx
+            for k, (r0, r1, c0, c1) in enumerate(boxes or []):
+                first(self.probs)[int(rows[k]), r0:r1, c0:c1] = _host(
+                    probs[k, :, r0:r1, c0:c1].permute(1, 2, 0))
+            return
+        if self.only:
+            first(self.probs)[idx] = _host(probs.permute(0, 2, 3, 1))
+            return
         if self.labels is not None:
             first(self.labels)[idx] = _host(_label_tensor(self.task.decide(probs), self.task))
         else:
@@ -381,34 +460,55 @@ def _host(t) -> np.ndarray:
     return t.cpu().numpy()
 
 
-def _run(stack, indices, batch, engine, prep, out, progress, cancel, context: int) -> None:
+def _run(stack, indices, batch, engine, prep, out, progress, cancel, context: int,
+         windows: list | None = None) -> float:
     """Batches in order; batch k+1 is uploaded while batch k computes (on CUDA). With a
-    slice ``context``, each batch loads its slices' neighbours too and stacks them."""
+    slice ``context``, each batch loads its slices' neighbours too and stacks them. With
+    ``windows``, a batch holds slices of one crop and slices without foreground are
+    filled without going through the net. Returns the share of pixels computed."""
     from torch.profiler import record_function
 
+    from .crop import runs
     from .engine import STAGE_NORMALISE, STAGE_OUTPUTS, STAGE_UPLOAD
-    from .staging import SlabLoader, batches, context_rows, group_size
+    from .staging import SlabLoader, context_rows, group_size
 
     total, done = len(indices), 0
-    groups = batches(indices, batch)
-    loads = [context_rows(g, context, len(stack)) if context else (g, None) for g in groups]
+    # on the CPU a crop goes through alone: batching buys little there, and every batch
+    # size is one more shape for oneDNN to make kernels for (inference/crop.py: ladder)
+    groups = runs(indices, windows, batch, 1 if engine.device.type == "cpu" else None)
+    work = [(g, w) for g, w in groups if w is None or not w[0].empty]
+    loads = [context_rows(g, context, len(stack)) if context else (g, None) for g, _ in work]
     loader = SlabLoader(stack, [load for load, _ in loads], engine.device)
     loader.prefetch(0)
-    for k, sel in enumerate(groups):
+    k, hw, pixels = 0, stack.shape[1:3], 0.0
+    for sel, wins in groups:
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled after {done} of {total} slices")
-        with record_function(STAGE_UPLOAD):
-            raw = loader.get(k)
-        with record_function(STAGE_NORMALISE):
-            x = _stacked(prep(raw), loads[k][1])
-        probs, variance = engine(x)
-        with record_function(STAGE_UPLOAD):
-            loader.prefetch(k + 1)  # host staging and upload overlap the queued GPU work
+        n = group_size(sel)
+        boxes = [(0, hw[0], 0, hw[1])] * n
+        if wins is not None and wins[0].empty:
+            probs, variance = engine.filled(n, hw)
+            boxes = None
+        else:
+            with record_function(STAGE_UPLOAD):
+                raw = loader.get(k)
+            with record_function(STAGE_NORMALISE):
+                x = _stacked(prep(raw), loads[k][1])
+            before = engine.uncropped
+            probs, variance = engine(x, wins)
+            whole = wins is None or engine.uncropped > before
+            if not whole:
+                boxes = [w.box(hw, engine.size) for w in wins]
+            pixels += n if whole else sum(w.share(hw, engine.size) for w in wins)
+            k += 1
+            with record_function(STAGE_UPLOAD):
+                loader.prefetch(k)  # host staging and upload overlap the queued GPU work
         with record_function(STAGE_OUTPUTS):
-            out.write(sel, probs, variance, prep.fitted)
-        done += group_size(sel)
+            out.write(sel, probs, variance, prep.fitted, boxes)
+        done += n
         if progress is not None:
             progress(done, total)
+    return pixels / max(1, total)
 
 
 def _stacked(x, rows):

@@ -200,6 +200,27 @@ class UNet(nn.Module):
         return total
 
 
+def receptive_field(depth: int = DEPTH, convs: int = 2, kernel: int = 3) -> int:
+    """Pixels across the region of the input that one output pixel depends on (theory).
+
+    ``depth`` 2x2 poolings with ``convs`` ``kernel`` x ``kernel`` convolutions at every level
+    of the encoder and the decoder, bilinear upsampling between them: 230 pixels for this
+    UNet. Most of that reach carries almost no weight (the effective receptive field is
+    much narrower, see :mod:`napari_unet.inference.crop`).
+    """
+    grow = convs * (kernel - 1)
+    field, step = 1, 1
+    for _ in range(depth):  # encoder: convs at this level, then pool
+        field += grow * step + step
+        step *= 2
+    field += grow * step  # the bottom level
+    for _ in range(depth):  # decoder: upsample (two source pixels), then convs
+        field += step
+        step //= 2
+        field += grow * step
+    return field
+
+
 def _level(name: str) -> int:
     """Resolution level (0 = full) at which a named conv runs."""
     top = name.split(".")[0]

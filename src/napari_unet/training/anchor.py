@@ -15,7 +15,6 @@ model still lost up to 0.004 Dice on the unchecked slices of the sample brain.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -27,12 +26,21 @@ from .data import PatchSampler
 
 
 class Anchor:
-    """Patches of unchecked slices and the frozen parent's probabilities on them."""
+    """Patches of unchecked slices and the frozen parent's probabilities on them.
+
+    The parent answers through its inference copy
+    (:func:`~napari_unet.inference.fast_net.inference_copy`: folded BatchNorm, in the
+    compute dtype of ``precision``), the one its predictions came from, shared with them.
+    """
 
     def __init__(self, parent: torch.nn.Module, task: TaskSpec, img: np.ndarray,
                  rows: list[int], patch: tuple[int, int], batch_size: int, seed: int,
-                 device: torch.device, augment: bool = True):
-        self.teacher = copy.deepcopy(parent).to(device).eval()
+                 device: torch.device, augment: bool = True, precision: str = "auto"):
+        from ..inference.engine import compute_dtype
+        from ..inference.fast_net import inference_copy
+
+        self.dtype = compute_dtype(device, precision, task)
+        self.teacher = inference_copy(parent, device, self.dtype)
         self.task, self.device = task, device
         weights = np.array([1.0 if float(np.ptp(img[i])) > 0 else 0.1 for i in rows])
         self.sampler = PatchSampler([img], [{}], [(0, i) for i in rows], weights, patch,
@@ -42,12 +50,17 @@ class Anchor:
     def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(image patches, the parent's probabilities on them), both on the device."""
         x = self.sampler.draw()["image"].to(self.device)
-        return x, self.task.activate(self.teacher(x))
+        logits = self.teacher(x.to(self.dtype).contiguous(memory_format=torch.channels_last))
+        return x, self.task.activate(logits.float().contiguous())
 
     def loss(self, net: torch.nn.Module) -> torch.Tensor:
         """Cross-entropy of ``net`` to the parent's soft predictions on fresh patches."""
         x, target = self.draw()
-        logits = net(x)
+        return self.against(net(x), target)
+
+    def against(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``logits`` to the parent's probabilities ``target``."""
+        logits = logits.float()
         if self.task.is_binary:
             return F.binary_cross_entropy_with_logits(logits, target)
         return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
@@ -63,6 +76,26 @@ def anchored(loss_fn: Callable, anchor: Anchor | None, net: torch.nn.Module,
         return loss_fn(logits, target, mask) + weight * anchor.loss(net)
 
     return loss
+
+
+def anchored_together(next_batch: Callable, loss_fn: Callable, anchor: Anchor,
+                      weight: float) -> tuple[Callable, Callable]:
+    """The same loss as :func:`anchored`, with the anchor's patches in the same forward
+    pass as the corrections' (one batch, under the loop's autocast). Only where every
+    BatchNorm is in eval mode: then each patch's output does not depend on the others."""
+    held: dict = {}
+
+    def batch():
+        x, target, mask = next_batch()
+        ax, held["soft"] = anchor.draw()
+        return torch.cat([x.to(ax.device), ax]), target, mask
+
+    def loss(logits, target, mask=None):
+        n = len(target)
+        return loss_fn(logits[:n], target, mask) + weight * anchor.against(logits[n:],
+                                                                           held["soft"])
+
+    return batch, loss
 
 
 def unchecked_rows(mask_slices: np.ndarray) -> list[int]:

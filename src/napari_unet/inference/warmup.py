@@ -1,0 +1,90 @@
+"""The first Run without the cold start: a process's one-off costs, paid in advance.
+
+The first prediction in a process pays for work that later ones do not: importing MONAI,
+SimpleITK and the inference modules, building the net's inference copy (folded BatchNorm,
+bf16), testing oneDNN's fused convolutions, and oneDNN / cuDNN creating their kernels.
+The first Learn of a correction loop also imports what torch's optimisers bring along
+and runs its first backward pass. On the sample brain (three planes, 1 torch thread) a
+fresh process's first ``predict`` took 1.3x the second (``bench/cold_start.py``).
+
+:func:`warm_up` does all of that on a tiny volume, and :func:`warm_up_soon` in a
+background thread: the widgets call it when a model is chosen, while the person still
+picks settings, so the first Run costs what a later one does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+_DONE: set = set()  # (what was warmed, device, precision, learning)
+_LOCK = threading.Lock()
+
+
+def warm_up(model, settings=None, learning: bool = False) -> float:
+    """Run ``model`` once on a tiny volume the way ``predict`` runs it with ``settings``
+    (an :class:`~napari_unet.inference.predictor.InferenceSettings`, default: the
+    defaults), and with ``learning`` one fine-tuning step on a copy of its net. Returns
+    the seconds it took. ``model`` itself is not changed."""
+    from .predictor import InferenceSettings, predict
+
+    start = time.perf_counter()
+    settings = settings or InferenceSettings()
+    channels = model.task.in_channels
+    shape = (8, 48, 48) if channels == 1 else (8, 48, 48, channels)
+    tiny = np.random.default_rng(0).random(shape, dtype=np.float32)
+    tiny[:, :8] = 0  # some air, so the crop's path runs too
+    predict(tiny, model, settings, planes="one", axis=0, probabilities=False,
+            uncertainty=False)
+    if learning:
+        _one_step(model, settings)
+    return time.perf_counter() - start
+
+
+def _one_step(model, settings) -> None:
+    """One optimiser step on a copy of the net: the optimiser's imports, autocast, the
+    first backward pass's kernels."""
+    import copy
+
+    import torch
+
+    from ..devices import autocast_for, resolve_device
+    from ..training.trainer import training_autocast
+
+    device = resolve_device(settings.device)
+    net = copy.deepcopy(model.net).to(device).train()
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-6)
+    x = torch.rand(2, model.meta.architecture.in_channels, 32, 32, device=device)
+    with autocast_for(device, training_autocast(device, "auto", model.task)):
+        loss = net(x.contiguous(memory_format=torch.channels_last)).float().mean()
+    loss.backward()
+    opt.step()
+
+
+def warm_up_soon(load: Callable, settings=None, learning: bool = False,
+                 key: object = None) -> threading.Thread | None:
+    """:func:`warm_up` in a daemon thread on the model ``load()`` returns; None when the
+    same ``key`` (e.g. the model's name or file) was warmed already for these settings.
+    Failures are ignored: the real run reports its own."""
+    from .predictor import InferenceSettings
+
+    settings = settings or InferenceSettings()
+    mark = (key, str(settings.device), settings.precision, learning)
+    with _LOCK:
+        if key is not None and mark in _DONE:
+            return None
+        _DONE.add(mark)
+
+    def work():
+        try:
+            warm_up(load(), settings, learning)
+        except Exception:  # noqa: BLE001 - a warm-up never fails anything
+            with _LOCK:
+                _DONE.discard(mark)
+
+    thread = threading.Thread(target=work, name="napari-unet warm-up", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,73 @@
+"""The first Run without the cold start: warm_up pays a process's one-off costs early."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.inference import warmup
+from napari_unet.inference.fast_net import inference_copy
+from napari_unet.inference.predictor import InferenceSettings, predict
+from support.tiny_models import scan, tiny_model
+
+
+def weights(model) -> dict:
+    return {k: v.clone() for k, v in model.net.state_dict().items()}
+
+
+@pytest.mark.parametrize("learning", [False, True])
+def test_warm_up_runs_the_model_and_leaves_it_as_it_was(learning):
+    model = tiny_model(n_classes=3)
+    before = weights(model)
+    seconds = warmup.warm_up(model, InferenceSettings(device="cpu"), learning=learning)
+    assert seconds > 0
+    after = weights(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.net.training  # still in eval mode, as loaded
+
+
+def test_a_warmed_model_predicts_exactly_as_a_cold_one():
+    vol = scan((6, 40, 44))
+    cold = predict(vol, tiny_model(n_classes=3), device="cpu")
+    model = tiny_model(n_classes=3)
+    warmup.warm_up(model, InferenceSettings(device="cpu"))
+    assert np.array_equal(predict(vol, model, device="cpu").labels, cold.labels)
+
+
+def test_the_inference_copy_is_kept_until_the_net_changes():
+    model = tiny_model(n_classes=2)
+    cpu = torch.device("cpu")
+    first = inference_copy(model.net, cpu, torch.float32)
+    assert inference_copy(model.net, cpu, torch.float32) is first
+    with torch.no_grad():
+        next(model.net.parameters()).add_(0.5)  # a weight changed in place (a training step)
+    again = inference_copy(model.net, cpu, torch.float32)
+    assert again is not first
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        model.net.eval()
+        assert torch.allclose(again(x), model.net(x), atol=1e-4)
+
+
+def test_warm_up_soon_runs_once_per_model_in_the_background_and_never_fails():
+    model = tiny_model(n_classes=2)
+    settings = InferenceSettings(device="cpu")
+    key = object()
+    thread = warmup.warm_up_soon(lambda: model, settings, key=key)
+    assert isinstance(thread, threading.Thread) and thread.daemon
+    thread.join(60)
+    assert not thread.is_alive()
+    assert warmup.warm_up_soon(lambda: model, settings, key=key) is None  # done already
+
+    def broken():
+        raise OSError("the model file went away")
+
+    other = object()
+    failed = warmup.warm_up_soon(broken, settings, key=other)
+    failed.join(60)  # ignored: the real Run reports its own errors
+    again = warmup.warm_up_soon(lambda: model, settings, key=other)
+    assert again is not None  # a failed warm-up may be tried again
+    again.join(60)
