@@ -10,6 +10,8 @@ a proposal the acceptance check advises against needs a deliberate extra click.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -31,6 +33,10 @@ from .worker import JobRunner, JobState, error_message, report_error
 
 SESSION_KEY = "napari_unet_session"
 REDRAW_MS = 250  # long enough for the canvas to draw between two layer removals
+LEARN_STAGES = ("learning", "re-predicting")  # the two stages of compute_update's bar
+# per session: seconds a Learn went on after learning (re-predicting, the check) and after
+# re-predicting (the check), as measured in its last round
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def result_labels_layers(viewer) -> list:
@@ -63,6 +69,8 @@ def session_for(layer):
 class CorrectionWidget(DockWidget):
     """Edited-slice count, Learn, Accept/Discard, Undo, Review next, Save."""
 
+    TAB_TITLE = "Correction"
+
     def __init__(self, napari_viewer):
         viewer = napari_viewer
         self.labels_layer = compact(ComboBox(
@@ -70,7 +78,9 @@ class CorrectionWidget(DockWidget):
             tooltip="a segmentation made by the UNet inference widget"))
         self.edited = wrapping(Label(value="edited slices: 0"))
         self.budget = SpinBox(label="learning (s)", min=1, max=3600, value=30,
-                              tooltip="how long the model may learn from your corrections")
+                              tooltip="how long the model may learn from your corrections; "
+                                      "re-predicting the other slices comes after")
+        self.plan = wrapping(Label(value=""))
         self.learn_button = PushButton(
             text="Learn from edits",
             tooltip="Fine-tune the model on the slices you corrected, then propose new "
@@ -96,10 +106,12 @@ class CorrectionWidget(DockWidget):
         self.save_labels_button = PushButton(text="Save labels")
         self.status = wrapping(Label(value=""))
         super().__init__(viewer, [
-            self.labels_layer, self.edited, self.budget, self.learn_button, self.runner.panel,
+            self.labels_layer, self.reviewed, self.model_path, self.save_model_button,
+            self.labels_path, self.save_labels_button,
+        ], footer=[
+            self.edited, self.budget, self.plan, self.learn_button, self.runner.panel,
             self.proposal_text, self.anyway, row(self.accept_button, self.discard_button),
-            self.undo_button, self.review_button, self.reviewed, self.model_path,
-            self.save_model_button, self.labels_path, self.save_labels_button, self.status])
+            row(self.undo_button, self.review_button), self.status])
         self.model_file = AutoPath(self.model_path, "models", ".safetensors", "corrected")
         self.labels_file = AutoPath(self.labels_path, "labels", ".nii.gz", "labels")
         self.proposal = self._proposed_for = None
@@ -113,6 +125,7 @@ class CorrectionWidget(DockWidget):
         self.save_model_button.changed.connect(self.save_model)
         self.save_labels_button.changed.connect(self.save_labels)
         self.labels_layer.changed.connect(self._bind)
+        self.budget.changed.connect(self._show_plan)
         self.runner.state_changed.connect(self._on_state)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         # napari announces a paint before writing it: recount once the strokes settle
@@ -160,8 +173,7 @@ class CorrectionWidget(DockWidget):
             self._bind()
 
     def closed(self) -> None:
-        """Closing the dock stops learning; nothing is proposed or left behind."""
-        self.runner.cancel()
+        """Closing the dock stops learning (the runner does); nothing is left behind."""
         self._drop_proposal()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         if self._bound is not None:
@@ -196,6 +208,38 @@ class CorrectionWidget(DockWidget):
         plane = axis_plane(session.axis, session.volume.direction)
         self.edited.value = f"edited slices: {n} ({plane})"
         self._enable(not self.runner.running)
+        self._show_plan()
+
+    # -- the wait, in plain words -----------------------------------------------------------
+
+    def after_learning(self) -> tuple[float | None, float]:
+        """Seconds a Learn is expected to go on after learning (re-predicting and the
+        check) and after re-predicting (the check): measured in this session's last
+        round, else the time the model took over the whole scan (the inference run)."""
+        layer = self.labels_layer.value
+        session = None if layer is None else layer.metadata.get(SESSION_KEY)
+        if session is not None and session in _MEASURED:
+            return _MEASURED[session]
+        result = {} if layer is None else layer.metadata.get(L.RESULT_KEY, {})
+        return result.get("seconds"), 0.0
+
+    def _show_plan(self, *_) -> None:
+        """'learn 30 s + about 12 s to re-predict': the whole wait a Learn will be."""
+        if self.labels_layer.value is None:
+            self.plan.value = ""
+            return
+        budget, (rest, _) = int(self.budget.value), self.after_learning()
+        self.plan.value = (f"learn {budget} s + about {max(1, round(rest))} s to re-predict"
+                           if rest is not None else
+                           f"learn {budget} s, then re-predict the other slices")
+
+    def _remember_timing(self) -> None:
+        """After a round: how long re-predicting and the check took, for the next one."""
+        layer = self.labels_layer.value
+        session = None if layer is None else layer.metadata.get(SESSION_KEY)
+        after = self.runner.panel.seconds_after(0), self.runner.panel.seconds_after(1)
+        if session is not None and None not in after:
+            _MEASURED[session] = after
 
     def _session_or_none(self):
         try:
@@ -218,7 +262,9 @@ class CorrectionWidget(DockWidget):
     def learn(self, *_):
         """The Learn button: fine-tune and propose an update in a thread worker."""
         self._drop_proposal()
-        return self.runner.start(self._prepare_learning, self._propose, unit="%")
+        return self.runner.start(self._prepare_learning, self._propose, unit="%",
+                                 inputs=lambda: (self.labels_layer.value,),
+                                 after=self.after_learning, stages=LEARN_STAGES)
 
     def _prepare_learning(self):
         layer, budget = self.labels_layer.value, float(self.budget.value)
@@ -317,11 +363,14 @@ class CorrectionWidget(DockWidget):
         if state is JobState.RUNNING:
             self.status.value = "learning from your corrections..."
         elif state is JobState.CANCELLED:
-            self.status.value = "learning cancelled: your labels are unchanged"
+            self.status.value = (f"learning cancelled{self.runner.cancelled_because}: your "
+                                 "labels are unchanged")
         elif state is JobState.FAILED:
             self.status.value = f"learning failed: {error_message(self.runner.error)}"
         elif state is JobState.DONE:
             self.status.value = ""
+            self._remember_timing()
+            self._show_plan()
 
     # -- review -----------------------------------------------------------------------------
 

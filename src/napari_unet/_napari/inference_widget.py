@@ -36,6 +36,8 @@ FRESH = "none: a new result"
 class InferenceWidget(DockWidget):
     """Run a UNet over the slices of an image layer."""
 
+    TAB_TITLE = "Inference"
+
     def __init__(self, napari_viewer):
         from ..devices import available_devices
 
@@ -86,8 +88,8 @@ class InferenceWidget(DockWidget):
         self.runner = JobRunner("UNet inference")
         super().__init__(viewer, [self.image, *self.picker.widgets, self.plane, self.planes,
                                   self.roi, self.overlap, self.batch, self.device, self.tta,
-                                  self.probs, self.start_from, self.run_button,
-                                  self.runner.panel, self.status])
+                                  self.probs, self.start_from],
+                         footer=[self.run_button, self.runner.panel, self.status])
         self.last_layers: list = []
         self.picker.set_shown = self.set_shown
         self.picker.update()
@@ -167,7 +169,8 @@ class InferenceWidget(DockWidget):
 
     def run(self, *_):
         """The Run button: predict in a thread worker; results become layers."""
-        return self.runner.start(self._prepare, self._show, unit="slices")
+        return self.runner.start(self._prepare, self._show, unit="slices",
+                                 inputs=lambda: (self.image.value, self.start_from.value))
 
     def _prepare(self):
         """The work as ``fn(job)``, with everything read from the fields now."""
@@ -239,6 +242,7 @@ class InferenceWidget(DockWidget):
         if running:
             self.status.value = f"running {self.picker.source.value}..."
         elif state is JobState.CANCELLED:
-            self.status.value = "cancelled: no layer was changed"
+            self.status.value = (f"cancelled{self.runner.cancelled_because}: no layer was "
+                                 "changed")
         elif state is JobState.FAILED:
             self.status.value = f"failed: {error_message(self.runner.error)}"

@@ -74,6 +74,8 @@ def poor_dice_warning(metrics: dict) -> str | None:
 class TrainingWidget(DockWidget):
     """Train a model and watch its loss; the model file is the result."""
 
+    TAB_TITLE = "Training"
+
     def __init__(self, napari_viewer):
         from ..training.settings import NOISE_KINDS
 
@@ -102,9 +104,9 @@ class TrainingWidget(DockWidget):
         self.noise_level = FloatSpinBox(label="noise level", min=0.005, max=0.5, step=0.005,
                                         value=0.05, tooltip="noise strength as a fraction of "
                                         "the intensity range (0.05 = 5%)")
-        self.self_supervised = CheckBox(text="scans are noisy (no clean ones)",
-                                        tooltip="learn from the noisy scans themselves "
-                                                "(blind-spot training)")
+        self.self_supervised = CheckBox(text="noisy scans only",
+                                        tooltip="no clean scans: learn from the noisy "
+                                                "scans themselves (blind-spot training)")
         self.plane = compact(ComboBox(label="slices", choices=list(CHOICES), value=AUTO,
                                       tooltip=PLANE_TOOLTIP))
         self.base = SpinBox(label="model width", min=2, max=128, value=16,
@@ -120,7 +122,9 @@ class TrainingWidget(DockWidget):
                                            "near-cubic voxels only); the model then "
                                            "predicts along all 3 planes too, averaged")
         self.budget = SpinBox(label="training (s)", min=1, max=86400, value=120,
-                              tooltip="how long to train (seconds)")
+                              tooltip="how long to train (seconds); reading the scans "
+                                      "comes before, a last validation and saving after")
+        self.plan = wrapping(Label(value=""))
         self.output = FileEdit(label="save to", mode="w", filter="*.safetensors",
                                tooltip="where the trained model is saved")
         self.train_button = PushButton(text="Train")
@@ -133,12 +137,16 @@ class TrainingWidget(DockWidget):
             self.task, self.source, self.image, self.labels_layer, self.image_files,
             self.label_files, self.classes, self.class_names, self.noise, self.noise_level,
             self.self_supervised, self.plane, self.base, self.context, self.all_planes,
-            self.budget,
-            self.output,
-            self.train_button, self.runner.panel, self.save_button, self.status])
-        self.form.native.layout().insertWidget(len(self.form) - 2, self.plot.canvas)
+            self.budget, self.output,
+        ], footer=[self.plan, self.train_button, self.runner.panel, self.save_button,
+                   self.status])
+        footer = self.footer.native.layout()
+        footer.insertWidget(footer.indexOf(self.save_button.native), self.plot.canvas)
         self.output_file = AutoPath(self.output, "models", ".safetensors", "unet-segment")
         self.result = None
+        self.measured: tuple[float, float] | None = None  # last run: before and after training
+        self.budget.changed.connect(self._show_plan)
+        self._show_plan()
         self.train_button.changed.connect(self.train)
         self.save_button.changed.connect(self.save)
         self.runner.state_changed.connect(self._on_state)
@@ -223,7 +231,28 @@ class TrainingWidget(DockWidget):
     def train(self, *_):
         """The Train button: train in a thread worker, plot as it learns, save the model."""
         return self.runner.start(self._prepare, self._finished, unit="s",
-                                 on_update=self._on_update, on_cancelled=self._keep_partial)
+                                 on_update=self._on_update, on_cancelled=self._keep_partial,
+                                 inputs=self._input_layers, after=self._after_training)
+
+    def _after_training(self) -> tuple[float]:
+        """Expected seconds after the budget (last validation, saving): the last run's."""
+        return (0.0 if self.measured is None else self.measured[1],)
+
+    def _show_plan(self, *_) -> None:
+        """'train 120 s + about 9 s to read the scans and save': the whole wait."""
+        budget = int(self.budget.value)
+        if self.measured is None:
+            self.plan.value = f"train {budget} s, plus reading the scans and saving"
+        else:
+            extra = max(1, round(sum(self.measured)))
+            self.plan.value = f"train {budget} s + about {extra} s to read the scans and save"
+
+    def _input_layers(self) -> tuple:
+        """The layers a run reads (none when it trains from files)."""
+        if self.source.value != LAYERS:
+            return ()
+        seg = self.task.value == "segment"
+        return (self.image.value, self.labels_layer.value if seg else None)
 
     def _prepare(self):
         images, labels = self.data()
@@ -304,6 +333,11 @@ class TrainingWidget(DockWidget):
         return path
 
     def _on_state(self, state: JobState) -> None:
+        if state is JobState.DONE:
+            before, after = self.runner.panel.startup(), self.runner.panel.seconds_after(0)
+            if before is not None and after is not None:
+                self.measured = (before, after)
+                self._show_plan()
         running = state is JobState.RUNNING
         self.train_button.enabled = not running
         self.save_button.enabled = not running and self.result is not None
@@ -312,7 +346,7 @@ class TrainingWidget(DockWidget):
         elif state is JobState.FAILED:
             self.status.value = f"training failed: {error_message(self.runner.error)}"
         elif state is JobState.CANCELLED and self.result is None:
-            self.status.value = "training cancelled"
+            self.status.value = f"training cancelled{self.runner.cancelled_because}"
 
 
 def _save_quietly(model, path: Path | None) -> BaseException | None:

@@ -8,12 +8,17 @@ reports typed updates (:class:`Progressed`, :class:`Metrics`) through a Qt signa
 they arrive on the GUI thread, where they feed the widget's :class:`ProgressPanel` and
 napari's activity progress. Outcomes travel as values (not raised), so a Cancel never
 shows up as an error with a traceback.
+
+A job belongs to its widget and its input layers, the same rule for every widget
+(:meth:`JobRunner.belong_to`): closing the widget's dock, or deleting a layer the job
+reads, cancels it, and a cancelled job adds nothing to the viewer, even if its work had
+already finished when the user closed or deleted.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -87,6 +92,9 @@ def report_error(what: str, exc: BaseException) -> None:
     show_error(f"{what}: {error_message(exc)}")
 
 
+_IN_FLIGHT: set = set()  # runners with a job running: alive until it ends, widget or not
+
+
 class JobRunner(QObject):
     """Runs one job at a time for a widget; ``state_changed`` drives its buttons."""
 
@@ -105,6 +113,29 @@ class JobRunner(QObject):
         self._activity = None  # napari's progress in the activity dock
         self._on_update: Callable[[Update], None] | None = None
         self._updated.connect(self._deliver)
+        self.inputs: tuple = ()  # the layers the running job reads
+        self.cancel_reason: str | None = None  # why it was cancelled, if not by Cancel
+        self._layers = None  # the viewer's layer list, once the runner belongs to a widget
+
+    # -- whose job it is --------------------------------------------------------------
+
+    def belong_to(self, widget, viewer) -> None:
+        """Tie jobs to ``widget`` (a DockWidget) and to the input layers in ``viewer``:
+        the job stops when the widget's dock closes or an input layer is deleted."""
+        self._layers = viewer.layers
+        self._layers.events.removed.connect(self._on_layer_removed)
+        widget.closing.connect(self._widget_closed)
+
+    def _widget_closed(self, *_) -> None:
+        self.cancel(reason="the widget was closed")
+        if self._layers is not None:
+            self._layers.events.removed.disconnect(self._on_layer_removed)
+            self._layers = None
+
+    def _on_layer_removed(self, event) -> None:
+        layer = getattr(event, "value", None)
+        if self.running and any(layer is x for x in self.inputs):
+            self.cancel(reason=f"{layer.name!r} was deleted")
 
     @property
     def running(self) -> bool:
@@ -112,11 +143,17 @@ class JobRunner(QObject):
 
     def start(self, prepare: Callable[[], JobFn], on_done: Callable[[Any], None], *,
               unit: str = "", on_update: Callable[[Update], None] | None = None,
-              on_cancelled: Callable[[Cancelled | None], None] | None = None):
+              on_cancelled: Callable[[Cancelled | None], None] | None = None,
+              inputs: Callable[[], Any] | None = None,
+              after: Callable[[], Sequence[float | None]] | None = None,
+              stages: Sequence[str] = ()):
         """Prepare on the GUI thread, run in a thread worker; returns the worker or None.
 
         ``unit`` names what the job counts (slices, s) in the progress text;
-        ``on_cancelled`` gets the :class:`Cancelled` raised (it may carry ``partial``).
+        ``on_cancelled`` gets the :class:`Cancelled` raised (it may carry ``partial``);
+        ``inputs()`` gives the layers the job reads (read after ``prepare``): deleting
+        one cancels the job. ``after()`` and ``stages`` describe the job's stages for its
+        time left (:class:`~.progress_panel.TimeLeft`).
         """
         from napari.qt.threading import create_worker
 
@@ -130,8 +167,9 @@ class JobRunner(QObject):
             report_error(self.desc, exc)
             return None
         self._stop.clear()
-        self.error, self._on_update = None, on_update
-        self.panel.begin(unit)
+        self.error, self._on_update, self.cancel_reason = None, on_update, None
+        self.inputs = tuple(x for x in (inputs() if inputs else ()) if x is not None)
+        self.panel.begin(unit, after() if after else (0.0,), stages)
         self._set_state(JobState.RUNNING)
         context = JobContext(self._updated.emit, self._stop)
 
@@ -145,13 +183,15 @@ class JobRunner(QObject):
         worker.returned.connect(lambda out: self._outcome(out, on_done, on_cancelled))
         worker.finished.connect(self._forget_worker)
         self.worker = worker
+        _IN_FLIGHT.add(self)
         worker.start()
         return worker
 
-    def cancel(self, *_) -> None:
+    def cancel(self, *_, reason: str | None = None) -> None:
         """Ask the running job to stop at its next ``cancelled()`` check."""
-        if self.running:
+        if self.running and not self._stop.is_set():
             self._stop.set()
+            self.cancel_reason = reason
             self.panel.stopping()
 
     # -- on the GUI thread ------------------------------------------------------------
@@ -198,6 +238,7 @@ class JobRunner(QObject):
         from napari.utils.notifications import show_info
 
         self.error = exc
+        self.inputs = ()
         if self._activity is not None:
             self._activity.close()
             self._activity = None
@@ -208,9 +249,15 @@ class JobRunner(QObject):
         elif state is JobState.CANCELLED:
             show_info(f"{self.desc}: cancelled")
 
+    @property
+    def cancelled_because(self) -> str:
+        """' (reason)' after a job that was cancelled by a close or a deletion, else ''."""
+        return f" ({self.cancel_reason})" if self.cancel_reason else ""
+
     def _set_state(self, state: JobState) -> None:
         self.state = state
         self.state_changed.emit(state)
 
     def _forget_worker(self) -> None:
         self.worker = None
+        _IN_FLIGHT.discard(self)
