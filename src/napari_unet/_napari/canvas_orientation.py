@@ -70,12 +70,19 @@ def update(viewer) -> None:
         if letters is not None:
             where = slice_position(dims.axis_labels, dims.not_displayed, dims.point)
     for edge in EDGES:
-        overlay = overlays[KEY.format(edge)]
-        overlay.text = letters[edge] if letters else ""
-        overlay.visible = letters is not None
-    overlay = overlays[KEY.format(SLICE)]
-    overlay.text = where or ""
-    overlay.visible = where is not None
+        _show(overlays[KEY.format(edge)], letters[edge] if letters else None)
+    _show(overlays[KEY.format(SLICE)], where)
+
+
+def _show(overlay, text: str | None) -> None:
+    """Show ``text`` (None: hide). An empty text is never drawn: vispy's text visual with
+    no glyphs has crashed Mesa's OpenGL."""
+    if not text:
+        overlay.visible = False
+        return
+    if overlay.text != text:
+        overlay.text = text
+    overlay.visible = True
 
 
 def _add_overlays(viewer) -> None:
@@ -85,7 +92,7 @@ def _add_overlays(viewer) -> None:
     for name, position in (*EDGES.items(), (SLICE, "bottom_left")):
         key = KEY.format(name)
         if key not in overlays:
-            overlays[key] = TextOverlay(text="", position=position, visible=False,
+            overlays[key] = TextOverlay(text=" ", position=position, visible=False,
                                         color=COLOR, font_size=FONT_SIZE)
 
 

@@ -28,6 +28,7 @@ from . import change_preview as P
 from . import layers as L
 from .continued import labels_layers
 from .dock import DockWidget, compact, row, wrapping
+from .fitting import file_field
 from .user_files import AutoPath
 from .worker import JobRunner, JobState, error_message, report_error
 
@@ -69,7 +70,7 @@ def session_for(layer):
 class CorrectionWidget(DockWidget):
     """Edited-slice count, Learn, Accept/Discard, Undo, Review next, Save."""
 
-    TAB_TITLE = "Correction"
+    TAB_TITLE, TAB_ORDER = "Correction", 1
 
     def __init__(self, napari_viewer):
         viewer = napari_viewer
@@ -100,9 +101,11 @@ class CorrectionWidget(DockWidget):
                                         tooltip="go to the slice the model is least sure "
                                                 "of that nobody has reviewed or edited")
         self.reviewed = wrapping(Label(value="reviewed: none"))
-        self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
+        self.model_path = file_field(FileEdit(label="model file", mode="w",
+                                              filter="*.safetensors"))
         self.save_model_button = PushButton(text="Save model")
-        self.labels_path = FileEdit(label="labels file", mode="w", filter="*.nii.gz *.dcm")
+        self.labels_path = file_field(FileEdit(label="labels file", mode="w",
+                                               filter="*.nii.gz *.dcm"))
         self.save_labels_button = PushButton(text="Save labels")
         self.status = wrapping(Label(value=""))
         super().__init__(viewer, [
@@ -352,7 +355,7 @@ class CorrectionWidget(DockWidget):
         try:
             restored = self.session.undo()
         except NapariUnetError as exc:
-            report_error("Undo", exc)
+            report_error("Undo", exc, self.status)
             return
         self.labels_layer.value.refresh()
         self.status.value = f"undone: restored {len(restored)} slices and the previous model"
@@ -439,5 +442,5 @@ class CorrectionWidget(DockWidget):
                 raise NapariUnetError(f"choose a {what} file name first")
             return saver(session)(path)
         except Exception as exc:  # noqa: BLE001 - shown to the user
-            report_error(f"Saving {what}", exc)
+            report_error(f"Saving {what}", exc, self.status)
             return None

@@ -42,6 +42,7 @@ class DockWidget(QWidget):
     """
 
     TAB_TITLE = "UNet"  # the short name on the widget's tab
+    TAB_ORDER = 9  # tabs in the order of the work: inference, correction, training
     closing = Signal()  # the dock was closed: work in flight stops
 
     def __init__(self, napari_viewer, widgets: list, footer: list = ()):
@@ -121,11 +122,15 @@ class DockWidget(QWidget):
             title.setToolTip(name_in_menus)
         area = main.dockWidgetArea(dock)
         ours = [d for d in main.findChildren(QDockWidget)
-                if d is not dock and isinstance(d.widget(), DockWidget) and d.isVisible()
-                and not d.isFloating() and main.dockWidgetArea(d) == area]
-        if ours:
+                if isinstance(d.widget(), DockWidget) and not d.isFloating()
+                and (d is dock or not d.isHidden()) and main.dockWidgetArea(d) == area]
+        ours.sort(key=lambda d: d.widget().TAB_ORDER)
+        if len(ours) > 1:  # one tab group, in the order of the work
             main.setTabPosition(area, QTabWidget.TabPosition.North)
-            main.tabifyDockWidget(ours[-1], dock)
+            first = ours[0]
+            for other in ours[1:]:
+                if other not in main.tabifiedDockWidgets(first):
+                    main.tabifyDockWidget(first, other)
         dock.show()
         dock.raise_()
         main.resizeDocks([dock], [self.sizeHint().width()], Qt.Orientation.Horizontal)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from magicgui.widgets import ComboBox, Container, Label, TextEdit
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, TextEdit
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtGui import QTextOption
 from qtpy.QtWidgets import (
@@ -46,13 +46,15 @@ class Note(TextEdit):
         box.setStyleSheet("QTextEdit { background: transparent; border: none; }")
         box.document().setDocumentMargin(0)
         box.document().documentLayout().documentSizeChanged.connect(self._fit)
+        box.textChanged.connect(self._fit)
         self._widget._setter_name = "setPlainText"  # never read as rich text
         self.value = value
         self._fit()
 
     def _fit(self, *_) -> None:
         box: QTextEdit = self.native
-        text_height = box.document().size().height() if self.value else 0
+        doc = box.document()
+        text_height = doc.size().height() if doc.toPlainText() else 0
         box.setFixedHeight(math.ceil(text_height) + 2 * box.frameWidth())
 
     def fits(self) -> bool:
@@ -110,6 +112,7 @@ def compact(combo: ComboBox, chars: int = 8) -> ComboBox:
     box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     box.setMinimumContentsLength(chars)
     box.installEventFilter(_ELIDE)
+    box.setProperty("elides", True)
     box.view().setTextElideMode(Qt.TextElideMode.ElideMiddle)
 
     def widen_popup(*_):
@@ -127,6 +130,22 @@ def auto_choice(label: str, values, tooltip: str, auto: str = "auto") -> ComboBo
     """A choice that reads ``auto`` (value 0) instead of a magic 0, then ``values``."""
     choices = [(auto, 0), *((str(v), v) if not isinstance(v, tuple) else v for v in values)]
     return compact(ComboBox(label=label, choices=choices, value=0, tooltip=tooltip))
+
+
+def file_field(edit: FileEdit) -> FileEdit:
+    """A file field that leaves its path the room: a narrow '…' button (as file dialogs'
+    browse buttons), the whole path in the field's tooltip."""
+    edit.choose_btn.text = "…"
+    edit.choose_btn.tooltip = "choose a file"
+    edit.choose_btn.native.setFixedWidth(edit.choose_btn.native.fontMetrics()
+                                         .horizontalAdvance("…") + 18)
+
+    def show_path(*_):
+        edit.line_edit.tooltip = str(edit.line_edit.value)
+
+    edit.line_edit.changed.connect(show_path)
+    show_path()
+    return edit
 
 
 def row(*widgets) -> Container:

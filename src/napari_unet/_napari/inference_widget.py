@@ -17,7 +17,7 @@ from .continued import continue_problem, edited_slices, labels_layers, start_lab
 from .dock import DockWidget, auto_choice, compact, wrapping
 from .model_picker import ModelPicker
 from .planes import AUTO, CHOICES, PLANE_TOOLTIP, axis_plane, settings_axis
-from .worker import JobRunner, JobState, error_message
+from .worker import JobRunner, JobState, error_message, toast
 
 
 def image_layers(viewer) -> list:
@@ -36,7 +36,7 @@ FRESH = "none: a new result"
 class InferenceWidget(DockWidget):
     """Run a UNet over the slices of an image layer."""
 
-    TAB_TITLE = "Inference"
+    TAB_TITLE, TAB_ORDER = "Inference", 0
 
     def __init__(self, napari_viewer):
         from ..devices import available_devices
@@ -179,9 +179,7 @@ class InferenceWidget(DockWidget):
             raise NapariUnetError(reason)
         layer = self.image.value
         if self.caution():
-            from napari.utils.notifications import show_warning
-
-            show_warning(self.caution())
+            toast("warning", self.caution(), "the scan looks like a label map")
         volume = L.volume_from_layer(layer)
         settings = self.settings(volume)
         load = self.picker.loader(layer_channels(layer), device=settings.device)
@@ -223,9 +221,7 @@ class InferenceWidget(DockWidget):
         if start is not None and start not in self.last_layers:
             start.visible = False  # the result holds the same labels: paint there, not here
         if pred.notes:
-            from napari.utils.notifications import show_warning
-
-            show_warning("; ".join(pred.notes))
+            toast("warning", "; ".join(pred.notes), "UNet inference: see its notes")
 
     @staticmethod
     def _continued(start, saved, pred) -> str:

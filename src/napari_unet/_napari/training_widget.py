@@ -27,11 +27,12 @@ from ..errors import NapariUnetError
 from ..io.formats import scans_from_files
 from . import layers as L
 from .dock import DockWidget, auto_choice, compact, wrapping
+from .fitting import file_field
 from .inference_widget import image_layers
 from .loss_plot import HEADLINE, LossPlot
 from .planes import AUTO, CHOICES, PLANE_TOOLTIP, resolved_axis
 from .user_files import AutoPath
-from .worker import JobRunner, JobState, Metrics, error_message, report_error
+from .worker import JobRunner, JobState, Metrics, error_message, report_error, toast
 
 LAYERS, FILES = "layers", "files"
 POOR_DICE = 0.5
@@ -74,7 +75,7 @@ def poor_dice_warning(metrics: dict) -> str | None:
 class TrainingWidget(DockWidget):
     """Train a model and watch its loss; the model file is the result."""
 
-    TAB_TITLE = "Training"
+    TAB_TITLE, TAB_ORDER = "Training", 2
 
     def __init__(self, napari_viewer):
         from ..training.settings import NOISE_KINDS
@@ -86,11 +87,12 @@ class TrainingWidget(DockWidget):
         self.labels_layer = compact(ComboBox(label="labels",
                                              choices=lambda _w: labels_layers(viewer),
                                              tooltip="the correct labels for the scan"))
-        self.image_files = FileEdit(label="scan files", mode="rm",
-                                    tooltip="NIfTI files, or the files of DICOM series "
-                                            "(each series counts as one scan)")
-        self.label_files = FileEdit(label="label files", mode="rm",
-                                    tooltip="one labels file per scan file, in the same order")
+        self.image_files = file_field(FileEdit(
+            label="scan files", mode="rm", tooltip="NIfTI files, or the files of DICOM "
+            "series (each series counts as one scan)"))
+        self.label_files = file_field(FileEdit(
+            label="label files", mode="rm",
+            tooltip="one labels file per scan file, in the same order"))
         self.classes = auto_choice(
             "classes", [("1 (binary)", 1), *range(2, 33)],
             "from labels: one class per class name, or counted from the labels. "
@@ -125,8 +127,8 @@ class TrainingWidget(DockWidget):
                               tooltip="how long to train (seconds); reading the scans "
                                       "comes before, a last validation and saving after")
         self.plan = wrapping(Label(value=""))
-        self.output = FileEdit(label="save to", mode="w", filter="*.safetensors",
-                               tooltip="where the trained model is saved")
+        self.output = file_field(FileEdit(label="save to", mode="w", filter="*.safetensors",
+                                          tooltip="where the trained model is saved"))
         self.train_button = PushButton(text="Train")
         self.runner = JobRunner("UNet training")
         self.plot = LossPlot()
@@ -296,15 +298,15 @@ class TrainingWidget(DockWidget):
         else:
             where = "NOT saved: press Save model"
             if save_error is not None:
+                where = f"NOT saved ({error_message(save_error)}): press Save model"
                 report_error("Saving the trained model", save_error)
         self.status.value = "; ".join(part for part in (
             f"{result.iterations} iterations in {result.seconds:.0f} s", metrics, where,
             one_plane_note(result.model.meta.provenance)) if part)
         warning = poor_dice_warning(result.metrics)
         if warning:
-            from napari.utils.notifications import show_warning
-
-            show_warning(warning)
+            toast("warning", warning,
+                  f"validation Dice {result.metrics['val_dice']:.2f}: not good yet")
             self.status.value += f". Warning: {warning}"
 
     def _keep_partial(self, exc) -> None:
@@ -312,7 +314,8 @@ class TrainingWidget(DockWidget):
         if partial is None:
             return
         self.result = partial
-        self.status.value = (f"cancelled after {partial.iterations} iterations: the model "
+        self.status.value = (f"cancelled{self.runner.cancelled_because} after "
+                             f"{partial.iterations} iterations: the model "
                              "trained so far is kept but not saved; press Save model to "
                              "keep it")
 
@@ -327,7 +330,7 @@ class TrainingWidget(DockWidget):
             path.parent.mkdir(parents=True, exist_ok=True)
             self.result.model.save(path)
         except Exception as exc:  # noqa: BLE001 - shown to the user
-            report_error("Saving the model", exc)
+            report_error("Saving the model", exc, self.status)
             return None
         self.status.value = f"saved to {path}"
         return path

@@ -85,11 +85,36 @@ def error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def report_error(what: str, exc: BaseException) -> None:
-    """A napari error notification for a failed action (a job, a save, an undo)."""
-    from napari.utils.notifications import show_error
+TOAST_PX = 270  # text width of one line of a napari notification (400 px, less icons)
 
-    show_error(f"{what}: {error_message(exc)}")
+
+def fits_toast(text: str) -> bool:
+    """Whether ``text`` fits on the one line a napari notification shows."""
+    from qtpy.QtGui import QFontMetrics
+    from qtpy.QtWidgets import QApplication
+
+    if QApplication.instance() is None:
+        return len(text) <= 40
+    return QFontMetrics(QApplication.font()).horizontalAdvance(text) <= TOAST_PX
+
+
+def toast(severity: str, text: str, short: str) -> str:
+    """A napari notification of ``text`` if it fits its one line, else of ``short`` (the
+    widget's status line holds the whole text). Returns what was shown."""
+    from napari.utils import notifications as N
+
+    shown = text if fits_toast(text) else short
+    {"error": N.show_error, "warning": N.show_warning, "info": N.show_info}[severity](shown)
+    return shown
+
+
+def report_error(what: str, exc: BaseException, status=None) -> None:
+    """A failed action (a job, a save, an undo): the whole reason in the widget's
+    ``status`` (a Note), a notification that fits its line."""
+    message = f"{what}: {error_message(exc)}"
+    if status is not None:
+        status.value = message
+    toast("error", message, f"{what} failed")
 
 
 _IN_FLIGHT: set = set()  # runners with a job running: alive until it ends, widget or not
@@ -115,6 +140,7 @@ class JobRunner(QObject):
         self._updated.connect(self._deliver)
         self.inputs: tuple = ()  # the layers the running job reads
         self.cancel_reason: str | None = None  # why it was cancelled, if not by Cancel
+        self._quiet = False
         self._layers = None  # the viewer's layer list, once the runner belongs to a widget
 
     # -- whose job it is --------------------------------------------------------------
@@ -135,7 +161,10 @@ class JobRunner(QObject):
     def _on_layer_removed(self, event) -> None:
         layer = getattr(event, "value", None)
         if self.running and any(layer is x for x in self.inputs):
-            self.cancel(reason=f"{layer.name!r} was deleted")
+            # no notification: the user deleted it, the status says so, and a toast
+            # rising over the canvas while it redraws without the layer has crashed
+            # Mesa's OpenGL
+            self.cancel(reason=f"{layer.name!r} was deleted", quiet=True)
 
     @property
     def running(self) -> bool:
@@ -168,6 +197,7 @@ class JobRunner(QObject):
             return None
         self._stop.clear()
         self.error, self._on_update, self.cancel_reason = None, on_update, None
+        self._quiet = False
         self.inputs = tuple(x for x in (inputs() if inputs else ()) if x is not None)
         self.panel.begin(unit, after() if after else (0.0,), stages)
         self._set_state(JobState.RUNNING)
@@ -187,17 +217,18 @@ class JobRunner(QObject):
         worker.start()
         return worker
 
-    def cancel(self, *_, reason: str | None = None) -> None:
-        """Ask the running job to stop at its next ``cancelled()`` check."""
+    def cancel(self, *_, reason: str | None = None, quiet: bool = False) -> None:
+        """Ask the running job to stop at its next ``cancelled()`` check (``quiet``: no
+        notification when it has)."""
         if self.running and not self._stop.is_set():
             self._stop.set()
-            self.cancel_reason = reason
+            self.cancel_reason, self._quiet = reason, quiet
             self.panel.stopping()
 
     # -- on the GUI thread ------------------------------------------------------------
 
     def _deliver(self, update: Update) -> None:
-        if not self.running:
+        if not self.running or self._stop.is_set():  # a stopping job's news is stale
             return
         if isinstance(update, Progressed):
             self.panel.show(update.done, update.total)
@@ -246,7 +277,7 @@ class JobRunner(QObject):
         self._set_state(state)
         if state is JobState.FAILED:
             report_error(self.desc, exc)
-        elif state is JobState.CANCELLED:
+        elif state is JobState.CANCELLED and not self._quiet:
             show_info(f"{self.desc}: cancelled")
 
     @property
