@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from napari_unet._napari.canvas_orientation import KEY, edge_letters, slice_position
-from support.phantoms import ANTERIOR, RIGHT, SUPERIOR, decode, write_phantom_nifti
+from support.phantoms import (
+    ANTERIOR,
+    RIGHT,
+    SUPERIOR,
+    decode,
+    scan_picture,
+    write_phantom_nifti,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -48,12 +55,7 @@ def letters_on_canvas(viewer) -> dict[str, str]:
 
 def codes_at_edges(viewer) -> dict[str, int]:
     """Phantom codes drawn just inside the middle of each edge of the picture."""
-    shown = {e: overlay(viewer, e).visible for e in (*EDGES, "slice")}
-    for e in shown:  # the picture alone: the letters are bright too
-        overlay(viewer, e).visible = False
-    picture = viewer.screenshot(canvas_only=True, flash=False)[..., 0].astype(float)
-    for e, was in shown.items():
-        overlay(viewer, e).visible = was
+    picture = scan_picture(viewer)  # the scan alone: the letters are bright too
     rows, cols = np.nonzero(picture > 15)
     cy, cx = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
     across, down = np.flatnonzero(picture[cy] > 15), np.flatnonzero(picture[:, cx] > 15)

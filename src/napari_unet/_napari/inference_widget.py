@@ -91,6 +91,7 @@ class InferenceWidget(DockWidget):
                                   self.probs, self.start_from],
                          footer=[self.run_button, self.runner.panel, self.status])
         self.last_layers: list = []
+        self.after_slices: float | None = None  # last run: seconds after its last slice
         self.picker.set_shown = self.set_shown
         self.picker.update()
         self.run_button.changed.connect(self.run)
@@ -170,7 +171,8 @@ class InferenceWidget(DockWidget):
     def run(self, *_):
         """The Run button: predict in a thread worker; results become layers."""
         return self.runner.start(self._prepare, self._show, unit="slices",
-                                 inputs=lambda: (self.image.value, self.start_from.value))
+                                 inputs=lambda: (self.image.value, self.start_from.value),
+                                 after=lambda: (self.after_slices or 0.0,))
 
     def _prepare(self):
         """The work as ``fn(job)``, with everything read from the fields now."""
@@ -233,6 +235,8 @@ class InferenceWidget(DockWidget):
         return f"; started from {start.name!r}: {n} {differ}"
 
     def _on_state(self, state: JobState) -> None:
+        if state is JobState.DONE:  # what comes after the slices (the layers), for next time
+            self.after_slices = self.runner.panel.seconds_after(0)
         running = state is JobState.RUNNING
         self.run_button.enabled = not running and self.problem() is None
         if running:
