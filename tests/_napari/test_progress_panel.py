@@ -5,29 +5,32 @@ from __future__ import annotations
 from napari_unet._napari.progress_panel import TimeLeft
 
 
-def test_the_pace_counts_from_the_first_report_not_from_the_start():
+def test_the_pace_counts_from_the_second_report_not_from_the_start():
     left = TimeLeft([2.0])  # 2 s expected after the last report (saving)
     assert left.update(5, 105, now=10.0) is None  # the start-up's end: no pace yet
-    assert left.update(7, 105, now=10.2) is None  # 0.2 s is too short to tell
-    # 10 units in 1 s since the first report: 90 units left take 9 s, then 2 s
-    assert left.update(15, 105, now=11.0) == 9.0 + 2.0
-    assert left.seconds_after(0, end=25.0) == 14.0  # measured for the next run
+    assert left.update(6, 105, now=12.0) is None  # warm-up still: 2 s for one unit
+    assert left.update(7, 105, now=12.2) is None  # 0.2 s after it is too short to tell
+    # 9 units in 1 s since the second report: 90 units left take 10 s, then 2 s
+    assert left.update(15, 105, now=13.0) == 10.0 + 2.0
+    assert left.seconds_after(0, end=25.0) == 12.0  # measured for the next run
 
 
 def test_stages_add_what_the_later_ones_took_last_time():
     left = TimeLeft([5.0, 1.0])  # learning, then 5 s (re-predicting and the check)
     assert left.update(0, 200, now=0.0) is None
-    # learning: 10 of its 100 units in 3 s -> 27 s more, then the 5 s that follow it
-    assert left.update(10, 200, now=3.0) == 27.0 + 5.0
+    assert left.update(10, 200, now=1.0) is None
+    # learning: 30 of its 100 units in 3 s -> 60 more in 6 s, then the 5 s that follow
+    assert left.update(40, 200, now=4.0) == 6.0 + 5.0
     assert left.update(99, 200, now=30.0) is not None
     # re-predicting, its pace not known yet: the 5 s expected, less the 1 s it has run
     assert left.update(110, 200, now=31.0) == 4.0
-    # its own pace now: 40 units in 2 s -> 50 units take 2.5 s, then the 1 s check
+    assert left.update(130, 200, now=32.0) == 3.0
+    # its own pace now: 20 units in 1 s -> 50 units take 2.5 s, then the 1 s check
     assert left.update(150, 200, now=33.0) == 2.5 + 1.0
     assert left.seconds_after(0, end=36.0) == 6.0 and left.seconds_after(1, end=36.0) == 3.0
 
 
 def test_an_unknown_remainder_gives_no_guess():
     left = TimeLeft([None])
-    assert left.update(1, 10, now=0.0) is None
-    assert left.update(5, 10, now=4.0) is None
+    for t, done in ((0.0, 1), (2.0, 3), (4.0, 5)):
+        assert left.update(done, 10, now=t) is None

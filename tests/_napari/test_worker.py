@@ -109,3 +109,13 @@ def test_deleting_another_layer_or_closing_another_widget_does_not_stop_a_job(
     W.close_dock(qtbot, viewer, training)
     assert W.wait_until_idle(qtbot, widget, 120000) is JobState.DONE
     assert "scan tiny" in viewer.layers
+
+
+def test_closing_the_window_stops_the_job(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    widget, _ = start_inference(viewer, qtbot, tmp_path)
+    runner = widget.runner
+    viewer.close()
+    qtbot.waitUntil(lambda: runner.state is JobState.CANCELLED, timeout=3000)
+    assert runner.cancel_reason == "the widget was closed"
+    qtbot.waitUntil(lambda: runner.worker is None, timeout=3000)

@@ -3,7 +3,8 @@
 napari's activity dock is collapsed by default, so every widget shows its job's progress
 where the user pressed Run. The time left comes from the pace measured in this run
 (:class:`TimeLeft`), never from a constant: the first report is the start-up's end
-(model loading, warm-up), so the pace is counted from there; a job made of stages of one
+(model loading, warm-up) and the interval after it is warm-up still, so the pace is
+counted from the second report; a job made of stages of one
 progress bar (:class:`napari_unet.progress.Stages`: learning, then re-predicting) adds
 what its later stages are expected to take, as measured in an earlier run.
 """
@@ -15,7 +16,9 @@ from collections.abc import Sequence
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
-ETA_AFTER_S = 0.5  # a pace measured over less than this is noise
+PACE_AFTER_S = 1.0  # a pace measured over less than this is noise
+PACE_REPORTS = 3  # reports in a stage before its pace is trusted: the first interval
+# after the start-up still carries warm-up (new shapes, caches), so it is left out
 
 
 def clock(seconds: float) -> str:
@@ -36,8 +39,13 @@ class TimeLeft:
 
     def __init__(self, after: Sequence[float | None] = (0.0,)):
         self.after = list(after) or [0.0]
-        self.first: dict[int, tuple[float, int]] = {}  # stage: (time, done) of its first report
+        self.reports: dict[int, list[tuple[float, int]]] = {}  # stage: (time, done) seen
         self.latest: dict[int, float] = {}  # stage: time of its latest report
+
+    @property
+    def first(self) -> dict[int, tuple[float, int]]:
+        """Stage: (time, done) of its first report."""
+        return {k: seen[0] for k, seen in self.reports.items()}
 
     def stage(self, done: int, total: int) -> int:
         n = len(self.after)
@@ -46,14 +54,16 @@ class TimeLeft:
     def update(self, done: int, total: int, now: float) -> float | None:
         """Seconds left after this report (None while the pace is not known)."""
         k = self.stage(done, total)
-        start = self.first.setdefault(k, (now, done))
+        seen = self.reports.setdefault(k, [])
+        seen.append((now, done))
         self.latest[k] = now
-        elapsed, units = now - start[0], done - start[1]
-        end = total * (k + 1) // len(self.after)
         later = self.after[k]
         if later is None:
             return None
-        if units > 0 and elapsed >= ETA_AFTER_S:
+        ref_time, ref_done = seen[1] if len(seen) >= PACE_REPORTS else seen[0]
+        elapsed, units = now - ref_time, done - ref_done
+        end = total * (k + 1) // len(self.after)
+        if len(seen) >= PACE_REPORTS and units > 0 and elapsed >= PACE_AFTER_S:
             return elapsed / units * max(0, end - done) + later
         if k > 0 and self.after[k - 1] is not None and k - 1 in self.latest:
             # this stage's pace is not known yet: what was expected of it, minus its time

@@ -140,7 +140,7 @@ class JobRunner(QObject):
         self._updated.connect(self._deliver)
         self.inputs: tuple = ()  # the layers the running job reads
         self.cancel_reason: str | None = None  # why it was cancelled, if not by Cancel
-        self._quiet = False
+        self._quiet = self._gone = False
         self._layers = None  # the viewer's layer list, once the runner belongs to a widget
 
     # -- whose job it is --------------------------------------------------------------
@@ -151,6 +151,11 @@ class JobRunner(QObject):
         self._layers = viewer.layers
         self._layers.events.removed.connect(self._on_layer_removed)
         widget.closing.connect(self._widget_closed)
+        widget.destroyed.connect(self._widget_destroyed)  # the whole window was closed
+
+    def _widget_destroyed(self, *_) -> None:
+        self._gone = True  # its progress panel went with it
+        self._widget_closed()
 
     def _widget_closed(self, *_) -> None:
         self.cancel(reason="the widget was closed")
@@ -223,12 +228,13 @@ class JobRunner(QObject):
         if self.running and not self._stop.is_set():
             self._stop.set()
             self.cancel_reason, self._quiet = reason, quiet
-            self.panel.stopping()
+            if not self._gone:
+                self.panel.stopping()
 
     # -- on the GUI thread ------------------------------------------------------------
 
     def _deliver(self, update: Update) -> None:
-        if not self.running or self._stop.is_set():  # a stopping job's news is stale
+        if not self.running or self._stop.is_set() or self._gone:  # stale news
             return
         if isinstance(update, Progressed):
             self.panel.show(update.done, update.total)
@@ -254,7 +260,7 @@ class JobRunner(QObject):
             return
         if not ok or self._stop.is_set():
             exc = value if isinstance(value, Cancelled) else None
-            if on_cancelled is not None:
+            if on_cancelled is not None and not self._gone:
                 on_cancelled(exc)
             self._end(JobState.CANCELLED, exc)
             return
@@ -273,7 +279,8 @@ class JobRunner(QObject):
         if self._activity is not None:
             self._activity.close()
             self._activity = None
-        self.panel.end(state.value)
+        if not self._gone:
+            self.panel.end(state.value)
         self._set_state(state)
         if state is JobState.FAILED:
             report_error(self.desc, exc)
