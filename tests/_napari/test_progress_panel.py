@@ -34,3 +34,11 @@ def test_an_unknown_remainder_gives_no_guess():
     left = TimeLeft([None])
     for t, done in ((0.0, 1), (2.0, 3), (4.0, 5)):
         assert left.update(done, 10, now=t) is None
+
+
+def test_a_time_budget_needs_no_measuring():
+    # learning for 30 s on the first half of a bar of 200 steps, then 8 s expected
+    left = TimeLeft([8.0, 0.0], budgets=[30.0, None])
+    assert left.update(10, 200, now=5.0) == 30.0 * 0.9 + 8.0  # 90% of the budget left
+    training = TimeLeft([3.0], budgets=[20.0])  # progress in seconds of a 20 s budget
+    assert training.update(0, 20, now=7.0) == 20.0 + 3.0

@@ -267,7 +267,8 @@ class CorrectionWidget(DockWidget):
         self._drop_proposal()
         return self.runner.start(self._prepare_learning, self._propose, unit="%",
                                  inputs=lambda: (self.labels_layer.value,),
-                                 after=self.after_learning, stages=LEARN_STAGES)
+                                 after=self.after_learning, stages=LEARN_STAGES,
+                                 budgets=lambda: (float(self.budget.value), None))
 
     def _prepare_learning(self):
         layer, budget = self.labels_layer.value, float(self.budget.value)

@@ -34,11 +34,14 @@ class TimeLeft:
     ``after[k]`` is how long the job is expected to go on once stage ``k`` of
     ``len(after)`` equal parts of the bar has reported its last (the later stages and
     what follows the last report, e.g. a check or saving), as measured in an earlier
-    run; None where that is not known yet.
+    run; None where that is not known yet. ``budgets[k]``: the seconds stage ``k`` takes
+    when that is set in advance (a time budget: its pace needs no measuring).
     """
 
-    def __init__(self, after: Sequence[float | None] = (0.0,)):
+    def __init__(self, after: Sequence[float | None] = (0.0,),
+                 budgets: Sequence[float | None] = ()):
         self.after = list(after) or [0.0]
+        self.budgets = list(budgets) + [None] * (len(self.after) - len(budgets))
         self.reports: dict[int, list[tuple[float, int]]] = {}  # stage: (time, done) seen
         self.latest: dict[int, float] = {}  # stage: time of its latest report
 
@@ -62,7 +65,10 @@ class TimeLeft:
             return None
         ref_time, ref_done = seen[1] if len(seen) >= PACE_REPORTS else seen[0]
         elapsed, units = now - ref_time, done - ref_done
-        end = total * (k + 1) // len(self.after)
+        n = len(self.after)
+        end = total * (k + 1) // n
+        if self.budgets[k] is not None and total:  # a clock: its pace is known
+            return self.budgets[k] / (total / n) * max(0, end - done) + later
         if len(seen) >= PACE_REPORTS and units > 0 and elapsed >= PACE_AFTER_S:
             return elapsed / units * max(0, end - done) + later
         if k > 0 and self.after[k - 1] is not None and k - 1 in self.latest:
@@ -108,10 +114,11 @@ class ProgressPanel(Container):
         self.first_estimate: tuple[float, float] | None = None  # (elapsed, seconds left)
 
     def begin(self, unit: str = "", after: Sequence[float | None] = (0.0,),
-              stages: Sequence[str] = ()) -> None:
-        """A job starts; ``after`` as in :class:`TimeLeft`, ``stages`` names its stages."""
+              stages: Sequence[str] = (), budgets: Sequence[float | None] = ()) -> None:
+        """A job starts; ``after`` and ``budgets`` as in :class:`TimeLeft`, ``stages``
+        names its stages."""
         self._start, self.unit = time.monotonic(), unit
-        self.time_left, self.stage_names = TimeLeft(after), list(stages)
+        self.time_left, self.stage_names = TimeLeft(after, budgets), list(stages)
         self.first_estimate = None
         self.bar.max, self.bar.value = 0, 0  # busy until the first report
         self.text.value = "starting..."

@@ -234,7 +234,8 @@ class TrainingWidget(DockWidget):
         """The Train button: train in a thread worker, plot as it learns, save the model."""
         return self.runner.start(self._prepare, self._finished, unit="s",
                                  on_update=self._on_update, on_cancelled=self._keep_partial,
-                                 inputs=self._input_layers, after=self._after_training)
+                                 inputs=self._input_layers, after=self._after_training,
+                                 budgets=lambda: (float(self.budget.value),))
 
     def _after_training(self) -> tuple[float]:
         """Expected seconds after the budget (last validation, saving): the last run's."""

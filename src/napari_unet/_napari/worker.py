@@ -180,14 +180,15 @@ class JobRunner(QObject):
               on_cancelled: Callable[[Cancelled | None], None] | None = None,
               inputs: Callable[[], Any] | None = None,
               after: Callable[[], Sequence[float | None]] | None = None,
-              stages: Sequence[str] = ()):
+              stages: Sequence[str] = (),
+              budgets: Callable[[], Sequence[float | None]] | None = None):
         """Prepare on the GUI thread, run in a thread worker; returns the worker or None.
 
         ``unit`` names what the job counts (slices, s) in the progress text;
         ``on_cancelled`` gets the :class:`Cancelled` raised (it may carry ``partial``);
         ``inputs()`` gives the layers the job reads (read after ``prepare``): deleting
-        one cancels the job. ``after()`` and ``stages`` describe the job's stages for its
-        time left (:class:`~.progress_panel.TimeLeft`).
+        one cancels the job. ``after()``, ``budgets()`` and ``stages`` describe the job's
+        stages for its time left (:class:`~.progress_panel.TimeLeft`).
         """
         from napari.qt.threading import create_worker
 
@@ -204,7 +205,8 @@ class JobRunner(QObject):
         self.error, self._on_update, self.cancel_reason = None, on_update, None
         self._quiet = False
         self.inputs = tuple(x for x in (inputs() if inputs else ()) if x is not None)
-        self.panel.begin(unit, after() if after else (0.0,), stages)
+        self.panel.begin(unit, after() if after else (0.0,), stages,
+                         budgets() if budgets else ())
         self._set_state(JobState.RUNNING)
         context = JobContext(self._updated.emit, self._stop)
 
