@@ -28,7 +28,7 @@ from . import change_preview as P
 from . import layers as L
 from .continued import labels_layers
 from .dock import DockWidget, compact, row, wrapping
-from .fitting import file_field
+from .fitting import FOOTER_LINES, file_field
 from .user_files import AutoPath
 from .worker import JobRunner, JobState, error_message, report_error
 
@@ -87,7 +87,7 @@ class CorrectionWidget(DockWidget):
             tooltip="Fine-tune the model on the slices you corrected, then propose new "
                     "labels for the slices nobody edited. Nothing changes until Accept.")
         self.runner = JobRunner("Learning from corrections")
-        self.proposal_text = wrapping(Label(value="", visible=False))
+        self.proposal_text = wrapping(Label(value="", visible=False), FOOTER_LINES)
         self.anyway = CheckBox(text="accept anyway", value=False, visible=False,
                                tooltip="the check advises against this update; tick to "
                                        "allow Accept")
@@ -107,7 +107,7 @@ class CorrectionWidget(DockWidget):
         self.labels_path = file_field(FileEdit(label="labels file", mode="w",
                                                filter="*.nii.gz *.dcm"))
         self.save_labels_button = PushButton(text="Save labels")
-        self.status = wrapping(Label(value=""))
+        self.status = wrapping(Label(value=""), FOOTER_LINES)
         super().__init__(viewer, [
             self.labels_layer, self.reviewed, self.model_path, self.save_model_button,
             self.labels_path, self.save_labels_button,

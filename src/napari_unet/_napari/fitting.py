@@ -26,18 +26,23 @@ from qtpy.QtWidgets import (
 )
 
 POPUP_MAX_WIDTH = 600  # px: a dropped-down list may reach over the canvas, not past it
+FOOTER_LINES = 12  # a status or proposal taller than this scrolls inside the footer
 
 
 class Note(TextEdit):
-    """Read-only wrapped text as tall as its content (``value`` is the plain text)."""
+    """Read-only wrapped text as tall as its content (``value`` is the plain text), up to
+    ``max_lines`` lines, past which it scrolls (a footer must never outgrow its dock)."""
 
-    def __init__(self, value: str = "", **kwargs):
+    def __init__(self, value: str = "", max_lines: int | None = None, **kwargs):
         super().__init__(value="", **kwargs)
+        self.max_lines = max_lines
         box: QTextEdit = self.native
         box.setReadOnly(True)
         box.setFrameShape(QFrame.Shape.NoFrame)
         box.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
-        box.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        box.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+                                       if max_lines is None else
+                                       Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         box.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         box.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
@@ -55,19 +60,23 @@ class Note(TextEdit):
         box: QTextEdit = self.native
         doc = box.document()
         text_height = doc.size().height() if doc.toPlainText() else 0
+        if self.max_lines is not None:
+            text_height = min(text_height, self.max_lines * box.fontMetrics().lineSpacing())
         box.setFixedHeight(math.ceil(text_height) + 2 * box.frameWidth())
 
     def fits(self) -> bool:
-        """Whether every line of the text is inside the widget (nothing cut or hidden)."""
+        """Whether every line of the text is inside the widget (nothing cut or hidden;
+        past ``max_lines``, the rest is a scroll away)."""
         box: QTextEdit = self.native
         doc = box.document()
+        scrolls = box.verticalScrollBar().isVisible()
         return (doc.size().width() <= box.viewport().width() + 1
-                and doc.size().height() <= box.viewport().height() + 1)
+                and (scrolls or doc.size().height() <= box.viewport().height() + 1))
 
 
-def wrapping(label: Label) -> Note:
+def wrapping(label: Label, max_lines: int | None = None) -> Note:
     """The :class:`Note` for what was a plain label (its text, tooltip and visibility)."""
-    note = Note(value=str(label.value or ""), tooltip=label.tooltip)
+    note = Note(value=str(label.value or ""), max_lines=max_lines, tooltip=label.tooltip)
     native = label.native
     if native.testAttribute(Qt.WidgetAttribute.WA_WState_ExplicitShowHide) and \
             native.isHidden():

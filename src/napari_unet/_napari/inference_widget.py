@@ -15,6 +15,7 @@ from ..errors import NapariUnetError
 from . import layers as L
 from .continued import continue_problem, edited_slices, labels_layers, start_labels
 from .dock import DockWidget, auto_choice, compact, wrapping
+from .fitting import FOOTER_LINES
 from .model_picker import ModelPicker
 from .planes import AUTO, CHOICES, PLANE_TOOLTIP, axis_plane, settings_axis
 from .worker import JobRunner, JobState, error_message, toast
@@ -84,7 +85,7 @@ class InferenceWidget(DockWidget):
                     "and the correction loop counts the slices where they differ from the "
                     "model as your edits (learns from them, never overwrites them)."))
         self.run_button = PushButton(text="Run", tooltip="segment (or denoise) the scan")
-        self.status = wrapping(Label(value=""))
+        self.status = wrapping(Label(value=""), FOOTER_LINES)
         self.runner = JobRunner("UNet inference")
         super().__init__(viewer, [self.image, *self.picker.widgets, self.plane, self.planes,
                                   self.roi, self.overlap, self.batch, self.device, self.tta,

@@ -27,7 +27,7 @@ from ..errors import NapariUnetError
 from ..io.formats import scans_from_files
 from . import layers as L
 from .dock import DockWidget, auto_choice, compact, wrapping
-from .fitting import file_field
+from .fitting import FOOTER_LINES, file_field
 from .inference_widget import image_layers
 from .loss_plot import HEADLINE, LossPlot
 from .planes import AUTO, CHOICES, PLANE_TOOLTIP, resolved_axis
@@ -134,7 +134,7 @@ class TrainingWidget(DockWidget):
         self.plot = LossPlot()
         self.save_button = PushButton(text="Save model", enabled=False,
                                       tooltip="save the last trained model to 'save to'")
-        self.status = wrapping(Label(value=""))
+        self.status = wrapping(Label(value=""), FOOTER_LINES)
         super().__init__(viewer, [
             self.task, self.source, self.image, self.labels_layer, self.image_files,
             self.label_files, self.classes, self.class_names, self.noise, self.noise_level,
