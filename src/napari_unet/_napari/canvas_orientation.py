@@ -20,7 +20,8 @@ EDGES = {"top": "top_center", "bottom": "bottom_center", "left": "middle_left",
 KEY = "napari_unet_{}"  # overlay names in viewer.canvas.overlays
 SLICE = "slice"
 PLANE_OF_NORMAL = {"I→S": "axial", "A→P": "coronal", "R→L": "sagittal"}
-COLOR, FONT_SIZE = "#f0e442", 12  # yellow, as on radiology workstations
+COLOR = "#f0e442"  # yellow, as on radiology workstations
+FONT_SIZE = {"letter": 12, SLICE: 10}
 
 _FOLLOWED: dict[int, weakref.ref] = {}
 
@@ -92,8 +93,9 @@ def _add_overlays(viewer) -> None:
     for name, position in (*EDGES.items(), (SLICE, "bottom_left")):
         key = KEY.format(name)
         if key not in overlays:
+            size = FONT_SIZE[SLICE if name == SLICE else "letter"]
             overlays[key] = TextOverlay(text=" ", position=position, visible=False,
-                                        color=COLOR, font_size=FONT_SIZE)
+                                        color=COLOR, font_size=size)
 
 
 def show_orientation(viewer) -> None:

@@ -127,10 +127,8 @@ class DockWidget(QWidget):
         ours.sort(key=lambda d: d.widget().TAB_ORDER)
         if len(ours) > 1:  # one tab group, in the order of the work
             main.setTabPosition(area, QTabWidget.TabPosition.North)
-            first = ours[0]
-            for other in ours[1:]:
-                if other not in main.tabifiedDockWidgets(first):
-                    main.tabifyDockWidget(first, other)
+            for before, after in zip(ours, ours[1:], strict=False):
+                main.tabifyDockWidget(before, after)  # each goes after the one before
         dock.show()
         dock.raise_()
         main.resizeDocks([dock], [self.sizeHint().width()], Qt.Orientation.Horizontal)
