@@ -35,8 +35,8 @@ from .worker import JobRunner, JobState, error_message, report_error
 SESSION_KEY = "napari_unet_session"
 REDRAW_MS = 250  # long enough for the canvas to draw between two layer removals
 LEARN_STAGES = ("learning", "re-predicting")  # the two stages of compute_update's bar
-# per session: seconds a Learn went on after learning (re-predicting, the check) and after
-# re-predicting (the check), as measured in its last round
+# per session, as measured in its last round: seconds a Learn went on after learning
+# (re-predicting, the check), after re-predicting (the check), and before learning began
 _MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -222,9 +222,15 @@ class CorrectionWidget(DockWidget):
         layer = self.labels_layer.value
         session = None if layer is None else layer.metadata.get(SESSION_KEY)
         if session is not None and session in _MEASURED:
-            return _MEASURED[session]
+            return _MEASURED[session][:2]
         result = {} if layer is None else layer.metadata.get(L.RESULT_KEY, {})
         return result.get("seconds"), 0.0
+
+    def _before_learning(self) -> float:
+        """Seconds the last round took to begin learning (reading the corrections)."""
+        layer = self.labels_layer.value
+        session = None if layer is None else layer.metadata.get(SESSION_KEY)
+        return _MEASURED[session][2] if session is not None and session in _MEASURED else 0.0
 
     def _show_plan(self, *_) -> None:
         """'learn 30 s + about 12 s to re-predict': the whole wait a Learn will be."""
@@ -232,17 +238,20 @@ class CorrectionWidget(DockWidget):
             self.plan.value = ""
             return
         budget, (rest, _) = int(self.budget.value), self.after_learning()
-        self.plan.value = (f"learn {budget} s + about {max(1, round(rest))} s to re-predict"
-                           if rest is not None else
-                           f"learn {budget} s, then re-predict the other slices")
+        if rest is None:
+            self.plan.value = f"learn {budget} s, then re-predict the other slices"
+            return
+        extra = max(1, round(rest + self._before_learning()))
+        self.plan.value = f"learn {budget} s + about {extra} s to re-predict"
 
     def _remember_timing(self) -> None:
         """After a round: how long re-predicting and the check took, for the next one."""
         layer = self.labels_layer.value
         session = None if layer is None else layer.metadata.get(SESSION_KEY)
-        after = self.runner.panel.seconds_after(0), self.runner.panel.seconds_after(1)
-        if session is not None and None not in after:
-            _MEASURED[session] = after
+        panel = self.runner.panel
+        measured = panel.seconds_after(0), panel.seconds_after(1), panel.startup()
+        if session is not None and None not in measured:
+            _MEASURED[session] = measured
 
     def _session_or_none(self):
         try:
