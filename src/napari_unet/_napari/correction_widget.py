@@ -36,7 +36,7 @@ SESSION_KEY = "napari_unet_session"
 REDRAW_MS = 250  # long enough for the canvas to draw between two layer removals
 LEARN_STAGES = ("learning", "re-predicting")  # the two stages of compute_update's bar
 # per session, as measured in its last round: seconds a Learn went on after learning
-# (re-predicting, the check), after re-predicting (the check), and before learning began
+# (re-predicting, the check), after re-predicting (the check), and beyond its budget
 _MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -119,6 +119,7 @@ class CorrectionWidget(DockWidget):
         self.labels_file = AutoPath(self.labels_path, "labels", ".nii.gz", "labels")
         self.proposal = self._proposed_for = None
         self._bound = None
+        self._learned_for = 0.0  # the budget of the running (or last) Learn
         self.learn_button.changed.connect(self.learn)
         self.accept_button.changed.connect(self.accept)
         self.discard_button.changed.connect(self.discard)
@@ -226,30 +227,32 @@ class CorrectionWidget(DockWidget):
         result = {} if layer is None else layer.metadata.get(L.RESULT_KEY, {})
         return result.get("seconds"), 0.0
 
-    def _before_learning(self) -> float:
-        """Seconds the last round took to begin learning (reading the corrections)."""
+    def beyond_budget(self) -> float | None:
+        """Seconds a Learn waits beyond its learning budget: the last round's whole wait
+        less its budget, else the inference run's time (re-predicting is that work)."""
         layer = self.labels_layer.value
         session = None if layer is None else layer.metadata.get(SESSION_KEY)
-        return _MEASURED[session][2] if session is not None and session in _MEASURED else 0.0
+        if session is not None and session in _MEASURED:
+            return _MEASURED[session][2]
+        return self.after_learning()[0]
 
     def _show_plan(self, *_) -> None:
         """'learn 30 s + about 12 s to re-predict': the whole wait a Learn will be."""
         if self.labels_layer.value is None:
             self.plan.value = ""
             return
-        budget, (rest, _) = int(self.budget.value), self.after_learning()
-        if rest is None:
-            self.plan.value = f"learn {budget} s, then re-predict the other slices"
-            return
-        extra = max(1, round(rest + self._before_learning()))
-        self.plan.value = f"learn {budget} s + about {extra} s to re-predict"
+        budget, extra = int(self.budget.value), self.beyond_budget()
+        self.plan.value = (f"learn {budget} s, then re-predict the other slices"
+                           if extra is None else
+                           f"learn {budget} s + about {max(1, round(extra))} s to re-predict")
 
     def _remember_timing(self) -> None:
         """After a round: how long re-predicting and the check took, for the next one."""
         layer = self.labels_layer.value
         session = None if layer is None else layer.metadata.get(SESSION_KEY)
         panel = self.runner.panel
-        measured = panel.seconds_after(0), panel.seconds_after(1), panel.startup()
+        beyond = panel.ended - panel.started - self._learned_for
+        measured = panel.seconds_after(0), panel.seconds_after(1), max(0.0, beyond)
         if session is not None and None not in measured:
             _MEASURED[session] = measured
 
@@ -281,6 +284,7 @@ class CorrectionWidget(DockWidget):
 
     def _prepare_learning(self):
         layer, budget = self.labels_layer.value, float(self.budget.value)
+        self._learned_for = budget
         session = None if layer is None else session_for(layer)
         if session is None:
             raise NapariUnetError("no segmentation to correct: run the inference widget first")

@@ -107,7 +107,7 @@ class ProgressPanel(Container):
         self.margins = (0, 0, 0, 0)
         for w in (self.bar, self.text, self.cancel_button):  # nothing before the first run
             w.visible = False
-        self._start = self.ended = time.monotonic()
+        self.started = self.ended = time.monotonic()
         self.unit = ""
         self.stage_names: list[str] = []
         self.time_left = TimeLeft()
@@ -117,7 +117,7 @@ class ProgressPanel(Container):
               stages: Sequence[str] = (), budgets: Sequence[float | None] = ()) -> None:
         """A job starts; ``after`` and ``budgets`` as in :class:`TimeLeft`, ``stages``
         names its stages."""
-        self._start, self.unit = time.monotonic(), unit
+        self.started, self.unit = time.monotonic(), unit
         self.time_left, self.stage_names = TimeLeft(after, budgets), list(stages)
         self.first_estimate = None
         self.bar.max, self.bar.value = 0, 0  # busy until the first report
@@ -132,7 +132,7 @@ class ProgressPanel(Container):
         now = time.monotonic()
         left = self.time_left.update(done, total, now)
         if left is not None and self.first_estimate is None:
-            self.first_estimate = (now - self._start, left)
+            self.first_estimate = (now - self.started, left)
         text = progress_text(done, total, left, self.unit)
         if self.stage_names:
             text = f"{self.stage_names[self.time_left.stage(done, total)]}: {text}"
@@ -145,7 +145,7 @@ class ProgressPanel(Container):
     def end(self, outcome: str) -> None:
         self.ended = time.monotonic()
         self.cancel_button.enabled = self.cancel_button.visible = False
-        elapsed = clock(self.ended - self._start)
+        elapsed = clock(self.ended - self.started)
         if self.bar.max == 0:
             self.bar.max = 1
         if outcome == "done":
@@ -161,4 +161,4 @@ class ProgressPanel(Container):
     def startup(self) -> float | None:
         """Seconds from the start of the last job to its first progress report."""
         firsts = [t for t, _ in self.time_left.first.values()]
-        return min(firsts) - self._start if firsts else None
+        return min(firsts) - self.started if firsts else None

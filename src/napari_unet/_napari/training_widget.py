@@ -9,6 +9,7 @@ anywhere, and a cancelled run keeps the model trained so far for Save.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -237,9 +238,10 @@ class TrainingWidget(DockWidget):
                                  inputs=self._input_layers, after=self._after_training,
                                  budgets=lambda: (float(self.budget.value),))
 
-    def _after_training(self) -> tuple[float]:
-        """Expected seconds after the budget (last validation, saving): the last run's."""
-        return (0.0 if self.measured is None else self.measured[1],)
+    def _after_training(self) -> tuple[float | None]:
+        """Expected seconds after the budget (last validation, saving): the last run's,
+        else unknown until a validation has been timed (:meth:`_time_validation`)."""
+        return (None if self.measured is None else self.measured[1],)
 
     def _show_plan(self, *_) -> None:
         """'train 120 s + about 9 s to read the scans and save': the whole wait."""
@@ -282,6 +284,18 @@ class TrainingWidget(DockWidget):
     def _on_update(self, update) -> None:
         if isinstance(update, Metrics):
             self.plot.add(update.entry)
+            self._time_validation(update.entry)
+
+    def _time_validation(self, entry: dict) -> None:
+        """On a first run, what follows the budget (a last validation) is not known: a
+        validation during training, timed from the progress report before it, tells."""
+        if self.measured is not None or not any(k.startswith("val_") for k in entry):
+            return
+        left = self.runner.panel.time_left
+        last = left.latest.get(0)
+        if last is not None:
+            took = time.monotonic() - last
+            left.after[0] = max(took, left.after[0] or 0.0)
 
     def _finished(self, out) -> None:
         from ..training.planes import one_plane_note
