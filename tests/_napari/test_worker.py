@@ -117,5 +117,6 @@ def test_closing_the_window_stops_the_job(make_napari_viewer, qtbot, tmp_path):
     runner = widget.runner
     viewer.close()
     qtbot.waitUntil(lambda: runner.state is JobState.CANCELLED, timeout=3000)
-    assert runner.cancel_reason == "the widget was closed"
+    # napari empties the layer list first, or the widget goes first: either stops it
+    assert runner.cancel_reason in ("the widget was closed", "'scan' was deleted")
     qtbot.waitUntil(lambda: runner.worker is None, timeout=3000)

@@ -137,6 +137,8 @@ class JobRunner(QObject):
         self._stop = threading.Event()
         self._activity = None  # napari's progress in the activity dock
         self._on_update: Callable[[Update], None] | None = None
+        self._queue: list[Update] = []
+        self._delivering = False
         self._updated.connect(self._deliver)
         self.inputs: tuple = ()  # the layers the running job reads
         self.cancel_reason: str | None = None  # why it was cancelled, if not by Cancel
@@ -202,6 +204,7 @@ class JobRunner(QObject):
             report_error(self.desc, exc)
             return None
         self._stop.clear()
+        self._queue.clear()
         self.error, self._on_update, self.cancel_reason = None, on_update, None
         self._quiet = False
         self.inputs = tuple(x for x in (inputs() if inputs else ()) if x is not None)
@@ -236,6 +239,24 @@ class JobRunner(QObject):
     # -- on the GUI thread ------------------------------------------------------------
 
     def _deliver(self, update: Update) -> None:
+        """Updates in order, one at a time. napari's activity bar processes Qt events
+        while it redraws, which delivers the next updates inside this call: they wait in
+        the queue (all but the latest progress skipped) instead of recursing."""
+        self._queue.append(update)
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._queue:
+                update = self._queue.pop(0)
+                if isinstance(update, Progressed) and any(
+                        isinstance(u, Progressed) for u in self._queue):
+                    continue  # a newer one is waiting
+                self._deliver_one(update)
+        finally:
+            self._delivering = False
+
+    def _deliver_one(self, update: Update) -> None:
         if not self.running or self._stop.is_set() or self._gone:  # stale news
             return
         if isinstance(update, Progressed):
