@@ -42,3 +42,9 @@ def test_a_time_budget_needs_no_measuring():
     assert left.update(10, 200, now=5.0) == 30.0 * 0.9 + 8.0  # 90% of the budget left
     training = TimeLeft([3.0], budgets=[20.0])  # progress in seconds of a 20 s budget
     assert training.update(0, 20, now=7.0) == 20.0 + 3.0
+
+
+def test_a_stage_over_before_it_reported_ends_at_the_next_report():
+    left = TimeLeft([5.0, 0.0], budgets=[2.0, None])  # a short budget, a slow start
+    left.update(120, 200, now=9.0)  # the first report is already re-predicting
+    assert left.seconds_after(0, end=15.0) == 6.0

@@ -78,8 +78,13 @@ class TimeLeft:
         return None
 
     def seconds_after(self, k: int, end: float) -> float | None:
-        """How long the job went on after stage ``k``'s last report (for next time)."""
+        """How long the job went on after stage ``k``'s last report (for next time); a
+        stage that never reported (over before its first report) ended by the first
+        report of a later one."""
         last = self.latest.get(k)
+        if last is None:
+            later = [seen[0][0] for j, seen in self.reports.items() if j > k]
+            last = min(later) if later else None
         return None if last is None else max(0.0, end - last)
 
 
