@@ -75,6 +75,7 @@ def assert_letters_match_picture(viewer, where: str) -> None:
     assert {letters["left"], letters["right"]} in ({"A", "P"}, {"S", "I"}, {"R", "L"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("orientation", ["ras", "lps", "oblique", "sagittal"])
 def test_letters_at_the_edges_match_the_anatomy_in_every_plane_and_flip(
         make_napari_viewer, tmp_path, orientation):
