@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from napari_unet._napari.progress_panel import TimeLeft
 
 
@@ -9,10 +11,10 @@ def test_the_pace_counts_from_the_second_report_not_from_the_start():
     left = TimeLeft([2.0])  # 2 s expected after the last report (saving)
     assert left.update(5, 105, now=10.0) is None  # the start-up's end: no pace yet
     assert left.update(6, 105, now=12.0) is None  # warm-up still: 2 s for one unit
-    assert left.update(7, 105, now=12.2) is None  # 0.2 s after it is too short to tell
-    # 9 units in 1 s since the second report: 90 units left take 10 s, then 2 s
-    assert left.update(15, 105, now=13.0) == 10.0 + 2.0
-    assert left.seconds_after(0, end=25.0) == 12.0  # measured for the next run
+    assert left.update(8, 105, now=12.5) is None  # 0.5 s after it is too short to tell
+    # 20 units in 2 s since the second report: 79 units left take 7.9 s, then 2 s
+    assert left.update(26, 105, now=14.0) == pytest.approx(7.9 + 2.0)
+    assert left.seconds_after(0, end=25.0) == 11.0  # measured for the next run
 
 
 def test_stages_add_what_the_later_ones_took_last_time():
@@ -25,9 +27,9 @@ def test_stages_add_what_the_later_ones_took_last_time():
     # re-predicting, its pace not known yet: the 5 s expected, less the 1 s it has run
     assert left.update(110, 200, now=31.0) == 4.0
     assert left.update(130, 200, now=32.0) == 3.0
-    # its own pace now: 20 units in 1 s -> 50 units take 2.5 s, then the 1 s check
-    assert left.update(150, 200, now=33.0) == 2.5 + 1.0
-    assert left.seconds_after(0, end=36.0) == 6.0 and left.seconds_after(1, end=36.0) == 3.0
+    # its own pace now: 40 units in 2 s -> 30 units take 1.5 s, then the 1 s check
+    assert left.update(170, 200, now=34.0) == 1.5 + 1.0
+    assert left.seconds_after(0, end=36.0) == 6.0 and left.seconds_after(1, end=36.0) == 2.0
 
 
 def test_an_unknown_remainder_gives_no_guess():

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
-PACE_AFTER_S = 1.0  # a pace measured over less than this is noise
+PACE_AFTER_S = 2.0  # a pace measured over less than this is noise (others' jobs come
+# and go on a shared machine)
 PACE_REPORTS = 3  # reports in a stage before its pace is trusted: the first interval
 # after the start-up still carries warm-up (new shapes, caches), so it is left out
 
