@@ -44,6 +44,9 @@ def test_a_time_budget_needs_no_measuring():
     assert left.update(10, 200, now=5.0) == 30.0 * 0.9 + 8.0  # 90% of the budget left
     training = TimeLeft([3.0], budgets=[20.0])  # progress in seconds of a 20 s budget
     assert training.update(0, 20, now=7.0) == 20.0 + 3.0
+    training.update(12, 20, now=19.5)  # then a validation: no report until the end
+    # the budget ran out at 7 + 20 = 27 s: what follows it is measured from there
+    assert training.seconds_after(0, end=36.0) == 9.0
 
 
 def test_a_stage_over_before_it_reported_ends_at_the_next_report():

@@ -45,6 +45,7 @@ class TimeLeft:
         self.budgets = list(budgets) + [None] * (len(self.after) - len(budgets))
         self.reports: dict[int, list[tuple[float, int]]] = {}  # stage: (time, done) seen
         self.latest: dict[int, float] = {}  # stage: time of its latest report
+        self.total = 0
 
     @property
     def first(self) -> dict[int, tuple[float, int]]:
@@ -57,7 +58,7 @@ class TimeLeft:
 
     def update(self, done: int, total: int, now: float) -> float | None:
         """Seconds left after this report (None while the pace is not known)."""
-        k = self.stage(done, total)
+        k, self.total = self.stage(done, total), total
         seen = self.reports.setdefault(k, [])
         seen.append((now, done))
         self.latest[k] = now
@@ -79,9 +80,15 @@ class TimeLeft:
         return None
 
     def seconds_after(self, k: int, end: float) -> float | None:
-        """How long the job went on after stage ``k``'s last report (for next time); a
-        stage that never reported (over before its first report) ended by the first
-        report of a later one."""
+        """How long the job went on after stage ``k`` (for next time): after its budget
+        ran out, if it has one (reports stop while a validation runs), else after its
+        last report; a stage over before it reported ended by a later stage's first."""
+        seen = self.reports.get(k)
+        if seen and self.budgets[k] is not None and self.total:
+            t, done = seen[0]
+            units = self.total / len(self.after)
+            budget_end = t + (units * (k + 1) - done) * self.budgets[k] / units
+            return max(0.0, end - budget_end)
         last = self.latest.get(k)
         if last is None:
             later = [seen[0][0] for j, seen in self.reports.items() if j > k]
