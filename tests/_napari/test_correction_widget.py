@@ -320,6 +320,17 @@ def test_save_model_and_labels_to_the_user_folder_and_to_a_chosen_file(loop, qtb
     geo = layer_geometry(back.spacing, back.origin, back.direction)
     np.testing.assert_allclose(geo["scale"], W.SCALE, rtol=1e-5)
     np.testing.assert_allclose(geo["translate"], W.TRANSLATE, atol=1e-4)
+    first = (tmp_path / "labels.nii.gz").read_bytes()  # saved again: beside, never over it
+    W.click(qtbot, widget.save_labels_button)
+    assert (tmp_path / "labels.nii.gz").read_bytes() == first
+    assert (tmp_path / "labels-1.nii.gz").is_file()
+    assert str(widget.labels_path.value) == str(tmp_path / "labels-1.nii.gz")
+    notifications = W.notification_log()
+    widget.labels_path.value = tmp_path / "no_such_folder" / "x.nii.gz"  # never made
+    W.click(qtbot, widget.save_labels_button)
+    assert not (tmp_path / "no_such_folder").exists()
+    assert any("Saving labels" in m for m in W.errors_shown(notifications()))
+    assert "the folder" in widget.status.value and "does not exist" in widget.status.value
     widget.labels_path.value = tmp_path / "corrected.nii.gz"  # a name that says nothing
     W.click(qtbot, widget.save_labels_button)
     [again] = viewer.open(str(tmp_path / "corrected.nii.gz"), plugin="napari-unet")

@@ -145,7 +145,8 @@ def file_field(edit: FileEdit) -> FileEdit:
     """A file field that leaves its path the room: a narrow '…' button (as file dialogs'
     browse buttons), the whole path in the field's tooltip."""
     edit.choose_btn.text = "…"
-    edit.choose_btn.tooltip = "choose a file"
+    folder = edit.mode.value == "d"
+    edit.choose_btn.tooltip = "choose a folder" if folder else "choose a file"
     edit.choose_btn.native.setFixedWidth(edit.choose_btn.native.fontMetrics()
                                          .horizontalAdvance("…") + 18)
 

@@ -55,7 +55,7 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     norm = s.normalization or (init.meta.normalization if init else _default_norm(sources))
     pixel = model_spacing(task.kind, sources, s.axis, init)
     resampled = to_model_spacing(sources, targets, s.axis, pixel)
-    model = _new_model(s, task, norm, init, pixel)
+    model = _new_model(s, task, norm, init, pixel, _class_codes(s, task, targets))
     cfg = LoopConfig(s.iterations, s.time_budget, s.lr, val_every=s.val_every, device=device,
                      channels_last=s.channels_last, log_every=s.log_every,
                      autocast=training_autocast(device, s.precision, task))
@@ -275,7 +275,27 @@ def _slice_context(s: TrainSettings, init) -> int:
     return k
 
 
-def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixel_spacing):
+def _class_codes(s: TrainSettings, task: TaskSpec, labels: list[Source]):
+    """The classes' codes: as given (``class_codes``), else a DICOM SEG's among the label
+    files that names every class as the task does (standard codes only; the generic
+    "Tissue" a SEG gives uncoded classes stays uncoded), else None."""
+    from ..io.class_codes import FALLBACK, class_codes_for_labels, class_codes_from_texts, standard
+
+    if task.kind != "segment":
+        return None
+    if s.class_codes is not None:
+        return class_codes_from_texts(s.class_codes, task.n_labels)
+    for lab in labels:
+        if lab.class_codes and tuple(lab.class_names or ())[:task.n_labels] == tuple(
+                task.class_names):
+            return tuple(None if c is None or (c.category, c.type) == (
+                FALLBACK.category, FALLBACK.type) else standard(c)
+                for c in class_codes_for_labels(task.n_labels, lab.class_codes))
+    return None
+
+
+def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixel_spacing,
+               class_codes=None):
     from ..model.checkpoint import Model
 
     name = s.name or f"{task.kind}-model"
@@ -284,14 +304,16 @@ def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixe
         planes = "all" if s.all_planes else init.meta.default_planes
         meta = replace(init.meta, normalization=norm, name=name, default_axis=s.axis,
                        patch_size=roi, provenance={}, hash="", pixel_spacing=pixel_spacing,
-                       default_planes=planes)
+                       default_planes=planes,
+                       class_codes=class_codes or init.meta.class_codes)
         return Model(init.net, meta)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         return Model.new(task, base=s.base, normalization=norm, name=name,
                          default_axis=s.axis, patch_size=roi, pixel_spacing=pixel_spacing,
                          slice_context=s.slice_context,
-                         default_planes="all" if s.all_planes else "one")
+                         default_planes="all" if s.all_planes else "one",
+                         class_codes=class_codes)
 
 
 def _recipe(s, task, sources, targets, norm, device) -> recipes.Recipe:
@@ -305,9 +327,11 @@ def _recipe(s, task, sources, targets, norm, device) -> recipes.Recipe:
 
 def _provenance(s: TrainSettings, sources: list[Source], parent, out, info: dict,
                 device) -> dict:
+    from ..batch.privacy import patient_free_name
+
     prov = {
         "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "data": [src.name for src in sources],
+        "data": [patient_free_name(src.name, src.volume) for src in sources],
         "mode": ("self-supervised " if s.self_supervised else "") + s.task,
         "axis": s.axis,
         "iterations": out.iterations,
