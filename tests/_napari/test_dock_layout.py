@@ -14,6 +14,7 @@ import pytest
 from qtpy.QtWidgets import QApplication, QTabBar
 
 from napari_unet._napari.fitting import Note, compact, wrapping
+from napari_unet._napari.model_picker import NEW
 from napari_unet._napari.worker import TOAST_PX, JobState, fits_toast, report_error, toast
 from support import widget_helpers as W
 from support.fit_checks import cut_tabs, cut_texts, in_sight, rect_in
@@ -42,7 +43,13 @@ def native(w):
 
 
 def bring_to_front(qtbot, widget) -> None:
-    widget.dock().raise_()
+    """Its tab chosen, as a user clicks it."""
+    bars = [b for b in widget.dock().window().findChildren(QTabBar) if b.isVisible()]
+
+    for bar in bars:
+        titles = [bar.tabText(i) for i in range(bar.count())]
+        if widget.TAB_TITLE in titles and {"Inference", "Training"} & set(titles):
+            bar.setCurrentIndex(titles.index(widget.TAB_TITLE))
     qtbot.wait(150)
 
 
@@ -62,6 +69,12 @@ def in_front(viewer, widget) -> bool:
     """Whether the widget's dock is the tab shown (Qt moves the others out of the window)."""
     window = viewer.window._qt_window
     return window.rect().contains(rect_in(widget.dock(), window))
+
+
+def tabbed(viewer) -> bool:
+    """Whether the three docks are tabs of one bar yet."""
+    return any({"Inference", "Correction", "Training"} <= {b.tabText(i) for i in range(b.count())}
+               for b in viewer.window._qt_window.findChildren(QTabBar) if b.isVisible())
 
 
 def dock_tabs(viewer) -> QTabBar:
@@ -198,3 +211,69 @@ def test_notifications_fit_their_line(make_napari_viewer):
         assert label.fontMetrics().horizontalAdvance(text) <= label.width(), (text, TOAST_PX)
         note.close()
     assert not fits_toast(f"UNet inference: {reason}")
+
+
+def settings_states(widget):
+    """Every combination of the choices that show or hide fields, set one after another
+    (yields a description of each state)."""
+    if widget.TAB_TITLE == "Inference":
+        picker = widget.picker
+        for source in picker.source.choices:
+            picker.source.value = source
+            kinds = picker.kind.choices if picker.is_new else (picker.kind.value,)
+            for kind in kinds:
+                picker.kind.value = kind
+                yield f"model {source!r}, task {kind}"
+    elif widget.TAB_TITLE == "Training":
+        for task in widget.task.choices:
+            widget.task.value = task
+            for source in widget.source.choices:
+                widget.source.value = source
+                for blind in ((False, True) if task == "denoise" else (False,)):
+                    widget.self_supervised.value = blind
+                    yield f"task {task}, data from {source}, self-supervised {blind}"
+    else:
+        yield "idle"
+
+
+def test_every_setting_fits_at_1280x800_with_all_three_widgets_open(make_napari_viewer, qtbot):
+    """Before a scan is open (the hints) and in each choice that shows other fields (a
+    new model's task, files or a BIDS dataset to train on, denoising), every text is
+    whole, the footer's action and status are in sight, and the canvas keeps its share:
+    the same Qt measures, in every state."""
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    widgets = [W.open_widget(viewer, name) for name in (W.INFERENCE, W.CORRECTION, W.TRAINING)]
+    qtbot.waitUntil(lambda: tabbed(viewer), timeout=3000)  # napari has placed the docks
+    canvas = viewer.window._qt_viewer.canvas.native
+    seen = []
+
+    def check(widget, state: str) -> None:
+        qtbot.wait(60)
+        seen.append((widget.TAB_TITLE, state))
+        action = getattr(widget, {"Inference": "run_button", "Training": "train_button",
+                                  "Correction": "learn_button"}[widget.TAB_TITLE])
+        for name, w in (("action", action), ("status", widget.status)):
+            problem = in_sight(native(w), widget.dock(), window)
+            assert problem is None, f"{widget.TAB_TITLE}, {state}: {name}: {problem}"
+        names = {ly.name for ly in viewer.layers}
+        cut = cut_texts(widget, elided_ok=lambda box: any(
+            box.itemText(i) in names for i in range(box.count())))
+        assert cut == [], f"{widget.TAB_TITLE}, {state}: {cut}"
+        assert canvas.width() >= CANVAS_SHARE * window.width(), (state, canvas.width())
+
+    for widget in widgets:  # no scan yet: each says what to do first
+        bring_to_front(qtbot, widget)
+        assert in_front(viewer, widget)
+        check(widget, "no scan open")
+    assert widgets[0].status.value.startswith("open a scan first")
+    W.add_scan(viewer, shape=(12, 40, 48), name=LONG)
+    for widget in widgets:
+        bring_to_front(qtbot, widget)
+        assert in_front(viewer, widget)
+        for state in settings_states(widget):
+            check(widget, state)
+    assert ("Training", "task segment, data from BIDS dataset, self-supervised False") in seen
+    assert ("Training", "task denoise, data from files, self-supervised True") in seen
+    assert ("Inference", f"model {NEW!r}, task denoise") in seen
