@@ -50,6 +50,15 @@ def correct_slices(layer, truth, axis: int, slices) -> None:
     layer.refresh()
 
 
+def brush_where_a_hand_would_be(viewer) -> None:
+    """The paint brush's circle over the brain, not at the canvas corner where napari
+    draws it before the mouse has moved (no mouse under Xvfb)."""
+    canvas = viewer.window._qt_viewer.canvas.native
+    brush = getattr(viewer.canvas.overlays, "_brush_circle", None)  # napari >= 0.5
+    if brush is not None:
+        brush.position = (int(canvas.width() * 0.36), int(canvas.height() * 0.42))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "screenshot.png")
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer.layers.selection.active = labels
     labels.mode = "paint"
     viewer.dims.set_current_step(axis, n // 2 + 10)
+    brush_where_a_hand_would_be(viewer)
     settle()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(args.output), canvas_only=False, flash=False)
