@@ -1,8 +1,11 @@
-"""Make the README screenshot: the sample brain segmented, with the widgets docked.
+"""Make the README screenshot: the sample brain segmented, the correction loop proposing.
 
-Everything goes through the doors a user takes: the sample from *File > Open Sample*
-(``viewer.open_sample``), the widgets from *Plugins > CT/MR UNet - napari-unet* (the
-plugin manager), the Run button clicked. Run on a display, or::
+A 1280 x 800 window, everything through the doors a user takes: the sample from *File >
+Open Sample* (``viewer.open_sample``), the three widgets from *Plugins > CT/MR UNet -
+napari-unet* (the plugin manager: they dock as tabs), Run clicked, two slices corrected
+(set to the sample's reference labels, as the paint tools would) and Learn clicked; the
+picture shows the correction tab with its proposal, Accept and Discard. Run on a
+display, or::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/make_screenshot.py
 """
@@ -36,29 +39,45 @@ def settle(seconds: float = 0.5) -> None:
         time.sleep(0.02)
 
 
-def share_height(viewer, docks, fractions) -> None:
-    """What a user does by dragging the splitter between two stacked docks."""
-    from qtpy.QtCore import Qt
+def correct_slices(layer, truth, axis: int, slices) -> None:
+    """What the paint tools do: these slices (along ``axis``) set to the reference."""
+    import numpy as np
 
-    window = viewer.window._qt_window
-    height = window.height()
-    window.resizeDocks(docks, [int(f * height) for f in fractions], Qt.Orientation.Vertical)
+    data, ref = np.moveaxis(layer.data, axis, 0), np.moveaxis(truth, axis, 0)
+    for i in slices:
+        data[i] = ref[i]
+    layer.events.data(value=layer.data)
+    layer.refresh()
+
+
+def brush_where_a_hand_would_be(viewer) -> None:
+    """The paint brush's circle over the brain, not at the canvas corner where napari
+    draws it before the mouse has moved (no mouse under Xvfb)."""
+    canvas = viewer.window._qt_viewer.canvas.native
+    brush = getattr(viewer.canvas.overlays, "_brush_circle", None)  # napari >= 0.5
+    if brush is not None:
+        brush.position = (int(canvas.width() * 0.36), int(canvas.height() * 0.42))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "screenshot.png")
     parser.add_argument("--model", default="brain-tissue", help="bundled model name")
-    parser.add_argument("--size", type=int, nargs=2, default=(1600, 1000), metavar=("W", "H"))
+    parser.add_argument("--size", type=int, nargs=2, default=(1280, 800), metavar=("W", "H"))
+    parser.add_argument("--learn", type=int, default=5, help="learning budget (s)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 
     import napari
 
+    from napari_unet.io import read_volume
+
     viewer = napari.Viewer(title="napari-unet")
     viewer.window._qt_window.resize(*args.size)
     (scan,) = viewer.open_sample("napari-unet", "brain_t1")
     _, inference = viewer.window.add_plugin_dock_widget("napari-unet", "UNet inference")
+    viewer.window.add_plugin_dock_widget("napari-unet", "UNet training")  # a tab beside
+    inference.dock().raise_()
     inference.picker.source.value = args.model
     inference.run_button.native.click()
     wait_for(inference.runner)
@@ -66,15 +85,27 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"inference failed: {inference.runner.error}")
     labels = inference.last_layers[0]
     labels.opacity = 0.4
-    dock, _ = viewer.window.add_plugin_dock_widget("napari-unet", "UNet correction loop")
-    share_height(viewer, [inference.parent(), dock], [0.62, 0.38])
+    _, correction = viewer.window.add_plugin_dock_widget("napari-unet", "UNet correction loop")
+    settle()
+    correction.labels_layer.value = labels
+    correction.budget.value = args.learn
+    truth = read_volume(ROOT / "sample_data" / "brain_tissue_labels.nii.gz").array
+    axis, n = correction.session.axis, correction.session.n_slices
+    correct_slices(labels, truth, axis, [n // 2 - 20, n // 2 + 20])
+    settle()
+    correction.learn_button.native.click()
+    wait_for(correction.runner)
+    if correction.runner.error is not None:
+        raise SystemExit(f"learning failed: {correction.runner.error}")
+    correction.dock().raise_()
     viewer.layers.selection.active = labels
     labels.mode = "paint"
-    viewer.dims.set_current_step(0, scan.data.shape[0] // 2 + 10)
+    viewer.dims.set_current_step(axis, n // 2 + 10)
+    brush_where_a_hand_would_be(viewer)
     settle()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(args.output), canvas_only=False, flash=False)
-    print(f"wrote {args.output} ({inference.status.value})")
+    print(f"wrote {args.output} ({inference.status.value}; {correction.proposal_text.value})")
     viewer.close()
     return 0
 

@@ -20,6 +20,7 @@ from support.phantoms import (
     SUPERIOR,
     decode,
     phantom_values,
+    scan_picture,
     write_phantom_nifti,
 )
 
@@ -47,7 +48,7 @@ def show(viewer, layer, view: str) -> None:
 
 def quadrants(viewer) -> list[int]:
     """Codes at the centres of the four quadrants of the rendered scan (TL, TR, BL, BR)."""
-    picture = viewer.screenshot(canvas_only=True, flash=False)[..., 0].astype(float)
+    picture = scan_picture(viewer)  # the scan alone, without the letters at the edges
     rows, cols = np.nonzero(picture > 15)
     top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
     out = []

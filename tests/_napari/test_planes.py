@@ -32,10 +32,10 @@ def test_plane_axis_follows_the_direction_cosines():
 
 
 def test_progress_words():
-    assert progress_text(0, 189, 0.0) == "0/189"
-    assert progress_text(60, 189, 6.0) == "60/189, about 0:13 left"
-    assert progress_text(60, 189, 0.1, "slices") == "60/189 slices"  # too early to guess
-    assert progress_text(37, 200, 3.0, "%") == "18%, about 0:13 left"
+    assert progress_text(0, 189, None) == "0/189"
+    assert progress_text(60, 189, 13.2) == "60/189, about 0:13 left"
+    assert progress_text(60, 189, None, "slices") == "60/189 slices"  # too early to guess
+    assert progress_text(37, 200, 13.0, "%") == "18%, about 0:13 left"
     assert clock(3725) == "1:02:05" and clock(59.6) == "1:00"
 
 

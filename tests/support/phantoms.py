@@ -62,6 +62,22 @@ def write_phantom_nifti(path: str | Path, orientation: str) -> Path:
     return Path(path)
 
 
+def scan_picture(viewer) -> np.ndarray:
+    """The canvas's red channel with the scan alone: napari-unet's orientation letters and
+    slice position (bright text at the edges) hidden while it is taken."""
+    from napari_unet._napari.canvas_orientation import KEY
+
+    ours = [ov for name, ov in viewer.canvas.overlays.items()
+            if name.startswith(KEY.format("")) and ov.visible]
+    for ov in ours:
+        ov.visible = False
+    try:
+        return viewer.screenshot(canvas_only=True, flash=False)[..., 0].astype(float)
+    finally:
+        for ov in ours:
+            ov.visible = True
+
+
 def label_blobs(shape) -> np.ndarray:
     """A small label map: a block of class 1 and a bar of class 2 on one slice."""
     labels = np.zeros(shape, np.uint8)

@@ -10,6 +10,8 @@ a proposal the acceptance check advises against needs a deliberate extra click.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -26,11 +28,16 @@ from . import change_preview as P
 from . import layers as L
 from .continued import labels_layers
 from .dock import DockWidget, compact, row, wrapping
+from .fitting import FOOTER_LINES, file_field
 from .user_files import AutoPath
 from .worker import JobRunner, JobState, error_message, report_error
 
 SESSION_KEY = "napari_unet_session"
 REDRAW_MS = 250  # long enough for the canvas to draw between two layer removals
+LEARN_STAGES = ("learning", "re-predicting")  # the two stages of compute_update's bar
+# per session, as measured in its last round: seconds a Learn went on after learning
+# (re-predicting, the check), after re-predicting (the check), and beyond its budget
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def result_labels_layers(viewer) -> list:
@@ -63,6 +70,8 @@ def session_for(layer):
 class CorrectionWidget(DockWidget):
     """Edited-slice count, Learn, Accept/Discard, Undo, Review next, Save."""
 
+    TAB_TITLE, TAB_ORDER = "Correction", 1
+
     def __init__(self, napari_viewer):
         viewer = napari_viewer
         self.labels_layer = compact(ComboBox(
@@ -70,13 +79,15 @@ class CorrectionWidget(DockWidget):
             tooltip="a segmentation made by the UNet inference widget"))
         self.edited = wrapping(Label(value="edited slices: 0"))
         self.budget = SpinBox(label="learning (s)", min=1, max=3600, value=30,
-                              tooltip="how long the model may learn from your corrections")
+                              tooltip="how long the model may learn from your corrections; "
+                                      "re-predicting the other slices comes after")
+        self.plan = wrapping(Label(value=""))
         self.learn_button = PushButton(
             text="Learn from edits",
             tooltip="Fine-tune the model on the slices you corrected, then propose new "
                     "labels for the slices nobody edited. Nothing changes until Accept.")
         self.runner = JobRunner("Learning from corrections")
-        self.proposal_text = wrapping(Label(value="", visible=False))
+        self.proposal_text = wrapping(Label(value="", visible=False), FOOTER_LINES)
         self.anyway = CheckBox(text="accept anyway", value=False, visible=False,
                                tooltip="the check advises against this update; tick to "
                                        "allow Accept")
@@ -90,20 +101,25 @@ class CorrectionWidget(DockWidget):
                                         tooltip="go to the slice the model is least sure "
                                                 "of that nobody has reviewed or edited")
         self.reviewed = wrapping(Label(value="reviewed: none"))
-        self.model_path = FileEdit(label="model file", mode="w", filter="*.safetensors")
+        self.model_path = file_field(FileEdit(label="model file", mode="w",
+                                              filter="*.safetensors"))
         self.save_model_button = PushButton(text="Save model")
-        self.labels_path = FileEdit(label="labels file", mode="w", filter="*.nii.gz *.dcm")
+        self.labels_path = file_field(FileEdit(label="labels file", mode="w",
+                                               filter="*.nii.gz *.dcm"))
         self.save_labels_button = PushButton(text="Save labels")
-        self.status = wrapping(Label(value=""))
+        self.status = wrapping(Label(value=""), FOOTER_LINES)
         super().__init__(viewer, [
-            self.labels_layer, self.edited, self.budget, self.learn_button, self.runner.panel,
+            self.labels_layer, self.reviewed, self.model_path, self.save_model_button,
+            self.labels_path, self.save_labels_button,
+        ], footer=[
+            self.edited, self.budget, self.plan, self.learn_button, self.runner.panel,
             self.proposal_text, self.anyway, row(self.accept_button, self.discard_button),
-            self.undo_button, self.review_button, self.reviewed, self.model_path,
-            self.save_model_button, self.labels_path, self.save_labels_button, self.status])
+            row(self.undo_button, self.review_button), self.status])
         self.model_file = AutoPath(self.model_path, "models", ".safetensors", "corrected")
         self.labels_file = AutoPath(self.labels_path, "labels", ".nii.gz", "labels")
         self.proposal = self._proposed_for = None
         self._bound = None
+        self._learned_for = 0.0  # the budget of the running (or last) Learn
         self.learn_button.changed.connect(self.learn)
         self.accept_button.changed.connect(self.accept)
         self.discard_button.changed.connect(self.discard)
@@ -113,6 +129,7 @@ class CorrectionWidget(DockWidget):
         self.save_model_button.changed.connect(self.save_model)
         self.save_labels_button.changed.connect(self.save_labels)
         self.labels_layer.changed.connect(self._bind)
+        self.budget.changed.connect(self._show_plan)
         self.runner.state_changed.connect(self._on_state)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         # napari announces a paint before writing it: recount once the strokes settle
@@ -164,8 +181,7 @@ class CorrectionWidget(DockWidget):
             self._bind()
 
     def closed(self) -> None:
-        """Closing the dock stops learning; nothing is proposed or left behind."""
-        self.runner.cancel()
+        """Closing the dock stops learning (the runner does); nothing is left behind."""
         self._drop_proposal()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         if self._bound is not None:
@@ -200,6 +216,49 @@ class CorrectionWidget(DockWidget):
         plane = axis_plane(session.axis, session.volume.direction)
         self.edited.value = f"edited slices: {n} ({plane})"
         self._enable(not self.runner.running)
+        self._show_plan()
+
+    # -- the wait, in plain words -----------------------------------------------------------
+
+    def after_learning(self) -> tuple[float | None, float]:
+        """Seconds a Learn is expected to go on after learning (re-predicting and the
+        check) and after re-predicting (the check): measured in this session's last
+        round, else the time the model took over the whole scan (the inference run)."""
+        layer = self.labels_layer.value
+        session = None if layer is None else layer.metadata.get(SESSION_KEY)
+        if session is not None and session in _MEASURED:
+            return _MEASURED[session][:2]
+        result = {} if layer is None else layer.metadata.get(L.RESULT_KEY, {})
+        return result.get("seconds"), 0.0
+
+    def beyond_budget(self) -> float | None:
+        """Seconds a Learn waits beyond its learning budget: the last round's whole wait
+        less its budget, else the inference run's time (re-predicting is that work)."""
+        layer = self.labels_layer.value
+        session = None if layer is None else layer.metadata.get(SESSION_KEY)
+        if session is not None and session in _MEASURED:
+            return _MEASURED[session][2]
+        return self.after_learning()[0]
+
+    def _show_plan(self, *_) -> None:
+        """'learn 30 s + about 12 s to re-predict': the whole wait a Learn will be."""
+        if self.labels_layer.value is None:
+            self.plan.value = ""
+            return
+        budget, extra = int(self.budget.value), self.beyond_budget()
+        self.plan.value = (f"learn {budget} s, then re-predict the other slices"
+                           if extra is None else
+                           f"learn {budget} s + about {max(1, round(extra))} s to re-predict")
+
+    def _remember_timing(self) -> None:
+        """After a round: how long re-predicting and the check took, for the next one."""
+        layer = self.labels_layer.value
+        session = None if layer is None else layer.metadata.get(SESSION_KEY)
+        panel = self.runner.panel
+        beyond = panel.ended - panel.started - self._learned_for
+        measured = panel.seconds_after(0), panel.seconds_after(1), max(0.0, beyond)
+        if session is not None and None not in measured:
+            _MEASURED[session] = measured
 
     def _session_or_none(self):
         try:
@@ -222,10 +281,14 @@ class CorrectionWidget(DockWidget):
     def learn(self, *_):
         """The Learn button: fine-tune and propose an update in a thread worker."""
         self._drop_proposal()
-        return self.runner.start(self._prepare_learning, self._propose, unit="%")
+        return self.runner.start(self._prepare_learning, self._propose, unit="%",
+                                 inputs=lambda: (self.labels_layer.value,),
+                                 after=self.after_learning, stages=LEARN_STAGES,
+                                 budgets=lambda: (float(self.budget.value), None))
 
     def _prepare_learning(self):
         layer, budget = self.labels_layer.value, float(self.budget.value)
+        self._learned_for = budget
         session = None if layer is None else session_for(layer)
         if session is None:
             raise NapariUnetError("no segmentation to correct: run the inference widget first")
@@ -310,7 +373,7 @@ class CorrectionWidget(DockWidget):
         try:
             restored = self.session.undo()
         except NapariUnetError as exc:
-            report_error("Undo", exc)
+            report_error("Undo", exc, self.status)
             return
         self.labels_layer.value.refresh()
         self.status.value = f"undone: restored {len(restored)} slices and the previous model"
@@ -321,11 +384,14 @@ class CorrectionWidget(DockWidget):
         if state is JobState.RUNNING:
             self.status.value = "learning from your corrections..."
         elif state is JobState.CANCELLED:
-            self.status.value = "learning cancelled: your labels are unchanged"
+            self.status.value = (f"learning cancelled{self.runner.cancelled_because}: your "
+                                 "labels are unchanged")
         elif state is JobState.FAILED:
             self.status.value = f"learning failed: {error_message(self.runner.error)}"
         elif state is JobState.DONE:
             self.status.value = ""
+            self._remember_timing()
+            self._show_plan()
 
     # -- review -----------------------------------------------------------------------------
 
@@ -394,7 +460,7 @@ class CorrectionWidget(DockWidget):
                 raise NapariUnetError(f"choose a {what} file name first")
             written = saver(session)(path)  # beside a file already there, never over it
         except Exception as exc:  # noqa: BLE001 - shown to the user
-            report_error(f"Saving {what}", exc)
+            report_error(f"Saving {what}", exc, self.status)
             return None
         where.saved(written[0] if isinstance(written, list) else written)
         return written

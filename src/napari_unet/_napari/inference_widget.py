@@ -15,9 +15,10 @@ from ..errors import NapariUnetError
 from . import layers as L
 from .continued import continue_problem, edited_slices, labels_layers, start_labels
 from .dock import DockWidget, auto_choice, compact, wrapping
+from .fitting import FOOTER_LINES
 from .model_picker import ModelPicker
 from .planes import AUTO, CHOICES, PLANE_TOOLTIP, axis_plane, settings_axis
-from .worker import JobRunner, JobState, error_message
+from .worker import JobRunner, JobState, error_message, toast
 
 
 def image_layers(viewer) -> list:
@@ -35,6 +36,8 @@ FRESH = "none: a new result"
 
 class InferenceWidget(DockWidget):
     """Run a UNet over the slices of an image layer."""
+
+    TAB_TITLE, TAB_ORDER = "Inference", 0
 
     def __init__(self, napari_viewer):
         from ..devices import available_devices
@@ -84,13 +87,14 @@ class InferenceWidget(DockWidget):
                     "and the correction loop counts the slices where they differ from the "
                     "model as your edits (learns from them, never overwrites them)."))
         self.run_button = PushButton(text="Run", tooltip="segment (or denoise) the scan")
-        self.status = wrapping(Label(value=""))
+        self.status = wrapping(Label(value=""), FOOTER_LINES)
         self.runner = JobRunner("UNet inference")
         super().__init__(viewer, [self.image, *self.picker.widgets, self.plane, self.planes,
                                   self.roi, self.overlap, self.batch, self.device, self.tta,
-                                  self.probs, self.start_from, self.run_button,
-                                  self.runner.panel, self.status])
+                                  self.probs, self.start_from],
+                         footer=[self.run_button, self.runner.panel, self.status])
         self.last_layers: list = []
+        self.after_slices: float | None = None  # last run: seconds after its last slice
         self.picker.set_shown = self.set_shown
         self.picker.update()
         self.run_button.changed.connect(self.run)
@@ -184,7 +188,9 @@ class InferenceWidget(DockWidget):
 
     def run(self, *_):
         """The Run button: predict in a thread worker; results become layers."""
-        return self.runner.start(self._prepare, self._show, unit="slices")
+        return self.runner.start(self._prepare, self._show, unit="slices",
+                                 inputs=lambda: (self.image.value, self.start_from.value),
+                                 after=lambda: (self.after_slices or 0.0,))
 
     def _prepare(self):
         """The work as ``fn(job)``, with everything read from the fields now."""
@@ -193,9 +199,7 @@ class InferenceWidget(DockWidget):
             raise NapariUnetError(reason)
         layer = self.image.value
         if self.caution():
-            from napari.utils.notifications import show_warning
-
-            show_warning(self.caution())
+            toast("warning", self.caution(), "the scan looks like a label map")
         volume = L.volume_from_layer(layer)
         settings = self.settings(volume)
         load = self.picker.loader(layer_channels(layer), device=settings.device)
@@ -238,9 +242,7 @@ class InferenceWidget(DockWidget):
         if start is not None and start not in self.last_layers:
             start.visible = False  # the result holds the same labels: paint there, not here
         if pred.notes:
-            from napari.utils.notifications import show_warning
-
-            show_warning("; ".join(pred.notes))
+            toast("warning", "; ".join(pred.notes), "UNet inference: see its notes")
 
     @staticmethod
     def _continued(start, saved, pred) -> str:
@@ -252,11 +254,14 @@ class InferenceWidget(DockWidget):
         return f"; started from {start.name!r}: {n} {differ}"
 
     def _on_state(self, state: JobState) -> None:
+        if state is JobState.DONE:  # what comes after the slices (the layers), for next time
+            self.after_slices = self.runner.panel.seconds_after(0)
         running = state is JobState.RUNNING
         self.run_button.enabled = not running and self.problem() is None
         if running:
             self.status.value = f"running {self.picker.source.value}..."
         elif state is JobState.CANCELLED:
-            self.status.value = "cancelled: no layer was changed"
+            self.status.value = (f"cancelled{self.runner.cancelled_because}: no layer was "
+                                 "changed")
         elif state is JobState.FAILED:
             self.status.value = f"failed: {error_message(self.runner.error)}"

@@ -145,7 +145,8 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
         result = {"model": model, "output": np.array(prediction.labels, copy=True),
                   "axis": int(prediction.axis),
                   "slice_uncertainty": getattr(prediction, "slice_uncertainty", None),
-                  "settings": prediction.settings}
+                  "settings": prediction.settings,
+                  "seconds": float(getattr(prediction, "seconds", 0.0)) or None}
         shown = prediction.labels if labels is None else labels
         out.append((shown, {**geo, "name": name, "features": class_features(names),
                             "colormap": class_colormap(len(names), model.meta.class_codes),

@@ -13,7 +13,7 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, FileEdit, Label, LineEdit, SpinBox
 
 from ..errors import NapariUnetError
-from .dock import compact, wrapping
+from .fitting import compact, file_field, wrapping
 
 FILE = "Model file..."
 NEW = "New model"
@@ -30,7 +30,8 @@ class ModelPicker:
             label=label, choices=choices, value=choices[0],
             tooltip="a model that comes with napari-unet, a model file (.safetensors) "
                     "you trained or received, or a new untrained model"))
-        self.file = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.file = file_field(FileEdit(label="model file", mode="r",
+                                        filter="*.safetensors"))
         self.kind = ComboBox(label="task", choices=["segment", "denoise"], value="segment")
         self.classes = SpinBox(label="classes", min=1, max=255, value=2,
                                tooltip="1: one structure against the background; "
@@ -115,9 +116,9 @@ class ModelPicker:
             self.error = str(exc)
             text = f"cannot use this model: {exc}"
             if self.source.value == FILE and str(self.file.value) not in ("", "."):
-                from napari.utils.notifications import show_error
+                from .worker import toast
 
-                show_error(text)
+                toast("error", text, "cannot use this model file")
         self.info.value = text
 
 

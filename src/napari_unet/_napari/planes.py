@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..io.geometry import PLANES, axis_plane, plane_axis  # noqa: F401 (the widgets' names)
 
-AUTO = "auto (the acquisition plane)"
+AUTO = "auto (as acquired)"
 CHOICES = (AUTO, *PLANES)
 
 PLANE_TOOLTIP = ("Which 2D slices the model reads. auto: the plane the scan was acquired "

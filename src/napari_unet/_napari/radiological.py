@@ -44,8 +44,13 @@ def follow_radiological_convention(viewer) -> None:
     """Keep ``viewer``'s camera radiological whenever the displayed axes change.
 
     Idempotent; holds the viewer weakly. The reader and sample data call it on the
-    current viewer; widgets that add anatomical layers may call it on theirs.
+    current viewer; widgets that add anatomical layers may call it on theirs. The
+    patient's sides and the slice position go on the canvas with it
+    (:mod:`.canvas_orientation`).
     """
+    from .canvas_orientation import show_orientation
+
+    show_orientation(viewer)
     for key, ref in list(_FOLLOWED.items()):
         if ref() is None:
             del _FOLLOWED[key]

@@ -9,6 +9,7 @@ anywhere, and a cancelled run keeps the model trained so far for Save.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,11 +29,12 @@ from ..io.formats import scans_from_files
 from ..io.new_files import write_new
 from . import layers as L
 from .dock import DockWidget, auto_choice, compact, wrapping
+from .fitting import FOOTER_LINES, file_field
 from .inference_widget import image_layers
 from .loss_plot import HEADLINE, LossPlot
 from .planes import AUTO, CHOICES, PLANE_TOOLTIP, resolved_axis
 from .user_files import AutoPath
-from .worker import JobRunner, JobState, Metrics, error_message, report_error
+from .worker import JobRunner, JobState, Metrics, error_message, report_error, toast
 
 LAYERS, FILES, BIDS = "layers", "files", "BIDS dataset"
 POOR_DICE = 0.5
@@ -75,6 +77,8 @@ def poor_dice_warning(metrics: dict) -> str | None:
 class TrainingWidget(DockWidget):
     """Train a model and watch its loss; the model file is the result."""
 
+    TAB_TITLE, TAB_ORDER = "Training", 2
+
     def __init__(self, napari_viewer):
         from ..training.settings import NOISE_KINDS
 
@@ -85,20 +89,22 @@ class TrainingWidget(DockWidget):
         self.labels_layer = compact(ComboBox(label="labels",
                                              choices=lambda _w: labels_layers(viewer),
                                              tooltip="the correct labels for the scan"))
-        self.image_files = FileEdit(label="scan files", mode="rm",
-                                    tooltip="NIfTI files, or the files of DICOM series "
-                                            "(each series counts as one scan)")
-        self.label_files = FileEdit(label="label files", mode="rm",
-                                    tooltip="one labels file per scan file, in the same order")
-        self.bids_root = FileEdit(label="BIDS dataset", mode="d",
-                                  tooltip="the dataset's folder (with dataset_description.json)")
+        self.image_files = file_field(FileEdit(
+            label="scan files", mode="rm", tooltip="NIfTI files, or the files of DICOM "
+            "series (each series counts as one scan)"))
+        self.label_files = file_field(FileEdit(
+            label="label files", mode="rm",
+            tooltip="one labels file per scan file, in the same order"))
+        self.bids_root = file_field(FileEdit(
+            label="BIDS dataset", mode="d",
+            tooltip="the dataset's folder (with dataset_description.json)"))
         self.bids_suffix = LineEdit(label="images", value="T1w",
                                     tooltip="BIDS suffixes of the images, comma-separated "
                                             "(T1w, T2w, FLAIR, ...)")
-        self.bids_labels = FileEdit(label="labels dataset", mode="d",
-                                    tooltip="a derivative dataset whose dseg images are the "
-                                            "labels (each pairs with the image of the same "
-                                            "subject, session and run)")
+        self.bids_labels = file_field(FileEdit(
+            label="labels dataset", mode="d",
+            tooltip="a derivative dataset whose dseg images are the labels (each pairs "
+            "with the image of the same subject, session and run)"))
         self.classes = auto_choice(
             "classes", [("1 (binary)", 1), *range(2, 33)],
             "from labels: one class per class name, or counted from the labels. "
@@ -112,9 +118,9 @@ class TrainingWidget(DockWidget):
         self.noise_level = FloatSpinBox(label="noise level", min=0.005, max=0.5, step=0.005,
                                         value=0.05, tooltip="noise strength as a fraction of "
                                         "the intensity range (0.05 = 5%)")
-        self.self_supervised = CheckBox(text="scans are noisy (no clean ones)",
-                                        tooltip="learn from the noisy scans themselves "
-                                                "(blind-spot training)")
+        self.self_supervised = CheckBox(text="noisy scans only",
+                                        tooltip="no clean scans: learn from the noisy "
+                                                "scans themselves (blind-spot training)")
         self.plane = compact(ComboBox(label="slices", choices=list(CHOICES), value=AUTO,
                                       tooltip=PLANE_TOOLTIP))
         self.base = SpinBox(label="model width", min=2, max=128, value=16,
@@ -130,26 +136,32 @@ class TrainingWidget(DockWidget):
                                            "near-cubic voxels only); the model then "
                                            "predicts along all 3 planes too, averaged")
         self.budget = SpinBox(label="training (s)", min=1, max=86400, value=120,
-                              tooltip="how long to train (seconds)")
-        self.output = FileEdit(label="save to", mode="w", filter="*.safetensors",
-                               tooltip="where the trained model is saved")
+                              tooltip="how long to train (seconds); reading the scans "
+                                      "comes before, a last validation and saving after")
+        self.plan = wrapping(Label(value=""))
+        self.output = file_field(FileEdit(label="save to", mode="w", filter="*.safetensors",
+                                          tooltip="where the trained model is saved"))
         self.train_button = PushButton(text="Train")
         self.runner = JobRunner("UNet training")
         self.plot = LossPlot()
         self.save_button = PushButton(text="Save model", enabled=False,
                                       tooltip="save the last trained model to 'save to'")
-        self.status = wrapping(Label(value=""))
+        self.status = wrapping(Label(value=""), FOOTER_LINES)
         super().__init__(viewer, [
             self.task, self.source, self.image, self.labels_layer, self.image_files,
             self.label_files, self.bids_root, self.bids_suffix, self.bids_labels, self.classes,
             self.class_names, self.noise, self.noise_level,
             self.self_supervised, self.plane, self.base, self.context, self.all_planes,
-            self.budget,
-            self.output,
-            self.train_button, self.runner.panel, self.save_button, self.status])
-        self.form.native.layout().insertWidget(len(self.form) - 2, self.plot.canvas)
+            self.budget, self.output,
+        ], footer=[self.plan, self.train_button, self.runner.panel, self.save_button,
+                   self.status])
+        footer = self.footer.native.layout()
+        footer.insertWidget(footer.indexOf(self.save_button.native), self.plot.canvas)
         self.output_file = AutoPath(self.output, "models", ".safetensors", "unet-segment")
         self.result = None
+        self.measured: tuple[float, float] | None = None  # last run: before and after training
+        self.budget.changed.connect(self._show_plan)
+        self._show_plan()
         self.train_button.changed.connect(self.train)
         self.save_button.changed.connect(self.save)
         self.runner.state_changed.connect(self._on_state)
@@ -253,7 +265,30 @@ class TrainingWidget(DockWidget):
     def train(self, *_):
         """The Train button: train in a thread worker, plot as it learns, save the model."""
         return self.runner.start(self._prepare, self._finished, unit="s",
-                                 on_update=self._on_update, on_cancelled=self._keep_partial)
+                                 on_update=self._on_update, on_cancelled=self._keep_partial,
+                                 inputs=self._input_layers, after=self._after_training,
+                                 budgets=lambda: (float(self.budget.value),))
+
+    def _after_training(self) -> tuple[float | None]:
+        """Expected seconds after the budget (last validation, saving): the last run's,
+        else unknown until a validation has been timed (:meth:`_time_validation`)."""
+        return (None if self.measured is None else self.measured[1],)
+
+    def _show_plan(self, *_) -> None:
+        """'train 120 s + about 9 s to read the scans and save': the whole wait."""
+        budget = int(self.budget.value)
+        if self.measured is None:
+            self.plan.value = f"train {budget} s, plus reading the scans and saving"
+        else:
+            extra = max(1, round(sum(self.measured)))
+            self.plan.value = f"train {budget} s + about {extra} s to read the scans and save"
+
+    def _input_layers(self) -> tuple:
+        """The layers a run reads (none when it trains from files)."""
+        if self.source.value != LAYERS:
+            return ()
+        seg = self.task.value == "segment"
+        return (self.image.value, self.labels_layer.value if seg else None)
 
     def _prepare(self):
         images, labels = self.data()
@@ -285,6 +320,18 @@ class TrainingWidget(DockWidget):
     def _on_update(self, update) -> None:
         if isinstance(update, Metrics):
             self.plot.add(update.entry)
+            self._time_validation(update.entry)
+
+    def _time_validation(self, entry: dict) -> None:
+        """On a first run, what follows the budget (a last validation) is not known: a
+        validation during training, timed from the progress report before it, tells."""
+        if self.measured is not None or not any(k.startswith("val_") for k in entry):
+            return
+        left = self.runner.panel.time_left
+        last = left.latest.get(0)
+        if last is not None:
+            took = time.monotonic() - last
+            left.after[0] = max(took, left.after[0] or 0.0)
 
     def _finished(self, out) -> None:
         from ..training.planes import one_plane_note
@@ -304,15 +351,15 @@ class TrainingWidget(DockWidget):
         else:
             where = "NOT saved: press Save model"
             if save_error is not None:
+                where = f"NOT saved ({error_message(save_error)}): press Save model"
                 report_error("Saving the trained model", save_error)
         self.status.value = "; ".join(part for part in (
             f"{result.iterations} iterations in {result.seconds:.0f} s", metrics, where,
             one_plane_note(result.model.meta.provenance)) if part)
         warning = poor_dice_warning(result.metrics)
         if warning:
-            from napari.utils.notifications import show_warning
-
-            show_warning(warning)
+            toast("warning", warning,
+                  f"validation Dice {result.metrics['val_dice']:.2f}: not good yet")
             self.status.value += f". Warning: {warning}"
 
     def _keep_partial(self, exc) -> None:
@@ -320,7 +367,8 @@ class TrainingWidget(DockWidget):
         if partial is None:
             return
         self.result = partial
-        self.status.value = (f"cancelled after {partial.iterations} iterations: the model "
+        self.status.value = (f"cancelled{self.runner.cancelled_because} after "
+                             f"{partial.iterations} iterations: the model "
                              "trained so far is kept but not saved; press Save model to "
                              "keep it")
 
@@ -334,13 +382,18 @@ class TrainingWidget(DockWidget):
                 raise NapariUnetError("choose a file to save the model to")
             path, _ = write_new(path, self.result.model.save)
         except Exception as exc:  # noqa: BLE001 - shown to the user
-            report_error("Saving the model", exc)
+            report_error("Saving the model", exc, self.status)
             return None
         self.output_file.saved(path)
         self.status.value = f"saved to {path}"
         return path
 
     def _on_state(self, state: JobState) -> None:
+        if state is JobState.DONE:
+            before, after = self.runner.panel.startup(), self.runner.panel.seconds_after(0)
+            if before is not None and after is not None:
+                self.measured = (before, after)
+                self._show_plan()
         running = state is JobState.RUNNING
         self.train_button.enabled = not running
         self.save_button.enabled = not running and self.result is not None
@@ -349,7 +402,7 @@ class TrainingWidget(DockWidget):
         elif state is JobState.FAILED:
             self.status.value = f"training failed: {error_message(self.runner.error)}"
         elif state is JobState.CANCELLED and self.result is None:
-            self.status.value = "training cancelled"
+            self.status.value = f"training cancelled{self.runner.cancelled_because}"
 
 
 def _save_quietly(model, path: Path | None) -> tuple[Path | None, BaseException | None]:

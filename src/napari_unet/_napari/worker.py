@@ -8,12 +8,17 @@ reports typed updates (:class:`Progressed`, :class:`Metrics`) through a Qt signa
 they arrive on the GUI thread, where they feed the widget's :class:`ProgressPanel` and
 napari's activity progress. Outcomes travel as values (not raised), so a Cancel never
 shows up as an error with a traceback.
+
+A job belongs to its widget and its input layers, the same rule for every widget
+(:meth:`JobRunner.belong_to`): closing the widget's dock, or deleting a layer the job
+reads, cancels it, and a cancelled job adds nothing to the viewer, even if its work had
+already finished when the user closed or deleted.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -85,11 +90,39 @@ def error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def report_error(what: str, exc: BaseException) -> None:
-    """A napari error notification for a failed action (a job, a save, an undo)."""
-    from napari.utils.notifications import show_error
+TOAST_PX = 270  # text width of one line of a napari notification (400 px, less icons)
 
-    show_error(f"{what}: {error_message(exc)}")
+
+def fits_toast(text: str) -> bool:
+    """Whether ``text`` fits on the one line a napari notification shows."""
+    from qtpy.QtGui import QFontMetrics
+    from qtpy.QtWidgets import QApplication
+
+    if QApplication.instance() is None:
+        return len(text) <= 40
+    return QFontMetrics(QApplication.font()).horizontalAdvance(text) <= TOAST_PX
+
+
+def toast(severity: str, text: str, short: str) -> str:
+    """A napari notification of ``text`` if it fits its one line, else of ``short`` (the
+    widget's status line holds the whole text). Returns what was shown."""
+    from napari.utils import notifications as N
+
+    shown = text if fits_toast(text) else short
+    {"error": N.show_error, "warning": N.show_warning, "info": N.show_info}[severity](shown)
+    return shown
+
+
+def report_error(what: str, exc: BaseException, status=None) -> None:
+    """A failed action (a job, a save, an undo): the whole reason in the widget's
+    ``status`` (a Note), a notification that fits its line."""
+    message = f"{what}: {error_message(exc)}"
+    if status is not None:
+        status.value = message
+    toast("error", message, f"{what} failed")
+
+
+_IN_FLIGHT: set = set()  # runners with a job running: alive until it ends, widget or not
 
 
 class JobRunner(QObject):
@@ -109,7 +142,41 @@ class JobRunner(QObject):
         self._stop = threading.Event()
         self._activity = None  # napari's progress in the activity dock
         self._on_update: Callable[[Update], None] | None = None
+        self._queue: list[Update] = []
+        self._delivering = False
         self._updated.connect(self._deliver)
+        self.inputs: tuple = ()  # the layers the running job reads
+        self.cancel_reason: str | None = None  # why it was cancelled, if not by Cancel
+        self._quiet = self._gone = False
+        self._layers = None  # the viewer's layer list, once the runner belongs to a widget
+
+    # -- whose job it is --------------------------------------------------------------
+
+    def belong_to(self, widget, viewer) -> None:
+        """Tie jobs to ``widget`` (a DockWidget) and to the input layers in ``viewer``:
+        the job stops when the widget's dock closes or an input layer is deleted."""
+        self._layers = viewer.layers
+        self._layers.events.removed.connect(self._on_layer_removed)
+        widget.closing.connect(self._widget_closed)
+        widget.destroyed.connect(self._widget_destroyed)  # the whole window was closed
+
+    def _widget_destroyed(self, *_) -> None:
+        self._gone = True  # its progress panel went with it
+        self._widget_closed()
+
+    def _widget_closed(self, *_) -> None:
+        self.cancel(reason="the widget was closed")
+        if self._layers is not None:
+            self._layers.events.removed.disconnect(self._on_layer_removed)
+            self._layers = None
+
+    def _on_layer_removed(self, event) -> None:
+        layer = getattr(event, "value", None)
+        if self.running and any(layer is x for x in self.inputs):
+            # no notification: the user deleted it, the status says so, and a toast
+            # rising over the canvas while it redraws without the layer has crashed
+            # Mesa's OpenGL
+            self.cancel(reason=f"{layer.name!r} was deleted", quiet=True)
 
     @property
     def running(self) -> bool:
@@ -117,11 +184,18 @@ class JobRunner(QObject):
 
     def start(self, prepare: Callable[[], JobFn], on_done: Callable[[Any], None], *,
               unit: str = "", on_update: Callable[[Update], None] | None = None,
-              on_cancelled: Callable[[Cancelled | None], None] | None = None):
+              on_cancelled: Callable[[Cancelled | None], None] | None = None,
+              inputs: Callable[[], Any] | None = None,
+              after: Callable[[], Sequence[float | None]] | None = None,
+              stages: Sequence[str] = (),
+              budgets: Callable[[], Sequence[float | None]] | None = None):
         """Prepare on the GUI thread, run in a thread worker; returns the worker or None.
 
         ``unit`` names what the job counts (slices, s) in the progress text;
-        ``on_cancelled`` gets the :class:`Cancelled` raised (it may carry ``partial``).
+        ``on_cancelled`` gets the :class:`Cancelled` raised (it may carry ``partial``);
+        ``inputs()`` gives the layers the job reads (read after ``prepare``): deleting
+        one cancels the job. ``after()``, ``budgets()`` and ``stages`` describe the job's
+        stages for its time left (:class:`~.progress_panel.TimeLeft`).
         """
         from napari.qt.threading import create_worker
 
@@ -135,8 +209,12 @@ class JobRunner(QObject):
             report_error(self.desc, exc)
             return None
         self._stop.clear()
-        self.error, self._on_update = None, on_update
-        self.panel.begin(unit)
+        self._queue.clear()
+        self.error, self._on_update, self.cancel_reason = None, on_update, None
+        self._quiet = False
+        self.inputs = tuple(x for x in (inputs() if inputs else ()) if x is not None)
+        self.panel.begin(unit, after() if after else (0.0,), stages,
+                         budgets() if budgets else ())
         self._set_state(JobState.RUNNING)
         context = JobContext(self._updated.emit, self._stop)
 
@@ -150,19 +228,41 @@ class JobRunner(QObject):
         worker.returned.connect(lambda out: self._outcome(out, on_done, on_cancelled))
         worker.finished.connect(self._forget_worker)
         self.worker = worker
+        _IN_FLIGHT.add(self)
         worker.start()
         return worker
 
-    def cancel(self, *_) -> None:
-        """Ask the running job to stop at its next ``cancelled()`` check."""
-        if self.running:
+    def cancel(self, *_, reason: str | None = None, quiet: bool = False) -> None:
+        """Ask the running job to stop at its next ``cancelled()`` check (``quiet``: no
+        notification when it has)."""
+        if self.running and not self._stop.is_set():
             self._stop.set()
-            self.panel.stopping()
+            self.cancel_reason, self._quiet = reason, quiet
+            if not self._gone:
+                self.panel.stopping()
 
     # -- on the GUI thread ------------------------------------------------------------
 
     def _deliver(self, update: Update) -> None:
-        if not self.running:
+        """Updates in order, one at a time. napari's activity bar processes Qt events
+        while it redraws, which delivers the next updates inside this call: they wait in
+        the queue (all but the latest progress skipped) instead of recursing."""
+        self._queue.append(update)
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._queue:
+                update = self._queue.pop(0)
+                if isinstance(update, Progressed) and any(
+                        isinstance(u, Progressed) for u in self._queue):
+                    continue  # a newer one is waiting
+                self._deliver_one(update)
+        finally:
+            self._delivering = False
+
+    def _deliver_one(self, update: Update) -> None:
+        if not self.running or self._stop.is_set() or self._gone:  # stale news
             return
         if isinstance(update, Progressed):
             self.panel.show(update.done, update.total)
@@ -188,7 +288,7 @@ class JobRunner(QObject):
             return
         if not ok or self._stop.is_set():
             exc = value if isinstance(value, Cancelled) else None
-            if on_cancelled is not None:
+            if on_cancelled is not None and not self._gone:
                 on_cancelled(exc)
             self._end(JobState.CANCELLED, exc)
             return
@@ -203,15 +303,22 @@ class JobRunner(QObject):
         from napari.utils.notifications import show_info
 
         self.error = exc
+        self.inputs = ()
         if self._activity is not None:
             self._activity.close()
             self._activity = None
-        self.panel.end(state.value)
+        if not self._gone:
+            self.panel.end(state.value)
         self._set_state(state)
         if state is JobState.FAILED:
             report_error(self.desc, exc)
-        elif state is JobState.CANCELLED:
+        elif state is JobState.CANCELLED and not self._quiet:
             show_info(f"{self.desc}: cancelled")
+
+    @property
+    def cancelled_because(self) -> str:
+        """' (reason)' after a job that was cancelled by a close or a deletion, else ''."""
+        return f" ({self.cancel_reason})" if self.cancel_reason else ""
 
     def _set_state(self, state: JobState) -> None:
         self.state = state
@@ -219,3 +326,4 @@ class JobRunner(QObject):
 
     def _forget_worker(self) -> None:
         self.worker = None
+        _IN_FLIGHT.discard(self)

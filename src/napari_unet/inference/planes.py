@@ -145,21 +145,6 @@ def _later(prepared, first, rule, plane: int):
     return replace(prepared, foreground=fg), kept.copy()
 
 
-def _later(prepared, last, passes, axis: int, own: np.ndarray):
-    """How a later plane's pass runs: its slices where the first plane is unsure, with
-    the first plane's probabilities everywhere else (None: every pixel, from zero);
-    ``last``: how the previous pass ran."""
-    from .crop import unsure
-
-    if prepared.foreground is None:
-        return prepared, None
-    if len(passes) == 1:
-        first = passes[0].probabilities
-        fg = unsure(prepared.foreground, first, axis, own)
-        return replace(prepared, foreground=fg), first.copy()
-    return last, passes[1].probabilities  # the first pass's, kept aside by pass 2
-
-
 def _along(labels: np.ndarray, axis: int, own: np.ndarray) -> np.ndarray:
     """The labels of the slices ``own`` along ``axis`` (all of them: a view, no copy)."""
     moved = np.moveaxis(labels, axis, 0)
