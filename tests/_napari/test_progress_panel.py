@@ -38,12 +38,33 @@ def test_an_unknown_remainder_gives_no_guess():
         assert left.update(done, 10, now=t) is None
 
 
-def test_a_time_budget_needs_no_measuring():
-    # learning for 30 s on the first half of a bar of 200 steps, then 8 s expected
+def test_a_time_budget_caps_the_measured_pace():
+    # fine-tuning: iterations on the first half of a bar of 200 steps, at most 30 s
     left = TimeLeft([8.0, 0.0], budgets=[30.0, None])
-    assert left.update(10, 200, now=5.0) == 30.0 * 0.9 + 8.0  # 90% of the budget left
+    assert left.update(0, 200, now=0.0) is None
+    assert left.update(10, 200, now=1.0) is None
+    # 30 units in 3 s -> the 60 left of the stage take 6 s (the budget would allow 26)
+    assert left.update(40, 200, now=4.0) == 6.0 + 8.0
+    slow = TimeLeft([8.0, 0.0], budgets=[30.0, None])
+    for t, done in ((0.0, 0), (10.0, 10)):
+        slow.update(done, 200, now=t)
+    # 1 unit a second would take 80 s more; the budget ends the stage 10 s from now
+    assert slow.update(20, 200, now=20.0) == 10.0 + 8.0
+
+
+def test_a_stage_its_iterations_ended_is_measured_from_its_last_report():
+    left = TimeLeft([8.0, 0.0], budgets=[30.0, None])
+    for t, done in ((0.0, 0), (1.0, 10), (5.0, 90), (6.0, 100), (7.0, 120)):
+        left.update(done, 200, now=t)
+    assert left.seconds_after(0, end=15.0) == 10.0  # not from the budget's end at 30 s
+
+
+def test_a_budget_in_seconds_counts_down_and_what_follows_it_is_measured_from_its_end():
     training = TimeLeft([3.0], budgets=[20.0])  # progress in seconds of a 20 s budget
-    assert training.update(0, 20, now=7.0) == 20.0 + 3.0
+    assert training.update(0, 20, now=7.0) is None
+    assert training.update(1, 20, now=8.0) is None
+    # 3 units in 3 s -> 16 left take 16 s (the budget: 20 - 4 s), then 3 s
+    assert training.update(4, 20, now=11.0) == 16.0 + 3.0
     training.update(12, 20, now=19.5)  # then a validation: no report until the end
     # the budget ran out at 7 + 20 = 27 s: what follows it is measured from there
     assert training.seconds_after(0, end=36.0) == 9.0

@@ -36,7 +36,7 @@ SESSION_KEY = "napari_unet_session"
 REDRAW_MS = 250  # long enough for the canvas to draw between two layer removals
 LEARN_STAGES = ("learning", "re-predicting")  # the two stages of compute_update's bar
 # per session, as measured in its last round: seconds a Learn went on after learning
-# (re-predicting, the check), after re-predicting (the check), and beyond its budget
+# (re-predicting, the check), after re-predicting (the check), and how long it learned
 _MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -119,7 +119,6 @@ class CorrectionWidget(DockWidget):
         self.labels_file = AutoPath(self.labels_path, "labels", ".nii.gz", "labels")
         self.proposal = self._proposed_for = None
         self._bound = None
-        self._learned_for = 0.0  # the budget of the running (or last) Learn
         self.learn_button.changed.connect(self.learn)
         self.accept_button.changed.connect(self.accept)
         self.discard_button.changed.connect(self.discard)
@@ -231,32 +230,32 @@ class CorrectionWidget(DockWidget):
         result = {} if layer is None else layer.metadata.get(L.RESULT_KEY, {})
         return result.get("seconds"), 0.0
 
-    def beyond_budget(self) -> float | None:
-        """Seconds a Learn waits beyond its learning budget: the last round's whole wait
-        less its budget, else the inference run's time (re-predicting is that work)."""
+    def learning_seconds(self) -> float | None:
+        """How long this session's last round learned (None before its first round)."""
         layer = self.labels_layer.value
         session = None if layer is None else layer.metadata.get(SESSION_KEY)
-        if session is not None and session in _MEASURED:
-            return _MEASURED[session][2]
-        return self.after_learning()[0]
+        return _MEASURED[session][2] if session in _MEASURED else None
 
     def _show_plan(self, *_) -> None:
-        """'learn 30 s + about 12 s to re-predict': the whole wait a Learn will be."""
+        """'learn about 4 s (at most 30 s) + about 12 s to re-predict': the whole wait."""
         if self.labels_layer.value is None:
             self.plan.value = ""
             return
-        budget, extra = int(self.budget.value), self.beyond_budget()
-        self.plan.value = (f"learn {budget} s, then re-predict the other slices"
-                           if extra is None else
-                           f"learn {budget} s + about {max(1, round(extra))} s to re-predict")
+        budget, extra = int(self.budget.value), self.after_learning()[0]
+        learned = self.learning_seconds()
+        learn = (f"learn at most {budget} s" if learned is None or learned >= budget
+                 else f"learn about {max(1, round(learned))} s (at most {budget} s)")
+        self.plan.value = (f"{learn}, then re-predict the other slices" if extra is None
+                           else f"{learn} + about {max(1, round(extra))} s to re-predict")
 
     def _remember_timing(self) -> None:
-        """After a round: how long re-predicting and the check took, for the next one."""
+        """After a round: how long learning, re-predicting and the check took, for the next."""
         layer = self.labels_layer.value
         session = None if layer is None else layer.metadata.get(SESSION_KEY)
         panel = self.runner.panel
-        beyond = panel.ended - panel.started - self._learned_for
-        measured = panel.seconds_after(0), panel.seconds_after(1), max(0.0, beyond)
+        after = panel.seconds_after(0)
+        learned = None if after is None else panel.ended - panel.started - after
+        measured = after, panel.seconds_after(1), learned
         if session is not None and None not in measured:
             _MEASURED[session] = measured
 
@@ -288,7 +287,6 @@ class CorrectionWidget(DockWidget):
 
     def _prepare_learning(self):
         layer, budget = self.labels_layer.value, float(self.budget.value)
-        self._learned_for = budget
         session = None if layer is None else session_for(layer)
         if session is None:
             raise NapariUnetError("no segmentation to correct: run the inference widget first")

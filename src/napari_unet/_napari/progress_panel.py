@@ -35,8 +35,9 @@ class TimeLeft:
     ``after[k]`` is how long the job is expected to go on once stage ``k`` of
     ``len(after)`` equal parts of the bar has reported its last (the later stages and
     what follows the last report, e.g. a check or saving), as measured in an earlier
-    run; None where that is not known yet. ``budgets[k]``: the seconds stage ``k`` takes
-    when that is set in advance (a time budget: its pace needs no measuring).
+    run; None where that is not known yet. ``budgets[k]``: the most seconds stage ``k``
+    may take (a time budget; its units may be seconds or iterations that end it first,
+    as fine-tuning's do, so its pace is measured all the same and the budget caps it).
     """
 
     def __init__(self, after: Sequence[float | None] = (0.0,),
@@ -69,10 +70,11 @@ class TimeLeft:
         elapsed, units = now - ref_time, done - ref_done
         n = len(self.after)
         end = total * (k + 1) // n
-        if self.budgets[k] is not None and total:  # a clock: its pace is known
-            return self.budgets[k] / (total / n) * max(0, end - done) + later
         if len(seen) >= PACE_REPORTS and units > 0 and elapsed >= PACE_AFTER_S:
-            return elapsed / units * max(0, end - done) + later
+            left = elapsed / units * max(0, end - done)
+            if self.budgets[k] is not None:  # the budget ends the stage if the pace does not
+                left = min(left, max(0.0, self.budgets[k] - (now - seen[0][0])))
+            return left + later
         if k > 0 and self.after[k - 1] is not None and k - 1 in self.latest:
             # this stage's pace is not known yet: what was expected of it, minus its time
             left = self.after[k - 1] - (now - self.latest[k - 1])
@@ -81,14 +83,17 @@ class TimeLeft:
 
     def seconds_after(self, k: int, end: float) -> float | None:
         """How long the job went on after stage ``k`` (for next time): after its budget
-        ran out, if it has one (reports stop while a validation runs), else after its
-        last report; a stage over before it reported ended by a later stage's first."""
+        ran out, if it has one and its units did not end it first (reports stop while a
+        validation runs), else after its last report; a stage over before it reported
+        ended by a later stage's first."""
         seen = self.reports.get(k)
         if seen and self.budgets[k] is not None and self.total:
             t, done = seen[0]
             units = self.total / len(self.after)
             budget_end = t + (units * (k + 1) - done) * self.budgets[k] / units
-            return max(0.0, end - budget_end)
+            later = [r[0][0] for j, r in self.reports.items() if j > k]
+            if not later or min(later) > budget_end:  # else its units ended it first
+                return max(0.0, end - budget_end)
         last = self.latest.get(k)
         if last is None:
             later = [seen[0][0] for j, seen in self.reports.items() if j > k]
