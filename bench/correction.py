@@ -12,7 +12,7 @@ On sample_data/brain_t1.nii.gz with the reference labels sample_data/brain_tissu
   acceptance check recommends it) and the mean Dice of grey and white matter on all the
   *other* slices is compared with before. Target: it drops by at most 0.002.
 - **weak model** (``train`` for 15 iterations from scratch, per seed): 3 corrected slices,
-  the same measure. Target: it rises by at least 0.1.
+  the same measure. Target: it rises by at least 0.30.
 
 For every run it also records what the proposed update would have given had it been
 applied regardless of the check, so the safety net and the learning can be told apart,
@@ -54,7 +54,7 @@ SAMPLE = ROOT / "sample_data"
 RESULTS = ROOT / "bench" / "results" / "correction.json"
 ABLATION_RESULTS = ROOT / "bench" / "results" / "correction_ablation.json"
 MAX_DROP = 0.002
-MIN_RISE = 0.1
+MIN_RISE = 0.30  # issue 27: the weak model gains at least this much, as it did before
 MAX_ROUND_SECONDS = 10.0
 TISSUE = (1, 2)  # grey matter, white matter
 
