@@ -24,6 +24,13 @@ one two-thread training).
     nice -n 5 python scripts/train_bundled_models.py        # full run (time: see the card)
     python scripts/train_bundled_models.py --quick          # smoke run into a temp dir
     python scripts/train_bundled_models.py --card-from bench/results/model_card.json
+    python scripts/train_bundled_models.py --stamp-profiles # intensity profiles only
+
+Each shipped file records its training scans' intensities after normalisation
+(``intensity_profile``, which quality scores compare every scan with): training computes
+them, and :func:`stamp_profiles` writes them onto the shipped files from the sample data
+without retraining (only that field and the content hash change; the card's file table,
+``model_card.json`` and ``robustness.json`` follow).
 """
 
 from __future__ import annotations
@@ -472,13 +479,50 @@ def provenance(name: str, figs: dict, summary: dict, args) -> dict:
     return prov
 
 
+def intensity_profiles(sample_data: Path) -> dict:
+    """The shipped models' training intensity profiles, from the scan they learned from
+    with their normalisation (and mri-denoise's noise levels), as training records them."""
+    from napari_unet.model.intensity_profile import profile_of
+
+    t1, labels = load_sample(sample_data)
+    image = np.asarray(t1.array)
+    return {"brain-tissue": profile_of([image], NORMALIZATION, [labels], len(CLASSES)),
+            "mri-denoise": profile_of([image], NORMALIZATION, noise_added=TRAIN_LEVELS,
+                                      noise_kind="rician")}
+
+
+def stamp_profiles(args) -> None:
+    """Write the intensity profiles onto the shipped files without retraining (only that
+    field and the content hash change), then bring the card's file table,
+    ``model_card.json`` and ``robustness.json`` up to date with the new files."""
+    from napari_unet.model.checkpoint import stamp_intensity_profile
+
+    figs = json.loads(args.results.read_text())
+    for name, profile in intensity_profiles(args.sample_data).items():
+        path = args.models_dir / f"{name}.safetensors"
+        meta = stamp_intensity_profile(path, profile)
+        figs["files"][name].update(sha256=sha256(path), bytes=path.stat().st_size,
+                                   content_hash=meta.hash)
+        print(f"stamped {path}: {len(profile.scans)} training scan profile(s)")
+    atomic_write_text(args.results, json.dumps(figs, indent=2) + "\n")
+    if args.robustness.exists():
+        rob = json.loads(args.robustness.read_text())
+        rob["model"]["hash"] = figs["files"]["brain-tissue"]["content_hash"]
+        atomic_write_text(args.robustness, json.dumps(rob, indent=2) + "\n")
+    atomic_write_text(args.models_dir / "MODEL_CARD.md", model_card(figs))
+    print(f"updated {args.results}, {args.robustness} and {args.models_dir / 'MODEL_CARD.md'}")
+
+
 def write_outputs(summaries: dict, figs: dict, args) -> None:
     from napari_unet.model.checkpoint import load_model
 
     args.models_dir.mkdir(parents=True, exist_ok=True)
     figs["files"] = {}
+    profiles = intensity_profiles(args.sample_data)
     for name in SHIPPED:
         model = load_model(summaries[name]["path"], device="cpu")
+        # training records it too; a model reused from an older run may lack it
+        model.meta = replace(model.meta, intensity_profile=profiles[name])
         path = model.save(args.models_dir / f"{name}.safetensors",
                           **provenance(name, figs, summaries[name], args))
         figs["files"][name] = {"file": f"{name}.safetensors", "sha256": sha256(path),
@@ -854,6 +898,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--robustness", type=Path, default=None)
     p.add_argument("--card-from", type=Path, default=None, metavar="JSON",
                    help="only re-render MODEL_CARD.md from a results JSON (no training)")
+    p.add_argument("--stamp-profiles", action="store_true",
+                   help="only write the training intensity profiles onto the shipped "
+                   "files (no training) and update the card, model_card.json and "
+                   "robustness.json to the new files")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: a few iterations, a few slices, outputs in a temp dir")
     args = p.parse_args(argv)
@@ -876,6 +924,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.card_from is not None:
         atomic_write_text(args.models_dir / "MODEL_CARD.md",
                           model_card(json.loads(args.card_from.read_text())))
+        return 0
+    if args.stamp_profiles:
+        stamp_profiles(args)
         return 0
     t_start, load_start = time.time(), os.getloadavg()[0]
     runs = recipes(args)

@@ -143,7 +143,8 @@ def _already_done(scan: Scan, job: BatchJob) -> dict | None:
     record = resume.finished(Path(job.outdir), scan, job.model_hash, job.digest)
     if record is None:
         return None
-    return entry(scan, "skipped", record["outputs"], qc=record.get("qc"), reason=RESUMED)
+    return entry(scan, "skipped", record["outputs"], qc=record.get("qc"), reason=RESUMED,
+                 quality=record.get("quality"))
 
 
 def _recorder(report: Report, scans: list[Scan], out: Path, identifiers: set[str],

@@ -48,6 +48,7 @@ class _Written:
     outputs: list[str]
     picture: str | None = None
     error: str | None = None
+    quality: dict | None = None  # the result's Quality.to_dict()
 
 
 def process_scan(scan: Scan, job: BatchJob) -> dict:
@@ -67,7 +68,8 @@ def process_scan(scan: Scan, job: BatchJob) -> dict:
                          warnings=_warning_texts(caught))
     status = "failed" if written.error else "ok"
     return entry(scan, status, written.outputs, error=written.error, seconds=_since(start),
-                 qc=written.picture, warnings=sorted(set(_warning_texts(caught)) | notes))
+                 qc=written.picture, warnings=sorted(set(_warning_texts(caught)) | notes),
+                 quality=written.quality)
 
 
 def cached_model(job: BatchJob):
@@ -98,6 +100,7 @@ LOOKS_LIKE_LABELS = ("the input looks like a label map (a few whole-number value
 
 def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     from ..inference.predictor import predict
+    from ..inference.quality import assess
     from ..io import read_volume
     from ..io.labels import few_label_values
 
@@ -111,7 +114,8 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     for rel in names:  # fail before predicting when an output could not be committed
         check_replaceable(outdir, rel, record.get("files", {}).get(rel, ()))
     pred = predict(volume, model, job.settings.inference)
-    written = _Written({}, [])
+    quality = assess(volume, model, pred)
+    written = _Written({}, [], quality=quality.to_dict())
     try:
         _write_outputs(scan, job, model, volume, pred, names, written)
         commit_outputs(job, scan, written)
@@ -162,6 +166,14 @@ def _write_outputs(scan: Scan, job: BatchJob, model, volume, pred, names: dict,
         written.picture = _write_qc(scan, job, model, volume, pred, written)
 
 
+def _qc_title(name: str, quality: dict | None) -> str:
+    """The picture's title: the scan's name and its quality score (review or not)."""
+    if not quality or quality.get("score") is None:
+        return name
+    return f"{name}  -  quality {quality['score']:.2f}" + (
+        ": review" if quality.get("review") else "")
+
+
 def _write_seg(scan: Scan, job: BatchJob, model, volume, pred, rel: str,
                written: _Written) -> None:
     """A DICOM SEG that cannot be written fails the scan but keeps its labels as NIfTI."""
@@ -191,7 +203,7 @@ def _write_qc(scan: Scan, job: BatchJob, model, volume, pred, written: _Written)
     name = f"{qc.QC_DIR}/{scan.name}.png"
     written.temps[name] = folder.temp_path(Path(job.outdir), name)
     qc.render_qc(volume.array, result, volume.spacing, kind, written.temps[name],
-                 title=scan.name, n_labels=model.task.n_labels)
+                 title=_qc_title(scan.name, written.quality), n_labels=model.task.n_labels)
     return name
 
 
@@ -218,7 +230,8 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
     status = "incomplete" if written.error else "done"
     resume.write_manifest(outdir, scan.name, {**base, "status": status, "files": files,
                                               "outputs": written.outputs,
-                                              "qc": written.picture})
+                                              "qc": written.picture,
+                                              "quality": written.quality})
 
 
 def message(exc: BaseException) -> str:
