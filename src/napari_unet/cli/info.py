@@ -30,7 +30,7 @@ def profile_words(profile) -> str:
     n = sum(s.scans for s in profile.scans)
     text = (f"{n} training scan{'s' if n > 1 else ''}; normalised signal 5th / 50th / 95th "
             f"percentiles {', '.join(parts)}{more}; noise up to "
-            f"{max(s.noise for s in profile.scans):.1%} of the range")
+            f"{profile.noise_learned:.1%} of the range")
     if profile.noise_added is not None:
         lo, hi = profile.noise_added
         text += f"; learned to remove noise of {lo:.0%}..{hi:.0%} of the range"

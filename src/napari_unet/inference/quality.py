@@ -33,7 +33,9 @@ REVIEW_BELOW = 0.90  # a score below this flags the result for review
 SLICE_BELOW = 0.90  # a slice's own Dice estimate below this makes it an uncertain slice
 LIKE = 0.10  # intensity distance up to which a scan counts as like the training scans
 UNLIKE = 0.20  # distance at which the model's own estimate counts for nothing
-NOISE_FAR = 1.5  # noise this many times the most a denoiser learned is far above it
+# a noise reading this many times the noisiest a denoiser learned from is far above it
+# (the reading grows more slowly than the noise: 1.3 is about 1.4 times the noise)
+NOISE_FAR = 1.3
 MIN_SLICE_SHARE = 0.1  # slices with less foreground than this share of the median are
 # too little of the structures to score (they are reviewed last)
 
@@ -172,8 +174,9 @@ def _denoiser(array, model, pred, dist, like: float, notes: list[str]) -> Qualit
     if review and like < 1.0:
         reasons.append(_unlike_words(dist))
     if review and fit < 1.0:
-        reasons.append(f"noise far above what it learned (reads {noise:.1%} of the range; "
-                       f"the noisiest scans it learned from read {learned:.1%})")
+        reasons.append(f"noise far above what it learned (reads {noise:.1%} of the "
+                       f"intensity range; the noisiest scans it learned from read "
+                       f"{learned:.1%})")
     return Quality(score, review, tuple(reasons), None, dist, noise, learned, pred.axis,
                    notes=tuple(notes))
 

@@ -163,9 +163,11 @@ def scan_profile(array: np.ndarray, normalization, labels: np.ndarray | None = N
 
 
 def noise_level(array: np.ndarray, normalization) -> float:
-    """Noise sigma in normalised units: the median absolute Immerkaer residual (a
-    Laplacian-like high-pass that cancels smooth anatomy) inside the signal, over
-    :data:`NOISE_SLICES` slices along axis 0, as a robust sigma (1.4826 x MAD)."""
+    """Noise sigma in normalised units (a share of the model's intensity range): the
+    median absolute Immerkaer residual (a Laplacian-like high-pass that cancels smooth
+    anatomy) inside the signal, over :data:`NOISE_SLICES` slices along axis 0, as a robust
+    sigma (1.4826 x MAD). Heavy noise also widens a percentile range, so the reading grows
+    a little more slowly than the noise (15% Rician noise on the sample T1 reads 12.6%)."""
     a = np.asarray(array)
     a = a[..., 0] if a.ndim == 4 else a
     if min(a.shape[1:3]) < 3:
