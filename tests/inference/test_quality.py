@@ -56,11 +56,15 @@ def test_all_planes_estimate_from_the_averaged_probabilities():
 
 
 def test_binary_models_estimate_their_one_class():
-    model, vol = tiny_model("segment", n_classes=1), scan((8, 20, 24))
+    model, vol = constant_model(0.7, n_classes=1), scan((8, 20, 24))
     pred = predict(vol, model, axis=0, probabilities=True)
     p, y = pred.probabilities[..., 0], pred.labels == 1
+    assert y.all()  # p = 0.7 > 0.5 everywhere
     expected = 2 * p[y].sum() / (p.sum() + y.sum())
     assert Q.estimated_dice(pred.class_sums) == pytest.approx(expected, rel=1e-5)
+    assert expected == pytest.approx(2 * 0.7 / 1.7, abs=0.01)  # bf16 may round p
+    nothing = predict(vol, constant_model(0.2, n_classes=1), axis=0)
+    assert not nothing.labels.any() and Q.estimated_dice(nothing.class_sums) is None
 
 
 def test_a_confident_model_on_a_scan_like_its_training_scans_needs_no_review():
@@ -171,3 +175,13 @@ def test_noise_fit_crosses_the_threshold_at_noise_far():
     assert Q.noise_fit(0.5) == Q.noise_fit(1.0) == 1.0
     assert Q.noise_fit(Q.NOISE_FAR) == pytest.approx(Q.REVIEW_BELOW)
     assert Q.noise_fit(100.0) == 0.0
+
+
+def test_a_class_labelled_nowhere_counts_only_when_the_model_expected_it():
+    # class 1 labelled and sure; class 2 labelled nowhere, its probability spread thinly
+    absent = np.array([[[95.0, 100.0, 100.0], [0.0, 0.5, 0.0]]])
+    assert Q.estimated_dice(absent) == pytest.approx(2 * 95 / 200)
+    # class 2 expected over 30 voxels (a third of class 1), labelled nowhere: missed
+    missed = np.array([[[95.0, 100.0, 100.0], [0.0, 30.0, 0.0]]])
+    assert Q.estimated_dice(missed) == pytest.approx((2 * 95 / 200 + 0.0) / 2)
+    assert Q.estimated_dice(np.array([[[0.0, 3.0, 0.0]]])) is None  # found nothing

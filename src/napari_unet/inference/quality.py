@@ -36,6 +36,8 @@ UNLIKE = 0.20  # distance at which the model's own estimate counts for nothing
 # a noise reading this many times the noisiest a denoiser learned from is far above it
 # (the reading grows more slowly than the noise: 1.3 is about 1.4 times the noise)
 NOISE_FAR = 1.3
+MISSED_SHARE = 0.1  # a class labelled nowhere but expected over this share of the largest
+# labelled class's size was missed (see estimated_dice)
 MIN_SLICE_SHARE = 0.1  # slices with less foreground than this share of the median are
 # too little of the structures to score (they are reviewed last)
 
@@ -106,13 +108,20 @@ def likeness(dist: float | None) -> float:
 
 
 def estimated_dice(sums: np.ndarray) -> float | None:
-    """Mean over foreground classes of the pooled Dice estimate (classes the model
-    neither predicted nor considered are left out); None when there are none."""
+    """Mean over foreground classes of the pooled Dice estimate; None when the model
+    labelled no voxel of any of them.
+
+    A class it labelled nowhere counts only when it expected it somewhere: probabilities
+    adding up to at least :data:`MISSED_SHARE` of the largest labelled class's size (a
+    structure it hesitated over and missed, Dice 0); a class with a little probability
+    spread thinly (no class is ever exactly impossible) is absent, not missed.
+    """
     a, s, n = np.nansum(sums, axis=0).T
-    present = (s + n) > 0
-    if not present.any():
+    if not (n > 0).any():
         return None
-    return float(np.mean(2 * a[present] / (s[present] + n[present])))
+    largest = float(np.max(((s + n) / 2)[n > 0]))
+    counted = (n > 0) | (s >= MISSED_SHARE * largest)
+    return float(np.mean(2 * a[counted] / (s[counted] + n[counted])))
 
 
 def slice_scores(sums: np.ndarray) -> np.ndarray:
