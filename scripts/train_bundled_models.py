@@ -552,7 +552,8 @@ def model_card(figs: dict) -> str:
                                        hi=round(TRAIN_LEVELS[1] * 100),
                                        sizes=_sizes(figs["files"]),
                                        domain=_domain_words(DOMAIN)),
-                      _seg_section(figs), _den_section(figs), _files_section(figs),
+                      _seg_section(figs), _den_section(figs), _quality_section(figs),
+                      _files_section(figs),
                       CARD_TAIL.format(**_card_facts(figs))]))
 
 
@@ -714,6 +715,84 @@ def _sizes(files: dict) -> str:
     return "; ".join(f"{name}: base width {f.get('base', 16)}, "
                      f"{f.get('parameters', 838_000) / 1e6:.2f} M parameters, "
                      f"{f['bytes'] / 1e6:.1f} MB" for name, f in files.items())
+
+
+QUALITY_RESULTS = ROOT / "bench" / "results" / "quality_score.json"
+
+
+def _quality_section(figs: dict, path: Path = QUALITY_RESULTS) -> str:
+    """Validated conditions, and what the quality score of every result means, with the
+    figures of ``bench/quality_score.py`` (when it has been run on these files)."""
+    from napari_unet.inference import quality as Q
+
+    seg = figs["segmentation"]
+    levels = ", ".join(f"{float(lv):.0%}" for lv in figs["denoising"]["levels"])
+    rows = ["## Validated conditions, and the quality score of every result", "",
+            f"- `brain-tissue`: the held-out block clean and under each condition of its "
+            f"table ({', '.join(c for c in seg['robustness'] if c != 'clean')}); "
+            "everything else (other contrasts, the skull, pathology, partial coverage with "
+            "artefacts) is outside what it was validated for.",
+            f"- `mri-denoise`: Rician noise of {levels} of the intensity range on the "
+            f"held-out block (trained on {TRAIN_LEVELS[0]:.0%}..{TRAIN_LEVELS[1]:.0%}); "
+            "other noise, other contrasts and CT are outside it.", "",
+            QUALITY_WORDS.format(like=Q.LIKE, unlike=Q.UNLIKE, below=Q.REVIEW_BELOW,
+                                 far=Q.NOISE_FAR, slice=Q.SLICE_BELOW), ""]
+    if not path.exists():
+        return "\n".join(rows + ["(`bench/quality_score.py` has not been run on these "
+                                 "files yet.)", ""])
+    res = json.loads(path.read_text())
+    rows += ["Measured by `bench/quality_score.py` (`bench/results/quality_score.json`): "
+             "brain-tissue's results on scans built from the sample T1 (held-out slices "
+             "only, Dice the mean of grey and white matter), against the score of the "
+             "same result. AUROC: how well the score orders results with Dice below 0.90 "
+             "under those at or above (1 = perfectly); flagged: at the threshold "
+             f"{Q.REVIEW_BELOW:.2f}.", "",
+             "| cases | results | AUROC (Dice < 0.90) | flagged of Dice < 0.80 | flagged of "
+             "Dice >= 0.95 |", "|---|---|---|---|---|"]
+    for name, sm in res["summary"].items():
+        rows.append(f"| {name} | {sm['cases']} | {sm['auroc']:.3f} | "
+                    f"{_share(sm['flagged_below_0.80'], sm['below_0.80'])} | "
+                    f"{_share(sm['flagged_at_least_0.95'], sm['at_least_0.95'])} |")
+    rows += ["", "The `unnamed` group holds conditions no requirement named (a T1 with "
+             "skull and scalp, FLAIR- and PD-like contrasts, blur, thick slices, Gibbs "
+             "ringing, spikes, rotation, smaller and larger heads, extreme gammas, fold-over, "
+             "lost signal, quantised intensities, coarse pixels), kept apart to see whether "
+             "the score carries over.", ""]
+    den = res.get("denoiser") or []
+    if den:
+        flagged = [r["name"] for r in den if r["review"]]
+        rows += ["mri-denoise's flag over the same bench: flagged "
+                 + (", ".join(flagged) if flagged else "nothing")
+                 + "; not flagged: " + ", ".join(r["name"] for r in den if not r["review"])
+                 + ".", ""]
+    return "\n".join(rows)
+
+
+def _share(value, n: int) -> str:
+    return "n/a (none)" if value is None else f"{value:.0%} of {n}"
+
+
+QUALITY_WORDS = """\
+Every result (`napari-unet predict`, a batch, the napari widget) gets a **quality score**
+from 0 to 1 from what the model itself sees, with no reference labels. For a segmentation
+it is the model's own estimate of its Dice: the Dice its labels would have if its class
+probabilities were right (`2 sum(p_c [label = c]) / (sum p_c + #[label = c])`, pooled
+over the scan, averaged over the foreground classes), multiplied by how alike the scan's
+intensities are to the training scan's: the 1-Wasserstein distance between the quantiles
+of the scan's normalised intensities inside the head and those recorded in the model file
+(`intensity_profile`); up to {like:.2f} the estimate counts in full, from there it is
+discounted linearly to nothing at {unlike:.2f} (on a scan unlike anything it learned from,
+a network's confidence is no evidence). A result scoring below **{below:.2f}** is flagged
+for review, with the reason in words: "unlike the scans this model learned from" or
+"uncertain in N slices" (slices whose own estimate is below {slice:.2f}). Each slice gets
+its own score too; the correction widget's Review next starts from the lowest. For
+`mri-denoise` the score is the same likeness times a noise factor: its input's noise (a
+robust high-pass reading in the model's normalised units) against the noisiest scan it
+learned from, read the same way; from {far:.1f} times that reading (about 1.4 times the
+noise: Rician 15% on the sample T1 for a model trained up to 10%) the score falls below
+the threshold and the result is flagged "noise far above what it learned". The thresholds
+are fixed and the same for every model; the score is a screening aid for deciding which
+results a person looks at first, not a measure of accuracy."""
 
 
 def _files_section(figs: dict) -> str:
