@@ -154,3 +154,10 @@ def test_a_tampered_quality_record_is_not_shown(tmp_path):
                                             "reasons": []})
     assert bad["quality"] is None and bad["review"] is False and bad["score"] is None
     assert "<script>" not in index_page({"scans": [bad]})
+
+
+def test_help_states_the_documented_threshold():
+    from napari_unet.cli.predict import EPILOG
+    from napari_unet.inference.quality import REVIEW_BELOW
+
+    assert f"below {REVIEW_BELOW:.2f} it is flagged for review" in EPILOG

@@ -195,3 +195,25 @@ def test_mri_denoise_improves_held_out_slices(sample):
         return 10 * np.log10(1.0 / np.mean((unit - ref) ** 2))
 
     assert psnr(out) > psnr(noisy[idx]) + 3.0, (psnr(out), psnr(noisy[idx]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_models_record_their_training_intensities(name):
+    prof = load_model(name, device="cpu").meta.intensity_profile
+    assert prof is not None and len(prof.scans) == 1  # one training scan: the template
+    assert (prof.noise_added is not None) == (name == "mri-denoise")
+
+
+@pytest.mark.slow
+def test_the_stamp_reproduces_the_shipped_intensity_profiles():
+    """What scripts/train_bundled_models.py --stamp-profiles would write, recomputed from
+    the sample data, is what the shipped files hold (the stamp is reproducible)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_bundled_models as T
+
+    made = T.intensity_profiles(ROOT / "sample_data")
+    for name in NAMES:
+        assert made[name].to_dict() == load_model(name, device="cpu").meta.intensity_profile\
+            .to_dict(), name

@@ -167,3 +167,22 @@ def test_a_bad_profile_in_a_file_is_refused(tmp_path, change, field):
     save_file(tensors, str(path), metadata={"napari_unet": json.dumps(meta)})
     with pytest.raises(ModelFileError, match=f"intensity_profile.*{field}"):
         load_model(path, device="cpu")
+
+
+def test_info_says_what_the_model_learned_from(tmp_path):
+    from napari_unet.cli.main import main
+    from support.cli_run import run_cli
+
+    image, labels = _phantom()
+    model = tiny_model("segment", n_classes=3)
+    plain = model.save(tmp_path / "plain.safetensors")
+    model.meta = replace(model.meta, intensity_profile=P.profile_of(
+        [image], model.meta.normalization, [labels], 3))
+    path = model.save(tmp_path / "m.safetensors")
+    code, out = run_cli("info", path)
+    q = model.meta.intensity_profile.scans[0].quantiles
+    assert code == 0 and ("intensities:   1 training scan; normalised signal 5th / 50th / "
+                          f"95th percentiles {q[1]:.2f} / {q[10]:.2f} / {q[19]:.2f}") in out
+    code, out = run_cli("info", plain)
+    assert "intensities:   not recorded" in out
+    assert main(["info", "--json", str(path)]) == 0
