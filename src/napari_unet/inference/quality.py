@@ -6,7 +6,7 @@ Built only from what the model itself sees, so it needs no reference labels:
   labels (:func:`~napari_unet.inference.uncertainty.agreement_sums`), the Dice the labels
   would have if the probabilities were right, ``2 sum(p_c [label = c]) / (sum p_c +
   #[label = c])``, pooled over the scan and averaged over the foreground classes; per
-  slice, pooled over the foreground classes. Confident, agreeing probabilities give
+  slice, the same within the slice. Confident, agreeing probabilities give
   values near 1; wherever the model hesitates between classes, it falls;
 - **how unlike the training scans the scan is**: the 1-Wasserstein distance of its
   normalised intensities to the nearest training scan's
@@ -116,23 +116,32 @@ def estimated_dice(sums: np.ndarray) -> float | None:
     structure it hesitated over and missed, Dice 0); a class with a little probability
     spread thinly (no class is ever exactly impossible) is absent, not missed.
     """
-    a, s, n = np.nansum(sums, axis=0).T
-    if not (n > 0).any():
-        return None
-    largest = float(np.max(((s + n) / 2)[n > 0]))
-    counted = (n > 0) | (s >= MISSED_SHARE * largest)
-    return float(np.mean(2 * a[counted] / (s[counted] + n[counted])))
+    est = _class_mean(np.nansum(sums, axis=0)[None])[0]
+    return None if np.isnan(est) else float(est)
+
+
+def _class_mean(sums: np.ndarray) -> np.ndarray:
+    """(S, K, 3) sums -> (S,) mean Dice estimate of the classes that count (see
+    :func:`estimated_dice`); NaN where none does."""
+    a, s, n = np.moveaxis(sums, -1, 0)
+    labelled = n > 0
+    size = np.where(labelled, (s + n) / 2, 0.0)
+    largest = size.max(axis=1, keepdims=True)
+    counted = labelled | ((s >= MISSED_SHARE * largest) & (largest > 0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(counted, 2 * a / (s + n), 0.0)
+        return np.where(counted.any(axis=1), dice.sum(axis=1) / counted.sum(axis=1), np.nan)
 
 
 def slice_scores(sums: np.ndarray) -> np.ndarray:
-    """Per slice, the Dice estimate pooled over foreground classes; NaN for slices not
-    predicted or with too little foreground to score (:data:`MIN_SLICE_SHARE`)."""
-    a, s, n = (sums.sum(axis=1)).T  # NaN rows (not predicted) stay NaN
-    size = (s + n) / 2
+    """Per slice, the Dice estimate as :func:`estimated_dice` makes it for the scan; NaN
+    for slices not predicted or with too little foreground to score (less than
+    :data:`MIN_SLICE_SHARE` of the median slice's)."""
+    size = np.nansum(sums[..., 1] + sums[..., 2], axis=1) / 2
+    size[~np.isfinite(sums).all(axis=(1, 2))] = np.nan  # not predicted
     occupied = size[np.isfinite(size) & (size > 0)]
     enough = size >= MIN_SLICE_SHARE * (np.median(occupied) if occupied.size else np.inf)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        est = 2 * a / (s + n)
+    est = _class_mean(np.nan_to_num(sums))
     return np.where(enough, est, np.nan)
 
 
