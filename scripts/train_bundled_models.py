@@ -723,18 +723,23 @@ QUALITY_RESULTS = ROOT / "bench" / "results" / "quality_score.json"
 def _quality_section(figs: dict, path: Path = QUALITY_RESULTS) -> str:
     """Validated conditions, and what the quality score of every result means, with the
     figures of ``bench/quality_score.py`` (when it has been run on these files)."""
+    import textwrap
+
     from napari_unet.inference import quality as Q
 
     seg = figs["segmentation"]
-    levels = ", ".join(f"{float(lv):.0%}" for lv in figs["denoising"]["levels"])
+    levels = " and ".join(f"{float(lv):.0%}" for lv in figs["denoising"]["levels"])
+    bullets = [
+        f"`brain-tissue`: the held-out block clean and under each condition of its table "
+        f"({', '.join(c for c in seg['robustness'] if c != 'clean')}); everything else "
+        "(other contrasts, the skull, pathology, partial coverage with artefacts) is "
+        "outside what it was validated for.",
+        f"`mri-denoise`: Rician noise of {levels} of the intensity range on the held-out "
+        f"block (trained on {TRAIN_LEVELS[0]:.0%}..{TRAIN_LEVELS[1]:.0%}); other noise, "
+        "other contrasts and CT are outside it."]
     rows = ["## Validated conditions, and the quality score of every result", "",
-            f"- `brain-tissue`: the held-out block clean and under each condition of its "
-            f"table ({', '.join(c for c in seg['robustness'] if c != 'clean')}); "
-            "everything else (other contrasts, the skull, pathology, partial coverage with "
-            "artefacts) is outside what it was validated for.",
-            f"- `mri-denoise`: Rician noise of {levels} of the intensity range on the "
-            f"held-out block (trained on {TRAIN_LEVELS[0]:.0%}..{TRAIN_LEVELS[1]:.0%}); "
-            "other noise, other contrasts and CT are outside it.", "",
+            *(textwrap.fill(b, 89, initial_indent="- ", subsequent_indent="  ")
+              for b in bullets), "",
             QUALITY_WORDS.format(like=Q.LIKE, unlike=Q.UNLIKE, below=Q.REVIEW_BELOW,
                                  far=Q.NOISE_FAR, slice=Q.SLICE_BELOW), ""]
     if not path.exists():
@@ -750,22 +755,40 @@ def _quality_section(figs: dict, path: Path = QUALITY_RESULTS) -> str:
              "| cases | results | AUROC (Dice < 0.90) | flagged of Dice < 0.80 | flagged of "
              "Dice >= 0.95 |", "|---|---|---|---|---|"]
     for name, sm in res["summary"].items():
-        rows.append(f"| {name} | {sm['cases']} | {sm['auroc']:.3f} | "
+        auroc = "n/a (none below 0.90)" if sm["auroc"] != sm["auroc"] else f"{sm['auroc']:.3f}"
+        rows.append(f"| {name} | {sm['cases']} | {auroc} | "
                     f"{_share(sm['flagged_below_0.80'], sm['below_0.80'])} | "
                     f"{_share(sm['flagged_at_least_0.95'], sm['at_least_0.95'])} |")
     rows += ["", "The `unnamed` group holds conditions no requirement named (a T1 with "
              "skull and scalp, FLAIR- and PD-like contrasts, blur, thick slices, Gibbs "
              "ringing, spikes, rotation, smaller and larger heads, extreme gammas, fold-over, "
              "lost signal, quantised intensities, coarse pixels), kept apart to see whether "
-             "the score carries over.", ""]
+             "the score carries over.", "", _misses(res["cases"]), ""]
     den = res.get("denoiser") or []
     if den:
         flagged = [r["name"] for r in den if r["review"]]
         rows += ["mri-denoise's flag over the same bench: flagged "
-                 + (", ".join(flagged) if flagged else "nothing")
-                 + "; not flagged: " + ", ".join(r["name"] for r in den if not r["review"])
+                 + ("; ".join(flagged) if flagged else "nothing")
+                 + "; not flagged: " + "; ".join(r["name"] for r in den if not r["review"])
                  + ".", ""]
     return "\n".join(rows)
+
+
+def _misses(cases: list[dict]) -> str:
+    """In words: the results the threshold got wrong by the targets' measure."""
+    from napari_unet.inference.quality import REVIEW_BELOW
+
+    missed = [c for c in cases if c["dice"] < 0.80 and not c["review"]]
+    false = [c for c in cases if c["dice"] >= 0.95 and c["review"]]
+    worse = [c for c in cases if c["dice"] < 0.90 and c["score"] >= REVIEW_BELOW]
+    words = lambda cs: "; ".join(f"{c['name']} (Dice {c['dice']:.2f}, score "  # noqa: E731
+                                 f"{c['score']:.2f})" for c in cs) or "none"
+    return (f"Not flagged although Dice < 0.80: {words(missed)}. Flagged although Dice >= "
+            f"0.95: {words(false)}. Results with Dice 0.80..0.90 that pass the threshold: "
+            f"{words([c for c in worse if c['dice'] >= 0.80])}. What neither the model's "
+            "confidence nor the intensities show, the score cannot: a region the model "
+            "confidently calls background, or a head whose extra tissue it confidently "
+            "labels, passes.")
 
 
 def _share(value, n: int) -> str:

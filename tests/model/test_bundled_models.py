@@ -217,3 +217,14 @@ def test_the_stamp_reproduces_the_shipped_intensity_profiles():
     for name in NAMES:
         assert made[name].to_dict() == load_model(name, device="cpu").meta.intensity_profile\
             .to_dict(), name
+
+
+def test_card_says_what_the_quality_score_means_with_its_measured_figures():
+    card = (bundled_models()["brain-tissue"].parent / "MODEL_CARD.md").read_text()
+    results = json.loads((ROOT / "bench" / "results" / "quality_score.json").read_text())
+    assert "## Validated conditions, and the quality score of every result" in card
+    for phrase in ("own estimate of its Dice", "unlike the scans this model learned from",
+                   "noise far above what it learned", "0.90"):
+        assert phrase in card.replace("\n", " "), phrase
+    for name, s in results["summary"].items():
+        assert f"| {name} | {s['cases']} | {s['auroc']:.3f} |" in card, name
