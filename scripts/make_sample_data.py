@@ -79,11 +79,13 @@ def _uid(seed: str) -> str:
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 # Module by module, what an MR Image Storage instance needs (PS3.3 A.4) besides geometry and
-# pixels. No patient data: an anonymous name and ID, no birth date or sex (type 2: empty).
+# pixels. No patient data: an anonymous name and ID, no birth date or sex (type 2: empty);
+# PatientIdentityRemoved YES needs the method said (1C). Clean in Clunie's dciodvfy.
 SERIES_ATTRIBUTES = {
     # Patient
     "PatientName": "Anonymous^MNI152", "PatientID": "MNI152-2009a", "PatientBirthDate": "",
     "PatientSex": "", "PatientIdentityRemoved": "YES",
+    "DeidentificationMethod": "no patient: an average of many (MNI ICBM152 2009a template)",
     # General Study
     "StudyInstanceUID": _uid("napari-unet sample study"), "StudyDate": "20090101",
     "StudyTime": "120000", "ReferringPhysicianName": "", "StudyID": "1",
@@ -101,7 +103,7 @@ SERIES_ATTRIBUTES = {
     "ImageType": ["DERIVED", "SECONDARY", "OTHER"], "ScanningSequence": "GR",
     "SequenceVariant": ["SP", "MP"], "ScanOptions": "", "MRAcquisitionType": "3D",
     "RepetitionTime": "22", "EchoTime": "9.2", "EchoTrainLength": "1",
-    "InversionTime": "", "ImagedNucleus": "1H", "MagneticFieldStrength": "1.5",
+    "ImagedNucleus": "1H", "MagneticFieldStrength": "1.5",  # no InversionTime: not IR
     "SliceThickness": "1", "WindowCenter": "60", "WindowWidth": "120",
     # Image Pixel: signed 16-bit greyscale
     "SamplesPerPixel": 1, "PhotometricInterpretation": "MONOCHROME2", "BitsAllocated": 16,

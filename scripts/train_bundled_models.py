@@ -21,9 +21,15 @@ the same CPU model (one torch thread per model, same seeds) gives the same weigh
 trainings run in parallel worker processes (on 2 cores, two one-thread trainings beat
 one two-thread training).
 
+Each shipped model's classes carry what a DICOM SEG segment says of them
+(:func:`class_codes`: SNOMED CT concepts from DICOM's context groups and the colours the
+napari layers use); ``--stamp`` writes them into the shipped files without training
+(the weights stay, the hashes in the card and the results follow).
+
     nice -n 5 python scripts/train_bundled_models.py        # full run (time: see the card)
     python scripts/train_bundled_models.py --quick          # smoke run into a temp dir
     python scripts/train_bundled_models.py --card-from bench/results/model_card.json
+    python scripts/train_bundled_models.py --stamp          # class codes only, no training
     python scripts/train_bundled_models.py --stamp-profiles # intensity profiles only
 
 Each shipped file records its training scans' intensities after normalisation
@@ -72,6 +78,19 @@ SHIPPED = ("brain-tissue", "mri-denoise")
 CLEAN_STAGE = "brain-tissue-stage1"  # brain-tissue's first stage: the template as it is
 DOMAIN_STAGE = "brain-tissue-stage2"  # then domain randomisation; a short clean polish last
 SPREAD_SEEDS = (1, 2)  # the last two stages again with these seeds: how much runs vary
+
+
+def class_codes(name: str):
+    """What each class of a shipped model is, for DICOM SEG (``io.class_codes``): grey and
+    white matter as SNOMED CT concepts of DICOM CID 7151, in the palette colours the
+    napari layers show them in. brain-tissue's class 0 (background with CSF) gets no
+    segment, so no code; mri-denoise has no classes."""
+    from napari_unet.io.class_codes import palette_rgb, resolve
+
+    if name != "brain-tissue":
+        return None
+    codes = (None, resolve("GrayMatter"), resolve("WhiteMatter"))
+    return tuple(c if c is None else replace(c, color=palette_rgb(i)) for i, c in enumerate(codes))
 
 
 def spread_runs(seed: int) -> tuple[str, str]:
@@ -504,13 +523,7 @@ def stamp_profiles(args) -> None:
         figs["files"][name].update(sha256=sha256(path), bytes=path.stat().st_size,
                                    content_hash=meta.hash)
         print(f"stamped {path}: {len(profile.scans)} training scan profile(s)")
-    atomic_write_text(args.results, json.dumps(figs, indent=2) + "\n")
-    if args.robustness.exists():
-        rob = json.loads(args.robustness.read_text())
-        rob["model"]["hash"] = figs["files"]["brain-tissue"]["content_hash"]
-        atomic_write_text(args.robustness, json.dumps(rob, indent=2) + "\n")
-    atomic_write_text(args.models_dir / "MODEL_CARD.md", model_card(figs))
-    print(f"updated {args.results}, {args.robustness} and {args.models_dir / 'MODEL_CARD.md'}")
+    write_records(figs, args)
 
 
 def write_outputs(summaries: dict, figs: dict, args) -> None:
@@ -521,8 +534,9 @@ def write_outputs(summaries: dict, figs: dict, args) -> None:
     profiles = intensity_profiles(args.sample_data)
     for name in SHIPPED:
         model = load_model(summaries[name]["path"], device="cpu")
-        # training records it too; a model reused from an older run may lack it
-        model.meta = replace(model.meta, intensity_profile=profiles[name])
+        # training records the profile too; a model reused from an older run may lack it
+        model.meta = replace(model.meta, intensity_profile=profiles[name],
+                             class_codes=class_codes(name), hash="")
         path = model.save(args.models_dir / f"{name}.safetensors",
                           **provenance(name, figs, summaries[name], args))
         figs["files"][name] = {"file": f"{name}.safetensors", "sha256": sha256(path),
@@ -531,6 +545,11 @@ def write_outputs(summaries: dict, figs: dict, args) -> None:
                                "parameters": sum(p.numel() for p in model.net.parameters()),
                                "pixel_spacing": model.meta.pixel_spacing}
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    write_records(figs, args)
+
+
+def write_records(figs: dict, args) -> None:
+    """The results JSON, robustness.json and the card, from ``figs``."""
     atomic_write_text(args.results, json.dumps(figs, indent=2) + "\n")
     seg = figs["segmentation"]
     atomic_write_text(args.robustness, json.dumps({
@@ -540,6 +559,25 @@ def write_outputs(summaries: dict, figs: dict, args) -> None:
         "command": figs["command"], "machine": figs["machine"]}, indent=2) + "\n")
     atomic_write_text(args.models_dir / "MODEL_CARD.md", model_card(figs))
     print(f"wrote {args.results}, {args.robustness} and {args.models_dir / 'MODEL_CARD.md'}")
+
+
+def stamp(args) -> None:
+    """Write :func:`class_codes` into the shipped files without training: the weights and
+    provenance stay, the content hashes change with the metadata, and the results JSON,
+    robustness.json and the card follow (their figures stay as measured)."""
+    from napari_unet.model.checkpoint import load_model
+
+    figs = json.loads(args.results.read_text())
+    for name in SHIPPED:
+        path = args.models_dir / f"{name}.safetensors"
+        model = load_model(path, device="cpu")
+        model.meta = replace(model.meta, class_codes=class_codes(name), hash="")
+        model.save(path)
+        figs["files"][name].update(sha256=sha256(path), bytes=path.stat().st_size,
+                                   content_hash=model.hash)
+        print(f"stamped {path}: class codes {'set' if class_codes(name) else 'none'}, "
+              f"hash {model.hash}")
+    write_records(figs, args)
 
 
 # ----------------------------------------------------------------------------- the card
@@ -823,7 +861,19 @@ def _files_section(figs: dict) -> str:
     for f in figs["files"].values():
         rows.append(f"| `{f['file']}` | {f['bytes']} | `{f['sha256']}` |")
     return "\n".join(rows + ["", "`tests/model/test_bundled_models.py` checks that the "
-                             "shipped files still have these hashes.", ""])
+                             "shipped files still have these hashes.", "", _codes_words(),
+                             ""])
+
+
+def _codes_words() -> str:
+    """What the card says of brain-tissue's class codes (for DICOM SEG)."""
+    codes = class_codes("brain-tissue")
+    named = ", ".join(f"{CLASSES[i]} as {c.type.meaning} ({c.type.scheme} {c.type.value}, "
+                      "#{:02X}{:02X}{:02X})".format(*c.color)
+                      for i, c in enumerate(codes) if c is not None)
+    return (f"brain-tissue's classes carry coded concepts for DICOM SEG: {named}, in the "
+            f"category {codes[1].category.meaning}; {CLASSES[0]} is the background and "
+            "gets no segment (`napari-unet info brain-tissue`).")
 
 
 def _card_facts(figs: dict) -> dict:
@@ -1000,6 +1050,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--robustness", type=Path, default=None)
     p.add_argument("--card-from", type=Path, default=None, metavar="JSON",
                    help="only re-render MODEL_CARD.md from a results JSON (no training)")
+    p.add_argument("--stamp", action="store_true",
+                   help="only write the class codes into the shipped files and update the "
+                   "recorded hashes (no training)")
     p.add_argument("--stamp-profiles", action="store_true",
                    help="only write the training intensity profiles onto the shipped "
                    "files (no training) and update the card, model_card.json and "
@@ -1026,6 +1079,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.card_from is not None:
         atomic_write_text(args.models_dir / "MODEL_CARD.md",
                           model_card(json.loads(args.card_from.read_text())))
+        return 0
+    if args.stamp:
+        stamp(args)
         return 0
     if args.stamp_profiles:
         stamp_profiles(args)

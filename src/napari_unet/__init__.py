@@ -16,6 +16,7 @@ _LAZY = {
     "write_volume": "io",
     "list_series": "io",
     "write_dicom_seg": "io",
+    "write_derived_series": "io",
     "VolumeReadError": "errors",
     "VolumeWriteError": "errors",
     "TaskError": "errors",

@@ -35,5 +35,11 @@ class VolumeWriteError(NapariUnetError, ValueError):
     """An output that cannot be written as asked (shape, path); names the file."""
 
 
+class UnsupportedSourceError(VolumeWriteError):
+    """A DICOM output that the source's kind of DICOM cannot carry (a SEG of an RT Dose,
+    a derived series of a PET scan): a limit of the data, not something the user can fix,
+    so a batch keeps the NIfTI and records a warning instead of failing the scan."""
+
+
 class Cancelled(NapariUnetError):
     """A long job stopped because its ``cancel()`` callable returned True."""

@@ -267,17 +267,24 @@ def test_a_proposal_the_check_advises_against_needs_a_deliberate_click(loop, qtb
 
 
 def _slice_dice_estimates(viewer, layer) -> np.ndarray:
-    """Per axial slice, from the probability layers the inference widget added: the Dice
-    the labels would have if the probabilities were right, 2 sum p_c [y = c] / (sum p_c +
-    #[y = c]) pooled over the foreground classes (slices with less than a tenth of the
-    median foreground left out, as the quality score does)."""
+    """Per axial slice, from the probability layers the inference widget added: each
+    foreground class's Dice if the probabilities were right, 2 sum p_c [y = c] / (sum p_c
+    + #[y = c]), averaged over the classes the slice labels (and a class it labels nowhere
+    whose probabilities add up to a tenth of the largest labelled one's: a miss, Dice 0);
+    slices with less than a tenth of the median foreground left out, as the quality score
+    does."""
     labels = np.asarray(layer.data)
     p = [np.asarray(viewer.layers[f"{layer.name} p({c})"].data) for c in ("block", "disc")]
-    agree = sum((pc * (labels == c + 1)).sum(axis=(1, 2)) for c, pc in enumerate(p))
-    total = sum(pc.sum(axis=(1, 2)) for pc in p) + (labels > 0).sum(axis=(1, 2))
-    size = total / 2
-    est = 2 * agree / np.maximum(total, 1e-12)
-    return np.where(size >= 0.1 * np.median(size[size > 0]), est, np.nan)
+    agree = np.stack([(pc * (labels == c + 1)).sum(axis=(1, 2)) for c, pc in enumerate(p)], 1)
+    prob = np.stack([pc.sum(axis=(1, 2)) for pc in p], 1)
+    count = np.stack([(labels == c + 1).sum(axis=(1, 2)) for c in range(len(p))], 1)
+    largest = np.where(count > 0, (prob + count) / 2, 0).max(axis=1, keepdims=True)
+    counted = (count > 0) | ((prob >= 0.1 * largest) & (largest > 0))
+    dice = np.where(counted, 2 * agree / np.maximum(prob + count, 1e-12), 0.0)
+    est = dice.sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
+    size = (prob + count).sum(axis=1) / 2
+    keep = counted.any(axis=1) & (size >= 0.1 * np.median(size[size > 0]))
+    return np.where(keep, est, np.nan)
 
 
 def test_review_next_jumps_to_the_least_trusted_slice_and_marks_it(loop, qtbot):
@@ -335,6 +342,17 @@ def test_save_model_and_labels_to_the_user_folder_and_to_a_chosen_file(loop, qtb
     geo = layer_geometry(back.spacing, back.origin, back.direction)
     np.testing.assert_allclose(geo["scale"], W.SCALE, rtol=1e-5)
     np.testing.assert_allclose(geo["translate"], W.TRANSLATE, atol=1e-4)
+    first = (tmp_path / "labels.nii.gz").read_bytes()  # saved again: beside, never over it
+    W.click(qtbot, widget.save_labels_button)
+    assert (tmp_path / "labels.nii.gz").read_bytes() == first
+    assert (tmp_path / "labels-1.nii.gz").is_file()
+    assert str(widget.labels_path.value) == str(tmp_path / "labels-1.nii.gz")
+    notifications = W.notification_log()
+    widget.labels_path.value = tmp_path / "no_such_folder" / "x.nii.gz"  # never made
+    W.click(qtbot, widget.save_labels_button)
+    assert not (tmp_path / "no_such_folder").exists()
+    assert any("the folder" in m and "does not exist" in m
+               for m in W.errors_shown(notifications()))
     widget.labels_path.value = tmp_path / "corrected.nii.gz"  # a name that says nothing
     W.click(qtbot, widget.save_labels_button)
     [again] = viewer.open(str(tmp_path / "corrected.nii.gz"), plugin="napari-unet")

@@ -147,16 +147,20 @@ def test_writer_without_source_uses_layer_scale_and_translate(make_napari_viewer
     np.testing.assert_allclose(again.translate, layer.translate, atol=1e-5)
 
 
-def test_broken_series_is_reported_and_the_others_open(make_napari_viewer, tmp_path):
+def test_a_malformed_slice_is_left_out_and_every_series_opens(make_napari_viewer, tmp_path):
+    """A slice cut short is left out of its series with a warning naming it (README);
+    the series opens from its other slices, the one beside it as it is."""
     write_dicom_series(np.zeros((3, 8, 8)), tmp_path / "study" / "good", series_number=1)
     bad = write_dicom_series(np.ones((3, 8, 8)), tmp_path / "study" / "bad", series_number=2,
                              prefix="b")
     bad[1].write_bytes(bad[1].read_bytes()[:-100])
     viewer = make_napari_viewer()
-    with pytest.warns(UserWarning, match="pixel data"):
+    with pytest.warns(UserWarning, match=rf"{bad[1].name} left out of this series "
+                      r"\(malformed pixel data: truncated"):
         layers = viewer.open(str(tmp_path / "study"), plugin=PLUGIN)
-    assert [lyr.data.shape for lyr in layers] == [(3, 8, 8)]
+    assert [lyr.data.shape for lyr in layers] == [(3, 8, 8), (2, 8, 8)]
     assert not np.asarray(layers[0].data).any()  # the good (all-zero) series
+    assert np.asarray(layers[1].data).all()  # the bad one's two sound slices
 
 
 # --- label maps stay labels ------------------------------------------------------------------
@@ -210,11 +214,19 @@ def test_dicom_seg_opens_as_labels_alone_and_with_its_scan(make_napari_viewer, t
                        direction=AXIAL, modality="CT")
     scan = read_volume(study / "ct")
     labels = label_blobs(scan.spatial_shape)
-    write_dicom_seg(labels, study / "seg" / "organs.dcm", like=scan, class_names=NAMES)
+    from napari_unet.io.class_codes import class_codes_from_texts, palette_rgb
+
+    with pytest.warns(UserWarning, match="without a coded concept"):
+        write_dicom_seg(labels, study / "seg" / "organs.dcm", like=scan, class_names=NAMES,
+                        class_codes=class_codes_from_texts(["Liver#336699", "-"], 3))
 
     viewer = make_napari_viewer()
     [alone] = viewer.open(str(study / "seg" / "organs.dcm"), plugin=PLUGIN)
     assert_named_labels(alone)
+    # the colours the SEG recommends: the model's for 1, the palette's for 2 (CIELab there)
+    for value, rgb in ((1, (0x33, 0x66, 0x99)), (2, palette_rgb(2))):
+        shown = np.asarray(alone.colormap.map(np.array([value])))[0, :3] * 255
+        assert np.abs(shown - rgb).max() <= 1.5, value
     assert (np.asarray(alone.data) == 2).sum() == (labels == 2).sum()
     for index in np.argwhere(np.asarray(alone.data) == 2):  # lands on the tumour
         at = np.linalg.solve(scan.affine, [*alone.metadata["napari_unet_volume"].affine
@@ -281,3 +293,42 @@ def test_layer_without_source_is_written_by_its_anatomical_axes(make_napari_view
     [out] = drawn.save(str(tmp_path / "drawn.nii.gz"), plugin=PLUGIN)
     np.testing.assert_allclose(nib.load(out).affine, nib.load(src).affine, atol=1e-5)
     np.testing.assert_array_equal(read_volume(out).array, drawn.data)
+
+
+def test_tilted_ct_lines_up_and_file_save_writes_what_itk_and_nibabel_agree_on(
+        make_napari_viewer, tmp_path):
+    """A gantry-tilted CT shows each voxel at its own place (the shear as layer affine);
+    labels drawn on it and saved through napari (``viewer.layers.save``, as File > Save
+    does) are resampled onto an orthogonal grid, and reopen where the scan is."""
+    from napari_unet._napari.layers import data_to_world, geometry_kwargs
+    from support import geometry_cases as cases
+    from support.nifti_checks import assert_content_in_place, assert_nifti_agrees, read_itk
+
+    folder = cases.tilted_ct(tmp_path / "ct", shape=(8, 32, 36))
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(folder), plugin=PLUGIN)
+    w = anatomical_axes(image.metadata["napari_unet_volume"].direction)
+    centres = cases.dicom_voxel_centres(folder)
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in image.data.shape], indexing="ij"), -1)
+    shown = (data_to_world(image) @ np.c_[index.reshape(-1, 3), np.ones(index[..., 0].size)].T)
+    np.testing.assert_allclose(shown[:3].T, centres.reshape(-1, 3) @ w.T, atol=1e-4)
+
+    labels = viewer.add_labels((np.asarray(image.data) > 0).astype(np.uint8), name="ball",
+                               metadata=dict(image.metadata), **geometry_kwargs(image),
+                               features={"index": [0, 1], "class": ["background", "ball"]})
+    viewer.layers.selection = {labels}
+    [out] = viewer.layers.save(str(tmp_path / "ball.nii.gz"), selected=True, plugin=PLUGIN)
+    assert_nifti_agrees(out)
+    assert_content_in_place(out, folder, cases.ball, labels=True)
+    [again] = viewer.open(out, plugin=PLUGIN)
+    assert again._type_string == "labels"
+    itk = read_itk(out)
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in again.data.shape], indexing="ij"), -1)
+    shown = (data_to_world(again) @ np.c_[index.reshape(-1, 3), np.ones(index[..., 0].size)].T)
+    np.testing.assert_allclose(shown[:3].T, itk.centres.reshape(-1, 3) @ w.T, atol=1e-4)
+
+    ramp = cases.tilted_ct(tmp_path / "ramp", shape=(8, 32, 36), content="ramp")
+    [ramp_layer] = viewer.open(str(ramp), plugin=PLUGIN)
+    [img_out] = ramp_layer.save(str(tmp_path / "ct.nii.gz"), plugin=PLUGIN)
+    assert_nifti_agrees(img_out)  # an int16 image: linear, rounded back to whole HU
+    assert_content_in_place(img_out, ramp, cases.ramp, labels=False, tolerance=1.0)

@@ -52,10 +52,17 @@ def test_training_keeps_the_class_names_saves_in_the_user_folder_and_plots(
     assert list(model.task.class_names) == NAMES and model.task.n_classes == 3
     assert widget.plot.history and widget.plot.loss_ax.lines[0].get_xdata().size >= 1
     assert "iterations" in widget.status.value and str(saved) in widget.status.value
-    # Save after the run: to a file of the user's choice, as often as they like
+    # Save after the run: to a file of the user's choice, as often as they like; a file
+    # there already (the first save, or anyone's) is kept and the next goes beside it
     widget.output.value = tmp_path / "mine.safetensors"
     W.click(qtbot, widget.save_button)
     assert load_model(tmp_path / "mine.safetensors", device="cpu").hash == model.hash
+    first = (tmp_path / "mine.safetensors").read_bytes()
+    W.click(qtbot, widget.save_button)
+    beside = tmp_path / "mine-1.safetensors"
+    assert load_model(beside, device="cpu").hash == model.hash
+    assert (tmp_path / "mine.safetensors").read_bytes() == first
+    assert str(widget.output.value) == str(beside) and str(beside) in widget.status.value
 
 
 def test_cancel_keeps_the_partial_model_and_offers_to_save_it(layers_viewer, qtbot):
@@ -127,6 +134,42 @@ def test_training_from_files(make_napari_viewer, qtbot, tmp_path):
     assert widget.result.model.task.class_names[0] == "background"
     assert "scan.nii.gz" in str(widget.result.model.meta.provenance)
     assert (tmp_path / "from_files.safetensors").is_file()
+
+
+def test_training_from_a_bids_dataset_and_its_derivative_labels(make_napari_viewer, qtbot,
+                                                                tmp_path):
+    import json
+
+    import nibabel as nib
+
+    from support.bids_data import bids_dataset
+
+    raw = bids_dataset(tmp_path / "raw", {"sub-01/anat/sub-01_T2w": 1,
+                                          "sub-02/anat/sub-02_T2w": 2,
+                                          "sub-02/anat/sub-02_T1w": 3})
+    deriv = tmp_path / "manual"
+    (deriv / "sub-02/anat").mkdir(parents=True)
+    (deriv / "dataset_description.json").write_text(json.dumps(
+        {"Name": "labels", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "Manual"}]}))
+    src = nib.load(raw / "sub-02/anat/sub-02_T2w.nii.gz")
+    labels = (np.asarray(src.dataobj) > 150).astype(np.uint8)
+    nib.save(nib.Nifti1Image(labels, src.affine), str(deriv / "sub-02/anat/sub-02_dseg.nii.gz"))
+    widget = W.open_widget(make_napari_viewer(), W.TRAINING)
+    widget.source.value = "BIDS dataset"
+    assert widget.is_shown(widget.bids_root) and widget.is_shown(widget.bids_labels)
+    assert not widget.is_shown(widget.image_files) and not widget.is_shown(widget.image)
+    widget.bids_root.value, widget.bids_labels.value = raw, deriv
+    widget.bids_suffix.value = "T2w"
+    images, pairs = widget.data()  # sub-01 has no labels: left out
+    assert [Path(p).name for p in images] == ["sub-02_T2w.nii.gz"]
+    assert [Path(p).name for p in pairs] == ["sub-02_dseg.nii.gz"]
+    widget.classes.value, widget.base.value, widget.budget.value = 1, 4, 1
+    widget.output.value = tmp_path / "from_bids.safetensors"
+    W.click(qtbot, widget.train_button)
+    assert W.wait_until_idle(qtbot, widget, 60000) is JobState.DONE, widget.runner.error
+    assert load_model(tmp_path / "from_bids.safetensors").meta.provenance[
+        "bids_suffixes"] == ["T2w"]
 
 
 def test_the_files_of_a_dicom_series_picked_in_the_dialog_are_one_scan(

@@ -125,15 +125,19 @@ def test_a_2_5d_denoiser_says_so_and_denoises_every_slice(make_napari_viewer, qt
 def test_a_model_made_for_all_planes_averages_them_unless_told_otherwise(
         make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
-    W.add_scan(viewer, shape=(20, 24, 24), name="cubic").scale = (0.9, 0.9, 0.9)
+    W.add_scan(viewer, shape=(32, 32, 32), name="cubic").scale = (0.9, 0.9, 0.9)
     widget = W.open_widget(viewer, W.INFERENCE)
     W.use_model_file(widget, W.tiny_model_file(tmp_path, default_planes="all"))
-    assert "made to run along all 3 planes, averaged" in widget.picker.info.value
+    assert "made to run along all 3 planes, weighted" in widget.picker.info.value
     assert widget.is_shown(widget.planes) and widget.planes.value == "auto"
     widget.device.value = "cpu"
     W.click(qtbot, widget.run_button)
     assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
-    assert widget.status.value.startswith("all 3 planes, averaged, in")
+    assert widget.status.value.startswith("3 planes, weighted, in")  # none thinner
+    widget.planes.value = "all"
+    W.click(qtbot, widget.run_button)
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+    assert widget.status.value.startswith("3 planes, averaged, in")
     widget.planes.value = "one"
     W.click(qtbot, widget.run_button)
     assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error

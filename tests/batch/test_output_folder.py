@@ -311,3 +311,19 @@ def test_a_report_that_cannot_be_written_does_not_stop_the_scans(tmp_path, model
     report = load_report(out)
     assert report["counts"] == {"ok": 0, "failed": 0, "skipped": 3}
     assert report["write_errors"] == []
+
+
+def test_a_bids_datasets_own_derivatives_folder_is_made_and_no_other(tmp_path, model):
+    scan = nifti_scan(tmp_path / "in" / "a.nii.gz")
+    dataset = tmp_path / "study"
+    dataset.mkdir()
+    (dataset / "dataset_description.json").write_text('{"Name": "s", "BIDSVersion": "1.10.0"}')
+    out = dataset / "derivatives" / "napari-unet"
+    assert console("predict", scan, "-o", out, "--model", model, "--no-qc").returncode == 0
+    assert (out / "a_labels.nii.gz").is_file()
+
+    elsewhere = tmp_path / "not_a_dataset" / "derivatives" / "napari-unet"
+    elsewhere.parent.parent.mkdir()
+    refused = console("predict", scan, "-o", elsewhere, "--model", model)
+    assert refused.returncode == 2 and "does not exist" in refused.stderr
+    assert not elsewhere.parent.exists()

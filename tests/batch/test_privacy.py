@@ -92,7 +92,7 @@ def test_no_input_paths_leaves_the_output_folder_free_of_patient_data(patient_ru
 def test_redaction_and_the_identifying_name_rule():
     ids = {"Doe^Jane", "Doe", "Jane", "PID-12345"}
     assert redact("Doe_Jane_scan and jane's PID-12345", ids) == \
-        "[redacted]_[redacted]_scan and [redacted]'s [redacted]"
+        "[redacted]_scan and [redacted]'s [redacted]"
     assert redact("Does Janet", ids) == "Does Janet"  # whole words only
     for name in ("Doe^Jane", "MRN-123456", "19800101_ct", "ct_2021-03-04", "patient_7",
                  "jane_t1"):

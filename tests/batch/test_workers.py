@@ -27,3 +27,41 @@ def test_a_killed_worker_fails_only_its_scan_and_the_pool_is_rebuilt(tmp_path, m
     for name in ("a", "b", "c", "d"):
         assert scans[name]["status"] == "ok", scans[name]
         assert (tmp_path / "out" / f"{name}_labels.nii.gz").is_file()
+
+
+def test_a_worker_killed_from_outside_fails_its_scan_and_says_so(tmp_path):
+    """``kill -9`` of one of two workers while it predicts (as a person or the OOM killer
+    would): that scan fails (exit 1, a line on stderr), the scan stopped beside it runs
+    again and says so, the others are ok."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from support.os_conditions import script  # the installed napari-unet command
+
+    for i in range(6):
+        nifti_scan(tmp_path / "in" / f"s{i}.nii.gz", seed=i, shape=(96, 96, 24))
+    model = tiny_model(tmp_path / "m.safetensors")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the workers' notes land here
+    proc = subprocess.Popen([script(), "predict", str(tmp_path / "in"), "-o",
+                             str(tmp_path / "out"), "--model", str(model), "--workers", "2",
+                             "--no-qc"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    victim, end = None, time.monotonic() + 240
+    while victim is None and time.monotonic() < end and proc.poll() is None:
+        for notes in tmp_path.glob("napari-unet-workers-*"):
+            busy = [int(p.name) for p in notes.iterdir()]
+            if busy:
+                victim = busy[0]
+                os.kill(victim, signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=300)
+    assert victim is not None, "no worker was seen at work"
+    assert proc.returncode == 1, err
+    report = load_report(tmp_path / "out")
+    failed = [e for e in report["scans"] if e["status"] == "failed"]
+    assert [e["error"] for e in failed] == [WORKER_DIED]
+    assert f"failed: {failed[0]['name']}: {WORKER_DIED}" in err
+    assert report["counts"] == {"ok": 5, "failed": 1, "skipped": 0}

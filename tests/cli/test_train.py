@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from napari_unet.cli.main import main
+from napari_unet.io.class_codes import class_codes_from_texts, palette_rgb
 from napari_unet.model.checkpoint import load_model
 from support.synthetic import blobs, smooth_volume
 
@@ -239,7 +240,10 @@ def test_labels_from_a_dicom_seg_or_a_named_nifti_bring_their_class_names(tmp_pa
                        spacing=(2.0, 1.0, 1.0))
     scan = read_volume(tmp_path / "series")
     names = ["background", "core", "rim"]
-    write_dicom_seg(lab.astype(np.uint8), tmp_path / "seg.dcm", like=scan, class_names=names)
+    codes = class_codes_from_texts(["Neoplasm", "-"], 3)  # a SEG from elsewhere says so
+    with pytest.warns(UserWarning, match="2 rim"):
+        write_dicom_seg(lab.astype(np.uint8), tmp_path / "seg.dcm", like=scan,
+                        class_names=names, class_codes=codes)
     write_volume(lab.astype(np.uint8), tmp_path / "named.nii.gz", like=scan, class_names=names)
     for labels in ("seg.dcm", "named.nii.gz"):
         out = tmp_path / f"{labels}.safetensors"
@@ -249,6 +253,36 @@ def test_labels_from_a_dicom_seg_or_a_named_nifti_bring_their_class_names(tmp_pa
         assert rc == 0, capsys.readouterr().err
         model = load_model(out, device="cpu")
         assert list(model.task.class_names)[1:] == ["core", "rim"], labels
+        if labels == "seg.dcm":  # the SEG's codes come along (not its stand-in "Tissue")
+            _, core, rim = model.meta.class_codes
+            assert (core.category, core.type) == (codes[1].category, codes[1].type)
+            assert np.abs(np.subtract(core.color, palette_rgb(1))).max() <= 1
+            assert rim is None
+        else:
+            assert model.meta.class_codes is None
+
+
+def test_class_codes_given_when_training_are_kept_and_shown(tmp_path, scans, capsys):
+    out = tmp_path / "coded.safetensors"
+    rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
+               "--classes", "3", "--class-codes", "GrayMatter", "WhiteMatter#FFFFFF",
+               "--iterations", "2", "-o", str(out), *TINY])
+    assert rc == 0, capsys.readouterr().err
+    codes = load_model(out, device="cpu").meta.class_codes
+    assert codes[0] is None and codes[1].type.meaning == "Gray Matter"
+    assert codes[2].color == (255, 255, 255)
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "1=Anatomical Structure / Gray Matter (SCT 389081007), colour #E69F00" in shown
+    assert "2=Anatomical Structure / White Matter (SCT 389080008), colour #FFFFFF" in shown
+    for bad, words in ((["Spleeen", "Liver"], "Spleeen: not a segmentation property type"),
+                       (["GrayMatter"] * 4, "4 codes for 3 classes")):
+        rc = main(["train", "--task", "segment", "--images", scans[0], "--labels", scans[1],
+                   "--classes", "3", "--class-codes", *bad, "--iterations", "2", "-o",
+                   str(tmp_path / "bad.safetensors"), *TINY])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err and not (tmp_path / "bad.safetensors").exists()
 
 
 def test_ctrl_c_saves_the_model_trained_so_far(tmp_path, scans):
@@ -316,7 +350,8 @@ def test_all_planes_learns_from_three_planes_and_is_for_segmentation_only(tmp_pa
     assert model.meta.default_planes == "all"  # and it predicts along all three
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
-    assert "planes:        all three, class probabilities averaged" in capsys.readouterr().out
+    info = capsys.readouterr().out
+    assert "planes:        all three, class probabilities averaged, each plane weighted" in info
     rc = main(["train", "--task", "denoise", "--images", scan, "--iterations", "2",
                "--all-planes", "-o", str(tmp_path / "den.safetensors"), *TINY])
     assert rc == 2 and not (tmp_path / "den.safetensors").exists()

@@ -187,14 +187,65 @@ def test_save_labels_adds_a_dicom_seg_for_dicom_scans(tmp_path):
     image, truth = phantom((4, 24, 20))
     write_dicom_series((image * 10).astype(np.int16), tmp_path / "series")
     volume = read_volume(tmp_path / "series")
-    model = Model.new(make_task("segment", n_classes=3, class_names=["bg", "a", "b"]), base=4)
+    from napari_unet.io.class_codes import class_codes_from_texts
+
+    model = Model.new(make_task("segment", n_classes=3, class_names=["bg", "a", "b"]), base=4,
+                      name="tiny", class_codes=class_codes_from_texts(["Liver", "Spleen"], 3))
     sess = CorrectionSession(volume, model, np.zeros(volume.spatial_shape, np.uint8), axis=0)
     sess.labels[:] = truth
+    (tmp_path / "out_seg.dcm").write_bytes(b"someone's SEG")  # the SEG goes beside it
     written = sess.save_labels(tmp_path / "out.nii.gz")
-    assert [p.name for p in written] == ["out.nii.gz", "out_seg.dcm"]
+    assert [p.name for p in written] == ["out.nii.gz", "out_seg-1.dcm"]
+    assert (tmp_path / "out_seg.dcm").read_bytes() == b"someone's SEG"
     seg = pydicom.dcmread(written[1])
-    assert seg.Modality == "SEG"
+    assert seg.Modality == "SEG" and seg.SeriesDescription == "tiny segmentation"
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["a", "b"]
+    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning
+            for s in seg.SegmentSequence] == ["Liver", "Spleen"]  # the model's codes
+
+
+def test_save_labels_of_a_tilted_ct_opens_everywhere_and_the_seg_keeps_the_slices(tmp_path):
+    """A gantry-tilted CT: the NIfTI is resampled onto an orthogonal grid (ITK and
+    nibabel agree; the ball is where the scan has it), the SEG references every source
+    slice with the labels as corrected, unresampled."""
+    import highdicom as hd
+
+    from support import geometry_cases as cases
+    from support.nifti_checks import assert_content_in_place, assert_nifti_agrees
+
+    folder = cases.tilted_ct(tmp_path / "ct", shape=(6, 28, 30))
+    volume = read_volume(folder)
+    model = Model.new(make_task("segment", n_classes=2, class_names=["bg", "ball"]), base=4)
+    sess = CorrectionSession(volume, model, np.zeros(volume.spatial_shape, np.uint8), axis=0)
+    sess.labels[:] = volume.array > 0
+    with pytest.warns(UserWarning, match="resampled onto an orthogonal grid"):
+        nifti, seg = sess.save_labels(tmp_path / "out.nii.gz")
+    assert_nifti_agrees(nifti)
+    assert_content_in_place(nifti, folder, cases.ball, labels=True)
+    slices = cases.dicom_slices(folder)
+    decoded = hd.seg.segread(seg).get_pixels_by_source_instance(
+        [ds.SOPInstanceUID for ds in slices], combine_segments=True,
+        assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(decoded, cases.ball(cases.dicom_voxel_centres(folder)))
+
+
+def test_saves_never_replace_a_file_they_find(session, tmp_path):
+    """Labels and models saved where a file is already (a person's, or an earlier save)
+    go beside it, name-1, name-2, ..., and the savers say where (issue 25, row 1)."""
+    import nibabel as nib
+
+    mine = tmp_path / "labels.nii.gz"
+    mine.write_bytes(b"a person's ground truth")
+    first = session.save_labels(mine)
+    second = session.save_labels(mine)
+    assert first == [tmp_path / "labels-1.nii.gz"] and second == [tmp_path / "labels-2.nii.gz"]
+    assert mine.read_bytes() == b"a person's ground truth"
+    assert nib.load(second[0]).shape == nib.load(first[0]).shape
+    model_file = tmp_path / "model.safetensors"
+    model_file.write_text("notes")
+    assert session.save_model(model_file) == tmp_path / "model-1.safetensors"
+    assert load_model(tmp_path / "model-1.safetensors", device="cpu").hash == \
+        session.model.hash and model_file.read_text() == "notes"
 
 
 def test_denoising_models_are_refused():

@@ -1,4 +1,5 @@
-"""Segmentation along all three planes: the mean of the planes' probabilities decides, only
+"""Segmentation along all three planes: the mean of the planes' probabilities decides
+(``all``), or their weighted mean with thin planes that disagree left out (``auto``), only
 where voxels are near cubic, and a model says in its file which way it was made to run."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from napari_unet.errors import ModelFileError, SettingsError
+from napari_unet.inference import aggregation
 from napari_unet.inference.predictor import predict
 from napari_unet.model.checkpoint import load_model
 from support.tiny_models import scan, tiny_model
@@ -106,3 +108,115 @@ def test_denoisers_are_not_averaged():
         assert predict(vol, model).planes == 1
     with pytest.raises(SettingsError, match="planes must be one of"):
         predict(vol, model, planes="three")
+
+
+# ----------------------------------------------------------------------------- auto: the rule
+def test_the_share_of_a_window_inside_the_scan_by_hand():
+    # 4 voxels, a window of 4 pixels centred on voxel centres 0.5, 1.5, 2.5, 3.5
+    assert np.allclose(aggregation.window_share(4, 1.0, 4), [2.5 / 4, 3.5 / 4, 3.5 / 4, 2.5 / 4])
+    assert np.allclose(aggregation.window_share(2, 1.0, 8), [2 / 8, 2 / 8])  # a thin strip
+    assert np.allclose(aggregation.window_share(40, 1.0, 8)[4:36], 1.0)  # room all round
+    # 2 mm voxels for a 1 mm model: each is 2 pixels, 3 voxels fill 6 of 8 pixels
+    assert np.allclose(aggregation.window_share(3, 2.0, 8), [5 / 8, 6 / 8, 5 / 8])
+
+
+def test_a_slabs_other_planes_cover_a_fraction_of_the_patch():
+    shape, patch = (8, 40, 40), (32, 32)
+    cover = [aggregation.coverage(shape, a, (1.0, 1.0), patch) for a in (0, 1, 2)]
+    assert cover == [1.0, 8 / 32, 8 / 32]
+    assert aggregation.order(cover, 2) == [0, 2, 1]  # the slab's own plane first
+    assert aggregation.order([1.0, 1.0, 1.0], 2) == [2, 0, 1]  # ties: the scan's axis
+    w = aggregation.context_weight(shape, 1, (1.0, 1.0), patch)  # coronal: axes 0 and 2
+    assert w.shape == (8, 1, 40)
+    assert np.isclose(w[3, 0, 20], (8 / 32) * 1.0)  # 8 of 32 rows, all 32 columns
+    assert aggregation.steps((2.0, 1.0, 0.5), (1.0, 1.0), 0) == (1.0, 0.5)
+    assert aggregation.steps(None, (1.0, 1.0), 0) == (1.0, 1.0)
+
+
+def test_agreement_counts_the_foreground_only():
+    a = np.array([0, 0, 0, 1, 1, 2, 2, 0])
+    b = np.array([0, 0, 0, 1, 2, 2, 0, 0])
+    assert aggregation.agreement(a, b) == 2 / 4  # foreground in either: 4 voxels, 2 agree
+    assert aggregation.agreement(np.zeros(3), np.zeros(3)) == 1.0
+
+
+def _slab_probs(ref_p: float, thin_p: float, thin_class: int):
+    """A slab (4, 16, 16): plane 0 sees whole slices and says class 1 with ``ref_p`` in a
+    block of 'tissue'; the thin planes 1 and 2 say ``thin_class`` with ``thin_p`` there."""
+    shape = (4, 16, 16)
+    tissue = np.zeros(shape, bool)
+    tissue[:, 4:12, 4:12] = True
+
+    def plane(cls, p):
+        out = np.zeros((*shape, 3), np.float32)
+        out[..., 0] = 1.0
+        out[tissue] = (1 - p) / 2
+        out[tissue, cls] = p
+        return out
+
+    probs = [plane(1, ref_p), plane(thin_class, thin_p), plane(thin_class, thin_p)]
+    return probs, [p.argmax(-1) for p in probs], tissue
+
+
+def test_confidently_wrong_thin_planes_do_not_outvote():
+    probs, labels, tissue = _slab_probs(ref_p=0.6, thin_p=0.99, thin_class=2)
+    assert (np.mean(probs, axis=0).argmax(-1)[tissue] == 2).all()  # the plain mean: wrong
+    combined, joined = aggregation.combine(probs, labels, axis=0, patch=(8, 8))
+    assert joined == [0]  # they agree with plane 0 on none of the tissue
+    assert (combined.argmax(-1)[tissue] == 1).all() and np.allclose(combined, probs[0])
+
+
+def test_thin_planes_that_agree_count_by_the_context_they_see():
+    probs, labels, tissue = _slab_probs(ref_p=0.6, thin_p=0.9, thin_class=1)
+    combined, joined = aggregation.combine(probs, labels, axis=0, patch=(8, 8))
+    assert joined == [0, 1, 2]
+    # voxel (1, 8, 8): plane 0's window lies inside its slice (share 1); the thin planes'
+    # window of 8 rows along the 4-slice axis holds all 4 (share 4/8, columns 1): weights
+    # 1, 1/2, 1/2, so p(class 1) = (0.6 + 0.45 + 0.45) / 2
+    assert np.isclose(combined[1, 8, 8, 1], (1 * 0.6 + 0.5 * 0.9 + 0.5 * 0.9) / 2.0)
+    assert np.allclose(combined.sum(-1), 1.0)
+
+
+def _tiny_slab():
+    return _all_planes_model(), scan((16, 48, 48))  # patch 32: planes 1 and 2 are thin
+
+
+def test_auto_runs_the_rule_on_each_planes_prediction(monkeypatch):
+    model, vol = _tiny_slab()
+    each = [predict(vol, model, axis=a, planes="one", probabilities=True) for a in (0, 1, 2)]
+    probs, labels = [p.probabilities for p in each], [p.labels for p in each]
+    for agree in (0.0, 1.01):  # every thin plane counts / none does
+        monkeypatch.setattr(aggregation, "AGREE", agree)
+        expected, joined = aggregation.combine(probs, labels, axis=0,
+                                               patch=model.meta.patch_size)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = predict(vol, model, probabilities=True)
+        assert pred.planes == len(joined) == (3 if agree == 0 else 1)
+        assert np.allclose(pred.probabilities, expected, atol=1e-5)
+        assert np.array_equal(pred.labels, expected.argmax(-1))
+        left = [str(w.message) for w in caught if "left out" in str(w.message)]
+        assert len(left) == 3 - len(joined) and all("16 pixels across" in m for m in left)
+        assert all(m in pred.notes for m in left)
+    assert np.array_equal(pred.labels, labels[0])  # alone, the slab's own plane decides
+
+
+def test_auto_along_a_thin_plane_still_takes_the_slabs_own_plane_first(monkeypatch):
+    model, vol = _tiny_slab()
+    monkeypatch.setattr(aggregation, "AGREE", 1.01)
+    own = predict(vol, model, axis=0, planes="one").labels
+    with pytest.warns(UserWarning, match="left out"):
+        pred = predict(vol, model, axis=1, planes="auto", slices=[5, 6])
+    assert pred.axis == 1 and list(pred.slices) == [5, 6] and pred.planes == 1
+    assert np.array_equal(pred.labels[:, 5:7], own[:, 5:7])
+    assert not pred.labels[:, :5].any() and not pred.labels[:, 7:].any()
+
+
+def test_auto_is_the_plain_mean_where_every_plane_sees_a_whole_patch():
+    model, vol = _all_planes_model(), scan((40, 40, 40), seed=3)
+    mean = predict(vol, model, planes="all", probabilities=True).probabilities
+    auto = predict(vol, model, probabilities=True)
+    assert auto.planes == 3 and not auto.notes  # no plane is thinner than another
+    inner = (slice(16, 24),) * 3  # a 32-pixel window fits inside every slice here
+    assert np.allclose(auto.probabilities[inner], mean[inner], atol=1e-5)
+    assert not np.allclose(auto.probabilities, mean, atol=1e-4)  # near the edges it weighs

@@ -80,10 +80,26 @@ def test_truncated_dicom_from_pydicom(tmp_path):
     expect_error(path, "pixel data")
 
 
-def test_truncated_slice_in_series(tmp_path):
-    files = write_dicom_series(np.ones((4, 16, 16)), tmp_path / "series")
+def test_truncated_slice_in_series_is_left_out_with_a_warning(tmp_path):
+    """The README's promise: a malformed slice is left out of its series, with a warning
+    naming it; the other slices keep their places (a blank stands in for it)."""
+    from napari_unet.io.source import ScanWarning
+
+    data = np.arange(6 * 16 * 16).reshape(6, 16, 16)
+    files = write_dicom_series(data, tmp_path / "series")
     files[2].write_bytes(files[2].read_bytes()[:-200])
-    expect_error(tmp_path / "series", "pixel data")
+    with pytest.warns(ScanWarning, match=rf"{files[2].name} left out of this series "
+                      r"\(malformed pixel data: truncated"):
+        volume = read_volume(tmp_path / "series")
+    assert volume.array.shape == data.shape
+    np.testing.assert_array_equal(volume.array[[0, 1, 3, 4, 5]], data[[0, 1, 3, 4, 5]])
+    assert not volume.array[2].any()  # the blank: the series' lowest value
+
+
+def test_truncated_single_file_fails_naming_it(tmp_path):
+    files = write_dicom_series(np.ones((1, 16, 16)), tmp_path / "one")
+    files[0].write_bytes(files[0].read_bytes()[:-200])
+    expect_error(files[0], "malformed pixel data: truncated")
 
 
 def test_random_bytes_named_dcm(tmp_path):

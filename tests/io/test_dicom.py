@@ -18,6 +18,8 @@ from napari_unet.errors import VolumeReadError
 from napari_unet.io import SliceSpacingWarning, list_series, read_volume, write_volume
 from napari_unet.io.geometry import geometry_from_sitk
 from support.dicom_factory import AXIAL, oblique, write_dicom_series, write_enhanced_mr
+from support.geometry_cases import dicom_voxel_centres
+from support.nifti_checks import assert_nifti_agrees
 
 
 def scan(shape=(6, 10, 12), seed=0) -> np.ndarray:
@@ -69,6 +71,7 @@ def test_series_to_nifti_keeps_geometry(tmp_path):
     written = sitk.ReadImage(str(out))
     assert_same_geometry(vol, written, atol=1e-4)
     assert nib.load(str(out)).shape == data.shape[::-1]
+    assert_nifti_agrees(out, dicom_voxel_centres(tmp_path / "s"))
 
 
 def test_ct_rescale_gives_hounsfield_units(tmp_path):

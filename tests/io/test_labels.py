@@ -18,6 +18,7 @@ from napari_unet.io.labels import (
     sample,
 )
 from support.dicom_factory import AXIAL, oblique, write_dicom_series
+from support.nifti_checks import assert_nifti_agrees
 from support.phantoms import label_blobs
 
 NAMES = ["background", "liver", "tumour"]
@@ -38,6 +39,7 @@ def test_class_names_travel_in_nifti_and_geometry_is_unchanged(tmp_path):
     img = nib.load(out)
     assert img.header.get_intent()[0] == "label"
     np.testing.assert_array_equal(img.affine, nib.load(tmp_path / "scan.nii.gz").affine)
+    assert_nifti_agrees(out, nib.load(tmp_path / "scan.nii.gz").affine)
     back = read_volume(out)
     label_map = nifti_label_map(back, out)
     assert label_map.class_names == tuple(NAMES)
@@ -46,6 +48,7 @@ def test_class_names_travel_in_nifti_and_geometry_is_unchanged(tmp_path):
     assert nib.load(out).header.extensions[0].get_code() == 6
     plain = write_volume(labels.astype(np.float32) * 10.5, tmp_path / "img.nii.gz", like=scan)
     assert nifti_label_map(read_volume(plain), plain) is None
+    assert_nifti_agrees(plain, nib.load(tmp_path / "scan.nii.gz").affine)
 
 
 def test_plain_integer_files_named_like_labels_are_labels(tmp_path):

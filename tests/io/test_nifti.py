@@ -13,6 +13,7 @@ from napari_unet.errors import VolumeReadError
 from napari_unet.io import Volume, read_volume, write_volume
 from napari_unet.io.geometry import geometry_from_sitk
 from napari_unet.io.source import NiftiSource
+from support.nifti_checks import assert_nifti_agrees
 
 SHAPE = (9, 7, 5)  # nibabel (i, j, k); our arrays are (5, 7, 9)
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -98,22 +99,18 @@ def test_labels_round_trip_identical_affine(tmp_path, orientation, ext):
     assert back.header["sform_code"] == orig.header["sform_code"]
     assert back.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(np.asarray(back.dataobj), labels.T)
+    assert_nifti_agrees(out, reference=orig.affine, source_mm=1e-4)
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temp files
 
 
-@pytest.mark.parametrize(
-    "variant", ["qform_only", "sform_only_sheared", "nifti2", "big_endian", "scaled"]
-)
+@pytest.mark.parametrize("variant", ["qform_only", "nifti2", "big_endian", "scaled"])
 def test_header_variants_round_trip(tmp_path, variant):
+    """Sheared sforms: tests/io/test_nifti_agreement.py."""
     affine = ORIENTATIONS["oblique"]
     data = sample()
     path = tmp_path / "scan.nii.gz"
     if variant == "qform_only":
         nifti_file(path, data, affine, sform=0)
-    elif variant == "sform_only_sheared":
-        affine = affine.copy()
-        affine[0, 1] += 0.3  # a shear: only the sform can hold it
-        nifti_file(path, data, affine, qform=0, sform=2)
     elif variant == "nifti2":
         nifti_file(path, data, affine, klass=nib.Nifti2Image)
     elif variant == "big_endian":
@@ -136,9 +133,11 @@ def test_header_variants_round_trip(tmp_path, variant):
         np.testing.assert_array_equal(vol.array, data.T)
     out = write_volume(vol.array.astype(np.float32) * 2, tmp_path / "image.nii.gz", like=vol)
     back = nib.load(str(out))
-    np.testing.assert_array_equal(back.affine, expected.affine)
+    # the sform holds the geometry now (a qform-only source's affine, to float32)
+    np.testing.assert_allclose(back.affine, expected.affine, atol=1e-4)
+    assert_nifti_agrees(out, reference=expected.affine, source_mm=1e-4)
     assert back.shape == expected.shape and back.get_data_dtype() == np.float32
-    assert isinstance(back, type(expected))
+    assert isinstance(back, nib.Nifti1Image)  # NIfTI-2 in, NIfTI-1 out: ITK reads no NIfTI-2
     np.testing.assert_allclose(back.get_fdata(), vol.array.T * 2.0)
 
 
@@ -170,8 +169,10 @@ def test_uint16_labels_above_255(tmp_path):
     back = nib.load(str(out))
     assert back.get_data_dtype() == np.uint16
     np.testing.assert_array_equal(np.asarray(back.dataobj), labels.T)
+    assert_nifti_agrees(out, ORIENTATIONS["RAS"], source_mm=1e-4)
     small = write_volume(labels % 7, tmp_path / "img.nii.gz", like=vol, dtype=np.dtype("int16"))
     assert nib.load(str(small)).get_data_dtype() == np.int16  # an explicit dtype is kept
+    assert_nifti_agrees(small, ORIENTATIONS["RAS"], source_mm=1e-4)
 
 
 def test_4d_channels_volume_index_and_long_series(tmp_path):
@@ -184,6 +185,7 @@ def test_4d_channels_volume_index_and_long_series(tmp_path):
     back = nib.load(str(out))
     assert back.shape == two.shape
     np.testing.assert_array_equal(back.affine, nib.load(str(tmp_path / "two.nii.gz")).affine)
+    assert_nifti_agrees(out, affine, source_mm=1e-4)
 
     many = sample(SHAPE + (6,))
     path = nifti_file(tmp_path / "fmri.nii.gz", many, affine)
@@ -196,6 +198,7 @@ def test_4d_channels_volume_index_and_long_series(tmp_path):
     back = nib.load(str(write_volume(labels, tmp_path / "l.nii.gz", like=third)))
     assert back.shape == SHAPE
     np.testing.assert_array_equal(back.affine, nib.load(str(path)).affine)
+    assert_nifti_agrees(tmp_path / "l.nii.gz", affine, source_mm=1e-4)
 
 
 def test_write_without_like_and_refusals(tmp_path):
@@ -203,6 +206,7 @@ def test_write_without_like_and_refusals(tmp_path):
     out = write_volume(data, tmp_path / "plain.nii.gz")
     back = sitk.ReadImage(str(out))  # SimpleITK's default geometry
     assert back.GetSize() == (5, 4, 3)
+    assert_nifti_agrees(out)
     np.testing.assert_allclose(back.GetDirection(), np.eye(3).ravel(), atol=1e-6)
 
     src = nifti_file(tmp_path / "scan.nii.gz", sample(), ORIENTATIONS["RAS"])

@@ -15,6 +15,7 @@ from napari_unet.errors import VolumeReadError
 from napari_unet.io import ScanWarning, read_volume, write_volume
 from napari_unet.io.geometry import volume_affine_from_nifti
 from support.hostile import gzip_bytes, peak_rss_of_read, set_fields, small_header, write_nifti
+from support.nifti_checks import assert_nifti_agrees
 
 GB = 2**30
 
@@ -121,9 +122,10 @@ def test_broken_sform_falls_back_to_a_good_qform(tmp_path, srows, problem):
     assert "qform is used" in notes[0] and vol.source.warnings == tuple(notes)
     out = write_volume(np.zeros(vol.spatial_shape, np.uint8), tmp_path / "out.nii.gz",
                        like=vol)
-    written = nib.load(str(out))  # outputs say which transform holds: the good qform
-    assert int(written.header["sform_code"]) == 0
+    written = nib.load(str(out))  # outputs hold the good qform, as sform and qform alike
+    assert int(written.header["sform_code"]) == int(written.header["qform_code"]) == 1
     np.testing.assert_allclose(written.affine, QFORM, atol=1e-5)
+    assert_nifti_agrees(out, reference=QFORM)
 
 
 @pytest.mark.parametrize(("fields", "patterns"), [

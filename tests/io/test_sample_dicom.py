@@ -1,11 +1,12 @@
 """The bundled DICOM sample is valid MR Image Storage, reproducible, and free of patient data.
 
-``dciodvfy`` is not available here, so the attributes of the MR Image IOD modules the
-series carries are listed below from PS3.3 (A.4: MR Image IOD; C.7.1.1 Patient, C.7.2.1
-General Study, C.7.3.1 General Series, C.7.4.1 Frame of Reference, C.7.5.1 General
-Equipment, C.7.6.1 General Image, C.7.6.2 Image Plane, C.7.6.3 Image Pixel, C.8.3.1 MR
-Image, C.12.1 SOP Common) and checked file by file: type 1 present and not empty, type 2
-present (may be empty), and the conditional ones this series needs.
+Clunie's ``dciodvfy`` finds nothing in it (every file, in the slow tier; three in the
+quick one). Besides, the attributes of the MR Image IOD modules the series carries are
+listed below from PS3.3 (A.4: MR Image IOD; C.7.1.1 Patient, C.7.2.1 General Study,
+C.7.3.1 General Series, C.7.4.1 Frame of Reference, C.7.5.1 General Equipment, C.7.6.1
+General Image, C.7.6.2 Image Plane, C.7.6.3 Image Pixel, C.8.3.1 MR Image, C.12.1 SOP
+Common) and checked file by file: type 1 present and not empty, type 2 present (may be
+empty), and the conditional ones this series needs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from support import dciodvfy
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -79,6 +82,19 @@ def test_every_file_has_the_mr_image_attributes(datasets):
     assert ds.SpecificCharacterSet  # 1C: required as soon as any text is not plain ASCII
 
 
+@dciodvfy.needs_dciodvfy
+@pytest.mark.parametrize("name", ["IM0001.dcm", "IM0095.dcm", "IM0189.dcm"])
+def test_dciodvfy_finds_nothing(name):
+    assert dciodvfy.check(SERIES / name) == ("MRImage", [])
+
+
+@pytest.mark.slow
+@dciodvfy.needs_dciodvfy
+def test_dciodvfy_finds_nothing_in_any_file():
+    found = {f.name: dciodvfy.findings(f) for f in sorted(SERIES.glob("*.dcm"))}
+    assert len(found) == 189 and not {k: v for k, v in found.items() if v}
+
+
 def test_one_series_in_one_frame_of_reference_with_unique_instances(datasets):
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
                     "ImageOrientationPatient", "PixelSpacing"):
@@ -95,7 +111,7 @@ def test_no_patient_data_beyond_an_anonymous_name(datasets):
     ds = datasets[0]
     assert "anonymous" in str(ds.PatientName).lower()
     assert ds.PatientBirthDate == "" and ds.PatientSex == ""
-    assert ds.get("PatientIdentityRemoved") == "YES"
+    assert ds.get("PatientIdentityRemoved") == "YES" and ds.DeidentificationMethod  # 1C
     for keyword in ("PatientAddress", "OtherPatientIDs", "PatientAge", "InstitutionName"):
         assert keyword not in ds
 

@@ -16,6 +16,9 @@ from napari_unet.model.unet import Architecture, UNet, activation_bytes, state_s
 from support.hostile import rewrite_model_meta, tiny_model_file
 from support.reference_unets import OriginalUNet
 
+LIVER = {"category": {"scheme": "SCT", "value": "91723000", "meaning": "Anatomical Structure"},
+         "type": {"scheme": "SCT", "value": "10200004", "meaning": "Liver"}}
+
 
 @pytest.fixture
 def good(tmp_path):
@@ -85,6 +88,12 @@ def test_pth_with_a_100000_wide_conv_is_refused_by_import(tmp_path, capsys):
     ("owner", "me", "owner is not a known field"),
     ("task", ..., "task is missing"),
     ("provenance", [], "provenance must be a JSON object"),
+    ("class_codes", [None, {"category": {"scheme": "99NAPUNET", "value": "C1",
+                                         "meaning": "x"}, "type": {}}, None],
+     "class_codes entry 1 category scheme '99NAPUNET' is not a standard coding scheme"),
+    ("class_codes", [None, {"category": {}, "type": {}, "colour": [1, 2, 3]}],
+     "class_codes entry 1 must be an object with a category, a type and optionally a color"),
+    ("class_codes", "GrayMatter", "class_codes must be a list"),
 ])
 def test_every_field_is_checked_on_load(good, tmp_path, field, value, says):
     bad = edited(good, tmp_path, field, value, rehash=False)
@@ -97,6 +106,7 @@ def test_every_field_is_checked_on_load(good, tmp_path, field, value, says):
     ("normalization.lower", 200.0, "lower < upper"),
     ("architecture.out_channels", 2, "architecture has 2 output channels but"),
     ("task.threshold", 1.0, "threshold must lie in (0, 1)"),
+    ("class_codes", [None, LIVER, None, None], "4 class codes for 3 label values"),
 ])
 def test_fields_that_contradict_each_other(good, tmp_path, field, value, says):
     bad = edited(good, tmp_path, field, value, rehash=False)
@@ -135,6 +145,18 @@ def test_size_estimates_match_a_built_network():
     assert state_size(Architecture(1, 3, 10**12)) == -1  # too large even to describe
     # one 256 x 256 patch of the default width-64 UNet: about 200 MB of activations
     assert 100e6 < activation_bytes(Architecture(1, 3, 64), (256, 256)) < 400e6
+
+
+def test_class_codes_are_part_of_the_content_hash(good, tmp_path):
+    coded = edited(good, tmp_path, "class_codes", [None, LIVER, None])  # rehashed: loads
+    model = load_model(coded)
+    assert model.meta.class_codes[1].type.meaning == "Liver"
+    assert model.hash != load_model(good).hash
+    forged = rewrite_model_meta(coded, tmp_path / "forged.safetensors",
+                                lambda meta: meta["class_codes"][1]["type"].update(
+                                    value="10200005"), rehash=False)
+    with pytest.raises(ModelFileError, match="content hash mismatch"):
+        load_model(forged)
 
 
 def test_good_models_still_load(good):

@@ -43,10 +43,13 @@ def test_cli_import_writes_a_loadable_model(tmp_path, capsys):
     torch.save({"model_state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, src)
     out = tmp_path / "imported.safetensors"
     code = main(["import", str(src), "-o", str(out), "--task", "segment", "--in-channels", "1",
-                 "--classes", "1", "--class-names", "lesion"])
+                 "--classes", "1", "--class-names", "lesion", "--class-codes", "Neoplasm"])
     assert code == 0 and "binary segmentation" in capsys.readouterr().out
     model = load_model(out, device="cpu")
     assert model.task.is_binary and model.task.class_names == ("background", "lesion")
+    neoplasm = model.meta.class_codes[1]  # DICOM CID 7151, as pydicom has it
+    assert (neoplasm.type.value, neoplasm.category.meaning) == (
+        "108369006", "Morphologically Abnormal Structure")
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.net(x), ref(x), rtol=1e-5, atol=1e-5)

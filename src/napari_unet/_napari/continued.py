@@ -2,7 +2,9 @@
 
 A person corrects for an hour, saves the labels and comes back another day: the scan and
 those labels open from files, and the inference widget's *continue from* runs the model
-on the scan but gives the result layer the saved labels. The model's own answer stays the
+on the scan but gives the result layer the saved labels (labels of a gantry-tilted scan,
+saved resampled onto an orthogonal grid, are put back on its voxels: exactly, since each
+slice only moved within its plane). The model's own answer stays the
 layer's reference, so the correction loop counts each slice where the saved labels differ
 from it as the person's edit: what it learns from, and never overwrites.
 """
@@ -22,7 +24,8 @@ def labels_layers(viewer) -> list:
 
 def continue_problem(start, image) -> str | None:
     """Why ``start`` cannot seed a result on ``image`` (None when it can, or is None)."""
-    if start is None or image is None or _offset(start, image) is not None:
+    if start is None or image is None or _offset(start, image) is not None \
+            or _tilt_grid(start, image) is not None:
         return None
     if tuple(start.data.shape) != tuple(image.data.shape[:3]):
         return (f"the labels {start.name!r} ({_shape(start)}) do not lie on the voxels of "
@@ -42,9 +45,27 @@ def start_labels(start, image, task) -> np.ndarray:
         raise NapariUnetError(f"the labels {start.name!r} hold label {values}, which the "
                               f"model does not have ({task.numbered_classes()}): pick the "
                               "model they were made with")
+    grid = _tilt_grid(start, image)
+    if grid is not None:  # saved resampled from this tilted scan: back onto its voxels
+        from ..io.orthogonal import OutputGrid, resample
+
+        back = OutputGrid(data_to_world(image), tuple(image.data.shape[:3]))
+        return resample(data, grid.affine, back, nearest=True).astype(task.label_dtype)
     full = np.zeros(image.data.shape[:3], task.label_dtype)
     full[_box(_offset(start, image), data.shape)] = data
     return full
+
+
+def _tilt_grid(start, image):
+    """The orthogonal grid of a tilted ``image`` when ``start`` lies on it: labels
+    napari-unet saved from this scan, resampled because ITK refuses sheared NIfTI files
+    (``io.orthogonal``). Nearest-neighbour there and back gives the labels exactly."""
+    from ..io.orthogonal import output_grid
+
+    grid = output_grid(data_to_world(image), image.data.shape[:3])
+    if not grid.resampled or tuple(start.data.shape) != grid.shape:
+        return None
+    return grid if np.allclose(data_to_world(start), grid.affine, atol=1e-3) else None
 
 
 def _offset(start, image) -> np.ndarray | None:

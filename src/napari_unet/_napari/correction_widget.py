@@ -390,7 +390,9 @@ class CorrectionWidget(DockWidget):
             path = where.target()
             if path is None:
                 raise NapariUnetError(f"choose a {what} file name first")
-            return saver(session)(path)
+            written = saver(session)(path)  # beside a file already there, never over it
         except Exception as exc:  # noqa: BLE001 - shown to the user
             report_error(f"Saving {what}", exc)
             return None
+        where.saved(written[0] if isinstance(written, list) else written)
+        return written

@@ -51,7 +51,9 @@ class InferenceWidget(DockWidget):
             tooltip="Segmentation along the slices above only, or along all three planes "
                     "with the answers averaged: more accurate, 3-4x slower, for scans "
                     "whose voxels are near cubic. The model was made for one or the other "
-                    "(napari-unet info MODEL)."))
+                    "(napari-unet info MODEL); made for all three, the model's choice "
+                    "weighs each plane by how much of the anatomy its slices show, so "
+                    "the thin slices of a partial scan count less, or not at all."))
         self.roi = auto_choice(
             "tile size", (64, 128, 256, 384, 512, 768, 1024),
             "Slices that do not fit in memory are processed in square tiles of this many "
@@ -214,7 +216,8 @@ class InferenceWidget(DockWidget):
         if pred.net_size is not None:  # the slices went through the net resampled
             mm = " x ".join(f"{v:g}" for v in model.meta.pixel_spacing)
             at = f" (run at the model's {mm} mm pixels, results on the scan's grid)"
-        what = f"{plane} slices" if pred.planes == 1 else "all 3 planes, averaged,"
+        how = "weighted" if pred.settings.planes == "auto" else "averaged"
+        what = f"{plane} slices" if pred.planes == 1 else f"{pred.planes} planes, {how},"
         self.status.value = (f"{what} in {pred.seconds:.1f} s{at}: "
                              + ", ".join(ly.name for ly in self.last_layers)
                              + "".join(f"; {n!r} has edits and is kept as it was"

@@ -20,11 +20,6 @@ if TYPE_CHECKING:
 VOLUME_KEY = "napari_unet_volume"
 RESULT_KEY = "napari_unet_result"
 
-# colours for label values 1.. (0 stays transparent), safe for colour-blind readers:
-# Okabe & Ito's palette (black left out: invisible on MRI/CT), then Paul Tol's "muted"
-_PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
-            "#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "#44AA99",
-            "#999933", "#AA4499"]
 
 
 def layer_volume(layer) -> Volume | None:
@@ -118,14 +113,18 @@ def class_features(names) -> dict[str, list]:
     return {"index": list(range(len(names))), "class": list(names)}
 
 
-def class_colormap(n_labels: int):
-    """A DirectLabelColormap: background transparent, one fixed colour per class."""
+def class_colormap(n_labels: int, class_codes=None):
+    """A DirectLabelColormap: background transparent, one fixed colour per class: the
+    colour its model file (``class_codes``) or DICOM SEG gives it, else the palette's
+    (``io.class_codes``), as DICOM SEG outputs recommend them to other viewers."""
     from napari.utils.colormaps import DirectLabelColormap
-    from napari.utils.colormaps.standardize_color import transform_color
 
+    from ..io.class_codes import class_codes_for_labels, class_color
+
+    codes = class_codes_for_labels(n_labels, class_codes)
     colors = {0: np.zeros(4), None: np.array([0.5, 0.5, 0.5, 1.0])}
     for v in range(1, n_labels):
-        colors[v] = transform_color(_PALETTE[(v - 1) % len(_PALETTE)])[0]
+        colors[v] = np.array([*(c / 255 for c in class_color(v, codes[v])), 1.0])
     return DirectLabelColormap(color_dict=colors)
 
 
@@ -152,7 +151,7 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
                   "settings": prediction.settings}
         shown = prediction.labels if labels is None else labels
         out.append((shown, {**geo, "name": name, "features": class_features(names),
-                            "colormap": class_colormap(len(names)),
+                            "colormap": class_colormap(len(names), model.meta.class_codes),
                             "metadata": {**meta, RESULT_KEY: result}}, "labels"))
     if getattr(prediction, "image", None) is not None:
         out.append((prediction.image, {**geo, "name": name, "metadata": meta,

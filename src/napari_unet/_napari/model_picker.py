@@ -110,7 +110,7 @@ class ModelPicker:
             elif k:
                 text += f"; 2.5D: each slice with {k} neighbour(s) either side"
             if header.get("default_planes") == "all":
-                text += "; made to run along all 3 planes, averaged"
+                text += "; made to run along all 3 planes, weighted by what each sees"
         except (NapariUnetError, OSError, ValueError) as exc:
             self.error = str(exc)
             text = f"cannot use this model: {exc}"

@@ -134,5 +134,6 @@ def labels_layer(label_map) -> tuple:
     kwargs = {**volume_layer_kwargs(label_map.volume), "opacity": LABELS_OPACITY}
     names = label_map.class_names
     if names:
-        kwargs.update(features=class_features(names), colormap=class_colormap(len(names)))
+        kwargs.update(features=class_features(names),
+                      colormap=class_colormap(len(names), label_map.class_codes))
     return label_map.volume.array, kwargs, "labels"

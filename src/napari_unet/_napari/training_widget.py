@@ -25,6 +25,7 @@ from magicgui.widgets import (
 
 from ..errors import NapariUnetError
 from ..io.formats import scans_from_files
+from ..io.new_files import write_new
 from . import layers as L
 from .dock import DockWidget, auto_choice, compact, wrapping
 from .inference_widget import image_layers
@@ -33,7 +34,7 @@ from .planes import AUTO, CHOICES, PLANE_TOOLTIP, resolved_axis
 from .user_files import AutoPath
 from .worker import JobRunner, JobState, Metrics, error_message, report_error
 
-LAYERS, FILES = "layers", "files"
+LAYERS, FILES, BIDS = "layers", "files", "BIDS dataset"
 POOR_DICE = 0.5
 
 
@@ -79,7 +80,7 @@ class TrainingWidget(DockWidget):
 
         viewer = napari_viewer
         self.task = ComboBox(label="task", choices=["segment", "denoise"], value="segment")
-        self.source = ComboBox(label="data from", choices=[LAYERS, FILES], value=LAYERS)
+        self.source = ComboBox(label="data from", choices=[LAYERS, FILES, BIDS], value=LAYERS)
         self.image = compact(ComboBox(label="scan", choices=lambda _w: image_layers(viewer)))
         self.labels_layer = compact(ComboBox(label="labels",
                                              choices=lambda _w: labels_layers(viewer),
@@ -89,6 +90,15 @@ class TrainingWidget(DockWidget):
                                             "(each series counts as one scan)")
         self.label_files = FileEdit(label="label files", mode="rm",
                                     tooltip="one labels file per scan file, in the same order")
+        self.bids_root = FileEdit(label="BIDS dataset", mode="d",
+                                  tooltip="the dataset's folder (with dataset_description.json)")
+        self.bids_suffix = LineEdit(label="images", value="T1w",
+                                    tooltip="BIDS suffixes of the images, comma-separated "
+                                            "(T1w, T2w, FLAIR, ...)")
+        self.bids_labels = FileEdit(label="labels dataset", mode="d",
+                                    tooltip="a derivative dataset whose dseg images are the "
+                                            "labels (each pairs with the image of the same "
+                                            "subject, session and run)")
         self.classes = auto_choice(
             "classes", [("1 (binary)", 1), *range(2, 33)],
             "from labels: one class per class name, or counted from the labels. "
@@ -131,7 +141,8 @@ class TrainingWidget(DockWidget):
         self.status = wrapping(Label(value=""))
         super().__init__(viewer, [
             self.task, self.source, self.image, self.labels_layer, self.image_files,
-            self.label_files, self.classes, self.class_names, self.noise, self.noise_level,
+            self.label_files, self.bids_root, self.bids_suffix, self.bids_labels, self.classes,
+            self.class_names, self.noise, self.noise_level,
             self.self_supervised, self.plane, self.base, self.context, self.all_planes,
             self.budget,
             self.output,
@@ -155,9 +166,12 @@ class TrainingWidget(DockWidget):
     def _update(self, *_):
         """Show only settings that make sense for the task (no classes for denoising)."""
         seg, layers = self.task.value == "segment", self.source.value == LAYERS
-        for widget, shown in ((self.image, layers), (self.image_files, not layers),
+        files, bids = self.source.value == FILES, self.source.value == BIDS
+        for widget, shown in ((self.image, layers), (self.image_files, files),
                               (self.labels_layer, layers and seg),
-                              (self.label_files, not layers and seg), (self.classes, seg),
+                              (self.label_files, files and seg), (self.bids_root, bids),
+                              (self.bids_suffix, bids), (self.bids_labels, bids and seg),
+                              (self.classes, seg),
                               (self.class_names, seg), (self.noise, not seg),
                               (self.noise_level, not seg), (self.self_supervised, not seg),
                               (self.all_planes, seg),
@@ -202,6 +216,9 @@ class TrainingWidget(DockWidget):
     def data(self) -> tuple[list, list | None]:
         """Training images and labels (Volumes from layers, or file paths)."""
         seg = self.task.value == "segment"
+        if self.source.value == BIDS:
+            pairs = self.bids_pairs()
+            return pairs.images, pairs.labels
         if self.source.value == FILES:
             images = scans_from_files([str(p) for p in (self.image_files.value or [])])
             labels = [str(p) for p in (self.label_files.value or [])] if seg else None
@@ -218,6 +235,19 @@ class TrainingWidget(DockWidget):
                                   "correct labels (or switch 'data from' to files)")
         return images, [L.volume_from_layer(self.labels_layer.value)]
 
+    def bids_pairs(self):
+        """The BIDS dataset's images (and, to segment, their labels): the core's pairing."""
+        from ..training.bids_pairs import bids_training_pairs
+
+        root = str(self.bids_root.value)
+        if root in ("", "."):
+            raise NapariUnetError("choose the BIDS dataset's folder to train on")
+        labels = str(self.bids_labels.value) if self.task.value == "segment" else None
+        if labels in ("", "."):
+            raise NapariUnetError("choose the derivative dataset that holds the labels (dseg)")
+        suffixes = tuple(s.strip() for s in str(self.bids_suffix.value).split(",") if s.strip())
+        return bids_training_pairs(root, labels, suffixes=suffixes or ("T1w",))
+
     # -- running ----------------------------------------------------------------------------
 
     def train(self, *_):
@@ -231,7 +261,9 @@ class TrainingWidget(DockWidget):
         if labels and self.source.value == LAYERS:
             top = int(labels[0].array.max())
         settings, plane = self.settings(top), self.plane.value
-        output = self.output_file.target(keep_existing=True)
+        suffixes = ([s.strip() for s in str(self.bids_suffix.value).split(",") if s.strip()]
+                    if self.source.value == BIDS else [])
+        output = self.output_file.target()
         self.plot.clear()
         self.result = None
 
@@ -241,9 +273,12 @@ class TrainingWidget(DockWidget):
 
             first = images[0] if not isinstance(images[0], str) else read_volume(images[0])
             s = replace(settings, axis=resolved_axis(plane, first))
+            from ..training.bids_pairs import with_bids_provenance
+
             result = train(images, labels, settings=s, progress=job.progress,
                            cancel=job.cancelled, on_metrics=lambda e: job.post(Metrics(e)))
-            return result, _save_quietly(result.model, output)
+            with_bids_provenance(result.model, suffixes)  # predict's default for BIDS data
+            return result, *_save_quietly(result.model, output)
 
         return fn
 
@@ -254,8 +289,10 @@ class TrainingWidget(DockWidget):
     def _finished(self, out) -> None:
         from ..training.planes import one_plane_note
 
-        result, save_error = out
+        result, written, save_error = out
         self.result = result
+        if written is not None:
+            self.output_file.saved(written)
         if not self.plot.history:
             for entry in result.history:
                 self.plot.add(entry)
@@ -295,11 +332,11 @@ class TrainingWidget(DockWidget):
             path = self.output_file.target()
             if path is None:
                 raise NapariUnetError("choose a file to save the model to")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.result.model.save(path)
+            path, _ = write_new(path, self.result.model.save)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             report_error("Saving the model", exc)
             return None
+        self.output_file.saved(path)
         self.status.value = f"saved to {path}"
         return path
 
@@ -315,13 +352,13 @@ class TrainingWidget(DockWidget):
             self.status.value = "training cancelled"
 
 
-def _save_quietly(model, path: Path | None) -> BaseException | None:
-    """Save in the worker; a failure is returned (and reported) so the model is kept."""
+def _save_quietly(model, path: Path | None) -> tuple[Path | None, BaseException | None]:
+    """Save in the worker, beside a file already there (``io.new_files``); returns where
+    it went, or the failure (reported on the GUI thread) so the model is kept."""
     if path is None:
-        return None
+        return None, None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
+        written, _ = write_new(path, model.save)
     except Exception as exc:  # noqa: BLE001 - reported on the GUI thread
-        return exc
-    return None
+        return None, exc
+    return written, None

@@ -2,6 +2,9 @@
 
 A finished training run or a corrected model must never be lost because no file was
 chosen. The folder is created when something is saved, not before; the name is unique.
+Every Save follows the rule of ``io.new_files``: a file already there is never replaced
+(the new one goes beside it, ``name-1.ext``, and the field shows it), and a folder that
+does not exist is never created, but for the user folder itself.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import datetime as dt
 from pathlib import Path
 
 from magicgui.widgets import FileEdit
+
+from ..io.new_files import check_folder_exists, free_name  # noqa: F401 - free_name: API
 
 
 def user_folder(kind: str) -> Path:
@@ -21,17 +26,6 @@ def unique_path(kind: str, stem: str, suffix: str) -> Path:
     """A file name in the user folder that does not exist yet."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return free_name(user_folder(kind) / f"{stem}-{stamp}{suffix}")
-
-
-def free_name(path: Path) -> Path:
-    """``path`` when no file has it, else the first free ``<stem>-1<suffix>``, ``-2``..."""
-    name = path.name
-    suffix = name[-7:] if name.lower().endswith(".nii.gz") else path.suffix
-    stem, n = name[: len(name) - len(suffix)], 1
-    while path.exists():
-        path = path.with_name(f"{stem}-{n}{suffix}")
-        n += 1
-    return path
 
 
 class AutoPath:
@@ -54,22 +48,28 @@ class AutoPath:
             self._proposed = str(unique_path(self.kind, stem, self.suffix))
             self.edit.value = self._proposed
 
-    def target(self, keep_existing: bool = False) -> Path | None:
-        """Where to save now (None when the field is empty); the folder is created.
-
-        A proposed name is never overwritten; with ``keep_existing`` (a save nobody asked
-        for by name, e.g. after training) neither is a file the user chose: the save goes
-        to a free name next to it, which the field then shows.
-        """
+    def target(self) -> Path | None:
+        """Where the user asks to save now (None when the field is empty). The user
+        folder is created for a proposed name; a folder the user typed must exist. The
+        save itself goes beside a file already there (``io.new_files.write_new``); call
+        :meth:`saved` with where it went."""
         text = str(self.edit.value)
         if text in ("", "."):
             return None
         path = Path(text).expanduser()
-        if self.is_proposal and path.exists():  # saved there already: never overwrite it
-            self.propose(self.stem)
-            path = Path(str(self.edit.value))
-        elif keep_existing and path.exists():
-            path = free_name(path)
-            self.edit.value = str(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.is_proposal:
+            if path.exists():  # saved there already: a fresh name, never that file
+                self.propose(self.stem)
+                path = Path(str(self.edit.value))
+            path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            check_folder_exists(path, "save to")
         return path
+
+    def saved(self, path: Path) -> None:
+        """Show where a save went (beside the named file when that one was there)."""
+        if str(path) != str(self.edit.value):
+            proposal = self.is_proposal
+            self.edit.value = str(path)
+            if proposal:
+                self._proposed = str(path)

@@ -74,9 +74,14 @@ JobFn = Callable[[JobContext], Any]
 
 
 def error_message(exc: BaseException) -> str:
-    """What users read: the core's own message, or the exception type for anything else."""
-    if isinstance(exc, NapariUnetError | ValueError | FileNotFoundError):
+    """What users read: the core's own message, what the OS refused in plain words (a full
+    disk, permissions), or the exception type for anything else."""
+    from ..os_errors import is_known, plain
+
+    if isinstance(exc, NapariUnetError | ValueError):
         return str(exc)
+    if is_known(exc):
+        return plain(exc, advice=True)
     return f"{type(exc).__name__}: {exc}"
 
 

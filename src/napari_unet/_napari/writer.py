@@ -29,7 +29,8 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     data = np.asarray(data)
     n_labels = int(data.max(initial=0)) + 1
     return _write(path, data, meta, dtype=None,
-                  class_names=class_names_for(n_labels, layer_class_names(meta)))
+                  class_names=class_names_for(n_labels, layer_class_names(meta)),
+                  interpolation="nearest")
 
 
 def layer_class_names(meta: dict) -> list[str] | None:
@@ -52,15 +53,18 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
     """Save an Image layer (float32; integer images keep their dtype)."""
     data = np.asarray(data[0] if isinstance(data, list) else data)  # multiscale: full res
     dtype = data.dtype if np.issubdtype(data.dtype, np.integer) else np.float32
-    return _write(path, data, meta, dtype=dtype)
+    return _write(path, data, meta, dtype=dtype, interpolation="linear")
 
 
-def _write(path: str, data: Any, meta: dict, dtype, class_names=None) -> list[str]:
+def _write(path: str, data: Any, meta: dict, dtype, class_names=None,
+           interpolation: str | None = None) -> list[str]:
+    """``io.write_volume``; where the scan's axes are sheared (gantry tilt) the file is
+    resampled onto an orthogonal grid: labels nearest-neighbour, images linear."""
     from ..io import write_volume
 
     data = np.asarray(data)
     written = write_volume(data, with_default_extension(path), like=volume_for(data, meta),
-                           dtype=dtype, class_names=class_names)
+                           dtype=dtype, class_names=class_names, interpolation=interpolation)
     return [str(written)]
 
 

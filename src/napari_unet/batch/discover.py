@@ -8,25 +8,42 @@ accounts for every file the user pointed at.
 
 Only regular files are ever opened: named pipes, sockets and devices are skipped with
 the reason (opening a FIFO would block forever), links are followed, and a folder
-reached twice (a link loop) is walked once. A file reached twice (given twice, through a
+reached twice (a link loop) is walked once. What the operating system refuses (a file or
+folder that cannot be read, a path longer than it allows, one that vanished while the
+folder was walked) fails on its own, with the reason in plain words and without its
+path; the walk goes on. A file reached twice (given twice, through a
 link, or also through its folder) is one scan, whose entry says so. A subfolder that is
 another run's output folder (it holds that run's state) is skipped with the reason: a
 rerun on a folder that holds its results must not predict the results. Patient names/IDs are
 read only to be redacted from names and messages, never stored in a Scan.
+
+A BIDS dataset (or a subject folder or file in one) is one input among others here:
+:mod:`.bids` picks its images by entities and names each scan by its BIDS file name.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..io.bids import BidsImage, BidsSelection
 from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
 from ..io.series import uid_hash
-from .naming import OUTPUT_SUFFIXES, dicom_name, file_name, make_unique
+from .naming import (
+    OUTPUT_FOLDER_SUFFIXES,
+    OUTPUT_SUFFIXES,
+    dicom_name,
+    file_name,
+    make_unique,
+    short_hash,
+)
 from .outdir import STATE_DIR
+from .patient_names import PatientIdentifiers
 from .privacy import identifiers_of, redact
 from .qc import QC_DIR
 
@@ -41,17 +58,21 @@ class Scan:
 
     input: str  # a file, or the folder holding a DICOM series
     name: str
-    kind: str  # "nifti", "dicom" or "file" (anything else met on the way)
+    kind: str  # "nifti", "dicom", "file" (anything else met on the way) or "folder"
     series: str | None = None  # SeriesInstanceUID of a DICOM series (never logged)
     skip_reason: str | None = None
     error: str | None = None
     notes: tuple[str, ...] = ()  # warnings from discovery (no paths): its report entry's
+    bids: BidsImage | None = None  # an image of a BIDS dataset: outputs named by entities
 
 
 @dataclass
 class Discovery:
     scans: list[Scan] = field(default_factory=list)
-    identifiers: set[str] = field(default_factory=set)  # to redact from messages
+    # to redact from messages: patients' names and IDs, however spelled
+    identifiers: PatientIdentifiers = field(default_factory=PatientIdentifiers)
+    file_names: set[str] = field(default_factory=set)  # of the inputs (for --names counter)
+    bids: BidsSelection | None = None  # the BIDS dataset the inputs are (part of)
 
 
 @dataclass
@@ -65,8 +86,27 @@ class _Series:
 
 
 def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None = None,
-                   series: str | None = None) -> Discovery:
-    """Scans under ``inputs`` in a stable order; ``exclude`` (the output folder) is ignored."""
+                   series: str | None = None, bids=None) -> Discovery:
+    """Scans under ``inputs`` in a stable order; ``exclude`` (the output folder) is ignored.
+
+    ``bids`` (a :class:`.bids.BidsRequest`) chooses the images of a BIDS input; a filter
+    without a BIDS input is a usage error.
+    """
+    from . import bids as bids_in
+
+    root, within = bids_in.split_inputs(inputs)
+    if root is not None:
+        request = bids or bids_in.BidsRequest()
+        exclude_path = Path(exclude).resolve() if exclude else None
+        if exclude_path is not None and (exclude_path == root or exclude_path in root.parents):
+            raise bids_in.BidsError(
+                f"{exclude}: the output folder is the BIDS dataset or holds it; BIDS keeps "
+                "derivatives apart: write them to e.g. <dataset>/derivatives/napari-unet")
+        selection = bids_in.select(root, within, exclude_path, request)
+        return _unique(Discovery(bids_in.scans(selection, request.task_kind), bids=selection))
+    if bids is not None and bids.filters:
+        raise bids_in.BidsError("--bids-filter chooses images of a BIDS dataset, and no input "
+                                "is one (a folder with dataset_description.json)")
     found = Discovery()
     excluded = _identity(Path(exclude)) if exclude else None
     groups: dict[tuple[str, str], _Series] = {}
@@ -75,8 +115,12 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
         root = Path(root).resolve()
         for path, problem in _files(root, excluded):
             key = str(path.resolve())  # a file given twice, or also via a link: one scan
+            found.file_names.add(path.name)
             if key in times:
                 times[key] += 1
+            elif isinstance(problem, Refused):
+                found.scans.append(Scan(str(path), "", problem.kind, error=str(problem)))
+                times[key] = 1
             elif problem:
                 found.scans.append(Scan(str(path), "", "file", skip_reason=problem))
                 times[key] = 1
@@ -104,18 +148,40 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+class Refused(str):
+    """Why the operating system refused a path (its scan fails); ``kind`` says whether
+    it was a file or a folder."""
+
+    kind = "file"
+
+
+def _refused(exc: OSError, kind: str = "file") -> Refused:
+    from ..os_errors import plain
+
+    what = "this folder cannot be read" if kind == "folder" else "this file cannot be read"
+    why = Refused(plain(OSError(exc.errno, exc.strerror), what, advice=True))
+    why.kind = kind
+    return why
+
+
 def _files(root: Path, excluded) -> Iterator[tuple[Path, str | None]]:
-    """(regular file, None) or (anything else, why it is skipped) under ``root``."""
+    """(regular file, None), (anything else, why it is skipped) or (a path the OS
+    refused, :class:`Refused`) under ``root``."""
     what = _not_regular(root)
     if what == "a folder":
         yield from _walk(root, excluded)
+    elif isinstance(what, Refused):
+        yield root, what
     else:
         yield root, _skip_reason(what)
 
 
 def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
     seen: set = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    refused: list[OSError] = []  # folders os.walk could not list (it goes on without)
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True,
+                                                onerror=refused.append):
+        yield from _refused_folders(refused)
         here = Path(dirpath)
         key = _identity(here)
         if key in seen or (key == excluded and here != folder):
@@ -129,11 +195,21 @@ def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = sorted(f for f in filenames if not f.startswith("."))
         if key == excluded:  # inputs and outputs share a folder: skip our own outputs
-            dirnames[:] = [d for d in dirnames if d != QC_DIR]
+            dirnames[:] = [d for d in dirnames
+                           if d != QC_DIR and not d.endswith(OUTPUT_FOLDER_SUFFIXES)]
             names = [f for f in names if not f.endswith(OUTPUT_SUFFIXES)]
         for name in names:
             path = here / name
-            yield path, _skip_reason(_not_regular(path))
+            what = _not_regular(path)
+            yield path, what if isinstance(what, Refused) else _skip_reason(what)
+    yield from _refused_folders(refused)
+
+
+def _refused_folders(refused: list[OSError]) -> Iterator[tuple[Path, Refused]]:
+    while refused:
+        exc = refused.pop(0)
+        if exc.filename is not None and exc.errno != errno.ENOENT:  # ENOENT: gone since
+            yield Path(exc.filename), _refused(exc, "folder")
 
 
 EARLIER_OUTPUT = ("the output folder of another napari-unet run: skipped, so that results are "
@@ -145,12 +221,19 @@ def _skip_reason(what: str | None) -> str | None:
 
 
 def _not_regular(path: Path) -> str | None:
-    """None for a regular file (links followed); else what it is, without opening it."""
+    """None for a regular file (links followed) that can be opened; else what it is, or
+    why the operating system refuses it (:class:`Refused`); FIFOs are never opened."""
     try:
-        mode = path.stat().st_mode
+        mode = os.stat(path).st_mode
     except OSError as exc:
-        return "a link to nothing" if path.is_symlink() else f"unreadable ({exc.strerror})"
+        if exc.errno in (errno.ENOENT, errno.ELOOP) and os.path.islink(path):
+            return "a link to nothing"
+        return _refused(exc)
     if stat.S_ISREG(mode):
+        try:  # opened as the reader will (no data read): unreadable files fail here
+            os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+        except OSError as exc:
+            return _refused(exc)
         return None
     return next((what for test, what in _NON_REGULAR if test(mode)), "not a regular file")
 
@@ -188,9 +271,16 @@ def _add_dicom_file(path: Path, root: Path, found: Discovery, groups: dict) -> N
         group = groups[key]
         group.folder = os.path.commonpath([group.folder, str(path.parent)])
         return
-    description = redact(str(ds.get("SeriesDescription", "") or ""), patient, "")
+    description = _without(patient, str(ds.get("SeriesDescription", "") or ""))
     groups[key] = _Series(str(path.parent), uid, ds.get("Modality"), ds.get("SeriesNumber"),
                           description, _non_image(ds))
+
+
+def _without(patient: PatientIdentifiers, text: str) -> str:
+    """``text`` with the patient's identifiers and the separators around them taken out
+    (``T1 Doe^Jane`` -> ``T1``)."""
+    marked = redact(text, patient, "\0")
+    return re.sub(r"[\s^_.,;:/\\-]*\0[\s^_.,;:/\\-]*", " ", marked or "").strip()
 
 
 def _non_image(ds) -> str | None:
@@ -200,7 +290,9 @@ def _non_image(ds) -> str | None:
     return f"non-image DICOM: {why}" if why else None
 
 
-def _named(scan: Scan, identifiers: set[str]) -> Scan:
+def _named(scan: Scan, identifiers: PatientIdentifiers) -> Scan:
+    if scan.kind == "folder":  # folders' names may carry patients' names: never used
+        return replace(scan, name=f"folder_{short_hash(scan.input)}")
     return replace(scan, name=file_name(Path(scan.input).name, scan.input, identifiers))
 
 

@@ -20,6 +20,7 @@ from .privacy import looks_identifying
 
 OUTPUT_SUFFIXES = ("_labels.nii.gz", "_denoised.nii.gz", "_probabilities.nii.gz",
                    "_uncertainty.nii.gz", "_seg.dcm")
+OUTPUT_FOLDER_SUFFIXES = ("_denoised",)  # a derived DICOM series: a folder of images
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -67,14 +68,24 @@ def with_key(name: str, key: str) -> str:
 
 def output_names(stem: str, kind: str, fmt: str, dicom_input: bool,
                  probabilities: bool) -> dict[str, str]:
-    """Role -> file name for one scan: what the batch writes and resume checks."""
+    """Role -> file (or folder) name for one scan: what the batch writes and resume checks.
+
+    ``nifti``: NIfTI; ``dicom``: a DICOM SEG (segmentation) or a derived series, the
+    folder ``<stem>_denoised`` (denoising); ``dicom-seg``: the SEG; ``both``: NIfTI, and
+    DICOM where the input is DICOM.
+    """
     names = {}
+    nifti = fmt in ("nifti", "both")
+    dicom = fmt in ("dicom", "dicom-seg") or (fmt == "both" and dicom_input)
     if kind == "denoise":
-        names["image"] = f"{stem}_denoised.nii.gz"
+        if nifti:
+            names["image"] = f"{stem}_denoised.nii.gz"
+        if dicom:
+            names["series"] = f"{stem}_denoised"
     else:
-        if fmt in ("nifti", "both"):
+        if nifti:
             names["labels"] = f"{stem}_labels.nii.gz"
-        if fmt == "dicom-seg" or (fmt == "both" and dicom_input):
+        if dicom:
             names["seg"] = f"{stem}_seg.dcm"
         if probabilities:
             names["probabilities"] = f"{stem}_probabilities.nii.gz"

@@ -10,6 +10,14 @@ finished output.
 Nothing is read, written or deleted through a symbolic link inside the output folder:
 every folder napari-unet uses there is checked with ``lstat``, files are opened with
 ``ONOFOLLOW``, and a link is refused with an :class:`OutputFolderError`.
+
+A command refused with exit 2 creates nothing: what can be checked without writing
+(links, a full disk, another tool's report) is checked before the folder, its state
+folder or its lock are made (:func:`refusals`), and what :func:`claimed` made is taken
+away again when a refusal comes after all. napari-unet creates the output folder itself,
+never the folders above it (a typo, or a disk that is not mounted, never receives
+results), but for a BIDS dataset's own ``derivatives/`` folder, which BIDS apps make
+(``my_study/derivatives/napari-unet`` in an existing dataset).
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import uuid
 from pathlib import Path
 
 from ..errors import SettingsError
-from ..io.write import unwritable_folder
+from ..io.new_files import probe_folder
+from ..os_errors import plain
 
 STATE_DIR = ".napari-unet"
 PARTIAL_DIR = "partial"
@@ -44,7 +53,7 @@ def check(outdir: str | os.PathLike) -> Path:
     """OUTDIR's resolved path if it can be the output folder; creates nothing, so that a
     command refused later (no model, no scans, no scheduler) leaves no empty folder.
 
-    Runs before the model is loaded, so a read-only or misnamed folder fails at once.
+    Runs before the model is loaded, so a read-only, full or misnamed folder fails at once.
     """
     given = Path(outdir)
     path = given.resolve()
@@ -54,19 +63,37 @@ def check(outdir: str | os.PathLike) -> Path:
     if path.is_dir():
         _probe(given, path)
         return path
-    parent = unwritable_folder(path)
-    if parent is not None:
-        raise OutputFolderError(f"{given}: cannot write in this output folder (cannot create "
-                                f"it in {parent}); choose a folder you can write to")
+    if not path.parent.is_dir() and not _bids_derivatives(path):
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise OutputFolderError(f"{given}: the folder {path.parent} {what}; napari-unet "
+                                "creates the output folder, never the folders above it: "
+                                "create them first, or correct the path")
+    parent = path.parent if path.parent.is_dir() else path.parent.parent
+    problem = probe_folder(parent)
+    if problem is not None:
+        raise OutputFolderError(f"{given}: cannot create this output folder in "
+                                f"{parent} ({_reason(problem)}); choose a folder you "
+                                "can write to")
     return path
 
 
+def _bids_derivatives(path: Path) -> bool:
+    """Whether ``path`` lies in the ``derivatives/`` folder (made or not) of an existing
+    BIDS dataset: the one folder above OUTDIR napari-unet may make, as BIDS apps do."""
+    parent = path.parent
+    return (parent.name == "derivatives" and not os.path.lexists(parent)
+            and (parent.parent / "dataset_description.json").is_file())
+
+
 def prepare(outdir: str | os.PathLike) -> Path:
-    """Make OUTDIR (checked by :func:`check`) and check that files can be created in it."""
+    """Make OUTDIR (checked by :func:`check`; its parent exists) and check that files can
+    be created in it."""
     given = Path(outdir)
     path = given.resolve()
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if _bids_derivatives(path):
+            path.parent.mkdir()
+        path.mkdir(exist_ok=True)
     except OSError as exc:
         raise _unwritable(given, exc) from exc
     _probe(given, path)
@@ -74,26 +101,73 @@ def prepare(outdir: str | os.PathLike) -> Path:
 
 
 def _probe(given: Path, path: Path) -> None:
-    try:
-        probe = path / f".napari-unet-probe-{uuid.uuid4().hex[:8]}"
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600))
-        probe.unlink()
-    except OSError as exc:
-        raise _unwritable(given, exc) from exc
+    problem = probe_folder(path)
+    if problem is not None:
+        raise _unwritable(given, problem)
+
+
+def _reason(exc: OSError) -> str:
+    return plain(OSError(exc.errno, exc.strerror)) if exc.errno else str(exc)
 
 
 def _unwritable(given: Path, exc: OSError) -> OutputFolderError:
     return OutputFolderError(f"{given}: cannot write in this output folder "
-                             f"({exc.strerror or exc}); choose a folder you can write to")
+                             f"({_reason(exc)}); choose a folder you can write to")
 
 
-def real_dir(outdir: Path, rel: str) -> Path:
-    """``outdir/rel``, made where missing; every part checked to be a folder, not a link."""
+def refusals(outdir: Path, qc_dir: str | None) -> None:
+    """Refuse (exit 2), reading only, what would stop the run in an existing output
+    folder: a link among napari-unet's folders or state files (the lock and manifests
+    included). Called before anything is created."""
+    if not outdir.is_dir():
+        return
+    for rel in (STATE_DIR, f"{STATE_DIR}/{PARTIAL_DIR}", qc_dir):
+        if rel:
+            real_dir(outdir, rel, create=False)
+    state = outdir / STATE_DIR
+    if state.is_dir():
+        for entry in os.scandir(state):
+            if entry.is_symlink():
+                raise OutputFolderError(f"{entry.name} in {STATE_DIR} is a symbolic link; "
+                                        "napari-unet never reads, writes or deletes through "
+                                        "it: remove it, or choose another output folder")
+
+
+@contextlib.contextmanager
+def claimed(outdir: Path):
+    """Make the output folder and hold its run lock; a refusal (``SettingsError``) raised
+    inside takes away what this took: the lock file, the state folder and the output
+    folder, each only if this run made it and it is empty."""
+    made = [p for p in (outdir.parent, outdir, outdir / STATE_DIR,
+                        outdir / STATE_DIR / LOCK_NAME) if not os.path.lexists(p)]
+    try:
+        with RunLock(prepare(outdir)):
+            yield outdir
+    except SettingsError:
+        _undo(made)
+        raise
+
+
+def _undo(made: list[Path]) -> None:
+    for path in reversed(made):  # the lock, then the folders (rmdir: only when empty)
+        with contextlib.suppress(OSError):
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+
+
+def real_dir(outdir: Path, rel: str, create: bool = True) -> Path:
+    """``outdir/rel``, made where missing (unless not ``create``: then only the parts
+    that exist are checked); every part checked to be a folder, not a link."""
     path = outdir
     for part in Path(rel).parts:
         path = path / part
-        with contextlib.suppress(FileExistsError):
-            path.mkdir()
+        if create:
+            with contextlib.suppress(FileExistsError):
+                path.mkdir()
+        elif not os.path.lexists(path):
+            return outdir / rel
         mode = os.lstat(path).st_mode
         if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
             what = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
@@ -102,6 +176,24 @@ def real_dir(outdir: Path, rel: str) -> Path:
                 "never reads, writes or deletes through it: remove it, or choose another "
                 "output folder")
     return path
+
+
+def check_parents(outdir: Path, rel: str) -> None:
+    """Refuse ``rel`` when a folder on its way that exists is a link or not a folder
+    (creates nothing; :func:`real_dir` makes them when the file is written)."""
+    path = outdir
+    for part in Path(rel).parts[:-1]:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
+            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
+            raise OutputFolderError(
+                f"{path.relative_to(outdir)} in the output folder is {what}; napari-unet "
+                "never reads, writes or deletes through it: remove it, or choose another "
+                "output folder")
 
 
 def state_dir(outdir: Path) -> Path:
@@ -163,6 +255,14 @@ class RunLock:
         self.pid_file: Path | None = None
 
     def __enter__(self) -> RunLock:
+        try:
+            return self._enter()
+        except OSError as exc:  # a full disk or a folder turned read-only: said plainly
+            self.__exit__()
+            raise OutputFolderError(f"the output folder's run lock cannot be taken "
+                                    f"({_reason(exc)})") from exc
+
+    def _enter(self) -> RunLock:
         fd = os.open(plain_file(self.path, self.outdir), os.O_RDWR | os.O_CREAT | NOFOLLOW,
                      0o644)
         try:
@@ -177,16 +277,18 @@ class RunLock:
                 raise
             self._take_pid_file()
             return self
+        self.fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, _holder().encode())
-        self.fd = fd
         return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing drops the flock
+            self.fd = None
         if self.pid_file is not None:
             self.pid_file.unlink(missing_ok=True)
+            self.pid_file = None
 
     def _take_pid_file(self, retry: bool = True) -> None:
         path = plain_file(self.path.with_name(LOCK_NAME + ".pid"), self.outdir)

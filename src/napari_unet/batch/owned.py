@@ -4,7 +4,9 @@ Before an output replaces a file, that file's SHA-256 must be one napari-unet re
 when it wrote it: scan manifests (:mod:`.resume`) for results and QC pictures,
 ``.napari-unet/files.json`` for ``report.json`` and ``index.html``. Anything else (a
 person's ground truth named like an output, a result corrected by hand, a link) is never
-overwritten or deleted, with or without ``--overwrite``.
+overwritten or deleted, with or without ``--overwrite``. A derived DICOM series is a
+folder of files: each file is recorded (``<folder>/<file>``), and the folder is replaced
+only while it holds nothing but those files, unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from ..errors import NapariUnetError
 from ..io.write import atomic_write_text
-from .outdir import NOFOLLOW, plain_file, read_text, state_dir
+from .outdir import NOFOLLOW, STATE_DIR, check_parents, plain_file, read_text, real_dir, state_dir
 
 LEDGER_NAME = "files.json"
 
@@ -51,6 +53,7 @@ def check_replaceable(outdir: Path, rel: str, known: Iterable[str],
     """Raise ``error`` unless ``outdir/rel`` is absent or holds what napari-unet wrote;
     returns its current digest."""
     known = list(known)
+    check_parents(outdir, rel)  # sub-01/anat/...: never through a linked folder
     current = digest(outdir / rel)
     if current is None or current in known:
         return current
@@ -64,6 +67,30 @@ def check_replaceable(outdir: Path, rel: str, known: Iterable[str],
                 "or choose another output folder")
 
 
+def folder_digests(path: Path, rel: str) -> dict[str, str | None]:
+    """``rel/<file>`` -> digest of each entry of a folder napari-unet just wrote."""
+    return {f"{rel}/{entry.name}": digest(Path(entry.path))
+            for entry in sorted(os.scandir(path), key=lambda e: e.name)}
+
+
+def check_replaceable_folder(outdir: Path, rel: str, known: dict[str, list[str]],
+                             error: type[NapariUnetError] = NotOurs) -> None:
+    """Raise ``error`` unless ``outdir/rel`` is absent or a folder (not a link) holding
+    only files napari-unet wrote there, unchanged (``known``: a manifest's files)."""
+    target = outdir / rel
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        what = "a link" if stat.S_ISLNK(mode) else "a file, not the folder of a DICOM series"
+        raise error(f"{rel} in the output folder is {what}; it is never overwritten: move "
+                    "it away, or choose another output folder")
+    for entry in os.scandir(target):
+        check_replaceable(outdir, f"{rel}/{entry.name}", known.get(f"{rel}/{entry.name}", ()),
+                          error)
+
+
 class OwnedTexts:
     """``report.json`` and ``index.html``: rewritten only while they hold what was written
     last. The ledger lists the old and the new hash before each rename, so a run killed
@@ -71,7 +98,9 @@ class OwnedTexts:
 
     def __init__(self, outdir: Path):
         self.outdir = outdir
-        self.ledger = plain_file(state_dir(outdir) / LEDGER_NAME, outdir)
+        # not made here: a run refused before it starts leaves no state folder behind
+        self.ledger = plain_file(real_dir(outdir, STATE_DIR, create=False) / LEDGER_NAME,
+                                 outdir)
         text = read_text(self.ledger)
         try:
             self.known: dict[str, list[str]] = json.loads(text or "{}")
@@ -83,6 +112,7 @@ class OwnedTexts:
 
     def write(self, rel: str, text: str) -> None:
         current = self.check(rel)
+        state_dir(self.outdir)
         self.known[rel] = [h for h in (current, text_digest(text)) if h]
         atomic_write_text(plain_file(self.ledger, self.outdir), json.dumps(self.known))
         atomic_write_text(self.outdir / rel, text)

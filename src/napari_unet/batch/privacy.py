@@ -4,7 +4,8 @@ Three rules, applied to everything the batch prints or writes (file names, stder
 ``index.html``, SEG descriptions, error texts in ``report.json``):
 
 - Patient names and IDs seen in DICOM headers during discovery are redacted wherever
-  they appear (any case, also inside ``Doe_Jane``-style joined words).
+  they appear, however they are spelled (:mod:`.patient_names`: case, accents,
+  apostrophes, separators, order, initials, IDs inside longer tokens).
 - Input paths are replaced by the scan's name: folders (which often carry a patient's
   name or an MRN) never appear. Other absolute paths shrink to their last part, or to
   ``<path>`` when that part looks identifying.
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import re
 
+from .patient_names import PatientIdentifiers, as_identifiers
+
 _NOT_ALNUM_BEFORE = r"(?<![A-Za-z0-9])"
-_NOT_ALNUM_AFTER = r"(?![A-Za-z0-9])"
 # what a file name that carries patient data tends to contain: a DICOM person name
 # separator, a run of 6+ digits (MRNs, accession numbers, dates like 19800101), a date
 # with separators, or words that announce an identifier
@@ -28,18 +30,17 @@ _IDENTIFYING = re.compile(
 _ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/:'\"()\[\],]+/)*[^\s/:'\"()\[\],]*")
 
 
-def looks_identifying(text: str, identifiers: set[str] = frozenset()) -> bool:
-    """True when ``text`` may carry patient data (see the module docstring)."""
-    return bool(_IDENTIFYING.search(text)) or redact(text, identifiers, "") != text
+def looks_identifying(text: str, identifiers=frozenset()) -> bool:
+    """True when ``text`` may carry patient data (see the module docstring);
+    ``identifiers``: :class:`PatientIdentifiers`, or plain names/IDs."""
+    return bool(_IDENTIFYING.search(text)) or as_identifiers(identifiers).found_in(text)
 
 
-def redact(text: str | None, identifiers: set[str], by: str = "[redacted]") -> str | None:
-    """Replace every patient name/ID seen during discovery with ``by`` (any case)."""
+def redact(text: str | None, identifiers, by: str = "[redacted]") -> str | None:
+    """Replace every patient name/ID seen during discovery with ``by``, however spelled."""
     if not text or not identifiers:
         return text
-    alternatives = "|".join(re.escape(i) for i in sorted(identifiers, key=len, reverse=True))
-    pattern = rf"{_NOT_ALNUM_BEFORE}(?:{alternatives}){_NOT_ALNUM_AFTER}"
-    return re.sub(pattern, by, text, flags=re.IGNORECASE)
+    return as_identifiers(identifiers).redact(text, by)
 
 
 def scrub(text: str | None, paths: dict[str, str], identifiers: set[str]) -> str | None:
@@ -59,12 +60,29 @@ def _last_part(path: str, identifiers: set[str]) -> str:
     return "<path>" if not last or looks_identifying(last, identifiers) else last
 
 
-def identifiers_of(ds) -> set[str]:
-    """Patient name and ID of a DICOM header, whole and by parts (to redact them)."""
-    found: set[str] = set()
-    for tag in ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate"):
-        value = str(ds.get(tag, "") or "").strip()
-        if value:
-            found.add(value)
-            found.update(p for p in re.split(r"[\s^,]+", value) if len(p) > 2)
+def identifiers_of(ds) -> PatientIdentifiers:
+    """Every patient identifier of a DICOM header (names, IDs, accession number, birth
+    date), to be recognised however spelled."""
+    found = PatientIdentifiers()
+    found.add_dataset(ds)
     return found
+
+
+def patient_free_name(name: str, volume=None) -> str:
+    """``name`` (a scan's file or folder name) as a model's provenance may record it: kept
+    unless it looks identifying, by the rules above and the patient identifiers of the
+    scan's own DICOM header (when it came from DICOM); else ``scan_<hash>``. Model files
+    are made to be shared: no patient's name may travel in them."""
+    import hashlib
+
+    identifiers = PatientIdentifiers()
+    files = getattr(getattr(volume, "source", None), "files", None) or ()
+    if files:
+        from ..io.dicom_header import parse_header
+
+        ds, _ = parse_header(files[0])
+        if ds is not None:
+            identifiers.add_dataset(ds)
+    if not looks_identifying(name, identifiers):
+        return name
+    return f"scan_{hashlib.sha256(name.encode()).hexdigest()[:8]}"

@@ -3,14 +3,16 @@ of resumed scans in steps), so an interrupted run still leaves a valid, readable
 
 Layout (DESIGN.md): ``{"model": {"name", "hash"}, "settings": {...}, "scans": [{"input",
 "status", "outputs", "error", "seconds"}]}``. Extra keys: per scan its output ``name``,
-``qc`` picture, ``reason`` (why skipped), ``warnings``, and the result's quality
-(``score``, ``review``, ``review_reasons`` in plain words, and the figures behind them in
-``quality``: :mod:`napari_unet.inference.quality`); at the top ``total``, ``counts``,
-``to_review``, ``started``, ``updated``, ``finished``, ``earlier_scans`` (entries of earlier
-runs into this folder whose outputs are still there) and ``write_errors`` (report or page
-writes that failed and were retried). ``input`` is the only key that holds a path, and
-is null with ``--no-input-paths``; errors, reasons and warnings name scans by their
-patient-free names.
+``qc`` picture, ``reason`` (why skipped), ``warnings``, ``resampled`` (NIfTI outputs
+of a scan with sheared axes, put on an orthogonal grid), for a BIDS image its
+``entities``, and the result's quality (``score``, ``review``, ``review_reasons`` in plain
+words, and the figures behind them in ``quality``: :mod:`napari_unet.inference.quality`);
+at the top ``total``, ``counts``, ``to_review``, ``started``, ``updated``, ``finished``,
+``earlier_scans`` (entries of earlier runs into this folder whose outputs are still
+there), ``write_errors`` (report or page writes that failed and were retried) and, for a
+BIDS run, ``bids`` (the query that chose the images, and how many it chose). ``input``
+is the only key that holds a path, and is null with ``--no-input-paths``; errors,
+reasons and warnings name scans by their patient-free names.
 
 A write that fails (a full disk) is recorded and retried with the next save; the scans
 go on, and the batch exits 1 at the end.
@@ -25,6 +27,7 @@ from collections import Counter
 
 from . import qc
 from .owned import NotOurs, OwnedTexts
+from .resume import present
 
 STATUSES = ("ok", "failed", "skipped")
 REPORT_NAME = "report.json"
@@ -33,25 +36,32 @@ FINAL_SAVE_TRIES = 3
 
 def entry(scan, status: str, outputs: list[str] | None = None, error: str | None = None,
           seconds: float = 0.0, qc: str | None = None, reason: str | None = None,
-          warnings: list[str] | None = None, quality: dict | None = None) -> dict:
+          warnings: list[str] | None = None, resampled: dict | None = None,
+          quality: dict | None = None) -> dict:
     """A report entry for one scan (``scan`` is a :class:`~.discover.Scan`).
 
     ``error`` says why a scan failed, ``reason`` why it was skipped; ``outputs`` and
-    ``qc`` are paths relative to the output folder; ``quality`` is the result's
-    :meth:`~napari_unet.inference.quality.Quality.to_dict`, whose score, review flag and
-    reasons also come to the top of the entry (``score``, ``review``, ``review_reasons``).
+    ``qc`` are paths relative to the output folder; ``resampled`` which NIfTI outputs
+    were resampled onto an orthogonal grid, and how (``io.orthogonal``), or None;
+    ``quality`` is the result's :meth:`~napari_unet.inference.quality.Quality.to_dict`,
+    whose score, review flag and reasons also come to the top of the entry (``score``,
+    ``review``, ``review_reasons``).
     """
     if status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {STATUSES}")
     quality = _checked_quality(quality)
-    return {"input": scan.input, "name": scan.name, "status": status,
+    item = {"input": scan.input, "name": scan.name, "status": status,
             "outputs": list(outputs or []), "error": error, "seconds": round(seconds, 3),
             "qc": qc, "reason": reason,
             "warnings": list(getattr(scan, "notes", ())) + list(warnings or []),
+            "resampled": resampled,
             "score": quality.get("score") if quality else None,
             "review": bool(quality.get("review")) if quality else False,
             "review_reasons": list(quality.get("reasons", [])) if quality else [],
             "quality": quality}
+    if getattr(scan, "bids", None) is not None:  # a BIDS image: who and what it is
+        item["entities"] = dict(scan.bids.entities)
+    return item
 
 
 def _checked_quality(quality) -> dict | None:
@@ -78,12 +88,13 @@ class Report:
     """Collects entries in input order and saves the report (and page) after each one."""
 
     def __init__(self, texts: OwnedTexts, model: dict, settings: dict, order: list[str],
-                 pages: bool = True, input_paths: bool = True):
+                 pages: bool = True, input_paths: bool = True, bids: dict | None = None):
         self.texts = texts
         self.path = texts.outdir / REPORT_NAME
         self.index_path = texts.outdir / qc.INDEX_NAME if pages else None
         self.model, self.settings = model, settings
         self.input_paths = input_paths
+        self.bids = bids  # BIDS runs: the query that chose the images
         self._rank = {name: i for i, name in enumerate(order)}
         self.entries: list[dict] = []
         self._earlier = self._earlier_entries()
@@ -111,11 +122,14 @@ class Report:
 
     def to_dict(self) -> dict:
         counts = self.counts
-        return {"model": self.model, "settings": self.settings, "scans": self.entries,
-                "total": self.total, "counts": {s: counts.get(s, 0) for s in STATUSES},
-                "to_review": len(to_review(self.entries)),
-                "started": self.started, "updated": _now(), "finished": self.finished,
-                "earlier_scans": self.earlier, "write_errors": self.write_errors}
+        report = {"model": self.model, "settings": self.settings, "scans": self.entries,
+                  "total": self.total, "counts": {s: counts.get(s, 0) for s in STATUSES},
+                  "to_review": len(to_review(self.entries)),
+                  "started": self.started, "updated": _now(), "finished": self.finished,
+                  "earlier_scans": self.earlier, "write_errors": self.write_errors}
+        if self.bids is not None:
+            report["bids"] = self.bids
+        return report
 
     @property
     def earlier(self) -> list[dict]:
@@ -168,7 +182,7 @@ class Report:
         out, seen = [], set()
         for e in _old_entries(old):
             outputs = [o for o in e["outputs"] if isinstance(o, str) and o not in seen]
-            if outputs and all((self.texts.outdir / o).is_file() for o in outputs):
+            if outputs and all(present(self.texts.outdir / o) for o in outputs):
                 seen.update(outputs)
                 out.append({**e, "outputs": outputs,
                             "input": e.get("input") if self.input_paths else None})

@@ -80,6 +80,11 @@ def finished(outdir: Path, scan, model_hash: str, digest: str) -> dict | None:
     if any(record.get(k) != v for k, v in expected.items()):
         return None
     outputs = record.get("outputs") or []
-    if not outputs or not all((outdir / o).is_file() for o in outputs):
+    if not outputs or not all(present(outdir / o) for o in outputs):
         return None
     return record
+
+
+def present(path: Path) -> bool:
+    """An output is there: a file, or a derived series' folder (not a link)."""
+    return path.is_file() or (path.is_dir() and not path.is_symlink())

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SettingsError
+from . import bids_dataset as bids_outputs
 from . import outdir as folder
 from . import qc, resume, scan_job
+from .counter_names import counter_names
 from .discover import Scan, discover_scans
 from .executors import executor
 from .owned import OwnedTexts
@@ -71,29 +73,59 @@ def run_batch(inputs: list[str | os.PathLike], outdir: str | os.PathLike, model:
     if settings.format == "dicom-seg" and loaded.task.kind != "segment":
         raise SettingsError(f"{model}: a {loaded.task.kind} model writes images, not "
                             "segmentations; --format dicom-seg needs a segmentation model")
-    found = _discover(inputs, out, settings.series)
-    with executor(settings) as run, folder.RunLock(folder.prepare(out)):
-        texts = _check_folder(out, settings)
-        folder.clear_partial(out)
-        scans = [resume.claim_name(out, s) for s in found.scans]
-        job = BatchJob(ref, loaded.hash, str(out), settings, settings.digest())
-        scan_job.remember_model(job, loaded)
-        report = Report(texts, {"name": loaded.name, "hash": loaded.hash,
-                                "task": loaded.task.kind},
-                        settings.to_dict(), [s.name for s in scans], pages=settings.qc,
-                        input_paths=settings.input_paths)
-        record = _recorder(report, scans, out, found.identifiers, progress, on_scan)
-        _run(scans, job, record, run, cancel, on_scan)
-        report.close(finished=len(report.entries) == len(scans))
-        folder.clear_partial(out)
+    found = _discover(inputs, out, settings.series, _bids_request(settings, loaded))
+    if found.bids is not None and settings.names == "counter":
+        raise SettingsError("--names counter does not apply to a BIDS dataset: its outputs "
+                            "are named by their BIDS entities (subject labels are pseudonyms)")
+    with executor(settings) as run:
+        bids = found.bids is not None
+        _check_folder(out, settings, create=False, bids=bids)  # refusals before anything
+        with folder.claimed(out):
+            report = _run_claimed(out, found, loaded, ref, settings, run,
+                                  (progress, on_scan, cancel))
     return BatchResult(report.to_dict(), report.path, report.index_path)
 
 
-def _discover(inputs: list, out: Path, series: str | None):
+def _run_claimed(out: Path, found, loaded, ref: str, settings: BatchSettings, run,
+                 callbacks) -> Report:
+    """The run proper, in the claimed (made and locked) output folder."""
+    progress, on_scan, cancel = callbacks
+    texts = _check_folder(out, settings, bids=found.bids is not None)
+    folder.clear_partial(out)
+    link = None
+    if found.bids is not None:
+        link = bids_outputs.write_dataset_files(texts, found.bids, loaded, out, settings)
+    if settings.names == "counter":  # no part of an input's name anywhere
+        scans = counter_names(out, found.scans)
+        for name in found.file_names:
+            found.identifiers.add_word(name)
+    else:
+        scans = [resume.claim_name(out, s) for s in found.scans]
+    job = BatchJob(ref, loaded.hash, str(out), settings, settings.digest(), bids_link=link)
+    scan_job.remember_model(job, loaded)
+    report = Report(texts, {"name": loaded.name, "hash": loaded.hash,
+                            "task": loaded.task.kind},
+                    settings.to_dict(), [s.name for s in scans], pages=settings.qc,
+                    input_paths=settings.input_paths,
+                    bids=bids_outputs.report_section(found.bids))
+    record = _recorder(report, scans, out, found.identifiers, progress, on_scan)
+    _run(scans, job, record, run, cancel, on_scan)
+    report.close(finished=len(report.entries) == len(scans))
+    folder.clear_partial(out)
+    return report
+
+
+def _bids_request(settings: BatchSettings, model):
+    from .bids import BidsRequest, model_suffixes
+
+    return BidsRequest(settings.bids_filter, model_suffixes(model), model.task.kind)
+
+
+def _discover(inputs: list, out: Path, series: str | None, bids=None):
     """The scans; refused (exit 2) when there are none, or none is the --series asked for,
     even beside NIfTI files that would run (a series dropped in silence is not what was
     asked)."""
-    found = discover_scans(inputs, exclude=out, series=series)
+    found = discover_scans(inputs, exclude=out, series=series, bids=bids)
     matched = any(s.kind == "dicom" and s.series is not None for s in found.scans)
     if series is not None and not matched:
         raise NoScansFound(f"no DICOM series matching --series {series} found in the inputs")
@@ -102,14 +134,22 @@ def _discover(inputs: list, out: Path, series: str | None):
     return found
 
 
-def _check_folder(out: Path, settings: BatchSettings) -> OwnedTexts:
-    """Refuse (exit 2) before any work when the report or page would replace a file
-    napari-unet did not write, or a folder it uses is a link."""
+def _check_folder(out: Path, settings: BatchSettings, create: bool = True,
+                  bids: bool = False) -> OwnedTexts:
+    """Refuse (exit 2) before any work when the report or page (or a BIDS dataset's
+    description) would replace a file napari-unet did not write, or a folder or state
+    file it uses is a link; without ``create`` (before the folder is claimed) nothing is
+    made."""
+    if not create:
+        folder.refusals(out, qc.QC_DIR if settings.qc and not bids else None)
     texts = OwnedTexts(out)
     texts.check(REPORT_NAME, folder.OutputFolderError)
+    if bids:
+        bids_outputs.check_description(texts)
     if settings.qc:
         texts.check(qc.INDEX_NAME, folder.OutputFolderError)
-        folder.real_dir(out, qc.QC_DIR)
+        if not bids:  # BIDS runs put pictures in sub-*/figures
+            folder.real_dir(out, qc.QC_DIR, create=create)
     return texts
 
 
@@ -144,7 +184,7 @@ def _already_done(scan: Scan, job: BatchJob) -> dict | None:
     if record is None:
         return None
     return entry(scan, "skipped", record["outputs"], qc=record.get("qc"), reason=RESUMED,
-                 quality=record.get("quality"))
+                 quality=record.get("quality"), resampled=record.get("resampled"))
 
 
 def _recorder(report: Report, scans: list[Scan], out: Path, identifiers: set[str],

@@ -5,24 +5,32 @@ in local worker processes or on a Dask cluster. It never raises: any failure bec
 ``failed`` report entry, so one broken scan (or a CUDA out-of-memory) does not end the
 batch. Outputs are written to temporary files first; :func:`commit_outputs` renames them
 into place only where the target is absent or napari-unet's own (:mod:`.owned`).
+
+DICOM outputs (a SEG, a derived series) that cannot be made keep the result as NIfTI:
+when the source's kind of DICOM cannot carry them (``UnsupportedSourceError``: an RT
+Dose, a PET scan) the scan is ``ok`` with a warning; for any other reason (source files
+gone, a full disk) it fails, so the run exits 1. ``--format both`` on NIfTI input writes
+NIfTI and says so in a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import NapariUnetError
+from ..errors import NapariUnetError, UnsupportedSourceError
 from ..io.source import DicomSource
 from . import outdir as folder
 from . import qc, resume
 from .discover import Scan
 from .naming import output_names
-from .owned import check_replaceable, digest
+from .owned import check_replaceable, check_replaceable_folder, digest, folder_digests
 from .report import entry
 from .settings import BatchSettings
 
@@ -38,17 +46,38 @@ class BatchJob:
     outdir: str
     settings: BatchSettings
     digest: str
+    bids_link: str | None = None  # BIDS runs: the source dataset's name in BIDS URIs
 
 
 @dataclass
 class _Written:
-    """A scan's temporary outputs and what went wrong short of failing it."""
+    """A scan's temporary outputs (``folders``: those that are a derived series' folder)
+    and what went wrong short of failing it."""
 
     temps: dict[str, Path]
     outputs: list[str]
     picture: str | None = None
     error: str | None = None
     quality: dict | None = None  # the result's Quality.to_dict()
+    warnings: list[str] = field(default_factory=list)
+    folders: set[str] = field(default_factory=set)
+    resampled: dict | None = None  # NIfTI outputs put on an orthogonal grid (gantry tilt)
+
+    def discard(self) -> None:
+        for tmp in self.temps.values():
+            _remove(tmp)
+
+
+NO_DICOM = ("no DICOM output: the input is NIfTI, and a DICOM SEG or derived series must "
+            "reference the DICOM images it was computed from; the NIfTI is written")
+
+
+def same_for_every_scan(warning: str) -> bool:
+    """Warnings about the run's settings or model, not the scan (NIfTI input with
+    --format both, a model's classes without codes): the console says them once."""
+    from ..io.dicom_seg import UNCODED
+
+    return warning == NO_DICOM or UNCODED in warning
 
 
 def process_scan(scan: Scan, job: BatchJob) -> dict:
@@ -69,7 +98,7 @@ def process_scan(scan: Scan, job: BatchJob) -> dict:
     status = "failed" if written.error else "ok"
     return entry(scan, status, written.outputs, error=written.error, seconds=_since(start),
                  qc=written.picture, warnings=sorted(set(_warning_texts(caught)) | notes),
-                 quality=written.quality)
+                 quality=written.quality, resampled=written.resampled)
 
 
 def cached_model(job: BatchJob):
@@ -110,31 +139,53 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     volume = replace(volume, name=scan.name)
     names = _names(scan, job, model, volume)
     outdir = Path(job.outdir)
-    record = resume.read_manifest(outdir, scan.name) or {}
-    for rel in names:  # fail before predicting when an output could not be committed
-        check_replaceable(outdir, rel, record.get("files", {}).get(rel, ()))
+    known = (resume.read_manifest(outdir, scan.name) or {}).get("files", {})
+    for rel, role in names.items():  # fail before predicting when an output could not be
+        if role == "series":  # committed
+            check_replaceable_folder(outdir, rel, known)
+        else:
+            check_replaceable(outdir, rel, known.get(rel, ()))
     pred = predict(volume, model, job.settings.inference)
     quality = assess(volume, model, pred)
     written = _Written({}, [], quality=quality.to_dict())
     try:
         _write_outputs(scan, job, model, volume, pred, names, written)
+        written.resampled = _resampled(volume, written.outputs)
         commit_outputs(job, scan, written)
     finally:
-        for tmp in written.temps.values():
-            tmp.unlink(missing_ok=True)
+        written.discard()
     # geometry the reader had to assume (also warned, so caught above for any source)
     notes = set(volume.source.warnings if isinstance(volume.source, DicomSource) else ())
+    notes.update(written.warnings)
+    if job.settings.format == "both" and not isinstance(volume.source, DicomSource):
+        notes.add(NO_DICOM)
     if few_label_values(volume.array):
         notes.add(LOOKS_LIKE_LABELS)
     return written, notes
 
 
+def _resampled(volume, outputs: list[str]) -> dict | None:
+    """The report's note on NIfTI outputs resampled onto an orthogonal grid (the scan's
+    axes are sheared: gantry tilt), or None."""
+    from ..io.write import nifti_grid
+
+    niftis = [rel for rel in outputs if rel.endswith((".nii.gz", ".nii"))]
+    grid = nifti_grid(volume)
+    return {"outputs": niftis, **grid.describe()} if niftis and grid.resampled else None
+
+
 def _names(scan: Scan, job: BatchJob, model, volume) -> dict[str, str]:
     """Relative output path -> role, QC picture included."""
+    if scan.bids is not None:
+        from .bids_dataset import output_paths
+
+        return output_paths(scan.bids, model.task, job.settings)
     dicom_input = isinstance(volume.source, DicomSource)
-    if job.settings.format == "dicom-seg" and not dicom_input:
-        raise NapariUnetError(f"{scan.input}: DICOM SEG output needs DICOM input; use "
-                              "--format nifti (or both: SEG where the input is DICOM)")
+    fmt = job.settings.format
+    if fmt in ("dicom", "dicom-seg") and not dicom_input:
+        what = "DICOM SEG" if fmt == "dicom-seg" else "DICOM"
+        raise NapariUnetError(f"{scan.input}: {what} output needs DICOM input; use --format "
+                              "nifti (or both: DICOM as well where the input is DICOM)")
     names = output_names(scan.name, model.task.kind, job.settings.format, dicom_input,
                          job.settings.probabilities)
     by_path = {name: role for role, name in names.items()}
@@ -149,21 +200,27 @@ def _write_outputs(scan: Scan, job: BatchJob, model, volume, pred, names: dict,
 
     outdir = Path(job.outdir)
     for rel, role in names.items():
-        if role in ("seg", "qc"):
+        if role in ("seg", "series", "qc") or role.startswith("sidecar:") or role == "tsv":
             continue
-        data = {"labels": pred.labels, "image": pred.image, "uncertainty": pred.uncertainty,
-                "probabilities": pred.probabilities}[role]
+        data = _array(role, pred)
         if data is None:
             continue
         written.temps[rel] = folder.temp_path(outdir, rel)
         names_of = list(model.task.class_names) if role == "labels" else None
         write_volume(data, written.temps[rel], like=volume, class_names=names_of)
-    seg = next((rel for rel, role in names.items() if role == "seg"), None)
-    if seg is not None:
-        _write_seg(scan, job, model, volume, pred, seg, written)
+    if scan.bids is not None:  # the sidecars of the images written, the class table
+        from .bids_dataset import text_outputs
+
+        for rel, text in text_outputs(scan.bids, model, job, names, written.temps).items():
+            written.temps[rel] = folder.temp_path(outdir, rel)
+            written.temps[rel].write_text(text, encoding="utf-8")
+    for rel, role in names.items():
+        if role in ("seg", "series"):
+            _write_dicom(scan, job, model, volume, pred, rel, role, written)
     written.outputs = list(written.temps)
-    if job.settings.qc:
-        written.picture = _write_qc(scan, job, model, volume, pred, written)
+    qc_name = next((rel for rel, role in names.items() if role == "qc"), None)
+    if qc_name is not None:
+        written.picture = _write_qc(scan, model, volume, pred, written, qc_name, job.outdir)
 
 
 def _qc_title(name: str, quality: dict | None) -> str:
@@ -174,34 +231,68 @@ def _qc_title(name: str, quality: dict | None) -> str:
         ": review" if quality.get("review") else "")
 
 
-def _write_seg(scan: Scan, job: BatchJob, model, volume, pred, rel: str,
-               written: _Written) -> None:
-    """A DICOM SEG that cannot be written fails the scan but keeps its labels as NIfTI."""
-    from ..io import write_dicom_seg, write_volume
+def _array(role: str, pred):
+    if role.startswith("probseg:"):
+        channel = int(role.split(":")[1])
+        return None if pred.probabilities is None else pred.probabilities[..., channel]
+    return {"labels": pred.labels, "image": pred.image, "uncertainty": pred.uncertainty,
+            "probabilities": pred.probabilities}[role]
 
-    tmp = folder.temp_path(Path(job.outdir), rel)
+
+def _write_dicom(scan: Scan, job: BatchJob, model, volume, pred, rel: str, role: str,
+                 written: _Written) -> None:
+    """A DICOM SEG (``seg``) or derived series (``series``); one that cannot be written
+    keeps the result as NIfTI (see the module docstring for ok or failed)."""
+    from ..io import write_dicom_seg, write_volume
+    from ..io.dicom_derived import write_derived_series
+
+    outdir = Path(job.outdir)
+    tmp = folder.temp_path(outdir, rel)
     try:
-        write_dicom_seg(pred.labels, tmp, like=volume, class_names=list(model.task.class_names),
-                        algorithm=model.name)
+        if role == "seg":
+            write_dicom_seg(pred.labels, tmp, like=volume, algorithm=model.name,
+                            class_names=list(model.task.class_names),
+                            class_codes=model.meta.class_codes)
+        else:
+            write_derived_series(pred.image, tmp, like=volume, algorithm=model.name,
+                                 model_hash=model.hash)
     except Exception as exc:  # noqa: BLE001 - highdicom raises many kinds for odd series
-        tmp.unlink(missing_ok=True)
-        labels = f"{scan.name}_labels.nii.gz"
-        if labels not in written.temps:
-            written.temps[labels] = folder.temp_path(Path(job.outdir), labels)
-            write_volume(pred.labels, written.temps[labels], like=volume,
-                         class_names=list(model.task.class_names))
+        _remove(tmp)
+        seg = role == "seg"
+        kept = f"{scan.name}_labels.nii.gz" if seg else f"{scan.name}_denoised.nii.gz"
+        if kept not in written.temps:
+            written.temps[kept] = folder.temp_path(outdir, kept)
+            write_volume(pred.labels if seg else pred.image, written.temps[kept], like=volume,
+                         class_names=list(model.task.class_names) if seg else None)
         why = message(exc).replace(str(tmp), rel)  # name the output, not its temp file
-        why = why.replace(str(tmp.relative_to(job.outdir)), rel)
-        written.error = f"DICOM SEG not written ({why}); the labels are kept as NIfTI ({labels})"
+        why = why.replace(str(tmp.relative_to(outdir)), rel)
+        what = "DICOM SEG" if seg else "derived DICOM series"
+        text = (f"{what} not written ({why}); the {'labels are' if seg else 'denoised image is'}"
+                f" kept as NIfTI ({kept})")
+        if isinstance(exc, UnsupportedSourceError):
+            written.warnings.append(text)
+        else:
+            written.error = text
         return
     written.temps[rel] = tmp
+    if role == "series":
+        written.folders.add(rel)
 
 
-def _write_qc(scan: Scan, job: BatchJob, model, volume, pred, written: _Written) -> str:
+def _remove(path: Path) -> None:
+    """A temporary output: a file, or a derived series' folder."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _write_qc(scan: Scan, model, volume, pred, written: _Written, name: str,
+              outdir: str) -> str:
     kind = model.task.kind
     result = pred.image if kind == "denoise" else pred.labels
-    name = f"{qc.QC_DIR}/{scan.name}.png"
-    written.temps[name] = folder.temp_path(Path(job.outdir), name)
+    written.temps[name] = folder.temp_path(Path(outdir), name)
     qc.render_qc(volume.array, result, volume.spacing, kind, written.temps[name],
                  title=_qc_title(scan.name, written.quality), n_labels=model.task.n_labels)
     return name
@@ -210,32 +301,66 @@ def _write_qc(scan: Scan, job: BatchJob, model, volume, pred, written: _Written)
 def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
     """Rename the scan's temporary files into place, recording their hashes first.
 
-    A target that exists must be napari-unet's own (its hash in the manifest); the
-    manifest lists old and new hashes while the renames run, so a run killed halfway
-    still recognises every file; then it is rewritten as ``done`` (or ``incomplete``).
+    A target that exists must be napari-unet's own (its hash in the manifest; a derived
+    series' folder: every file in it); the manifest lists old and new hashes while the
+    renames run, so a run killed halfway still recognises every file; then it is
+    rewritten as ``done`` (or ``incomplete``).
     """
     outdir = Path(job.outdir)
     old = (resume.read_manifest(outdir, scan.name) or {}).get("files", {})
-    for rel in written.temps:
-        check_replaceable(outdir, rel, old.get(rel, ()))
-    new = {rel: digest(tmp) for rel, tmp in written.temps.items()}
+    new: dict[str, str | None] = {}
+    for rel, tmp in written.temps.items():
+        if rel in written.folders:
+            check_replaceable_folder(outdir, rel, old)
+            new.update(folder_digests(tmp, rel))
+        else:
+            check_replaceable(outdir, rel, old.get(rel, ()))
+            new[rel] = digest(tmp)
     files = {**old, **{rel: list(dict.fromkeys([*old.get(rel, ()), h])) for rel, h in new.items()}}
     base = resume.base_record(scan, job.model_hash, job.digest)
     resume.write_manifest(outdir, scan.name, {**base, "status": "committing", "files": files})
-    if written.picture:
-        folder.real_dir(outdir, qc.QC_DIR)
+    for parent in {str(Path(rel).parent) for rel in written.temps} - {"."}:
+        folder.real_dir(outdir, parent)  # sub-01/ses-1/anat, qc: folders, never links
     for rel, tmp in written.temps.items():
-        os.replace(tmp, outdir / rel)
+        if rel in written.folders:
+            _replace_folder(outdir, rel, tmp)
+        else:
+            os.replace(tmp, outdir / rel)
+    stale = {k for k in files for rel in written.folders if k.startswith(f"{rel}/")}
+    files = {k: v for k, v in files.items() if k not in stale}
     files.update({rel: [h] for rel, h in new.items()})
     status = "incomplete" if written.error else "done"
     resume.write_manifest(outdir, scan.name, {**base, "status": status, "files": files,
                                               "outputs": written.outputs,
                                               "qc": written.picture,
-                                              "quality": written.quality})
+                                              "quality": written.quality,
+                                              "resampled": written.resampled})
+
+
+def _replace_folder(outdir: Path, rel: str, tmp: Path) -> None:
+    """Put a derived series' folder in place; an old one (checked to be ours) goes to the
+    temporary folder first and is deleted after (a folder cannot replace a full one)."""
+    target = outdir / rel
+    if os.path.lexists(target):
+        old = folder.temp_path(outdir, f"{rel}-replaced")
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
 
 
 def message(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, NapariUnetError) else f"{type(exc).__name__}: {exc}"
+    """One scan's error: ours as it is, what the OS refused in plain words (a full disk,
+    a file gone), anything else with its type."""
+    from ..os_errors import is_known, plain
+
+    if isinstance(exc, NapariUnetError):
+        text = str(exc)
+    elif is_known(exc):
+        text = plain(exc, advice=True)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
     return text[:2000]
 
 

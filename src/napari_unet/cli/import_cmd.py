@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def add_parser(sub) -> None:
-    from .options import slice_context
+    from .options import CODES_HELP, add_overwrite_flag, slice_context
 
     p = sub.add_parser(
         "import", help="turn a PyTorch UNet state_dict into a model file",
@@ -16,6 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("--in-channels", type=int, required=True, help="input channels (1 = grayscale)")
     p.add_argument("--classes", type=int, help="classes for segment (1 = binary)")
     p.add_argument("--class-names", nargs="+", help="names, background first")
+    p.add_argument("--class-codes", nargs="+", metavar="CODE", help=CODES_HELP)
+    add_overwrite_flag(p, "a model file")
     p.add_argument("--name", help="model name (default: the file's stem)")
     p.add_argument("--normalization", choices=["percentile", "window"], default="percentile")
     p.add_argument("--norm-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
@@ -46,20 +50,28 @@ def _mm(text: str) -> float:
 
 
 def run(args) -> int:
+    from ..io.class_codes import class_codes_from_texts
     from ..model.checkpoint import SUFFIX as MODEL_SUFFIX
     from ..model.normalize import Normalization
     from ..model.state_dict_import import import_state_dict
     from ..model.tasks import make_task
-    from .options import new_output_file
+    from .options import new_output_file, save_model_file
 
     task = make_task(args.task, in_channels=args.in_channels, n_classes=args.classes,
                      class_names=args.class_names)
+    if args.class_codes is not None and task.kind != "segment":
+        from ..errors import SettingsError
+
+        raise SettingsError("--class-codes: a denoiser has no classes")
+    codes = class_codes_from_texts(args.class_codes, task.n_labels)
     norm = Normalization.default(args.normalization, args.norm_range)
     out = new_output_file(args.output, "-o", [args.state_dict], MODEL_SUFFIX)
     model = import_state_dict(args.state_dict, task, args.name or out.name.split(".")[0],
                               norm, args.axis, tuple(args.patch), args.pixel_spacing,
-                              args.slice_context)
-    model.save(out)
-    print(f"wrote {out}: {model.task.describe()}, {model.meta.architecture.variant} layout, "
+                              args.slice_context, codes)
+    written, moved = save_model_file(model, out, args.overwrite)
+    if moved:
+        print(f"napari-unet import: note: {moved}", file=sys.stderr)
+    print(f"wrote {written}: {model.task.describe()}, {model.meta.architecture.variant} layout, "
           f"base {model.meta.architecture.base}, hash {model.meta.hash}")
     return 0

@@ -63,14 +63,30 @@ def run(args) -> int:
         "slice context: " + (f"{meta.slice_context} neighbour slice(s) either side "
                              f"({2 * meta.slice_context + 1} slices in, the middle one out)"
                              if meta.slice_context else "none (2D: one slice in, one out)"),
-        "planes:        " + ("all three, class probabilities averaged (--planes auto)"
+        "planes:        " + ("all three, class probabilities averaged, each plane weighted by the "
+                             "context its slices show (--planes auto)"
                              if meta.default_planes == "all" else "one (the --axis plane)"),
         f"intensities:   {profile_words(meta.intensity_profile)}",
         f"hash:          {meta.hash}",
     ]
     if meta.task.kind == "segment":
-        lines.insert(2, "classes:       " + ", ".join(
-            f"{i}={safe(c)}" for i, c in enumerate(meta.task.class_names)))
+        lines[2:2] = ["classes:       " + ", ".join(
+            f"{i}={safe(c)}" for i, c in enumerate(meta.task.class_names)),
+            *_class_codes(meta, safe)]
     lines += [f"provenance:    {safe(k)}: {json.dumps(v)}" for k, v in meta.provenance.items()]
     print("\n".join(lines))
     return 0
+
+
+def _class_codes(meta, safe) -> list[str]:
+    """One line per class that gets a DICOM SEG segment: its coded concept and colour."""
+    from ..io.class_codes import FALLBACK, class_codes_for_labels, class_color
+
+    codes = class_codes_for_labels(meta.task.n_labels, meta.class_codes)
+    out = []
+    for i in range(1, meta.task.n_labels):
+        code = codes[i]
+        what = safe(code.describe()) if code else f"none ({FALLBACK.describe()} in a DICOM SEG)"
+        color = "#{:02X}{:02X}{:02X}".format(*class_color(i, code))
+        out.append(f"{'SEG segments:' if i == 1 else '':15}{i}={what}, colour {color}")
+    return out

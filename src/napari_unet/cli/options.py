@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import MISSING, fields
 
+CODES_HELP = ("per class, background first or left out, what a DICOM SEG segment says it "
+              "is: a DICOM CID 7151 type as pydicom names it (GrayMatter, Liver, Neoplasm), "
+              "Category/Type (Tissue/Blood), or SCT:VALUE; add #RRGGBB for its colour; '-' "
+              "for none (then: 'Tissue', the class name as label)")
+
 
 def dataclass_defaults(cls) -> dict:
     """Each field of ``cls`` that has a plain default -> that default."""
@@ -47,12 +52,14 @@ def add_axis_flag(p, default: int | str, doing: str, auto: str) -> None:
 
 def new_output_file(text: str, flag: str, inputs, suffix: str | None = None):
     """An output file named on the command line, checked before any work starts: never an
-    input, never a folder, in a folder we can write to (and with ``suffix``, if given), so
-    a long run cannot end in an error, or in a scan overwritten by a model."""
+    input, never a folder, with ``suffix`` (if given), in a folder that exists and takes a
+    file now (not full, not read-only), so a long run cannot end in an error, or in a
+    scan overwritten by a model. A file already there is not replaced: the output goes
+    beside it (``io.new_files``)."""
     from pathlib import Path
 
     from ..errors import SettingsError
-    from ..io.write import unwritable_folder
+    from ..io.new_files import check_writable
 
     out = Path(text).expanduser()
     if out.is_dir():
@@ -63,7 +70,26 @@ def new_output_file(text: str, flag: str, inputs, suffix: str | None = None):
                                 "never overwrites its inputs: choose another file")
     if suffix is not None and not out.name.lower().endswith(suffix):
         raise SettingsError(f"{flag} {out}: the file name must end in {suffix}")
-    folder = unwritable_folder(out)
-    if folder is not None:
-        raise SettingsError(f"{flag} {out}: cannot write in {folder}")
+    check_writable(out, flag)
     return out
+
+
+def add_overwrite_flag(p, what: str) -> None:
+    """``--overwrite`` as train and import take it: only a file napari-unet wrote."""
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace -o when it is {what} napari-unet wrote (never any other "
+                   "file); without it an existing -o is kept and the new file goes beside "
+                   "it as NAME-1.safetensors")
+
+
+def save_model_file(model, out, overwrite: bool):
+    """Save ``model`` to ``out`` or beside it (see ``io.new_files``); returns the path and
+    the note to print when it went beside."""
+    from ..io.new_files import moved_note, write_new
+    from ..model.checkpoint import is_model_file
+
+    written, _ = write_new(out, model.save, is_model_file if overwrite else None)
+    hint = "" if overwrite else " (--overwrite replaces a model napari-unet wrote)"
+    if overwrite and written != out:
+        hint = " (it is not a napari-unet model file, so --overwrite does not replace it)"
+    return written, moved_note(out, written, hint)

@@ -19,7 +19,9 @@ from .options import add_axis_flag, dataclass_defaults, fields_from
 EPILOG = """outputs (in OUTDIR):
   <name>_labels.nii.gz         segmentation labels, in the scan's geometry
   <name>_denoised.nii.gz       denoised image (denoising models)
-  <name>_seg.dcm               DICOM SEG (--format dicom-seg|both, DICOM input)
+  <name>_seg.dcm               DICOM SEG (--format dicom|dicom-seg|both, DICOM input)
+  <name>_denoised/             derived DICOM series, one file per source image
+                               (--format dicom|both, denoising models, DICOM input)
   <name>_probabilities.nii.gz  per-class probabilities, and <name>_uncertainty.nii.gz
                                (--probabilities)
   report.json, index.html, qc/<name>.png
@@ -29,11 +31,24 @@ in report.json ("score", "review", "review_reasons"), first in index.html, and c
 at the end.
 <name> is the file's own name for NIfTI (never its folders; scan_<hash> when the name
 looks like patient data), and modality, series number, series description and a short
-hash of the SeriesInstanceUID for DICOM: never the patient's name or ID. Messages and
-index.html show only these names; report.json also lists input paths (--no-input-paths).
+hash of the SeriesInstanceUID for DICOM: never the patient's name or ID, however spelled.
+A name that only a file name carries cannot be known: --names counter names scans
+scan-0001, ... instead. Messages and index.html show only these names; report.json also
+lists input paths (--no-input-paths leaves them out).
 Scans whose outputs exist for the same model and settings are skipped (resume);
 --overwrite redoes them. A file napari-unet did not write is never replaced, with or
 without --overwrite. One run at a time per OUTDIR.
+A DICOM output the source's kind of DICOM cannot carry (a SEG of an RT Dose, a derived
+series of a PET scan) is a warning, the NIfTI stands in; --format both on NIfTI input
+writes NIfTI and says so.
+
+BIDS: an INPUT that is a BIDS dataset (or a sub-* folder or file in one) makes OUTDIR a
+BIDS derivative dataset (dataset_description.json, README.md, .bidsignore) with
+  sub-<label>[/ses-<label>]/anat/<entities>_space-orig_dseg.nii.gz (+ .json, .tsv)
+  ..._space-orig_label-<class>_probseg.nii.gz, ..._desc-denoised_<suffix>.nii.gz
+  sub-<label>/figures/<output>.png (QC)
+Images are chosen by entities: the model's suffix (T1w for the bundled models) among the
+anat NIfTI images, updated by --bids-filter / --bids-filter-file / --participant-label.
 exit codes: 0 all ok or skipped, 1 a scan (or writing the report) failed, 2 usage error.
 """
 
@@ -72,9 +87,11 @@ def _add_inference_flags(p) -> None:
     p.add_argument("--tta", action="store_true", help="test-time augmentation (flips)")
     p.add_argument("--planes", default=d["planes"], choices=PLANE_MODES,
                    help="segmentation: 'all' also runs along the other two planes and "
-                   "averages the class probabilities (more accurate, 3-4x the time; "
-                   "near-cubic voxels only), 'one' the --axis plane only; auto (default): "
-                   "what the model was made for (`napari-unet info MODEL`)")
+                   "averages the class probabilities (3-4x the time; near-cubic voxels "
+                   "only), 'one' the --axis plane only; auto (default): what the model was "
+                   "made for (`napari-unet info MODEL`): one plane, or all three weighted "
+                   "by the context each plane's slices show (on a partial scan, the thin "
+                   "planes count less, and not at all where they disagree with its own)")
     p.add_argument("--precision", default=d["precision"], choices=PRECISIONS,
                    help="auto: bf16 for segmentation on CUDA and on CPUs with native bf16, "
                    "else float32")
@@ -88,11 +105,13 @@ def _add_inference_flags(p) -> None:
 
 
 def _add_batch_flags(p) -> None:
-    from ..batch.settings import FORMATS, BatchSettings
+    from ..batch.settings import FORMATS, NAMINGS, BatchSettings
 
     d = dataclass_defaults(BatchSettings)
     p.add_argument("--format", default=d["format"], choices=FORMATS,
-                   help="output format for labels (dicom-seg needs DICOM input)")
+                   help="nifti (default); dicom: a DICOM SEG (segmentation) or a derived "
+                   "DICOM series (denoising), for DICOM input; dicom-seg: the SEG; both: "
+                   "NIfTI, and DICOM where the input is DICOM")
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished scans (only napari-unet's own files are replaced)")
     p.add_argument("--workers", type=_positive_int, default=d["workers"],
@@ -105,7 +124,27 @@ def _add_batch_flags(p) -> None:
                    help="no QC pictures or index.html")
     p.add_argument("--no-input-paths", dest="input_paths", action="store_false",
                    help="leave input paths out of report.json (the only place they appear)")
+    p.add_argument("--names", default=d["names"], choices=NAMINGS,
+                   help="auto: outputs named after each file's own name or the series' "
+                   "attributes (patient names and IDs from the DICOM headers removed); "
+                   "counter: scan-0001, scan-0002, ... and no part of any input's name "
+                   "anywhere (for names that only a file or folder name carries)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-scan lines")
+    _add_bids_flags(p)
+
+
+def _add_bids_flags(p) -> None:
+    g = p.add_argument_group("BIDS datasets")
+    g.add_argument("--bids-filter", nargs="+", metavar="ENTITY=VALUE",
+                   help="choose images of a BIDS input by entities, e.g. suffix=T2w "
+                   "session=1 run=1,2 (entity names or keys: sub, ses, acq, ...); they "
+                   "replace the defaults datatype=anat, suffix=<the model's, e.g. T1w>, "
+                   "extension=.nii,.nii.gz key by key")
+    g.add_argument("--bids-filter-file", metavar="JSON",
+                   help="the same as a JSON object of entity -> value, list of values, null "
+                   "(absent) or \"*\" (any), as fMRIPrep's --bids-filter-file")
+    g.add_argument("--participant-label", nargs="+", metavar="LABEL",
+                   help="only these subjects (with or without 'sub-'), as BIDS apps take them")
 
 
 def _positive_int(text: str) -> int:
@@ -144,13 +183,38 @@ def build_settings(args):
 
     resolve_device(args.device)  # an unknown or absent device is a usage error
     inference = InferenceSettings(**fields_from(InferenceSettings, args))
-    return BatchSettings(inference=inference, **fields_from(BatchSettings, args))
+    batch = {k: v for k, v in fields_from(BatchSettings, args).items() if k != "bids_filter"}
+    return BatchSettings(inference=inference, bids_filter=bids_filter(args), **batch)
+
+
+def bids_filter(args) -> dict:
+    """--bids-filter-file, then --bids-filter, then --participant-label: entity -> value."""
+    from ..io.bids import parse_filter_args, read_filter_file
+
+    query = read_filter_file(args.bids_filter_file) if args.bids_filter_file else {}
+    query.update(parse_filter_args(args.bids_filter))
+    if args.participant_label:
+        labels = [label.removeprefix("sub-") for label in args.participant_label]
+        query["subject"] = labels if len(labels) > 1 else labels[0]
+    return query
 
 
 def _check_inputs(inputs: list[str]) -> None:
+    """Every input exists; one the OS refuses outright (a path too long) is a usage
+    error in plain words, named by its last part only."""
     from ..errors import SettingsError
+    from ..os_errors import plain
 
-    missing = [i for i in inputs if not os.path.lexists(i)]
+    missing = []
+    for given in inputs:
+        try:
+            os.lstat(given)
+        except FileNotFoundError:
+            missing.append(given)
+        except OSError as exc:
+            name = given if len(given) <= 200 else f".../{Path(given).name[:80]}"
+            raise SettingsError(f"{name}: {plain(OSError(exc.errno, exc.strerror), advice=True)}"
+                                ) from exc
     if missing:
         raise SettingsError(f"{', '.join(missing)}: no such file or folder")
 
@@ -166,6 +230,11 @@ def _summary(result, args) -> None:
     warned = sum(1 for e in result.report["scans"] if e["warnings"])
     review = result.report.get("to_review", 0)
     where = Path(args.output)
+    bids = result.report.get("bids")
+    if bids:
+        chosen = " ".join(f"{k}={_value(v)}" for k, v in bids["query"].items())
+        print(f"BIDS: {bids['images']} images chosen by {chosen}; {where} is their BIDS "
+              "derivative dataset", file=sys.stderr)
     pages = f"; QC: {where / result.index_path.name}" if result.index_path else ""
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
           + (f" ({warned} with warnings)" if warned else "")
@@ -173,6 +242,10 @@ def _summary(result, args) -> None:
              + (", listed first in the QC page" if result.index_path else "") + ")"
              if review else "")
           + f"; report: {where / result.report_path.name}{pages}", file=sys.stderr)
+
+
+def _value(v) -> str:
+    return "(absent)" if v is None else ",".join(v) if isinstance(v, list) else str(v)
 
 
 def _why(entry: dict) -> str | None:
@@ -193,6 +266,7 @@ class _ProgressBar:
         self.quiet = quiet
         self.bar = None
         self.counts = {"ok": 0, "failed": 0, "skipped": 0}
+        self.said: set[str] = set()  # warnings that say the same of every scan: said once
 
     def _open(self):
         if self.bar is None:
@@ -221,7 +295,13 @@ class _ProgressBar:
             self.bar.write(f"{entry['status']}: {name}: {one_line(why)}", file=sys.stderr)
         elif self.bar.disable:
             print(f"{entry['status']}: {name}", file=sys.stderr, flush=True)
+        from ..batch.scan_job import same_for_every_scan
+
         for warning in map(one_line, entry["warnings"]):
+            if warning in self.said:
+                continue
+            if same_for_every_scan(warning):
+                self.said.add(warning)
             named = warning if warning.startswith(f"{name}: ") else f"{name}: {warning}"
             self.bar.write(f"warning: {named}", file=sys.stderr)
         if entry.get("review"):

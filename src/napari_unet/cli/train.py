@@ -24,7 +24,13 @@ def add_parser(sub) -> None:
         NOISE_KINDS,
         TrainSettings,
     )
-    from .options import add_axis_flag, dataclass_defaults, slice_context
+    from .options import (
+        CODES_HELP,
+        add_axis_flag,
+        add_overwrite_flag,
+        dataclass_defaults,
+        slice_context,
+    )
 
     d = dataclass_defaults(TrainSettings)
     p = sub.add_parser(
@@ -35,8 +41,8 @@ def add_parser(sub) -> None:
         "and saves the model trained so far to -o (exit code 130); a second Ctrl-C quits "
         "without saving.")
     p.add_argument("--task", required=True, choices=TASK_KINDS)
-    p.add_argument("--images", nargs="+", required=True, metavar="PATH",
-                   help="scans: NIfTI files or DICOM folders")
+    p.add_argument("--images", nargs="+", metavar="PATH",
+                   help="scans: NIfTI files or DICOM folders (or --bids)")
     p.add_argument("--labels", nargs="+", metavar="PATH",
                    help="label volumes (NIfTI or DICOM SEG), one per image in the same "
                    "order (segment); with "
@@ -44,6 +50,8 @@ def add_parser(sub) -> None:
     p.add_argument("--classes", type=int, help="classes incl. background (1 = binary; "
                    "default: from the labels)")
     p.add_argument("--class-names", nargs="+", metavar="NAME", help="background first")
+    p.add_argument("--class-codes", nargs="+", metavar="CODE", help=CODES_HELP + "; default: "
+                   "the --init model's, or a DICOM SEG's given as --labels")
     p.add_argument("--noise", choices=NOISE_KINDS, default=d["noise"],
                    help="synthetic noise model for denoising (default %(default)s)")
     p.add_argument("--noise-level", type=float, nargs="+", default=[d["noise_level"]],
@@ -72,6 +80,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="model file to write (.safetensors)")
+    add_overwrite_flag(p, "a model file")
     p.add_argument("--name", help="model name (default: the output file's stem)")
     p.add_argument("--base", type=int, default=d["base"],
                    help="UNet base width (default %(default)s)")
@@ -107,6 +116,16 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     p.add_argument("--history", metavar="JSON", help="also write the training history here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("BIDS datasets (instead of --images/--labels)")
+    g.add_argument("--bids", metavar="DATASET", help="train on this BIDS dataset's images: "
+                   "anat NIfTI of suffix T1w unless --bids-filter says otherwise")
+    g.add_argument("--bids-filter", nargs="+", metavar="ENTITY=VALUE",
+                   help="choose the images, e.g. suffix=T2w session=1 (as predict)")
+    g.add_argument("--bids-labels", metavar="DERIVATIVES",
+                   help="a derivative dataset whose dseg images are the labels: each pairs "
+                   "with the image of the same subject, session, run... (segment)")
+    g.add_argument("--bids-labels-filter", nargs="+", metavar="ENTITY=VALUE",
+                   help="choose among the label maps, e.g. desc=manual")
     p.set_defaults(func=run)
 
 
@@ -114,13 +133,15 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import Cancelled, SettingsError
+    from ..io.new_files import moved_note, write_new
     from ..io.write import atomic_write_text
     from ..model.checkpoint import SUFFIX as MODEL_SUFFIX
     from ..training import TrainSettings, train
     from ..training.planes import one_plane_note
-    from .options import new_output_file
+    from .options import new_output_file, save_model_file
 
-    inputs = [*args.images, *(args.labels or []), args.init]
+    images, labels, pairs = _data(args)
+    inputs = [*images, *(labels or []), args.init]
     out = new_output_file(args.output, "-o", inputs, MODEL_SUFFIX)
     if args.history:
         new_output_file(args.history, "--history", [*inputs, out])
@@ -129,7 +150,8 @@ def run(args) -> int:
     level = args.noise_level[0] if len(args.noise_level) == 1 else tuple(args.noise_level)
     settings = TrainSettings(
         task=args.task, n_classes=args.classes, class_names=args.class_names,
-        noise=args.noise, noise_level=level, self_supervised=args.self_supervised,
+        class_codes=args.class_codes, noise=args.noise, noise_level=level,
+        self_supervised=args.self_supervised,
         axis=args.axis, init=args.init, base=args.base, patch_size=tuple(args.patch),
         batch_size=args.batch_size, iterations=args.iterations, time_budget=args.time_budget,
         lr=args.lr, val_fraction=args.val_fraction,
@@ -139,26 +161,62 @@ def run(args) -> int:
         precision=args.precision, deterministic=args.deterministic, threads=args.threads,
         slice_context=args.slice_context, all_planes=args.all_planes,
         name=args.name or out.name.split(".")[0])
+    if out.exists():  # said now, not only after an hour of training
+        fate = ("replaced only if it is a model napari-unet wrote" if args.overwrite else
+                "kept, and the new model will go beside it")
+        print(f"napari-unet train: note: {out} exists; it is {fate}", file=sys.stderr)
     unit = "s" if args.time_budget and not args.iterations else "it"
     with _Bar(args.quiet, unit) as bar, _Interrupt() as interrupt:
         try:
-            result = train(args.images, args.labels, settings=settings, progress=bar.update,
+            result = train(images, labels, settings=settings, progress=bar.update,
                            on_metrics=bar.metrics, cancel=interrupt)
         except Cancelled as exc:
             result = exc.partial
-    result.model.save(out)
+    if pairs is not None:
+        from ..training.bids_pairs import with_bids_provenance
+
+        with_bids_provenance(result.model, pairs.suffixes)
+    written, moved = save_model_file(result.model, out, args.overwrite)
+    notes = [moved]
     if args.history:
-        history = {"history": result.history, "metrics": result.metrics}
-        atomic_write_text(Path(args.history), json.dumps(history, indent=1))
+        history = json.dumps({"history": result.history, "metrics": result.metrics}, indent=1)
+        asked = Path(args.history)
+        where, _ = write_new(asked, lambda path: atomic_write_text(path, history))
+        notes.append(moved_note(asked, where))
     how = "interrupted: " if interrupt.asked else ""
     scores = (_format(result.metrics) if result.metrics or not interrupt.asked
               else "not validated before the interruption")
-    print(f"{how}wrote {out}: {result.model.task.describe()}, {result.iterations} iterations "
-          f"in {result.seconds:.0f} s; {scores}")
+    for note in filter(None, notes):
+        print(f"napari-unet train: note: {note}", file=sys.stderr)
+    print(f"{how}wrote {written}: {result.model.task.describe()}, {result.iterations} "
+          f"iterations in {result.seconds:.0f} s; {scores}")
     note = one_plane_note(result.model.meta.provenance)
     if note:
         print(f"note: {note}")
     return 130 if interrupt.asked else 0
+
+
+def _data(args):
+    """(images, labels, BIDS pairs or None) from --images/--labels or --bids."""
+    from ..errors import SettingsError
+
+    if bool(args.images) == bool(args.bids):
+        raise SettingsError("give the scans with --images (and --labels), or a BIDS dataset "
+                            "with --bids (and --bids-labels)")
+    if not args.bids:
+        if args.bids_labels or args.bids_filter or args.bids_labels_filter:
+            raise SettingsError("--bids-labels and --bids-filter go with --bids")
+        return args.images, args.labels, None
+    if args.labels:
+        raise SettingsError("--labels goes with --images; with --bids, give --bids-labels")
+    from ..io.bids import parse_filter_args
+    from ..training.bids_pairs import bids_training_pairs
+
+    pairs = bids_training_pairs(args.bids, args.bids_labels,
+                                parse_filter_args(args.bids_filter),
+                                parse_filter_args(args.bids_labels_filter))
+    print(f"BIDS: {pairs.describe()}", file=sys.stderr)
+    return pairs.images, pairs.labels, pairs
 
 
 class _Interrupt:

@@ -320,35 +320,47 @@ class CorrectionSession:
     # -- saving -------------------------------------------------------------------------
 
     def save_model(self, path: str | os.PathLike) -> Path:
-        """Save the fine-tuned model with provenance: parent model and corrections."""
+        """Save the fine-tuned model with provenance: parent model and corrections. A file
+        already at ``path`` is kept: the model goes beside it (``io.new_files``); returns
+        where it went."""
+        from ..io.new_files import write_new
+
         n = len(self.edited_slices())
-        return self.model.save(path, parent={"name": self.parent.name,
-                                             "hash": self.parent.hash},
-                               corrected_slices=n, correction_axis=self.axis,
-                               learning_rounds=self.rounds)
+        provenance = {"parent": {"name": self.parent.name, "hash": self.parent.hash},
+                      "corrected_slices": n, "correction_axis": self.axis,
+                      "learning_rounds": self.rounds}
+        return write_new(Path(path), lambda p: self.model.save(p, **provenance))[0]
 
     def save_labels(self, path: str | os.PathLike, dicom_seg: bool | None = None) -> list[Path]:
         """Labels in the scan's geometry: NIfTI at ``path``, plus DICOM SEG for DICOM scans.
 
         A ``.dcm`` path writes DICOM SEG only; ``dicom_seg=None`` adds ``<name>_seg.dcm``
-        next to the NIfTI when the scan came from DICOM.
+        next to the NIfTI when the scan came from DICOM. A file already there (labels
+        saved earlier, a person's own) is never replaced: the new one goes beside it
+        (``io.new_files``); returns the files written.
         """
         from ..io import write_dicom_seg, write_volume
+        from ..io.new_files import write_new
 
         path = Path(path)
         names = list(self.model.task.class_names)
         labels = np.asarray(self.labels)
+
+        def seg_to(target: Path):
+            return write_dicom_seg(labels, target, like=self.volume, class_names=names,
+                                   algorithm=self.model.name,
+                                   class_codes=self.model.meta.class_codes)
+
         if path.suffix.lower() == ".dcm":
-            return [Path(write_dicom_seg(labels, path, like=self.volume, class_names=names)
-                         or path)]
-        written = [Path(write_volume(labels, path, like=self.volume, class_names=names)
-                        or path)]
+            return [write_new(path, seg_to)[0]]
+        nifti, _ = write_new(path, lambda target: write_volume(
+            labels, target, like=self.volume, class_names=names))
+        written = [nifti]
         if dicom_seg is None:
             dicom_seg = is_dicom(self.volume)
         if dicom_seg:
-            seg = path.with_name(nifti_stem(path) + "_seg.dcm")
-            written.append(Path(write_dicom_seg(labels, seg, like=self.volume,
-                                                class_names=names) or seg))
+            written.append(write_new(nifti.with_name(nifti_stem(nifti) + "_seg.dcm"),
+                                     seg_to)[0])
         return written
 
 

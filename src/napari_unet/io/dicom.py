@@ -15,9 +15,11 @@ its whole series).
 What GDCM assumes of the slices is checked against their headers after it reads them:
 slices stacked obliquely (gantry tilt, sheared stacking) get the slice axis from their
 own positions, kept as a shear in ``direction`` (not orthogonal then), with a
-``ScanWarning``; each frame of an enhanced multi-frame file gets its own rescale
-slope/intercept (GDCM applies the first frame's to all); an enhanced file's frames stored
-out of spatial order are put in order. Where whole slices are missing, blank slices stand
+``ScanWarning``; slices off the normal by no more than the rounding of their positions
+or a tenth of a voxel form a straight stack (``geometry.shear_noise_mm``); each frame
+of an enhanced multi-frame file gets its own rescale slope/intercept (GDCM applies the
+first frame's to all); an enhanced file's frames stored out of spatial order are put in
+order. Where whole slices are missing, blank slices stand
 in for them. ``DicomSource.slice_index`` maps each file (or frame) to its array slice
 then, for the DICOM SEG, so that no slice moves to the mean spacing or a wrong place.
 """
@@ -35,6 +37,7 @@ import numpy as np
 from ..errors import VolumeReadError
 from ..limits import check_allocation
 from . import geometry
+from .c_stderr import captured
 from .dicom_header import (
     MISENCODED,
     MalformedTag,
@@ -56,9 +59,11 @@ from .series import (
     frame_normal,
     frame_order,
     grid_indices,
+    position_step,
     scan_folder,
     slice_positions,
 )
+from .slice_rescue import undecodable_left_out
 from .source import DicomSource, ScanWarning
 from .volume import Volume
 
@@ -118,7 +123,15 @@ def _read_series(folder: Path, listing: SeriesList, groups: dict, info: SeriesIn
     notes = check_series(label, members)
     _warn(notes, SliceSpacingWarning)
     name = folder.name if len(listing) == 1 else f"{folder.name}_{info.uid_hash}"
-    return _read_members(folder, label, name, members, left_out + notes)
+    try:
+        return _read_members(folder, label, name, members, left_out + notes)
+    except VolumeReadError as e:  # one undecodable slice must not sink its series
+        decodable, lost = undecodable_left_out(label, members, e)
+        lost_notes = [f"{label}: {note}" for note in lost]
+        _warn(lost_notes, ScanWarning)
+        notes = check_series(label, decodable)
+        _warn(notes, SliceSpacingWarning)
+        return _read_members(folder, label, name, decodable, left_out + lost_notes + notes)
 
 
 def _warn(notes: list[str], category: type[Warning]) -> None:
@@ -144,7 +157,8 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
     array, positions, order = _in_order(label, members, array, positions)
     array, positions, index = _fill_gaps(array, positions)
     index = _compose(order, index)
-    spacing, origin, direction = _stacking(label, positions, spacing, origin, direction, notes)
+    spacing, origin, direction = _stacking(label, positions, position_step(members), spacing,
+                                           origin, direction, notes)
     source = DicomSource(
         path=str(Path(path).resolve()),
         files=tuple(str(Path(f).resolve()) for f, _ in members),
@@ -199,19 +213,21 @@ def _fill_gaps(array: np.ndarray, positions: np.ndarray | None):
     return full, positions[0] + t * (positions[-1] - positions[0]), tuple(int(i) for i in index)
 
 
-def _stacking(label: str, positions, spacing, origin, direction, notes: list[str]):
-    """GDCM's geometry with the slice axis taken from the slices' own positions where
-    they step obliquely (gantry tilt) or were spread over a missing slice's place, noted
-    when oblique: GDCM would drop the shear in silence."""
+def _stacking(label: str, positions, rounding_step, spacing, origin, direction,
+              notes: list[str]):
+    """GDCM's geometry with the slice axis taken from the slices' own positions
+    (``geometry.stacking_from_positions``): straight where they sit off the normal by no
+    more than rounding or a tenth of a voxel; a shear where they step obliquely (gantry
+    tilt), noted: GDCM would drop the shear in silence."""
     if positions is None:
         return spacing, origin, direction
     spacing, origin, direction, tilt = geometry.stacking_from_positions(
-        spacing, origin, direction, positions)
+        spacing, origin, direction, positions, rounding_step)
     if tilt is not None:
         note = (f"{label}: the slices are stacked obliquely ({tilt:.1f} degrees from their "
-                "normal: gantry tilt or sheared stacking); the geometry keeps this as a "
-                "shear, so each slice stays at its own ImagePositionPatient (NIfTI outputs "
-                "carry it in the sform only).")
+                "normal: gantry tilt or sheared stacking); each slice is kept at its own "
+                "ImagePositionPatient, and NIfTI outputs are resampled onto an orthogonal "
+                "grid (ITK-based tools refuse sheared NIfTI files).")
         notes.append(note)
         _warn([note], ScanWarning)
     return spacing, origin, direction
@@ -335,6 +351,25 @@ def _reencode(src: str, dst: Path) -> str:
 
 
 def _execute_gdcm(label: str, files: list[str]):
+    """GDCM's image; what its decoders print (fd 2) goes into our error or a warning."""
+    failure = None
+    with captured() as printed:
+        try:
+            image = _execute_gdcm_quietly(label, files)
+        except VolumeReadError as e:
+            failure = e
+    if failure is not None:
+        if printed.lines:
+            raise VolumeReadError(f"{str(failure).rstrip('.')}; the image decoder said: "
+                                  f"{printed.summary()}.") from failure
+        raise failure
+    if printed.lines:
+        _warn([f"{label}: the image decoder reported problems while reading the pixel data "
+               f"({printed.summary()}); check the images"], ScanWarning)
+    return image
+
+
+def _execute_gdcm_quietly(label: str, files: list[str]):
     sitk = _sitk()
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # spacing notes are ours (ScanWarning)

@@ -40,6 +40,7 @@ _INT_RANGES = {
 }
 _BITS_ALLOCATED = (1, 8, 16, 32, 64)
 MISENCODED = "napari_unet_misencoded"
+PIXELS_AT = "napari_unet_pixels_at"  # file offset of the pixel data element
 NOT_DICOM = "not a DICOM file"
 # a file with the 'DICM' preamble of which pydicom parses none of these is corrupt, not an
 # object without an image: it may be a broken slice of a series, so it must fail loudly
@@ -68,36 +69,55 @@ def parse_header(path: str | Path):
     """Like ``read_header``, but a malformed header comes back with its reason (a folder
     scan notes it on the file's series). pydicom's own warnings about the values are
     silenced: the reason says what is wrong."""
+    from .pixel_data import pixel_data_problem
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds, reason = _parse(path)
         if ds is not None and reason is None:
             reason = header_problem(ds)
+        if ds is not None and reason is None and getattr(ds, PIXELS_AT, None) is not None \
+                and not non_image_reason(ds):
+            reason = pixel_data_problem(path, ds, getattr(ds, PIXELS_AT))
     return ds, reason
 
 
 def _parse(path: str | Path):
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, defer_size=DEFER_BYTES)
+        ds = _read_to_pixels(path, force=False)
     except InvalidDicomError:
         if not _starts_like_dataset(path):
             return None, NOT_DICOM
         try:  # old files without the 128-byte preamble (e.g. pydicom's rtstruct.dcm)
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True,
-                                 defer_size=DEFER_BYTES)
+            ds = _read_to_pixels(path, force=True)
         except Exception:
             return None, NOT_DICOM
         if "SOPClassUID" not in ds:
             return None, NOT_DICOM
     except Exception as e:
+        from ..os_errors import is_known, plain
+
+        if is_known(e):  # the OS refused it: said plainly, without the path
+            return None, f"cannot be read: {plain(OSError(e.errno, e.strerror))}" \
+                if isinstance(e, OSError) else f"cannot be read: {plain(e)}"
         return None, f"unreadable DICOM header ({type(e).__name__}: {e})"
     if not any(k in ds for k in _IDENTIFYING):
         return None, CORRUPT
     setattr(ds, MISENCODED, _misencoded(ds))
     return ds, None
+
+
+def _read_to_pixels(path, force: bool):
+    """The header, read up to the pixel data; where that starts is kept (``PIXELS_AT``)
+    so that ``pixel_data`` can check it without reading the pixels."""
+    import pydicom
+
+    with open(path, "rb") as f:
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=force, defer_size=DEFER_BYTES)
+        setattr(ds, PIXELS_AT, f.tell())
+    return ds
 
 
 def _starts_like_dataset(path) -> bool:
@@ -210,6 +230,36 @@ def floats_tag(ds, keyword: str, n: int) -> np.ndarray | None:
     if numbers.shape != (n,) or not np.all(np.isfinite(numbers)):
         raise MalformedTag(f"{keyword} {_show(value)} (expected {n} finite numbers)")
     return numbers
+
+
+def decimal_step(ds, keyword: str) -> float | None:
+    """The finest decimal step in which a DS tag's values are written (0.01 for
+    '-112.3\\40.25'), or None when absent or not decimal text.
+
+    How precisely a scanner wrote ImagePositionPatient says how far apart rounding alone
+    can put slices that lie on one straight stack (``geometry.shear_noise_mm``).
+    """
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = _get(ds, keyword)
+    except MalformedTag:
+        return None
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") \
+        else list(value)
+    steps = []
+    for v in items:
+        text = getattr(v, "original_string", None) or str(v)
+        try:
+            exponent = Decimal(str(text).strip()).as_tuple().exponent
+        except (InvalidOperation, ValueError):
+            return None
+        if not isinstance(exponent, int):  # NaN, infinity
+            return None
+        steps.append(10.0 ** exponent)
+    return min(steps) if steps else None
 
 
 def text_tag(ds, keyword: str) -> str:

@@ -19,6 +19,7 @@ axis a.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -46,46 +47,76 @@ def geometry_from_affine(affine: np.ndarray) -> tuple[tuple, tuple, np.ndarray]:
 
 # --- slices stacked obliquely (gantry tilt) -------------------------------------------------
 
-# how far (mm, over the whole stack) the slices may drift from the stacking GDCM assumes
+# how far (mm) float arithmetic alone may put a slice from where its header says
 STACKING_TOLERANCE_MM = 0.01
+# a shear that moves no voxel centre by more than this fraction of the smallest voxel
+# spacing is geometry noise (``shear_noise_mm``)
+SHEAR_NOISE_VOXELS = 0.1
+# positions are taken to be written to 0.1 mm or finer: whole numbers are exact values
+COARSEST_ROUNDING_MM = 0.1
+
+
+def rounding_mm(step: float | None) -> float:
+    """The furthest apart rounding to a decimal ``step`` puts two points that should
+    coincide (each coordinate off by up to step / 2: each point by sqrt(3) step / 2).
+
+    Scanners write positions to 0.1 mm or finer, so a coarser step (positions that are
+    all whole millimetres) counts as ``COARSEST_ROUNDING_MM``."""
+    return math.sqrt(3) * min(step, COARSEST_ROUNDING_MM) if step else 0.0
+
+
+def shear_noise_mm(spacing, rounding_step: float | None = None) -> float:
+    """How far (mm) voxel centres may sit off an orthogonal grid for its shear to count
+    as noise: written orthogonal, not resampled.
+
+    The larger of what rounding the positions to their decimal ``rounding_step`` can do
+    (``rounding_mm``: 0.17 mm for positions written to 0.1 mm) and a tenth of the
+    smallest voxel spacing (``SHEAR_NOISE_VOXELS``: below what viewers and resamplers
+    resolve, a fifth of the half voxel that outputs promise; dcm2niix ignores far more,
+    any angle under 0.8 degrees whatever the stack's length); never over half a voxel.
+    """
+    voxel = float(min(spacing))
+    noise = max(SHEAR_NOISE_VOXELS * voxel, rounding_mm(rounding_step), STACKING_TOLERANCE_MM)
+    return min(noise, 0.5 * voxel)
 
 
 def stacking_from_positions(
-    spacing, origin, direction, positions: np.ndarray
+    spacing, origin, direction, positions: np.ndarray, rounding_step: float | None = None
 ) -> tuple[tuple, tuple, np.ndarray, float | None]:
     """(spacing, origin, direction, tilt in degrees or None) placing array slice k at
-    ``positions[k]`` (its ImagePositionPatient).
+    ``positions[k]`` (its ImagePositionPatient, written to the decimal ``rounding_step``).
 
-    GDCM stacks slices along the normal of their planes; a gantry-tilted or sheared
-    series steps obliquely. When the slices drift from GDCM's stacking by more than
-    ``STACKING_TOLERANCE_MM``, the slice axis becomes the mean step between the first and
-    last slice, so ``direction`` is no longer orthogonal (a shear). The tilt is given
-    when the step leaves the normal by more than the tolerance, else None.
+    GDCM stacks slices along the normal of their planes, at its own spacing. When the
+    slices sit off that straight stack within their planes by no more than
+    ``shear_noise_mm`` (rounding, or a shear far below a voxel), the stack is straight:
+    the normal through their mean in-plane place, at the mean step along it. Otherwise
+    (gantry tilt, sheared stacking) the slice axis becomes the mean step between the
+    first and last slice, so ``direction`` is no longer orthogonal (a shear), and the
+    tilt is the angle between that step and the normal.
     """
     direction = np.asarray(direction, float)
+    positions = np.asarray(positions, float)
     n = len(positions)
     step = (positions[-1] - positions[0]) / max(n - 1, 1)
     if n < 2 or np.linalg.norm(step) < 1e-6:
         return spacing, origin, direction, None
-    drift = (n - 1) * np.linalg.norm(step - direction[:, 0] * spacing[0])
-    drift = max(drift, float(np.linalg.norm(positions[0] - np.asarray(origin, float))))
-    if drift <= STACKING_TOLERANCE_MM:
+    normal = direction[:, 0] / np.linalg.norm(direction[:, 0])
+    rel = positions - positions[0]
+    along = rel @ normal
+    if abs(along[-1] - along[0]) < 1e-6:  # no step along the normal: nothing to stack
         return spacing, origin, direction, None
+    aside = rel - np.outer(along, normal)  # each slice's offset within its plane
+    moved = float(np.linalg.norm(aside - aside.mean(axis=0), axis=1).max())
+    if moved <= shear_noise_mm(spacing, rounding_step):
+        out = direction.copy()
+        out[:, 0] = normal * np.sign(along[-1] - along[0])
+        spacing = (float(abs(along[-1] - along[0])) / (n - 1), *spacing[1:])
+        return spacing, tuple(positions[0] + aside.mean(axis=0)), out, None
     out = direction.copy()
     out[:, 0] = step / np.linalg.norm(step)
     spacing = (float(np.linalg.norm(step)), *spacing[1:])
-    return spacing, tuple(positions[0]), out, _tilt(step, direction, n)
-
-
-def _tilt(step: np.ndarray, direction: np.ndarray, n: int) -> float | None:
-    """Degrees between the slice step and the slices' normal; None when the slices drift
-    off the normal by no more than the tolerance over the stack."""
-    normal = np.cross(direction[:, 1], direction[:, 2])
-    normal /= np.linalg.norm(normal)
-    along = float(np.dot(step, normal))
-    if (n - 1) * np.linalg.norm(step - along * normal) <= STACKING_TOLERANCE_MM:
-        return None
-    return float(np.degrees(np.arccos(min(abs(along) / np.linalg.norm(step), 1.0))))
+    along_step = abs(float(np.dot(step, normal))) / np.linalg.norm(step)
+    return spacing, tuple(positions[0]), out, float(np.degrees(np.arccos(min(along_step, 1.0))))
 
 
 # --- SimpleITK -----------------------------------------------------------------------------

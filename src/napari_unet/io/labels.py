@@ -10,7 +10,8 @@ image that a model would then denoise. How a file says it holds labels:
 - any other NIfTI: intent ``label``, or a name with a ``labels``/``label``/``seg``/
   ``segmentation``/``mask`` part (``brain_labels.nii.gz``, ``case_seg.nii``) and integer
   values with at most ``MAX_NAMED_LABELS`` distinct values in a bounded sample.
-- DICOM SEG (highdicom): one class per segment, named by its SegmentLabel; the labels
+- DICOM SEG (highdicom): one class per segment, named by its SegmentLabel, with its
+  coded concept and recommended display colour (``class_codes``); the labels
   take the geometry of the scan whose instances the SEG references when that scan is
   at hand, else the SEG's own frame positions.
 """
@@ -46,6 +47,8 @@ class LabelMap:
 
     volume: Volume
     class_names: tuple[str, ...] | None = None
+    # per label value, what a DICOM SEG's segment says it is and its colour
+    class_codes: tuple | None = None
 
 
 def named_like_labels(path: str | Path) -> bool:
@@ -176,6 +179,7 @@ def read_dicom_seg(path: str | Path, like: Volume | None = None) -> LabelMap:
         seg = hd.seg.segread(str(path))
         numbers = [int(n) for n in seg.segment_numbers]
         names = {n: str(seg.get_segment_description(n).segment_label) for n in numbers}
+        codes = {n: _segment_code(seg.get_segment_description(n)) for n in numbers}
         n_frames = int(seg.get("NumberOfFrames", 1) or 1)
         check_allocation(n_frames * int(seg.Rows) * int(seg.Columns) * 2,
                          f"{path}: the DICOM SEG", VolumeReadError)
@@ -191,7 +195,27 @@ def read_dicom_seg(path: str | Path, like: Volume | None = None) -> LabelMap:
               MAX_CLASS_NAMES - 1)
     class_names = tuple(BACKGROUND if v == 0 else names.get(v, f"segment {v}")
                         for v in range(top + 1))
-    return LabelMap(volume, class_names)
+    return LabelMap(volume, class_names, tuple(codes.get(v) for v in range(top + 1)))
+
+
+def _segment_code(description):
+    """A segment's category, type and colour as a ``ClassCode`` (None where unreadable)."""
+    from .class_codes import ClassCode, Concept
+
+    try:
+        category, kind = (description[k][0] for k in ("SegmentedPropertyCategoryCodeSequence",
+                                                      "SegmentedPropertyTypeCodeSequence"))
+        concepts = [Concept(str(c.CodingSchemeDesignator), str(c.CodeValue), str(c.CodeMeaning))
+                    for c in (category, kind)]
+        color = None
+        if "RecommendedDisplayCIELabValue" in description:
+            import highdicom as hd
+
+            color = tuple(int(v) for v in hd.color.CIELabColor.from_dicom_value(
+                description.RecommendedDisplayCIELabValue).to_rgb())
+        return ClassCode(*concepts, color)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _references(seg, like: Volume | None) -> bool:

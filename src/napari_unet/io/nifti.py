@@ -13,9 +13,13 @@ NIfTI has no modality field: ``guess_modality`` says "CT" when the minimum inten
 below -500 (air is -1000 HU; MR intensities are not negative), else "MR". Intensity
 normalisation defaults use it.
 
-Writing with a NIfTI ``like`` copies the source header (qform/sform and their codes), so
-the output loads in nibabel with exactly the input's affine; any other ``like`` writes the
-Volume geometry as sform and qform with code 1 (scanner).
+Writing with a NIfTI ``like`` keeps the source header (codes, units of time, extensions;
+NIfTI-2 becomes NIfTI-1, which ITK reads, unless an axis is too long for it);
+every output's orientation is written as sform and qform alike with pixdim its voxel
+sizes (``set_orientation``), so ITK and nibabel put every voxel at the same place; a
+NIfTI source's own affine is kept (to float32, as NIfTI stores it). Sheared geometry is
+never written: ``io.write`` puts results on an orthogonal grid first (``io.orthogonal``).
+Any other ``like`` writes its geometry with codes 1 (scanner).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ CT_MIN_THRESHOLD = -500.0
 MAX_EXTENSION_BYTES = 256 * 2**20
 # the 3x3 part of an affine is degenerate below this ratio of its singular values
 RANK_TOLERANCE = 1e-6
+# NIfTI-1 holds axes up to this length; longer ones need NIfTI-2, which ITK cannot read
+NIFTI1_MAX_DIM = 32767
 
 
 def read_nifti(path: str | Path, volume_index: int | None = None) -> Volume:
@@ -283,13 +289,14 @@ def guess_modality(array: np.ndarray) -> str:
     return "CT" if numeric and float(np.min(array)) < CT_MIN_THRESHOLD else "MR"
 
 
-def nifti_image(data: np.ndarray, like: Volume, class_names=None):
-    """A nibabel image of the slices-first ``data`` in the geometry of ``like``.
+def nifti_image(data: np.ndarray, like: Volume, class_names=None, affine=None):
+    """A nibabel image of the slices-first ``data`` in the geometry of ``like``, or on
+    ``affine`` (index to LPS; ``io.orthogonal``: a grid of its own, orthogonal).
 
     ``class_names`` marks ``data`` as a label map (intent ``label``, names in a header
     extension: ``io.labels``), so that it reopens as labels.
     """
-    img = _nifti_image(data, like)
+    img = _nifti_image(data, like, like.affine if affine is None else affine)
     if class_names is not None:
         from .labels import class_names_extension
 
@@ -298,32 +305,67 @@ def nifti_image(data: np.ndarray, like: Volume, class_names=None):
     return img
 
 
-def _nifti_image(data: np.ndarray, like: Volume):
+def _nifti_image(data: np.ndarray, like: Volume, affine: np.ndarray):
     import nibabel as nib
 
     xyz = data.transpose(2, 1, 0, 3) if data.ndim == 4 else data.T
+    ras = geometry.nifti_affine_from_volume(affine)
     src = like.source
     if isinstance(src, NiftiSource):
         klass = nib.Nifti2Image if src.nifti_version == 2 else nib.Nifti1Image
         hdr = klass.header_class(binaryblock=src.header, check=False)
         if hdr.endianness != "<":
             hdr = hdr.as_byteswapped("<")
+        if klass is nib.Nifti2Image and max(xyz.shape) <= NIFTI1_MAX_DIM:
+            klass, hdr = nib.Nifti1Image, _as_nifti1(hdr)  # ITK reads no NIfTI-2
         if len(hdr.get_data_shape()) == 2 and xyz.ndim == 3 and xyz.shape[2] == 1:
             xyz = xyz[:, :, 0]  # a 2D scan's result is 2D too
-        hdr.set_data_shape(xyz.shape)
-        hdr.set_data_dtype(xyz.dtype)
+        codes = _xform_codes(hdr, ras)
         hdr.set_slope_inter(None, None)
         hdr.set_intent("none")
         hdr["cal_min"] = hdr["cal_max"] = 0
-        hdr["descrip"] = b"napari-unet"
-        return klass(xyz, None, header=hdr)
-    affine = geometry.nifti_affine_from_volume(like.affine)
-    img = nib.Nifti1Image(xyz, affine, dtype=xyz.dtype)
-    img.set_sform(affine, code=1)
-    if np.allclose(like.direction.T @ like.direction, np.eye(3), atol=1e-5):
-        img.set_qform(affine, code=1)
-    else:  # the quaternion qform cannot hold a shear: keep the exact sform only
-        img.set_qform(None, code=0)
-    img.header.set_xyzt_units("mm")
-    img.header["descrip"] = b"napari-unet"
-    return img
+        for text in ("aux_file", "db_name", "intent_name"):  # free text: may name a patient
+            if text in hdr:
+                hdr[text] = b""
+    else:  # DICOM patient coordinates, or an array made in memory
+        klass, hdr, codes = nib.Nifti1Image, nib.Nifti1Header(), (1, 1)
+    hdr.set_data_shape(xyz.shape)
+    hdr.set_data_dtype(xyz.dtype)
+    hdr["descrip"] = b"napari-unet"
+    set_orientation(hdr, ras, *codes)
+    return klass(xyz, None, header=hdr)
+
+
+def _as_nifti1(hdr):
+    """A NIfTI-2 header's fields (codes, units, intent, extensions) in a NIfTI-1 header."""
+    import nibabel as nib
+
+    out = nib.Nifti1Header.from_header(hdr, check=False)
+    out["sizeof_hdr"] = nib.Nifti1Header.template_dtype.itemsize
+    return out
+
+
+def set_orientation(hdr, ras: np.ndarray, sform_code: int, qform_code: int) -> None:
+    """Write the voxel-to-RAS ``ras`` (orthogonal axes) as sform and qform alike, with
+    pixdim its voxel sizes and millimetres as units, so that ITK (which takes voxel
+    sizes from pixdim, directions from the sform or qform) and nibabel (the sform)
+    put every voxel at the same place."""
+    hdr.set_sform(ras, code=sform_code)
+    hdr.set_qform(ras, code=qform_code)  # and pixdim: the axes' lengths, qfac
+    hdr.set_xyzt_units(xyz="mm", t=hdr.get_xyzt_units()[1])
+
+
+def _xform_codes(hdr, ras: np.ndarray) -> tuple[int, int]:
+    """(sform, qform) codes for an output of a NIfTI source: the source's sform code (or
+    its qform's; aligned (2) when it had neither); its qform code where its qform was
+    this geometry already, else the sform's (the qform now says what the sform does)."""
+    sform, qform = int(hdr["sform_code"]), int(hdr["qform_code"])
+    out = sform or qform or 2
+    if qform:
+        try:
+            same = np.allclose(hdr.get_qform(), ras, atol=1e-3)
+        except Exception:  # an impossible quaternion: the qform is replaced anyway
+            same = False
+        if same:
+            return out, qform
+    return out, out

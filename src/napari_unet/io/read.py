@@ -27,7 +27,8 @@ def read_volume(
 
     path = Path(path)
     if not path.exists():
-        raise VolumeReadError(f"{path}: no such file or folder.")
+        raise VolumeReadError(f"{path}: no such file or folder (removed, or renamed, since "
+                              "it was given?).")
     if path.is_dir():
         return dicom.read_dicom_folder(path, series)
     if path.stat().st_size == 0:

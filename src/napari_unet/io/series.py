@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import VolumeReadError
 from .dicom_header import (
     NOT_DICOM,
+    decimal_step,
     floats_tag,
     frame_group,
     frames_in,
@@ -39,6 +40,7 @@ from .dicom_header import (
     text_tag,
 )
 from .formats import has_dicom_suffix
+from .geometry import rounding_mm
 from .source import ScanWarning
 
 # what a hand-made or damaged functional group raises when it is not what the standard says
@@ -132,10 +134,48 @@ def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
     _note_unreadable(unreadable, groups, notes)
     series = []
     for key, members in groups.items():
+        members, odd = _odd_ones_out(members)
+        for f, why in odd:
+            skipped.append((f, why))
+            notes.setdefault(key, []).append(f"{Path(f).name} left out of this series ({why})")
         groups[key] = members = _sort_members(members)
         series.append(_series_info(key, members, notes.get(key, [])))
     series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
     return SeriesList(series, skipped, str(folder)), groups
+
+
+def _odd_ones_out(members: list) -> tuple[list, list[tuple[str, str]]]:
+    """(members, [(file, why)]): a few slices (a quarter at most) of another size or
+    orientation than the rest of their series (a damaged Rows tag, a localizer filed in
+    the series) are left out, so that the rest still form a volume; more than a few, and
+    all stay (``check_series`` then refuses the series: it is no one volume)."""
+    def shape(ds) -> tuple:
+        try:
+            normal = _normal(ds)
+        except ValueError:
+            normal = None
+        turn = None if normal is None else tuple(np.round(normal, 2) + 0.0)
+        return int_tag(ds, "Rows"), int_tag(ds, "Columns"), turn
+
+    if len(members) < 3:
+        return members, []
+    shapes = [shape(ds) for _, ds in members]
+    common = max(set(shapes), key=shapes.count)
+    n = shapes.count(common)
+    if n == len(shapes) or 4 * (len(shapes) - n) > len(shapes):
+        return members, []
+    kept = [m for m, sh in zip(members, shapes, strict=True) if sh == common]
+    odd = []
+    for (f, _), sh in zip(members, shapes, strict=True):
+        if sh == common:
+            continue
+        if sh[:2] != common[:2]:
+            why = (f"Rows x Columns {sh[0]} x {sh[1]}; the series' other {n} slices are "
+                   f"{common[0]} x {common[1]}")
+        else:
+            why = f"its orientation differs from the series' other {n} slices"
+        odd.append((f, why))
+    return kept, odd
 
 
 def _note_unreadable(unreadable: list, groups: dict, notes: dict) -> None:
@@ -252,10 +292,13 @@ def check_series(name: str, members: list) -> list[str]:
     pos = [_position(ds, normals[0]) for _, ds in members]
     if any(p is None for p in pos):
         return [f"{name}: slices have no ImagePositionPatient; sorted by InstanceNumber."]
-    return _spacing_warnings(name, np.asarray(pos))
+    return _spacing_warnings(name, np.asarray(pos), position_step(members))
 
 
-def _spacing_warnings(name: str, pos: np.ndarray) -> list[str]:
+def _spacing_warnings(name: str, pos: np.ndarray, rounding_step: float | None = None
+                      ) -> list[str]:
+    """Missing slices or uneven spacing; gaps that differ by no more than the rounding of
+    the positions (``rounding_step``: their decimal step) are even."""
     gaps = np.diff(pos)
     if np.any(gaps < 1e-4):
         raise VolumeReadError(
@@ -263,7 +306,8 @@ def _spacing_warnings(name: str, pos: np.ndarray) -> list[str]:
             "one series?); cannot form one volume."
         )
     step = float(np.median(gaps))
-    uneven = np.abs(gaps - step) > max(1e-3, 0.01 * step)
+    # a gap and the median gap each carry the rounding of two positions
+    uneven = np.abs(gaps - step) > max(1e-3, 0.01 * step, 2 * rounding_mm(rounding_step))
     if not uneven.any():
         return []
     missing = [i for i in np.flatnonzero(uneven) if gaps[i] > 1.5 * step]
@@ -309,7 +353,7 @@ def _multi_frame_notes(name: str, member: tuple) -> list[str]:
     if normal is None:
         return []
     pos = positions @ normal
-    notes = _spacing_warnings(name, np.sort(pos))  # raises for repeated positions
+    notes = _spacing_warnings(name, np.sort(pos), position_step([member]))  # or raises
     if frame_order(positions, normal) is not None:
         where = name if name == file else f"{name}: {file}"
         notes.append(f"{where}: the frames are not stored in spatial order; they are put in "
@@ -353,6 +397,22 @@ def frame_positions(ds) -> np.ndarray | None:
     except _UNUSABLE:
         return None
     return None if any(p is None for p in pos) else np.asarray(pos)
+
+
+def position_step(members: list) -> float | None:
+    """The finest decimal step in which the slices' (or an enhanced file's frames')
+    ImagePositionPatient values are written: how precisely the scanner placed them."""
+    if len(members) == 1 and frames_in(members[0][1]) > 1:
+        try:
+            frames, shared = functional_groups(members[0][1])
+            items = [frame_group(f, shared, "PlanePositionSequence") for f in frames]
+        except _UNUSABLE:
+            return None
+    else:
+        items = [ds for _, ds in members]
+    steps = [decimal_step(item, "ImagePositionPatient") for item in items if item is not None]
+    steps = [s for s in steps if s is not None]
+    return min(steps) if steps else None
 
 
 def slice_positions(members: list) -> np.ndarray | None:

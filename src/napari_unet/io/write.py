@@ -2,20 +2,25 @@
 
 Writes are atomic (a hidden temporary file in the target folder, then a rename), so a
 failed or interrupted write leaves no partial output, and the source scan is never
-overwritten.
+overwritten. Every NIfTI is written on orthogonal axes, the only kind ITK reads: a scan
+whose axes are really sheared (gantry tilt) has its results resampled
+(``io.orthogonal``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import VolumeWriteError
-from .source import source_files
+from .source import ScanWarning, source_files
 from .volume import Volume
 
 
@@ -63,17 +68,44 @@ def make_shareable(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~_UMASK)
 
 
+# set by ``io.new_files.only_new_files``: the final rename must not replace a file
+NEW_FILES_ONLY = contextvars.ContextVar("napari_unet_new_files_only", default=False)
+_NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
+                  getattr(errno, "EOPNOTSUPP", errno.ENOSYS), getattr(errno, "ENOTSUP",
+                                                                  errno.ENOSYS)}
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, ext: str):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success (where
+    ``NEW_FILES_ONLY`` is set, only when no file has that name: ``FileExistsError``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part{ext}")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if NEW_FILES_ONLY.get():
+            _place_new(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if nothing has it: a hard link fails atomically
+    when the name is taken (a rename would replace); file systems without hard links get
+    a check just before the rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "File exists", str(path)) from None
+        os.replace(tmp, path)
 
 
 def unwritable_folder(path: Path) -> Path | None:
@@ -104,20 +136,47 @@ def _cast(data: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
     return np.ascontiguousarray(data, dtype=dtype)
 
 
+class ResampledWarning(ScanWarning):
+    """A result was written resampled onto an orthogonal grid (the scan's slices are
+    stacked obliquely, or its axes sheared): ITK-based tools refuse sheared NIfTI files."""
+
+
+def resampled_note(name: str, grid) -> str:
+    """The warning for a result written on the orthogonal grid ``grid``."""
+    return (f"{name}: its voxel axes are sheared ({grid.shear_degrees:.1f} degrees: gantry "
+            "tilt or slices stacked obliquely), which ITK-based tools refuse; NIfTI outputs "
+            f"are resampled onto an orthogonal grid of {' x '.join(map(str, grid.shape))} "
+            "voxels on the scan's own slice planes (labels nearest-neighbour, images "
+            "linear), as dcm2niix's _Tilt files; a DICOM SEG references the slices as "
+            "acquired.")
+
+
+def nifti_grid(like: Volume):
+    """The orthogonal grid (``io.orthogonal.OutputGrid``) NIfTI results of ``like`` are
+    written on: its own voxels unless its axes are really sheared."""
+    from .orthogonal import output_grid
+
+    return output_grid(like.affine, like.spatial_shape)
+
+
 def write_volume(
     data: np.ndarray, path: str | Path, like: Volume | None = None, dtype=None,
-    class_names=None,
+    class_names=None, interpolation: str | None = None,
 ) -> Path:
     """Write ``data`` (slices-first like ``like.array``, optional trailing channel axis).
 
-    Geometry: for NIfTI input the source header (qform/sform and codes) is copied, so
-    nibabel loads the output with exactly the input's affine; for DICOM input the series
-    geometry; without ``like``, SimpleITK's default (1 mm, array axis 0 = superior).
-    ``dtype`` defaults to ``output_dtype`` (labels uint8/uint16, images float32).
-    ``class_names`` (labels only) are stored in the file, which then reopens as labels
-    (``io.labels``).
+    Geometry: the scan's (``like``: NIfTI input keeps its header and affine; DICOM input
+    the series geometry); without ``like``, SimpleITK's default (1 mm, array axis 0 =
+    superior). qform and sform are written alike. A scan whose voxel axes are really
+    sheared (gantry tilt) gets its results resampled onto an orthogonal grid
+    (``nifti_grid``, with a ``ResampledWarning``): ``interpolation`` "nearest" (default
+    for labels: ``class_names`` given, booleans, integers) or "linear" (default for
+    floats). ``dtype`` defaults to ``output_dtype`` (labels uint8/uint16, images
+    float32). ``class_names`` (labels only) are stored in the file, which then reopens
+    as labels (``io.labels``).
     """
     from . import geometry, nifti
+    from .orthogonal import resample
 
     path = Path(path)
     ext = nifti_extension(path)
@@ -129,9 +188,20 @@ def write_volume(
             f"{path}: data of shape {data.shape} does not match the scan's spatial shape "
             f"{like.spatial_shape} (slices-first, optional trailing channel axis)."
         )
+    if interpolation not in (None, "nearest", "linear"):
+        raise ValueError(f"interpolation {interpolation!r}: use 'nearest' or 'linear'")
     check_target(path, like)
     data = _cast(data, np.dtype(output_dtype(data) if dtype is None else dtype), path)
-    image = nifti.nifti_image(data, like, class_names=class_names)
+    try:
+        grid = nifti_grid(like)
+    except VolumeWriteError as e:
+        raise VolumeWriteError(f"{path}: {e}") from None
+    if grid.resampled:
+        nearest = interpolation == "nearest" or (interpolation is None and (
+            class_names is not None or data.dtype.kind in "biu"))
+        data = resample(data, like.affine, grid, nearest, label=str(path))
+        warnings.warn(resampled_note(like.name, grid), ResampledWarning, stacklevel=2)
+    image = nifti.nifti_image(data, like, class_names=class_names, affine=grid.affine)
     with atomic_path(path, ext) as tmp:
         image.to_filename(str(tmp))
     return path

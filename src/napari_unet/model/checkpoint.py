@@ -3,9 +3,11 @@
 The metadata travels in the safetensors header (``__metadata__["napari_unet"]``) so a
 model is one self-describing file: architecture, task rules, the intensity normalisation
 used in training, default slice axis and patch size, the pixel spacing it learned at,
-provenance and a content hash over weights, architecture, task, normalisation, pixel
-spacing, default planes and the training intensity profile (checked on load: a corrupted
-file is refused with a message naming it).
+provenance, the classes' coded concepts and colours for DICOM SEG (``class_codes``), the
+training scans' normalised intensities (``intensity_profile``) and a content hash over
+weights, architecture, task, normalisation, pixel spacing, default planes, class codes and
+the intensity profile (checked on load: a corrupted file is refused with a message naming
+it).
 
 A model file can come from anyone: on load every metadata field is checked (types,
 ranges, no unknown field: ``meta_schema``), a missing hash is an error (never a skipped
@@ -27,6 +29,7 @@ import torch
 
 from .. import __version__
 from ..errors import ModelFileError, NapariUnetError, SettingsError, TaskError
+from ..io.class_codes import ClassCode
 from ..io.write import atomic_path, make_shareable
 from ..limits import check_allocation
 from .intensity_profile import IntensityProfile
@@ -71,12 +74,17 @@ class ModelMeta:
     # the training scans' normalised intensities, so results can say how unlike them a
     # scan is (quality scores); None: a model made before they were recorded
     intensity_profile: IntensityProfile | None = None
+    # per label value (background first), what a DICOM SEG segment says the class is and
+    # its colour (``io.class_codes``); None where a class has none, or no field at all
+    class_codes: tuple[ClassCode | None, ...] | None = None
 
     @property
     def net_in_channels(self) -> int:
         return net_inputs(self.task, self.slice_context)
 
     def __post_init__(self):
+        if self.class_codes is not None and all(c is None for c in self.class_codes):
+            object.__setattr__(self, "class_codes", None)  # no codes: no field, same hash
         if self.default_axis not in (0, 1, 2):
             raise SettingsError(f"default axis must be 0, 1 or 2 (got {self.default_axis})")
         if len(self.patch_size) != 2 or min(self.patch_size) < 1:
@@ -98,6 +106,9 @@ class ModelMeta:
                 f"architecture has {self.architecture.in_channels} input channels but the "
                 f"task expects {self.net_in_channels}{context}"
             )
+        if self.class_codes is not None and len(self.class_codes) != self.task.n_labels:
+            raise TaskError(f"{len(self.class_codes)} class codes for {self.task.n_labels} "
+                            "label values; give one per class (background first), or none")
         if self.architecture.out_channels != self.task.out_channels:
             raise TaskError(
                 f"architecture has {self.architecture.out_channels} output channels but a "
@@ -125,6 +136,8 @@ class ModelMeta:
             d["default_planes"] = self.default_planes
         if self.intensity_profile is not None:
             d["intensity_profile"] = self.intensity_profile.to_dict()
+        if self.class_codes is not None:
+            d["class_codes"] = codes_json(self.class_codes)
         return d
 
     @classmethod
@@ -144,7 +157,13 @@ class ModelMeta:
             default_planes=d.get("default_planes", "one"),
             intensity_profile=(None if d.get("intensity_profile") is None
                                else IntensityProfile.from_dict(d["intensity_profile"])),
+            class_codes=(None if d.get("class_codes") is None else tuple(
+                None if c is None else ClassCode.from_dict(c) for c in d["class_codes"])),
         )
+
+
+def codes_json(codes) -> list:
+    return [None if c is None else c.to_dict() for c in codes]
 
 
 class Model:
@@ -205,6 +224,8 @@ def content_hash(state: dict[str, torch.Tensor], meta: ModelMeta) -> str:
         ident["v"] = meta.default_planes
     if meta.intensity_profile is not None:  # changes the quality scores of its results
         ident["i"] = meta.intensity_profile.to_dict()
+    if meta.class_codes is not None:  # and models whose classes carry no codes
+        ident["k"] = codes_json(meta.class_codes)
     h.update(json.dumps(ident, sort_keys=True).encode())
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()
@@ -310,14 +331,33 @@ def read_header(path: str | os.PathLike) -> dict:
     return meta
 
 
+def is_model_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a regular file holding napari-unet model metadata (what
+    ``--overwrite`` may replace); a link or any other file is not."""
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        read_header(path)
+    except (OSError, ModelFileError):
+        return False
+    return True
+
+
 _TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".tar")
 _TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save: a zip archive, or a bare pickle
+
+
+def is_torch_head(head: bytes) -> bool:
+    """Whether a file's first bytes are what ``torch.save`` writes (zip, or a pickle)."""
+    return head.startswith(_TORCH_MAGIC)
 
 
 def _not_a_model(path: Path, head: bytes, what: str) -> ModelFileError:
     """The error for a file that is no safetensors file; PyTorch weights are pointed to
     ``napari-unet import``, the way to bring them in."""
-    if path.suffix.lower() in _TORCH_SUFFIXES or head.startswith(_TORCH_MAGIC):
+    if path.suffix.lower() in _TORCH_SUFFIXES or is_torch_head(head):
         what = ("a PyTorch weights file, not a napari-unet model (.safetensors); convert it "
                 f"with: napari-unet import {path} -o model.safetensors --task "
                 "segment|denoise --in-channels C")

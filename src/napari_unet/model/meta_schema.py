@@ -24,7 +24,8 @@ class MetaFieldError(ValueError):
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # int, number, text, bool, mapping, pair, spacing, names, profile, hash
+    kind: str  # int, number, text, bool, mapping, pair, spacing, names, class_codes,
+    #            profile, hash
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
@@ -43,6 +44,8 @@ SCHEMA = {
     "pixel_spacing": Field("spacing", 0.001, 1000.0, required=False),  # mm, rows x columns
     "slice_context": Field("int", 0, 8, required=False),  # neighbours either side (2.5D)
     "default_planes": Field("text", choices=("one", "all"), required=False),
+    # per label value: a DICOM SEG segment's coded concept and colour (io.class_codes)
+    "class_codes": Field("class_codes", required=False),
     "provenance": Field("mapping", required=False),
     # the training scans' normalised intensities (model.intensity_profile): quality scores
     "intensity_profile": Field("profile", required=False),
@@ -207,6 +210,12 @@ def _profile(value, spec: Field) -> str | None:
     return None
 
 
+def _class_codes(value, spec: Field) -> str | None:
+    from ..io.class_codes import problem
+
+    return problem(value)
+
+
 _KINDS = {
     "int": _int,
     "number": _number,
@@ -217,6 +226,7 @@ _KINDS = {
     "spacing": _spacing,
     "names": _names,
     "profile": _profile,
+    "class_codes": _class_codes,
     "hash": lambda v, s: None if isinstance(v, str) and HASH_PATTERN.fullmatch(v) else
     "must be 'sha256:' and 64 hex digits: a model file without its content hash cannot be "
     "checked for corruption",

@@ -33,19 +33,37 @@ _MILESIAL = [
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "net")
 
 
+def file_format(path: Path) -> str:
+    """"torch" or "safetensors", from the file's first bytes, never its name: a pickle
+    renamed ``.safetensors`` is still a pickle (``checkpoint.is_torch_head`` for what
+    torch.save writes: a zip archive or a bare pickle)."""
+    from .checkpoint import is_torch_head
+
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and not is_torch_head(head):
+        return "safetensors"  # 8-byte header length, then the JSON header
+    return "torch"
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read tensors from a ``.pt``/``.pth`` (weights only) or ``.safetensors`` file."""
+    """Read tensors from a PyTorch file (weights only) or a safetensors file, whatever
+    its name says."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
     check_allocation(path.stat().st_size, f"{path}: the tensors", ModelFileError)
+    safetensors = file_format(path) == "safetensors"
+    if safetensors:
+        _refuse_model_file(path)
     try:
-        if path.suffix == ".safetensors":
+        if safetensors:
             from safetensors.torch import load_file
 
             obj = load_file(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        else:  # an open file: torch.load picks a format by a path's suffix
+            with open(path, "rb") as f:
+                obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ModelFileError(
             f"{path}: refused: the file holds more than plain tensors (pickled objects or "
@@ -53,6 +71,15 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except Exception as exc:  # torch raises many types for damaged archives
         raise ModelFileError(f"{path}: not a readable PyTorch state_dict ({exc})") from exc
     return _unwrap(obj, path)
+
+
+def _refuse_model_file(path: Path) -> None:
+    """A napari-unet model file needs no import: say so (not "unknown key layout")."""
+    from .checkpoint import is_model_file
+
+    if is_model_file(path):
+        raise ModelFileError(f"{path}: already a napari-unet model file; use it as it is "
+                             "(napari-unet info shows what it does)")
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -111,8 +138,10 @@ def import_state_dict(
     patch_size: tuple[int, int] = (256, 256),
     pixel_spacing: tuple[float, float] | None = None,
     slice_context: int = 0,
+    class_codes=None,
 ) -> Model:
-    """A :class:`Model` from a state_dict file; shapes must match the task exactly."""
+    """A :class:`Model` from a state_dict file; shapes must match the task exactly.
+    ``class_codes``: one ``io.class_codes.ClassCode`` (or None) per label value."""
     path = Path(path)
     raw = load_state_dict_file(path)
     layout = detect_layout(raw, path)
@@ -138,5 +167,6 @@ def import_state_dict(
     meta = ModelMeta(arch, task, normalization or Normalization(), name or path.stem,
                      default_axis, patch_size, provenance,
                      pixel_spacing=None if pixel_spacing is None else tuple(pixel_spacing),
-                     slice_context=slice_context)
+                     slice_context=slice_context,
+                     class_codes=None if class_codes is None else tuple(class_codes))
     return Model(net.eval(), meta, None)

@@ -34,6 +34,7 @@ class Source:
     affine: np.ndarray | None = None  # voxel -> LPS mm, when a file (or a scan) gave it
     volume: object = None  # the Volume read, when there was one (a DICOM SEG lands on it)
     class_names: tuple[str, ...] | None = None  # what a label file names its classes
+    class_codes: tuple | None = None  # and what a DICOM SEG codes them as
 
 
 def load_source(item, index: int, what: str = "image", scan: Source | None = None) -> Source:
@@ -45,10 +46,11 @@ def load_source(item, index: int, what: str = "image", scan: Source | None = Non
     SEG, laid on the slices of the ``scan`` it was drawn on.
     """
     if isinstance(item, (str, os.PathLike)):
-        vol, names = (_read_labels(Path(item), getattr(scan, "volume", None))
-                      if what == "labels" else (_read(Path(item)), None))
+        vol, names, codes = (_read_labels(Path(item), getattr(scan, "volume", None))
+                             if what == "labels" else (_read(Path(item)), None, None))
         src = Source(np.asarray(vol.array), Path(item).name, getattr(vol, "modality", "OT"),
-                     _spacing(vol), getattr(vol, "direction", None), vol.affine, vol, names)
+                     _spacing(vol), getattr(vol, "direction", None), vol.affine, vol, names,
+                     codes)
     elif hasattr(item, "array"):  # a Volume
         name = getattr(item, "name", None) or f"{what}{index}"
         src = Source(np.asarray(item.array), str(name), getattr(item, "modality", "OT"),
@@ -87,8 +89,9 @@ def _read(path: Path):
 
 
 def _read_labels(path: Path, scan=None) -> tuple:
-    """(volume, class names or None) of a label file: a DICOM SEG on ``scan``'s grid when
-    it references that scan (a Volume read from DICOM), a NIfTI with the names it keeps."""
+    """(volume, class names or None, class codes or None) of a label file: a DICOM SEG on
+    ``scan``'s grid when it references that scan (a Volume read from DICOM), with its
+    segments' names and codes; a NIfTI with the names it keeps."""
     from ..io.dicom_header import read_header
     from ..io.labels import is_dicom_seg, nifti_label_map, read_dicom_seg
 
@@ -96,10 +99,10 @@ def _read_labels(path: Path, scan=None) -> tuple:
         ds, _ = read_header(path)
         if ds is not None and is_dicom_seg(ds):
             seg = read_dicom_seg(path, scan)
-            return seg.volume, seg.class_names
+            return seg.volume, seg.class_names, seg.class_codes
     volume = _read(path)
     named = nifti_label_map(volume, path) if is_nifti_path(path) else None
-    return volume, None if named is None else named.class_names
+    return volume, None if named is None else named.class_names, None
 
 
 def _finite_image(a: np.ndarray, name: str) -> np.ndarray:

@@ -221,11 +221,13 @@ def _patch(model, s: FinetuneSettings) -> tuple[int, int]:
 
 def _provenance(model, data: _Corrections, axis: int, out, s: FinetuneSettings,
                 metrics: dict) -> dict:
+    from ..batch.privacy import patient_free_name
+
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return {**model.meta.provenance,
             "parent": {"name": model.name, "hash": model.hash},
             "corrected_slices": len(data.rows),
-            "finetune": {"finetuned": now, "data": data.name, "axis": axis,
+            "finetune": {"finetuned": now, "data": patient_free_name(data.name), "axis": axis,
                          "trusted_voxels": int(data.mask.sum()),
                          "iterations": out.iterations, "seconds": round(out.seconds, 2),
                          "seed": s.seed, "lr": round(s.lr, 7), "freeze_encoder": s.freeze_encoder,

@@ -54,6 +54,8 @@ class TrainSettings:
     task: Literal["segment", "denoise"] = "segment"
     n_classes: int | None = None
     class_names: list[str] | None = None
+    # per class, a coded concept for DICOM SEG (io.class_codes.resolve: GrayMatter, ...)
+    class_codes: list[str] | None = None
     noise: str = "gaussian"
     noise_level: float | tuple[float, float] = 0.05
     self_supervised: bool = False
@@ -108,6 +110,7 @@ class TrainSettings:
             raise SettingsError("val_gap must be >= 0, log_every and threads >= 1")
         self.patch_size = (int(self.patch_size[0]), int(self.patch_size[1]))
         self._check_context()
+        self._check_codes()
         if self.all_planes and self.task != "segment":
             raise SettingsError("all_planes is for segmentation: a denoiser learns from the "
                                 "slices of its own plane")
@@ -129,6 +132,20 @@ class TrainSettings:
             raise SettingsError("batch_size, base and patch size must all be >= 1")
         if not 0 < self.lr < math.inf:
             raise SettingsError(f"learning rate must be a number > 0 (got {self.lr})")
+
+    def _check_codes(self) -> None:
+        """Class codes resolve now (a typo fails before training, not after)."""
+        if self.class_codes is None:
+            return
+        if self.task != "segment":
+            raise SettingsError("class codes are for segmentation: a denoiser has no classes")
+        from ..io.class_codes import resolve
+
+        for text in self.class_codes:
+            try:
+                resolve(text)
+            except ValueError as exc:
+                raise SettingsError(f"class code {exc}") from None
 
     def _check_context(self) -> None:
         from ..model.checkpoint import MAX_SLICE_CONTEXT

@@ -55,14 +55,15 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     norm = s.normalization or (init.meta.normalization if init else _default_norm(sources))
     pixel = model_spacing(task.kind, sources, s.axis, init)
     resampled = to_model_spacing(sources, targets, s.axis, pixel)
-    model = _new_model(s, task, norm, init, pixel,
-                       _intensity_profile(s, task, sources, targets, norm, init))
+    model = _new_model(s, task, norm, init, pixel, class_codes=_class_codes(s, task, targets))
     cfg = LoopConfig(s.iterations, s.time_budget, s.lr, val_every=s.val_every, device=device,
                      channels_last=s.channels_last, log_every=s.log_every,
                      autocast=training_autocast(device, s.precision, task))
     threads = s.threads or busy_cpu_threads(s, device)
     with _threads(threads), deterministic_mode(model.net, device, s.deterministic):
-        recipe = _recipe(s, task, sources, targets, norm, device)
+        recipe = _recipe(s, task, sources, targets, norm, device)  # labels checked here
+        model.meta = replace(model.meta, intensity_profile=_intensity_profile(
+            s, task, sources, targets, norm, init))
         recipe.info["threads"] = torch.get_num_threads() if device.type == "cpu" else None
         if resampled:
             recipe.info["resampled_to_pixel_spacing"] = resampled
@@ -276,8 +277,27 @@ def _slice_context(s: TrainSettings, init) -> int:
     return k
 
 
+def _class_codes(s: TrainSettings, task: TaskSpec, labels: list[Source]):
+    """The classes' codes: as given (``class_codes``), else a DICOM SEG's among the label
+    files that names every class as the task does (standard codes only; the generic
+    "Tissue" a SEG gives uncoded classes stays uncoded), else None."""
+    from ..io.class_codes import FALLBACK, class_codes_for_labels, class_codes_from_texts, standard
+
+    if task.kind != "segment":
+        return None
+    if s.class_codes is not None:
+        return class_codes_from_texts(s.class_codes, task.n_labels)
+    for lab in labels:
+        if lab.class_codes and tuple(lab.class_names or ())[:task.n_labels] == tuple(
+                task.class_names):
+            return tuple(None if c is None or (c.category, c.type) == (
+                FALLBACK.category, FALLBACK.type) else standard(c)
+                for c in class_codes_for_labels(task.n_labels, lab.class_codes))
+    return None
+
+
 def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixel_spacing,
-               profile):
+               profile=None, class_codes=None):
     from ..model.checkpoint import Model
 
     name = s.name or f"{task.kind}-model"
@@ -286,7 +306,8 @@ def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixe
         planes = "all" if s.all_planes else init.meta.default_planes
         meta = replace(init.meta, normalization=norm, name=name, default_axis=s.axis,
                        patch_size=roi, provenance={}, hash="", pixel_spacing=pixel_spacing,
-                       default_planes=planes, intensity_profile=profile)
+                       default_planes=planes, intensity_profile=profile,
+                       class_codes=class_codes or init.meta.class_codes)
         return Model(init.net, meta)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
@@ -294,7 +315,7 @@ def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixe
                          default_axis=s.axis, patch_size=roi, pixel_spacing=pixel_spacing,
                          slice_context=s.slice_context,
                          default_planes="all" if s.all_planes else "one",
-                         intensity_profile=profile)
+                         intensity_profile=profile, class_codes=class_codes)
 
 
 def _intensity_profile(s: TrainSettings, task: TaskSpec, sources: list[Source],
@@ -326,9 +347,11 @@ def _recipe(s, task, sources, targets, norm, device) -> recipes.Recipe:
 
 def _provenance(s: TrainSettings, sources: list[Source], parent, out, info: dict,
                 device) -> dict:
+    from ..batch.privacy import patient_free_name
+
     prov = {
         "trained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "data": [src.name for src in sources],
+        "data": [patient_free_name(src.name, src.volume) for src in sources],
         "mode": ("self-supervised " if s.self_supervised else "") + s.task,
         "axis": s.axis,
         "iterations": out.iterations,
