@@ -253,3 +253,40 @@ def test_a_scan_with_nan_voxels_opened_from_a_file_says_they_were_replaced(
     assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
     assert "note: holes: 21 NaN/Inf voxel(s) replaced" in widget.status.value
     assert "holes tiny" in viewer.layers
+
+
+def _model_file_that_learned_from(tmp_path, image, p_foreground: float, name: str):
+    """A model whose output is the same everywhere (known Dice estimate) and whose file
+    records ``image`` as its training scan."""
+    from dataclasses import replace
+
+    from napari_unet.model.intensity_profile import profile_of
+    from support.tiny_models import constant_model
+
+    model = constant_model(p_foreground, n_classes=2)
+    model.meta = replace(model.meta, name=name, intensity_profile=profile_of(
+        [image], model.meta.normalization))
+    return model.save(tmp_path / f"{name}.safetensors")
+
+
+def test_the_quality_score_shows_under_the_result(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    scan = W.add_scan(viewer)
+    widget = W.open_widget(viewer, W.INFERENCE)
+    widget.device.value = "cpu"
+    fields = list(widget.form)
+    assert fields.index(widget.quality) == fields.index(widget.status) + 1  # under it
+    sure = _model_file_that_learned_from(tmp_path, scan.data, 0.95, "sure")
+    W.use_model_file(widget, sure)
+    W.click(qtbot, widget.run_button)
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+    # 2 p / (p + 1) with p = 0.95 for class 1, nothing else: 0.974
+    assert widget.quality.value == "quality 0.97 (no need to review)"
+    assert widget.is_shown(widget.quality)
+    unsure = _model_file_that_learned_from(tmp_path, scan.data, 0.6, "unsure")
+    W.use_model_file(widget, unsure)
+    W.click(qtbot, widget.run_button)
+    assert widget.quality.value == ""  # a running job shows no old score
+    assert W.wait_until_idle(qtbot, widget) is JobState.DONE, widget.runner.error
+    assert widget.quality.value == ("quality 0.75: review, uncertain in 8 slices "
+                                    "(estimated Dice 0.75)")

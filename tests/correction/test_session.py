@@ -106,12 +106,40 @@ def test_learning_without_corrections_says_what_to_do(session):
 
 
 def test_review_next_picks_the_most_uncertain_unreviewed_unedited_slice(session):
+    session.slice_scores = None  # a result without quality scores: uncertainty decides
     session.slice_uncertainty = np.array([0.1, 0.9, 0.5, 0.3, 0.8, 0.2, 0.7, 0.6])
     session.labels[4] = (session.output[4] + 1) % 3  # edited: skipped
     order = [session.review_next() for _ in range(7)]
     assert order == [1, 6, 7, 2, 3, 5, 0]
     assert session.review_next() is None
     assert session.reviewed == {0, 1, 2, 3, 5, 6, 7}
+
+
+def test_review_next_starts_from_the_least_trusted_slices(session):
+    """Quality scores first (lowest first); slices too empty to score come last, the
+    most uncertain of them first."""
+    session.slice_scores = np.array([0.95, np.nan, 0.70, 0.99, 0.60, np.nan, 0.85, 0.91])
+    session.slice_uncertainty = np.array([0.1, 0.2, 0.1, 0.9, 0.1, 0.6, 0.1, 0.1])
+    session.labels[4] = (session.output[4] + 1) % 3  # edited: skipped
+    order = [session.review_next() for _ in range(7)]
+    assert order == [2, 6, 7, 0, 3, 5, 1]
+    assert session.review_next() is None
+
+
+def test_slice_scores_follow_updates_and_undo(session):
+    """The least trusted slices after learning are the new model's: Accept brings the
+    re-predicted slices' scores, Undo takes them back."""
+    _, truth = phantom()
+    session.labels[2] = truth[2]
+    assert session.slice_scores is not None and session.slice_scores.shape == (8,)
+    before = session.slice_scores.copy()
+    update = session.compute_update(FAST)
+    assert update.scores is not None and update.scores.shape == update.slices.shape
+    session.apply_update(update)
+    np.testing.assert_array_equal(session.slice_scores[update.slices], update.scores)
+    np.testing.assert_array_equal(session.slice_scores[2], before[2])  # edited: kept
+    session.undo()
+    np.testing.assert_array_equal(session.slice_scores, before)
 
 
 def test_start_gives_per_slice_uncertainty(session):

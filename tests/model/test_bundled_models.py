@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -195,3 +196,38 @@ def test_mri_denoise_improves_held_out_slices(sample):
         return 10 * np.log10(1.0 / np.mean((unit - ref) ** 2))
 
     assert psnr(out) > psnr(noisy[idx]) + 3.0, (psnr(out), psnr(noisy[idx]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_models_record_their_training_intensities(name):
+    prof = load_model(name, device="cpu").meta.intensity_profile
+    assert prof is not None and len(prof.scans) == 1  # one training scan: the template
+    assert (prof.noise_added is not None) == (name == "mri-denoise")
+
+
+@pytest.mark.slow
+def test_the_stamp_reproduces_the_shipped_intensity_profiles():
+    """What scripts/train_bundled_models.py --stamp-profiles would write, recomputed from
+    the sample data, is what the shipped files hold (the stamp is reproducible)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_bundled_models as T
+
+    made = T.intensity_profiles(ROOT / "sample_data")
+    for name in NAMES:
+        assert made[name].to_dict() == load_model(name, device="cpu").meta.intensity_profile\
+            .to_dict(), name
+
+
+def test_card_says_what_the_quality_score_means_with_its_measured_figures():
+    card = (bundled_models()["brain-tissue"].parent / "MODEL_CARD.md").read_text()
+    results = json.loads((ROOT / "bench" / "results" / "quality_score.json").read_text())
+    assert "## Validated conditions, and the quality score of every result" in card
+    for phrase in ("own estimate of its Dice", "unlike the scans this model learned from",
+                   "noise far above what it learned", "0.90"):
+        assert phrase in card.replace("\n", " "), phrase
+    for name, s in results["summary"].items():
+        # no result below 0.90 in a group (JSON NaN): no AUROC, and the card says why
+        auroc = "n/a (none below 0.90)" if math.isnan(s["auroc"]) else f"{s['auroc']:.3f}"
+        assert f"| {name} | {s['cases']} | {auroc} |" in card, name

@@ -41,3 +41,23 @@ def scan(shape=(5, 20, 24), seed=0, spacing=(1.0, 1.0, 1.0), dtype=np.float32) -
     if len(shape) == 4:
         array = np.stack([array * (c + 1) for c in range(shape[3])], axis=-1)
     return Volume(array, spacing=spacing, name=f"scan{shape}")
+
+
+def constant_model(p_foreground: float, kind: str = "segment", n_classes: int = 2,
+                   seed: int = 0) -> Model:
+    """A tiny model whose output ignores its input: the last convolution's weights are
+    zero and its bias gives class 1 the probability ``p_foreground`` everywhere (the other
+    classes share the rest), so its own Dice estimate is known by hand."""
+    import math
+
+    model = tiny_model(kind, n_classes=n_classes, seed=seed)
+    conv = model.net.outc.conv
+    with torch.no_grad():
+        conv.weight.zero_()
+        if n_classes == 1:  # sigmoid
+            conv.bias.fill_(math.log(p_foreground / (1 - p_foreground)))
+        else:  # softmax: class 1 gets p, the others (1 - p) / (n - 1) each
+            rest = (1 - p_foreground) / (n_classes - 1)
+            conv.bias.fill_(math.log(rest))
+            conv.bias[1] = math.log(p_foreground)
+    return model

@@ -62,7 +62,8 @@ def session_for(layer):
         raise NapariUnetError(f"{layer.name!r} is not an in-memory array")
     session = CorrectionSession(volume, result["model"], result["output"], result["axis"],
                                 labels=data, slice_uncertainty=result["slice_uncertainty"],
-                                predict_settings=result.get("settings"))
+                                predict_settings=result.get("settings"),
+                                slice_scores=result.get("slice_scores"))
     layer.metadata[SESSION_KEY] = session
     return session
 
@@ -98,8 +99,9 @@ class CorrectionWidget(DockWidget):
         self.undo_button = PushButton(text="Undo", enabled=False,
                                       tooltip="take back the last accepted update")
         self.review_button = PushButton(text="Review next",
-                                        tooltip="go to the slice the model is least sure "
-                                                "of that nobody has reviewed or edited")
+                                        tooltip="go to the least trusted slice (lowest "
+                                                "quality score) that nobody has reviewed "
+                                                "or edited")
         self.reviewed = wrapping(Label(value="reviewed: none"))
         self.model_path = file_field(FileEdit(label="model file", mode="w",
                                               filter="*.safetensors"))

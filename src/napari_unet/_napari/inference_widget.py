@@ -88,11 +88,13 @@ class InferenceWidget(DockWidget):
                     "model as your edits (learns from them, never overwrites them)."))
         self.run_button = PushButton(text="Run", tooltip="segment (or denoise) the scan")
         self.status = wrapping(Label(value=""), FOOTER_LINES)
+        # the last result's quality score, and why to review it (inference.quality)
+        self.quality = wrapping(Label(value=""), FOOTER_LINES)
         self.runner = JobRunner("UNet inference")
         super().__init__(viewer, [self.image, *self.picker.widgets, self.plane, self.planes,
                                   self.roi, self.overlap, self.batch, self.device, self.tta,
                                   self.probs, self.start_from],
-                         footer=[self.run_button, self.runner.panel, self.status])
+                         footer=[self.run_button, self.runner.panel, self.status, self.quality])
         self.last_layers: list = []
         self.after_slices: float | None = None  # last run: seconds after its last slice
         self.picker.set_shown = self.set_shown
@@ -209,16 +211,18 @@ class InferenceWidget(DockWidget):
 
         def fn(job):
             from ..inference.predictor import predict
+            from ..inference.quality import assess
 
             model = load()
             pred = predict(volume, model, settings, progress=job.progress,
                            cancel=job.cancelled)
-            return layer, volume, model, pred, (start, saved)
+            return layer, volume, model, pred, (start, saved), assess(volume, model, pred)
 
         return fn
 
     def _show(self, result) -> None:
-        layer, volume, model, pred, (start, saved) = result
+        layer, volume, model, pred, (start, saved), quality = result
+        self.quality.value = quality.summary()
         tuples = L.prediction_layers(pred, layer, model, volume, labels=saved)
         self.last_layers = L.add_or_update(self.viewer, tuples)
         # a layer kept for its edits made napari rename the new one beside it
@@ -260,6 +264,7 @@ class InferenceWidget(DockWidget):
         self.run_button.enabled = not running and self.problem() is None
         if running:
             self.status.value = f"running {self.picker.source.value}..."
+            self.quality.value = ""
         elif state is JobState.CANCELLED:
             self.status.value = (f"cancelled{self.runner.cancelled_because}: no layer was "
                                  "changed")

@@ -136,6 +136,8 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
                       labels: np.ndarray | None = None) -> list:
     """Layer data tuples for a Prediction, aligned with ``layer`` and named after it;
     ``labels`` (labels saved earlier) stand in the labels layer for the model's own."""
+    from ..inference.quality import prediction_slice_scores
+
     name = result_name(layer.name, model)
     geo = geometry_kwargs(layer)
     meta = {VOLUME_KEY: volume if volume is not None else layer_volume(layer)}
@@ -145,6 +147,7 @@ def prediction_layers(prediction, layer, model: Model, volume: Volume | None = N
         result = {"model": model, "output": np.array(prediction.labels, copy=True),
                   "axis": int(prediction.axis),
                   "slice_uncertainty": getattr(prediction, "slice_uncertainty", None),
+                  "slice_scores": prediction_slice_scores(prediction),
                   "settings": prediction.settings,
                   "seconds": float(getattr(prediction, "seconds", 0.0)) or None}
         shown = prediction.labels if labels is None else labels

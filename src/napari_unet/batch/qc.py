@@ -15,7 +15,8 @@ import numpy as np
 
 QC_DIR = "qc"
 INDEX_NAME = "index.html"
-_STATUS_COLOURS = {"ok": "#2e7d32", "failed": "#c62828", "skipped": "#757575"}
+_STATUS_COLOURS = {"ok": "#2e7d32", "failed": "#c62828", "skipped": "#757575",
+                   "review": "#e65100"}
 
 
 def mid_slices(array: np.ndarray) -> list[np.ndarray]:
@@ -77,17 +78,30 @@ def _overlay(ax, labels: np.ndarray, n_labels: int, aspect: float, origin: str) 
               aspect=aspect, origin=origin, interpolation="nearest")
 
 
+def page_order(e: dict) -> tuple:
+    """Where a scan goes on the page: results flagged for review first (least trusted
+    first), then failed scans, then the rest (skipped, ok), each in report order."""
+    status = {"failed": 1, "skipped": 2, "ok": 2}.get(e.get("status"), 3)
+    if e.get("review"):
+        score = e.get("score")
+        return (0, score if isinstance(score, (int, float)) else -1.0)
+    return (status, 0.0)
+
+
 def index_page(report: dict) -> str:
-    """The text of ``OUTDIR/index.html``: every scan's picture, status and error, worst
-    first; then scans of earlier runs whose outputs are still in the folder. Scans are
-    named by their patient-free names only (the page never shows input paths)."""
+    """The text of ``OUTDIR/index.html``: every scan's picture, status, error and quality
+    score, the scans to review first with the reasons in plain words, then failed ones;
+    then scans of earlier runs whose outputs are still in the folder. Scans are named by
+    their patient-free names only (the page never shows input paths)."""
     order = {"failed": 0, "skipped": 1, "ok": 2}
-    scans = sorted(report["scans"], key=lambda e: order.get(e["status"], 3))
+    scans = sorted(report["scans"], key=page_order)
     counts = report.get("counts", {})
     model = report.get("model", {})
+    flagged = sum(1 for e in report["scans"] if e.get("review"))
     head = (f"<h1>napari-unet batch</h1><p>model <b>{_e(model.get('name'))}</b> "
             f"<code>{_e(str(model.get('hash', ''))[:19])}</code> &middot; "
             + " &middot; ".join(f"{_badge(s)} {counts.get(s, 0)}" for s in order)
+            + f" &middot; {_badge('review')} {flagged} to review"
             + f" &middot; {len(report['scans'])} of {report.get('total', '?')} scans"
             + ("" if report.get("finished") else " (running or interrupted)") + "</p>")
     head += "".join(f'<p class="err">{_e(w)}</p>' for w in report.get("write_errors", []))
@@ -104,13 +118,23 @@ def _card(e: dict) -> str:
            if e.get("qc") else '<div class="nopic">no picture</div>')
     outs = " ".join(f'<a href="{_e(o)}">{_e(Path(o).name)}</a>' for o in e.get("outputs", []))
     err = f'<p class="err">{_e(e["error"])}</p>' if e.get("error") else ""
+    if e.get("review"):
+        err += "".join(f'<p class="review">review: {_e(r)}</p>'
+                       for r in e.get("review_reasons") or ["quality score below the "
+                                                           "threshold"])
     if e.get("reason"):
         err += f'<p class="why">{_e(e["reason"])}</p>'
     if e.get("warnings"):
         err += "".join(f'<p class="warn">{_e(w)}</p>' for w in e["warnings"])
-    return (f'<div class="card">{pic}<p>{_badge(e["status"])} <b>{_e(e["name"])}</b> '
-            f'<span class="t">{e.get("seconds", 0):.1f} s</span></p>{err}'
+    flag = f' {_badge("review")}' if e.get("review") else ""
+    return (f'<div class="card">{pic}<p>{_badge(e["status"])}{flag} <b>{_e(e["name"])}</b> '
+            f'<span class="t">{e.get("seconds", 0):.1f} s{_score(e)}</span></p>{err}'
             f'<p class="outs">{outs}</p></div>')
+
+
+def _score(e: dict) -> str:
+    score = e.get("score")
+    return f" &middot; quality {score:.2f}" if isinstance(score, (int, float)) else ""
 
 
 def _badge(status: str) -> str:
@@ -138,6 +162,7 @@ h2 {{ font-size: 1.1em; margin: 1em 0 .3em; }}
 .t {{ color: #777; }}
 .why {{ color: #666; }}
 .warn {{ color: #b26a00; }}
+.review {{ color: #e65100; font-weight: bold; }}
 .outs a {{ margin-right: .6em; }}
 .nopic {{ height: 120px; display: flex; align-items: center; justify-content: center;
           color: #999; background: #f0f0f0; }}

@@ -4,8 +4,10 @@ of resumed scans in steps), so an interrupted run still leaves a valid, readable
 Layout (DESIGN.md): ``{"model": {"name", "hash"}, "settings": {...}, "scans": [{"input",
 "status", "outputs", "error", "seconds"}]}``. Extra keys: per scan its output ``name``,
 ``qc`` picture, ``reason`` (why skipped), ``warnings``, ``resampled`` (NIfTI outputs
-of a scan with sheared axes, put on an orthogonal grid) and, for a BIDS image, its
-``entities``; at the top ``total``, ``counts``, ``started``, ``updated``, ``finished``,
+of a scan with sheared axes, put on an orthogonal grid), for a BIDS image its
+``entities``, and the result's quality (``score``, ``review``, ``review_reasons`` in plain
+words, and the figures behind them in ``quality``: :mod:`napari_unet.inference.quality`);
+at the top ``total``, ``counts``, ``to_review``, ``started``, ``updated``, ``finished``,
 ``earlier_scans`` (entries of earlier runs into this folder whose outputs are still
 there), ``write_errors`` (report or page writes that failed and were retried) and, for a
 BIDS run, ``bids`` (the query that chose the images, and how many it chose). ``input``
@@ -34,23 +36,52 @@ FINAL_SAVE_TRIES = 3
 
 def entry(scan, status: str, outputs: list[str] | None = None, error: str | None = None,
           seconds: float = 0.0, qc: str | None = None, reason: str | None = None,
-          warnings: list[str] | None = None, resampled: dict | None = None) -> dict:
+          warnings: list[str] | None = None, resampled: dict | None = None,
+          quality: dict | None = None) -> dict:
     """A report entry for one scan (``scan`` is a :class:`~.discover.Scan`).
 
     ``error`` says why a scan failed, ``reason`` why it was skipped; ``outputs`` and
     ``qc`` are paths relative to the output folder; ``resampled`` which NIfTI outputs
-    were resampled onto an orthogonal grid, and how (``io.orthogonal``), or None.
+    were resampled onto an orthogonal grid, and how (``io.orthogonal``), or None;
+    ``quality`` is the result's :meth:`~napari_unet.inference.quality.Quality.to_dict`,
+    whose score, review flag and reasons also come to the top of the entry (``score``,
+    ``review``, ``review_reasons``).
     """
     if status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {STATUSES}")
+    quality = _checked_quality(quality)
     item = {"input": scan.input, "name": scan.name, "status": status,
             "outputs": list(outputs or []), "error": error, "seconds": round(seconds, 3),
             "qc": qc, "reason": reason,
             "warnings": list(getattr(scan, "notes", ())) + list(warnings or []),
-            "resampled": resampled}
+            "resampled": resampled,
+            "score": quality.get("score") if quality else None,
+            "review": bool(quality.get("review")) if quality else False,
+            "review_reasons": list(quality.get("reasons", [])) if quality else [],
+            "quality": quality}
     if getattr(scan, "bids", None) is not None:  # a BIDS image: who and what it is
         item["entities"] = dict(scan.bids.entities)
     return item
+
+
+def _checked_quality(quality) -> dict | None:
+    """A quality record as the report and page may use it: one read back from an earlier
+    run's manifest could be anything, so the score must be a number in 0..1, the flag a
+    boolean and the reasons short texts, or there is no quality record."""
+    if not isinstance(quality, dict):
+        return None
+    score, reasons = quality.get("score"), quality.get("reasons", [])
+    ok = (score is None or (isinstance(score, (int, float)) and not isinstance(score, bool)
+                            and 0.0 <= score <= 1.0))
+    ok = ok and isinstance(quality.get("review"), bool) and isinstance(reasons, list)
+    ok = ok and all(isinstance(r, str) and len(r) <= 500 for r in reasons)
+    return quality if ok else None
+
+
+def to_review(entries: list[dict]) -> list[dict]:
+    """The entries flagged for review, least trusted first."""
+    flagged = [e for e in entries if e.get("review")]
+    return sorted(flagged, key=lambda e: (e.get("score") is None, e.get("score") or 0.0))
 
 
 class Report:
@@ -93,6 +124,7 @@ class Report:
         counts = self.counts
         report = {"model": self.model, "settings": self.settings, "scans": self.entries,
                   "total": self.total, "counts": {s: counts.get(s, 0) for s in STATUSES},
+                  "to_review": len(to_review(self.entries)),
                   "started": self.started, "updated": _now(), "finished": self.finished,
                   "earlier_scans": self.earlier, "write_errors": self.write_errors}
         if self.bids is not None:

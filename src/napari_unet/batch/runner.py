@@ -184,7 +184,7 @@ def _already_done(scan: Scan, job: BatchJob) -> dict | None:
     if record is None:
         return None
     return entry(scan, "skipped", record["outputs"], qc=record.get("qc"), reason=RESUMED,
-                 resampled=record.get("resampled"))
+                 quality=record.get("quality"), resampled=record.get("resampled"))
 
 
 def _recorder(report: Report, scans: list[Scan], out: Path, identifiers: set[str],

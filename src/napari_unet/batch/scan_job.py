@@ -58,6 +58,7 @@ class _Written:
     outputs: list[str]
     picture: str | None = None
     error: str | None = None
+    quality: dict | None = None  # the result's Quality.to_dict()
     warnings: list[str] = field(default_factory=list)
     folders: set[str] = field(default_factory=set)
     resampled: dict | None = None  # NIfTI outputs put on an orthogonal grid (gantry tilt)
@@ -97,7 +98,7 @@ def process_scan(scan: Scan, job: BatchJob) -> dict:
     status = "failed" if written.error else "ok"
     return entry(scan, status, written.outputs, error=written.error, seconds=_since(start),
                  qc=written.picture, warnings=sorted(set(_warning_texts(caught)) | notes),
-                 resampled=written.resampled)
+                 quality=written.quality, resampled=written.resampled)
 
 
 def cached_model(job: BatchJob):
@@ -128,6 +129,7 @@ LOOKS_LIKE_LABELS = ("the input looks like a label map (a few whole-number value
 
 def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     from ..inference.predictor import predict
+    from ..inference.quality import assess
     from ..io import read_volume
     from ..io.labels import few_label_values
 
@@ -144,7 +146,8 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
         else:
             check_replaceable(outdir, rel, known.get(rel, ()))
     pred = predict(volume, model, job.settings.inference)
-    written = _Written({}, [])
+    quality = assess(volume, model, pred)
+    written = _Written({}, [], quality=quality.to_dict())
     try:
         _write_outputs(scan, job, model, volume, pred, names, written)
         written.resampled = _resampled(volume, written.outputs)
@@ -220,6 +223,14 @@ def _write_outputs(scan: Scan, job: BatchJob, model, volume, pred, names: dict,
         written.picture = _write_qc(scan, model, volume, pred, written, qc_name, job.outdir)
 
 
+def _qc_title(name: str, quality: dict | None) -> str:
+    """The picture's title: the scan's name and its quality score (review or not)."""
+    if not quality or quality.get("score") is None:
+        return name
+    return f"{name}  -  quality {quality['score']:.2f}" + (
+        ": review" if quality.get("review") else "")
+
+
 def _array(role: str, pred):
     if role.startswith("probseg:"):
         channel = int(role.split(":")[1])
@@ -283,7 +294,7 @@ def _write_qc(scan: Scan, model, volume, pred, written: _Written, name: str,
     result = pred.image if kind == "denoise" else pred.labels
     written.temps[name] = folder.temp_path(Path(outdir), name)
     qc.render_qc(volume.array, result, volume.spacing, kind, written.temps[name],
-                 title=scan.name, n_labels=model.task.n_labels)
+                 title=_qc_title(scan.name, written.quality), n_labels=model.task.n_labels)
     return name
 
 
@@ -322,6 +333,7 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
     resume.write_manifest(outdir, scan.name, {**base, "status": status, "files": files,
                                               "outputs": written.outputs,
                                               "qc": written.picture,
+                                              "quality": written.quality,
                                               "resampled": written.resampled})
 
 

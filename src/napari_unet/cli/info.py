@@ -14,6 +14,29 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def profile_words(profile) -> str:
+    """The training intensity profile in a line: what quality scores compare scans with."""
+    if profile is None:
+        return ("not recorded (quality scores rest on the model's own uncertainty alone; "
+                "retrain or fine-tune to record them)")
+    from ..model.intensity_profile import LEVELS
+
+    def at(q, level):
+        return q[int(round(level * (len(LEVELS) - 1)))]
+
+    parts = [f"{at(s.quantiles, 0.05):.2f} / {at(s.quantiles, 0.5):.2f} / "
+             f"{at(s.quantiles, 0.95):.2f}" for s in profile.scans[:3]]
+    more = f" (+{len(profile.scans) - 3} more)" if len(profile.scans) > 3 else ""
+    n = sum(s.scans for s in profile.scans)
+    text = (f"{n} training scan{'s' if n > 1 else ''}; normalised signal 5th / 50th / 95th "
+            f"percentiles {', '.join(parts)}{more}; noise up to "
+            f"{profile.noise_learned:.1%} of the range")
+    if profile.noise_added is not None:
+        lo, hi = profile.noise_added
+        text += f"; learned to remove noise of {lo:.0%}..{hi:.0%} of the range"
+    return text
+
+
 def run(args) -> int:
     from ..model.checkpoint import load_model
     from .main import one_line as safe
@@ -43,6 +66,7 @@ def run(args) -> int:
         "planes:        " + ("all three, class probabilities averaged, each plane weighted by the "
                              "context its slices show (--planes auto)"
                              if meta.default_planes == "all" else "one (the --axis plane)"),
+        f"intensities:   {profile_words(meta.intensity_profile)}",
         f"hash:          {meta.hash}",
     ]
     if meta.task.kind == "segment":

@@ -25,6 +25,10 @@ EPILOG = """outputs (in OUTDIR):
   <name>_probabilities.nii.gz  per-class probabilities, and <name>_uncertainty.nii.gz
                                (--probabilities)
   report.json, index.html, qc/<name>.png
+Every result gets a quality score (0..1, from the model's own uncertainty and how unlike
+its training scans the scan is); below 0.90 it is flagged for review, with the reason,
+in report.json ("score", "review", "review_reasons"), first in index.html, and counted
+at the end.
 <name> is the file's own name for NIfTI (never its folders; scan_<hash> when the name
 looks like patient data), and modality, series number, series description and a short
 hash of the SeriesInstanceUID for DICOM: never the patient's name or ID, however spelled.
@@ -219,12 +223,15 @@ def _check_inputs(inputs: list[str]) -> None:
 
 
 def _summary(result, args) -> None:
+    from ..inference.quality import REVIEW_BELOW
+
     counts = result.counts
     for problem in result.write_errors:
         print(f"napari-unet predict: {problem}", file=sys.stderr)
     if args.quiet and not counts.get("failed") and not result.write_errors:
         return
     warned = sum(1 for e in result.report["scans"] if e["warnings"])
+    review = result.report.get("to_review", 0)
     where = Path(args.output)
     bids = result.report.get("bids")
     if bids:
@@ -234,6 +241,9 @@ def _summary(result, args) -> None:
     pages = f"; QC: {where / result.index_path.name}" if result.index_path else ""
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
           + (f" ({warned} with warnings)" if warned else "")
+          + (f"; {review} to review (quality score below {REVIEW_BELOW:.2f}"
+             + (", listed first in the QC page" if result.index_path else "") + ")"
+             if review else "")
           + f"; report: {where / result.report_path.name}{pages}", file=sys.stderr)
 
 
@@ -297,6 +307,10 @@ class _ProgressBar:
                 self.said.add(warning)
             named = warning if warning.startswith(f"{name}: ") else f"{name}: {warning}"
             self.bar.write(f"warning: {named}", file=sys.stderr)
+        if entry.get("review"):
+            why = "; ".join(map(one_line, entry.get("review_reasons") or []))
+            self.bar.write(f"review: {name}: quality {entry['score']:.2f}"
+                           + (f": {why}" if why else ""), file=sys.stderr)
         self.bar.set_postfix(self.counts, refresh=False)
         self.bar.update(1)
 

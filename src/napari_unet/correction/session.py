@@ -50,6 +50,7 @@ class Update:
     check: dict | None = None  # acceptance check on held-out corrected voxels, if made
     recommended: bool = True  # False: the check says the update would make things worse
     answer: np.ndarray | None = None  # the new model's labels on every slice (axis 0)
+    scores: np.ndarray | None = None  # per re-predicted slice: its quality score, or NaN
 
     def summary(self) -> str:
         """One sentence for the person deciding whether to accept."""
@@ -73,6 +74,7 @@ class _UndoStep:
     written: np.ndarray  # what the update wrote, to detect edits made after it
     uncertainty: np.ndarray | None
     answer: np.ndarray  # the model's answer on every slice before the update
+    scores: np.ndarray | None = None
 
 
 class CorrectionSession:
@@ -85,7 +87,8 @@ class CorrectionSession:
     def __init__(self, volume: Volume, model: Model, output: np.ndarray, axis: int,
                  labels: np.ndarray | None = None,
                  slice_uncertainty: np.ndarray | None = None,
-                 predict_settings: InferenceSettings | None = None):
+                 predict_settings: InferenceSettings | None = None,
+                 slice_scores: np.ndarray | None = None):
         if model.task.kind != "segment":
             raise TaskError(f"the correction loop needs a segmentation model; {model.name!r} "
                             f"does {model.task.describe()}")
@@ -104,6 +107,10 @@ class CorrectionSession:
         n = self.n_slices
         unc = None if slice_uncertainty is None else np.asarray(slice_uncertainty, float)
         self.slice_uncertainty = unc if unc is not None and unc.shape == (n,) else None
+        # each slice's quality score (inference.quality.slice_scores; NaN: too little of
+        # the structures to score): Review next starts from the least trusted
+        score = None if slice_scores is None else np.asarray(slice_scores, float)
+        self.slice_scores = score if score is not None and score.shape == (n,) else None
         # re-predictions use the settings of the first run (ROI, overlap, TTA, device,
         # precision); the axis is the session's and only labels are needed
         self.predict_settings = _repredict_settings(predict_settings, self.axis)
@@ -120,10 +127,12 @@ class CorrectionSession:
               ) -> CorrectionSession:
         """Run the model over the scan and open a session on its output."""
         from ..inference.predictor import predict
+        from ..inference.quality import prediction_slice_scores
 
         pred = predict(volume, model, settings, progress=progress, cancel=cancel)
         return cls(volume, model, pred.labels, pred.axis,
-                   slice_uncertainty=pred.slice_uncertainty, predict_settings=pred.settings)
+                   slice_uncertainty=pred.slice_uncertainty, predict_settings=pred.settings,
+                   slice_scores=prediction_slice_scores(pred))
 
     # -- what the user did ------------------------------------------------------------
 
@@ -171,8 +180,8 @@ class CorrectionSession:
         stage = Stages(progress, 2)
         result = finetune(self.model, self.volume, labels, self._trust(trusted, held),
                           settings, axis=self.axis, progress=stage(0), cancel=cancel)
-        new, unc = self._predict_slices(result.model, np.arange(self.n_slices), stage(1),
-                                        cancel)
+        new, unc, scores = self._predict_slices(result.model, np.arange(self.n_slices),
+                                                stage(1), cancel)
         check, recommended = self._check(new[corrected], corrected, held,
                                          self._along(labels)[corrected])
         todo = np.flatnonzero(~trusted)
@@ -183,7 +192,7 @@ class CorrectionSession:
                       changed_voxels=int(per_slice.sum()),
                       changed_slices=int((per_slice > 0).sum()),
                       changed_per_slice=per_slice, check=check, recommended=recommended,
-                      answer=new)
+                      answer=new, scores=None if scores is None else scores[todo])
 
     def _edited(self, labels: np.ndarray) -> np.ndarray:
         return differing_slices(self._along(labels), self._along(self.output))
@@ -218,8 +227,9 @@ class CorrectionSession:
         per = (update.changed_per_slice[keep] if update.changed_per_slice is not None
                else None)
         unc = None if update.uncertainty is None else update.uncertainty[keep]
+        scores = None if update.scores is None else update.scores[keep]
         return replace(update, slices=update.slices[keep], labels=update.labels[keep],
-                       uncertainty=unc, changed_per_slice=per,
+                       uncertainty=unc, scores=scores, changed_per_slice=per,
                        changed_voxels=int(per.sum()) if per is not None else 0,
                        changed_slices=int((per > 0).sum()) if per is not None else 0)
 
@@ -231,7 +241,9 @@ class CorrectionSession:
         lab, out = self._along(self.labels), self._along(self.output)
         differs = differing_slices(lab[slices], new)
         self._undo.append(_UndoStep(self.model, slices, lab[slices].copy(), out[slices].copy(),
-                                    new.copy(), self._uncertainty_of(slices), self._answer))
+                                    new.copy(), self._uncertainty_of(slices), self._answer,
+                                    None if self.slice_scores is None
+                                    else self.slice_scores[slices].copy()))
         lab[slices] = new
         out[slices] = new
         if update.answer is not None:
@@ -241,6 +253,8 @@ class CorrectionSession:
             self._along(self._answer)[slices] = new
         if self.slice_uncertainty is not None and update.uncertainty is not None:
             self.slice_uncertainty[slices] = update.uncertainty[still]
+        if self.slice_scores is not None and update.scores is not None:
+            self.slice_scores[slices] = update.scores[still]
         self.model = update.model
         self.rounds += 1
         return [int(i) for i in slices[differs]]
@@ -266,6 +280,8 @@ class CorrectionSession:
         out[step.slices] = step.output
         if self.slice_uncertainty is not None and step.uncertainty is not None:
             self.slice_uncertainty[step.slices] = step.uncertainty
+        if self.slice_scores is not None and step.scores is not None:
+            self.slice_scores[step.slices] = step.scores
         self.model = step.model
         self._answer = step.answer
         self.rounds -= 1
@@ -275,33 +291,42 @@ class CorrectionSession:
         return None if self.slice_uncertainty is None else self.slice_uncertainty[slices].copy()
 
     def _predict_slices(self, model: Model, slices: np.ndarray, progress: Progress | None,
-                        cancel: Cancel | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Labels (stacked on axis 0) and per-slice uncertainty for ``slices`` only."""
+                        cancel: Cancel | None):
+        """Labels (stacked on axis 0), per-slice uncertainty and quality scores (or None)
+        for ``slices`` only."""
         from ..inference.predictor import predict_slices
+        from ..inference.quality import prediction_slice_scores
 
         pred = predict_slices(self.volume, model, slices, self.predict_settings,
                               progress=progress, cancel=cancel)
         labels = self._along(pred.labels)[slices]
-        unc = pred.slice_uncertainty
-        return labels, (None if unc is None else np.asarray(unc, float)[slices])
+        unc, scores = pred.slice_uncertainty, prediction_slice_scores(pred)
+        return (labels, None if unc is None else np.asarray(unc, float)[slices],
+                None if scores is None else scores[slices])
 
     # -- review -------------------------------------------------------------------------
 
-    def review_next(self) -> int | None:
-        """The unreviewed, unedited slice the model is least sure of; marks it reviewed.
+    def review_order(self) -> np.ndarray:
+        """Every slice, least trusted first: by quality score (lowest first), then slices
+        with too little of the structures to score, by mean uncertainty (highest first);
+        without either figure, in order."""
+        n = self.n_slices
+        score = self.slice_scores if self.slice_scores is not None else np.full(n, np.nan)
+        unc = (self.slice_uncertainty if self.slice_uncertainty is not None
+               else np.zeros(n))
+        unscored = ~np.isfinite(score)
+        # np.lexsort: the last key sorts first; stable, so ties keep slice order
+        return np.lexsort((-np.nan_to_num(unc, nan=-1.0), np.where(unscored, 0.0, score),
+                           unscored))
 
-        Without uncertainty figures slices come in order. None when all are reviewed.
-        """
+    def review_next(self) -> int | None:
+        """The unreviewed, unedited slice that is least trusted (:meth:`review_order`);
+        marks it reviewed. None when all are reviewed or edited."""
         skip = self.edited_mask()
         skip[list(self.reviewed)] = True
-        left = np.flatnonzero(~skip)
-        if left.size == 0:
-            return None
-        if self.slice_uncertainty is None:
-            best = int(left[0])
-        else:
-            best = int(left[np.argmax(self.slice_uncertainty[left])])
-        self.reviewed.add(best)
+        best = next((int(i) for i in self.review_order() if not skip[i]), None)
+        if best is not None:
+            self.reviewed.add(best)
         return best
 
     # -- saving -------------------------------------------------------------------------

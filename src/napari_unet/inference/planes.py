@@ -210,7 +210,8 @@ def _combined(passes, probs: np.ndarray, weights: list, model, settings, axis: i
     combination (``probs``: the weighted sum of the planes that counted)."""
     import torch
 
-    from .uncertainty import entropy_map
+    from .predictor import n_sums
+    from .uncertainty import agreement_sums, entropy_map
 
     main = next(p for p in passes if p.axis == axis)
     rule_shape = main.labels.shape
@@ -223,18 +224,22 @@ def _combined(passes, probs: np.ndarray, weights: list, model, settings, axis: i
     want_unc = settings.probabilities or settings.uncertainty
     unc = np.full(rule_shape, np.nan, np.float32) if want_unc else None
     slice_unc = np.full(len(labels), np.nan, np.float32)
+    sums = np.full((len(labels), n_sums(model.task), 3), np.nan)
     total = _Totals(weights, rule_shape, axis)
     for chunk in np.array_split(own, max(1, len(own) // 16)):
         along[chunk] /= total(chunk)[..., None]
         p = torch.from_numpy(np.ascontiguousarray(along[chunk])).permute(0, 3, 1, 2)
-        labels[chunk] = model.task.decide(p).numpy().astype(labels.dtype)
+        decided = model.task.decide(p)
+        labels[chunk] = decided.numpy().astype(labels.dtype)
+        sums[chunk] = agreement_sums(p, decided, model.task).numpy()
         h = entropy_map(p, model.task)
         slice_unc[chunk] = h.mean(dim=(1, 2)).numpy()
         if unc is not None:
             np.moveaxis(unc, axis, 0)[chunk] = h.numpy()
     notes = tuple(dict.fromkeys([*(n for p in passes for n in p.notes), *left_out]))
     return replace(main, probabilities=probs if settings.probabilities else None,
-                   uncertainty=unc, slice_uncertainty=slice_unc, settings=settings,
+                   uncertainty=unc, slice_uncertainty=slice_unc, class_sums=sums,
+                   settings=settings,
                    seconds=sum(p.seconds for p in passes), notes=notes, planes=len(weights),
                    computed=float(np.mean([p.computed for p in passes])),
                    slices=own if partial else None)

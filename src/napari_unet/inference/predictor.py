@@ -117,6 +117,9 @@ class Prediction:
     probabilities: np.ndarray | None = None  # float32 (Z, Y, X, C), when asked
     uncertainty: np.ndarray | None = None  # float32 in [0, 1], when asked
     slice_uncertainty: np.ndarray | None = None  # mean uncertainty per slice along `axis`
+    # segmentation: per slice along `axis` and foreground class, the sums behind the
+    # model's own Dice estimate (uncertainty.agreement_sums); NaN where not predicted
+    class_sums: np.ndarray | None = None
     axis: int = 0
     device: str = "cpu"
     seconds: float = 0.0
@@ -230,7 +233,7 @@ def along_axis(volume, model, settings: InferenceSettings, axis: int,
     out.blank(_stand_ins(volume, len(array)), array)
     return Prediction(
         labels=out.labels, image=out.image, probabilities=out.probs,
-        uncertainty=out.unc, slice_uncertainty=out.slice_unc, axis=axis,
+        uncertainty=out.unc, slice_uncertainty=out.slice_unc, class_sums=out.sums, axis=axis,
         device=str(engine.device), seconds=time.perf_counter() - began,
         notes=prepared.notes, model_hash=model.hash,
         slices=None if slices is None else indices, settings=settings,
@@ -397,6 +400,8 @@ class _Outputs:
         self.unc = np.full(spatial, np.nan, np.float32) if want_unc else None
         want_slice_unc = (seg or settings.tta) and not self.only
         self.slice_unc = np.full(shape[axis], np.nan, np.float32) if want_slice_unc else None
+        self.sums = (np.full((shape[axis], n_sums(task), 3), np.nan)
+                     if seg and not self.only else None)
 
     def blank(self, stand_ins: list[int], array: np.ndarray) -> None:
         """No result where the scan has no data (blank slices standing in for missing
@@ -410,12 +415,14 @@ class _Outputs:
         if self.probs is not None:
             self.probs[stand_ins] = 0.0
             self.probs[stand_ins, ..., 0] = 1.0 if self.probs.shape[-1] > 1 else 0.0
+        if self.sums is not None and self.axis == 0:  # no data, nothing to trust or not
+            self.sums[stand_ins] = np.nan
 
     def write(self, idx, probs, variance, fitted, boxes=None) -> None:
         """Fill slices ``idx`` from device tensors; only what is kept is copied back.
         ``boxes`` (r0, r1, c0, c1 per slice; None: none): the parts computed, for a pass
         that writes only those."""
-        from .uncertainty import entropy_map, spread_map
+        from .uncertainty import agreement_sums, entropy_map, spread_map
 
         first = (lambda a: np.moveaxis(a, self.axis, 0))  # noqa: E731
         if self.partial:
@@ -428,7 +435,9 @@ class _Outputs:
             first(self.probs)[idx] = _host(probs.permute(0, 2, 3, 1))
             return
         if self.labels is not None:
-            first(self.labels)[idx] = _host(_label_tensor(self.task.decide(probs), self.task))
+            decided = self.task.decide(probs)
+            first(self.labels)[idx] = _host(_label_tensor(decided, self.task))
+            self.sums[idx] = _host(agreement_sums(probs, decided, self.task))
         else:
             img = _host(fitted.inverse(probs.permute(0, 2, 3, 1)))
             first(self.image)[idx] = img if self.image.ndim == 4 else img[..., 0]
@@ -440,6 +449,14 @@ class _Outputs:
         self.slice_unc[idx] = _host(unc.mean(dim=(1, 2)))
         if self.unc is not None:
             first(self.unc)[idx] = _host(unc)
+
+
+def n_sums(task) -> int:
+    """Foreground classes in :attr:`Prediction.class_sums` (all pooled into one when many)."""
+    from .uncertainty import MAX_CLASS_SUMS
+
+    k = 1 if task.is_binary else task.n_classes - 1
+    return k if k <= MAX_CLASS_SUMS else 1
 
 
 def _stand_ins(volume, n: int) -> list[int]:

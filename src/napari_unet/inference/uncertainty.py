@@ -33,3 +33,28 @@ def entropy_map(probs: torch.Tensor, task: TaskSpec) -> torch.Tensor:
 def spread_map(variance: torch.Tensor) -> torch.Tensor:
     """TTA variance (B, C, H, W) of [0, 1] intensities -> (B, H, W) float32 in [0, 1]."""
     return (4.0 * variance.float().mean(dim=1)).clamp_(0.0, 1.0)
+
+
+MAX_CLASS_SUMS = 64  # more foreground classes are pooled into one (see agreement_sums)
+
+
+def agreement_sums(probs: torch.Tensor, labels: torch.Tensor, task: TaskSpec) -> torch.Tensor:
+    """Per slice and foreground class, the sums behind the model's own Dice estimate:
+    (sum of p_c where the label is c, sum of p_c, voxels labelled c), shape (B, K, 3).
+
+    If the labels were drawn from the probabilities, ``2 a / (s + n)`` would be the
+    expected Dice of class c (:mod:`napari_unet.inference.quality`). Binary models have
+    one class; over :data:`MAX_CLASS_SUMS` foreground classes, K = 1 (all pooled).
+    """
+    p = probs.float()
+    if task.is_binary:
+        q, y = p[:, 0], (labels == 1).float()
+        sums = torch.stack([(q * y).sum((1, 2)), q.sum((1, 2)), y.sum((1, 2))], dim=-1)
+        return sums[:, None]
+    lab = labels.long().flatten(1)
+    chosen = p.flatten(2).gather(1, lab[:, None])[:, 0]
+    zeros = torch.zeros(p.shape[:2], dtype=p.dtype, device=p.device)
+    agree = zeros.scatter_add(1, lab, chosen)
+    count = zeros.scatter_add(1, lab, torch.ones_like(chosen))
+    sums = torch.stack([agree, p.sum((2, 3)), count], dim=-1)[:, 1:]
+    return sums.sum(1, keepdim=True) if sums.shape[1] > MAX_CLASS_SUMS else sums

@@ -3,10 +3,11 @@
 The metadata travels in the safetensors header (``__metadata__["napari_unet"]``) so a
 model is one self-describing file: architecture, task rules, the intensity normalisation
 used in training, default slice axis and patch size, the pixel spacing it learned at,
-provenance, the classes' coded concepts and colours for DICOM SEG (``class_codes``) and a
-content hash over weights, architecture, task, normalisation, pixel spacing, default
-planes and class codes (checked on load: a corrupted file is refused with a message
-naming it).
+provenance, the classes' coded concepts and colours for DICOM SEG (``class_codes``), the
+training scans' normalised intensities (``intensity_profile``) and a content hash over
+weights, architecture, task, normalisation, pixel spacing, default planes, class codes and
+the intensity profile (checked on load: a corrupted file is refused with a message naming
+it).
 
 A model file can come from anyone: on load every metadata field is checked (types,
 ranges, no unknown field: ``meta_schema``), a missing hash is an error (never a skipped
@@ -31,6 +32,7 @@ from ..errors import ModelFileError, NapariUnetError, SettingsError, TaskError
 from ..io.class_codes import ClassCode
 from ..io.write import atomic_path, make_shareable
 from ..limits import check_allocation
+from .intensity_profile import IntensityProfile
 from .meta_schema import FORMAT, FORMAT_VERSION, MetaFieldError, check_metadata
 from .normalize import Normalization
 from .tasks import TaskSpec
@@ -69,6 +71,9 @@ class ModelMeta:
     # the planes predict runs along by default: "all" averages the class probabilities of
     # the axial, coronal and sagittal slices (a model that learned from all three)
     default_planes: str = "one"
+    # the training scans' normalised intensities, so results can say how unlike them a
+    # scan is (quality scores); None: a model made before they were recorded
+    intensity_profile: IntensityProfile | None = None
     # per label value (background first), what a DICOM SEG segment says the class is and
     # its colour (``io.class_codes``); None where a class has none, or no field at all
     class_codes: tuple[ClassCode | None, ...] | None = None
@@ -129,6 +134,8 @@ class ModelMeta:
             d["slice_context"] = self.slice_context
         if self.default_planes != "one":
             d["default_planes"] = self.default_planes
+        if self.intensity_profile is not None:
+            d["intensity_profile"] = self.intensity_profile.to_dict()
         if self.class_codes is not None:
             d["class_codes"] = codes_json(self.class_codes)
         return d
@@ -148,6 +155,8 @@ class ModelMeta:
                            else tuple(float(v) for v in d["pixel_spacing"])),
             slice_context=int(d.get("slice_context", 0)),
             default_planes=d.get("default_planes", "one"),
+            intensity_profile=(None if d.get("intensity_profile") is None
+                               else IntensityProfile.from_dict(d["intensity_profile"])),
             class_codes=(None if d.get("class_codes") is None else tuple(
                 None if c is None else ClassCode.from_dict(c) for c in d["class_codes"])),
         )
@@ -213,6 +222,8 @@ def content_hash(state: dict[str, torch.Tensor], meta: ModelMeta) -> str:
         ident["c"] = meta.slice_context
     if meta.default_planes != "one":  # and models that predict along one plane
         ident["v"] = meta.default_planes
+    if meta.intensity_profile is not None:  # changes the quality scores of its results
+        ident["i"] = meta.intensity_profile.to_dict()
     if meta.class_codes is not None:  # and models whose classes carry no codes
         ident["k"] = codes_json(meta.class_codes)
     h.update(json.dumps(ident, sort_keys=True).encode())
@@ -236,6 +247,23 @@ def save_model(path: str | os.PathLike, net: torch.nn.Module, meta: ModelMeta) -
     with atomic_path(path, SUFFIX) as tmp:  # temp file + rename: never a partial model
         save_file(state, str(tmp), metadata={"napari_unet": json.dumps(meta.to_dict())})
         make_shareable(tmp)  # a model file is for sharing
+    return meta
+
+
+def stamp_intensity_profile(path: str | os.PathLike,
+                            profile: IntensityProfile | None) -> ModelMeta:
+    """Rewrite a model file with ``profile`` as its ``intensity_profile`` and the content
+    hash that follows; the weights and every other field stay as they were (for files
+    made before profiles were recorded). Atomic; returns the new metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta, state = read_model_file(path)
+    meta = replace(meta, intensity_profile=profile)
+    meta = replace(meta, hash=content_hash(state, meta))
+    with atomic_path(path, SUFFIX) as tmp:
+        save_file(state, str(tmp), metadata={"napari_unet": json.dumps(meta.to_dict())})
+        make_shareable(tmp)
     return meta
 
 

@@ -24,7 +24,8 @@ class MetaFieldError(ValueError):
 
 @dataclass(frozen=True)
 class Field:
-    kind: str  # int, number, text, bool, mapping, pair, spacing, names, class_codes, hash
+    kind: str  # int, number, text, bool, mapping, pair, spacing, names, class_codes,
+    #            profile, hash
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
@@ -46,6 +47,8 @@ SCHEMA = {
     # per label value: a DICOM SEG segment's coded concept and colour (io.class_codes)
     "class_codes": Field("class_codes", required=False),
     "provenance": Field("mapping", required=False),
+    # the training scans' normalised intensities (model.intensity_profile): quality scores
+    "intensity_profile": Field("profile", required=False),
     "hash": Field("hash"),
 }
 SECTIONS = {
@@ -157,6 +160,56 @@ def _names(value, spec: Field) -> str | None:
     return None
 
 
+def _quantiles(value) -> bool:
+    from .intensity_profile import LEVELS
+
+    ok = (isinstance(value, list) and len(value) == len(LEVELS)
+          and all(_number(v, Field("number", -1e9, 1e9)) is None for v in value))
+    return ok and all(a <= b for a, b in zip(value, value[1:], strict=False))
+
+
+def _scan_profile(value) -> str | None:
+    from .intensity_profile import MAX_CLASSES
+
+    if not isinstance(value, dict) or set(value) - {"quantiles", "voxels", "noise", "scans",
+                                                     "classes"}:
+        return "each scan must be an object of quantiles, voxels, noise, scans, classes"
+    if not _quantiles(value.get("quantiles")):
+        return "each scan's quantiles must be 21 finite non-decreasing numbers"
+    if _int(value.get("voxels"), Field("int", 1)) or _int(value.get("scans", 1),
+                                                            Field("int", 1)):
+        return "each scan's voxels and scans must be integers >= 1"
+    if _number(value.get("noise", 0.0), Field("number", 0, 1e9)):
+        return "each scan's noise must be a finite number >= 0"
+    classes = value.get("classes", [])
+    if not isinstance(classes, list) or len(classes) > MAX_CLASSES or any(
+            q is not None and not _quantiles(q) for q in classes):
+        return (f"each scan's classes must be a list of at most {MAX_CLASSES} quantile "
+                "lists (or null)")
+    return None
+
+
+def _profile(value, spec: Field) -> str | None:
+    """An ``intensity_profile``: the quantiles of each training scan (see
+    ``model.intensity_profile``), all finite, each list in order."""
+    from .intensity_profile import LEVELS, MAX_SCANS
+
+    if not isinstance(value, dict) or set(value) - {"levels", "scans", "noise_added"}:
+        return "must be an object of levels, scans and noise_added"
+    if value.get("levels") != len(LEVELS):
+        return f"must give quantiles at {len(LEVELS)} levels"
+    scans = value.get("scans")
+    if not isinstance(scans, list) or not 1 <= len(scans) <= MAX_SCANS:
+        return f"must list 1 to {MAX_SCANS} scans"
+    problem = next((p for p in map(_scan_profile, scans) if p), None)
+    if problem:
+        return problem
+    added = value.get("noise_added")
+    if added is not None and (_spacing(added, Field("number", 0, 1)) or added[0] > added[1]):
+        return "noise_added must be two levels low <= high in 0..1"
+    return None
+
+
 def _class_codes(value, spec: Field) -> str | None:
     from ..io.class_codes import problem
 
@@ -172,6 +225,7 @@ _KINDS = {
     "pair": _pair,
     "spacing": _spacing,
     "names": _names,
+    "profile": _profile,
     "class_codes": _class_codes,
     "hash": lambda v, s: None if isinstance(v, str) and HASH_PATTERN.fullmatch(v) else
     "must be 'sha256:' and 64 hex digits: a model file without its content hash cannot be "

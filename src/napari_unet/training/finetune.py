@@ -146,7 +146,8 @@ def finetune(model, volume, labels, trusted, settings: FinetuneSettings | None =
     metrics = {"trusted_dice_before": before, "trusted_dice": data.dice(net, model.task, dev),
                "parent_trust": round(trust, 4)}
     meta = replace(model.meta, name=s.name or model.name, hash="",
-                   provenance=_provenance(model, data, axis, out, s, metrics))
+                   provenance=_provenance(model, data, axis, out, s, metrics),
+                   intensity_profile=_learned_from(model, data))
     return TrainResult(Model(net, meta), out.history, metrics, out.losses, out.iterations,
                        out.seconds, out.stopped_by)
 
@@ -160,6 +161,7 @@ class _Corrections:
     mask: np.ndarray
     rows: list[int]  # slices with at least one trusted voxel
     name: str
+    profile: object = None  # the scan's intensity profile (model.intensity_profile)
 
     @classmethod
     def of(cls, model, volume, labels, trusted, axis: int) -> _Corrections:
@@ -167,6 +169,7 @@ class _Corrections:
         lab, trust = _checked_labels(labels, trusted, src,
                                      _described(volume, src, "the scan"), axis,
                                      model.task)
+        profile = _scan_profile(model, src.array, np.where(trust, lab, -1))
         fitted = model.meta.normalization.fit(src.array)
         img = to_numpy(fitted.forward(to_slices(src.array.astype(np.float32), axis)))
         # learn at the scale it predicts at
@@ -175,7 +178,7 @@ class _Corrections:
         mask = resize_slices(label_slices(trust, axis).astype(np.float32), size, labels=True)
         lab = resize_slices(label_slices(lab, axis).astype(np.int16), size, labels=True)
         rows = [i for i in range(len(img)) if mask[i].any()]
-        return cls(img, lab, mask, rows, src.name)
+        return cls(img, lab, mask, rows, src.name, profile)
 
     @torch.no_grad()
     def dice(self, net, task, device, batch: int = 8) -> float | None:
@@ -188,6 +191,22 @@ class _Corrections:
                         torch.from_numpy(self.mask[idx][:, 0]))
         dice = counter.per_class()[1:]
         return round(float(np.nanmean(dice)), 6) if np.isfinite(dice).any() else None
+
+
+def _scan_profile(model, array: np.ndarray, labels: np.ndarray):
+    """The corrected scan's intensity profile (classes from the trusted labels only)."""
+    from ..model.intensity_profile import IntensityProfile, scan_profile
+
+    scan = scan_profile(array, model.meta.normalization, labels, model.task.n_labels)
+    return None if scan is None else IntensityProfile((scan,))
+
+
+def _learned_from(model, data: _Corrections):
+    """The parent's intensity profile with the corrected scan added: the fine-tuned model
+    has learned from it too. A parent without one (made before profiles were recorded,
+    or imported) learned from scans nobody recorded: it stays without."""
+    parent = model.meta.intensity_profile
+    return None if parent is None else parent.merged(data.profile)
 
 
 def parent_trust(agreement: float | None) -> float:

@@ -55,13 +55,15 @@ def train(images, labels=None, *, settings: TrainSettings | None = None, progres
     norm = s.normalization or (init.meta.normalization if init else _default_norm(sources))
     pixel = model_spacing(task.kind, sources, s.axis, init)
     resampled = to_model_spacing(sources, targets, s.axis, pixel)
-    model = _new_model(s, task, norm, init, pixel, _class_codes(s, task, targets))
+    model = _new_model(s, task, norm, init, pixel, class_codes=_class_codes(s, task, targets))
     cfg = LoopConfig(s.iterations, s.time_budget, s.lr, val_every=s.val_every, device=device,
                      channels_last=s.channels_last, log_every=s.log_every,
                      autocast=training_autocast(device, s.precision, task))
     threads = s.threads or busy_cpu_threads(s, device)
     with _threads(threads), deterministic_mode(model.net, device, s.deterministic):
-        recipe = _recipe(s, task, sources, targets, norm, device)
+        recipe = _recipe(s, task, sources, targets, norm, device)  # labels checked here
+        model.meta = replace(model.meta, intensity_profile=_intensity_profile(
+            s, task, sources, targets, norm, init))
         recipe.info["threads"] = torch.get_num_threads() if device.type == "cpu" else None
         if resampled:
             recipe.info["resampled_to_pixel_spacing"] = resampled
@@ -295,7 +297,7 @@ def _class_codes(s: TrainSettings, task: TaskSpec, labels: list[Source]):
 
 
 def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixel_spacing,
-               class_codes=None):
+               profile=None, class_codes=None):
     from ..model.checkpoint import Model
 
     name = s.name or f"{task.kind}-model"
@@ -304,7 +306,7 @@ def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixe
         planes = "all" if s.all_planes else init.meta.default_planes
         meta = replace(init.meta, normalization=norm, name=name, default_axis=s.axis,
                        patch_size=roi, provenance={}, hash="", pixel_spacing=pixel_spacing,
-                       default_planes=planes,
+                       default_planes=planes, intensity_profile=profile,
                        class_codes=class_codes or init.meta.class_codes)
         return Model(init.net, meta)
     with torch.random.fork_rng(devices=[]):
@@ -313,7 +315,25 @@ def _new_model(s: TrainSettings, task: TaskSpec, norm: Normalization, init, pixe
                          default_axis=s.axis, patch_size=roi, pixel_spacing=pixel_spacing,
                          slice_context=s.slice_context,
                          default_planes="all" if s.all_planes else "one",
-                         class_codes=class_codes)
+                         intensity_profile=profile, class_codes=class_codes)
+
+
+def _intensity_profile(s: TrainSettings, task: TaskSpec, sources: list[Source],
+                       targets: list[Source], norm: Normalization, init):
+    """What the training scans look like after normalisation (the model's quality scores
+    compare every scan with it); a model trained from another also keeps what that one
+    learned from, unless the normalisation changed (its figures would not compare)."""
+    from ..model.intensity_profile import profile_of
+
+    seg = task.kind == "segment"
+    added = s.noise_level if task.kind == "denoise" and not s.self_supervised else None
+    profile = profile_of([src.array for src in sources], norm,
+                         [t.array for t in targets] if seg else None,
+                         task.n_labels if seg else 0, noise_added=added, noise_kind=s.noise)
+    parent = init.meta.intensity_profile if init is not None else None
+    if parent is None or init.meta.normalization != norm:
+        return profile
+    return parent.merged(profile) if profile is not None else parent
 
 
 def _recipe(s, task, sources, targets, norm, device) -> recipes.Recipe:
