@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -61,6 +60,7 @@ def held_out_dice(model_path: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_unet.devices import cpu_name  # the CPU by its model name
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", type=float, default=180.0, help="seconds (default 180)")
     p.add_argument("-o", "--output", type=Path, default=RESULTS)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
               "held_out_dice": {k: round(v, 4) for k, v in dice.items()},
               "target": TARGET, "met": met,
               "training_metrics": history.get("metrics"),
-              "machine": {"cpu": platform.processor() or platform.machine(),
+              "machine": {"cpu": cpu_name(),
                           "cores": os.cpu_count(), "load_before": round(load, 2),
                           "load_after": round(os.getloadavg()[0], 2)}}
     args.output.parent.mkdir(parents=True, exist_ok=True)

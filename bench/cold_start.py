@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -67,6 +66,7 @@ def run_child(mode: str, threads: int) -> dict:
 
 
 def main() -> None:
+    from napari_unet.devices import cpu_name  # the CPU by its model name
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3, help="pairs of fresh processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads in each process")
@@ -97,7 +97,7 @@ def main() -> None:
     summary["ok"] = summary["warmed"]["first_over_second_wall"] <= TARGET
     result = {"benchmark": "first predict in a fresh process against the second",
               "scan": str(SAMPLE.relative_to(ROOT)), "model": "brain-tissue (all 3 planes)",
-              "machine": {"cpu": platform.processor() or platform.machine(),
+              "machine": {"cpu": cpu_name(),
                           "cores": os.cpu_count(), "threads": args.threads,
                           "load_average_start": [round(v, 2) for v in load],
                           "load_average_end": [round(v, 2) for v in os.getloadavg()]},

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -105,6 +104,7 @@ def summary(results: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_unet.devices import cpu_name  # the CPU by its model name
     from napari_unet.io.write import atomic_write_text
     from napari_unet.model.checkpoint import load_model
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"model": {"name": model.name, "hash": model.hash}, "tolerance": TOLERANCE,
            "summary": summary(results), "conditions": results,
            "seconds": round(time.time() - t0, 1),
-           "machine": platform.processor() or platform.machine(),
+           "machine": cpu_name(),
            "command": "python bench/planes.py " + " ".join(argv or sys.argv[1:])}
     atomic_write_text(args.output, json.dumps(out, indent=2) + "\n")
     print(table(results))

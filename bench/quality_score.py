@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -402,6 +401,7 @@ def met(s: dict) -> dict[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_unet.devices import cpu_name  # the CPU by its model name
     from napari_unet.inference import quality
     from napari_unet.io.write import atomic_write_text
     from napari_unet.model.checkpoint import load_model
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
            "targets_met": {k: met(v) for k, v in summaries.items()},
            "cases": rows, "denoiser": den,
            "seconds": round(time.time() - t0, 1),
-           "machine": platform.processor() or platform.machine(),
+           "machine": cpu_name(),
            "command": "python bench/quality_score.py " + " ".join(argv or sys.argv[1:])}
     atomic_write_text(args.output, json.dumps(out, indent=2) + "\n")
     for name, s in summaries.items():

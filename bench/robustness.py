@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 import warnings
@@ -287,6 +286,7 @@ def table(results: dict, partial: bool | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_unet.devices import cpu_name  # the CPU by its model name
     from napari_unet.io.write import atomic_write_text
     from napari_unet.model.checkpoint import load_model
 
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
            "held_out": model.meta.provenance.get("held_out"), "conditions": results,
            "targets": TARGETS, "targets_met": targets_met(results),
            "seconds": round(time.time() - t0, 1),
-           "machine": platform.processor() or platform.machine(),
+           "machine": cpu_name(),
            "command": "python bench/robustness.py " + " ".join(argv or sys.argv[1:])}
     atomic_write_text(args.output, json.dumps(out, indent=2) + "\n")
     print(table(results))

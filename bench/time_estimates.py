@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -88,7 +87,9 @@ def correct_slices(layer, truth, axis: int, slices) -> None:
 def machine() -> dict:
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    from napari_unet.devices import cpu_name  # the CPU by its model name
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_start": os.getloadavg()}
 
 

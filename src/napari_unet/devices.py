@@ -83,3 +83,18 @@ def autocast_for(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (benchmarks name the machine their figures come from; on Linux
+    ``platform.processor()`` gives only the architecture)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
