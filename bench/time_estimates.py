@@ -10,7 +10,8 @@ the widgets a user presses:
 - **inference**, one plane and all three planes (the bundled ``brain-tissue``);
 - **Learn** in the correction loop, ``--rounds`` rounds, three slices corrected to the
   reference labels each round (the learning budget ``--learn-budget``); the widget's
-  plan ("learn 30 s + about N s to re-predict") is compared with the whole wait too;
+  plan ("learn about 3 s (at most 30 s) + about N s to re-predict") is compared with the
+  whole wait too;
 - **training** from the sample and its reference labels (``--train-budget``), twice.
 
 For each job: the seconds from the click to the first estimate shown, that estimate, the

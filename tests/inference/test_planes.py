@@ -63,7 +63,7 @@ def test_thick_slices_keep_to_their_plane_and_say_so():
 
 def test_probabilities_that_would_not_fit_keep_it_to_one_plane(monkeypatch):
     model, vol = _all_planes_model(), scan((16, 18, 20))
-    monkeypatch.setenv("NAPARI_UNET_MAX_BYTES", str(150_000))  # 2 x 5760 voxels x 18 B > it
+    monkeypatch.setenv("NAPARI_UNET_MAX_BYTES", str(150_000))  # 3 x 5760 voxels x 19 B > it
     with pytest.warns(UserWarning, match="more than the memory limit"):
         pred = predict(vol, model)
     assert pred.planes == 1 and pred.labels.shape == vol.array.shape
@@ -140,10 +140,11 @@ def test_agreement_counts_the_foreground_only():
     assert aggregation.agreement(np.zeros(3), np.zeros(3)) == 1.0
 
 
-def _slab_probs(ref_p: float, thin_p: float, thin_class: int):
-    """A slab (4, 16, 16): plane 0 sees whole slices and says class 1 with ``ref_p`` in a
-    block of 'tissue'; the thin planes 1 and 2 say ``thin_class`` with ``thin_p`` there."""
-    shape = (4, 16, 16)
+def _slab_probs(ref_p: float, thin_p: float, thin_class: int, slices: int = 4):
+    """A slab (``slices``, 16, 16): plane 0 sees whole slices and says class 1 with
+    ``ref_p`` in a block of 'tissue'; planes 1 and 2 (thin under a patch of 8 with 3
+    slices: 3/8 of plane 0's cover) say ``thin_class`` with ``thin_p`` there."""
+    shape = (slices, 16, 16)
     tissue = np.zeros(shape, bool)
     tissue[:, 4:12, 4:12] = True
 
@@ -159,14 +160,14 @@ def _slab_probs(ref_p: float, thin_p: float, thin_class: int):
 
 
 def test_confidently_wrong_thin_planes_do_not_outvote():
-    probs, labels, tissue = _slab_probs(ref_p=0.6, thin_p=0.99, thin_class=2)
+    probs, labels, tissue = _slab_probs(ref_p=0.6, thin_p=0.99, thin_class=2, slices=3)
     assert (np.mean(probs, axis=0).argmax(-1)[tissue] == 2).all()  # the plain mean: wrong
     combined, joined = aggregation.combine(probs, labels, axis=0, patch=(8, 8))
     assert joined == [0]  # they agree with plane 0 on none of the tissue
     assert (combined.argmax(-1)[tissue] == 1).all() and np.allclose(combined, probs[0])
 
 
-def test_thin_planes_that_agree_count_by_the_context_they_see():
+def test_planes_that_agree_count_by_the_context_they_see():
     probs, labels, tissue = _slab_probs(ref_p=0.6, thin_p=0.9, thin_class=1)
     combined, joined = aggregation.combine(probs, labels, axis=0, patch=(8, 8))
     assert joined == [0, 1, 2]
@@ -178,7 +179,17 @@ def test_thin_planes_that_agree_count_by_the_context_they_see():
 
 
 def _tiny_slab():
-    return _all_planes_model(), scan((16, 48, 48))  # patch 32: planes 1 and 2 are thin
+    model = _all_planes_model()
+    model.meta = replace(model.meta, patch_size=(64, 64))
+    # planes 1 and 2 cover 16/64 x 48/64 of a patch, a third of plane 0's (48/64)^2: thin
+    return model, scan((16, 48, 48))
+
+
+def test_a_plane_is_thin_under_half_the_best_covered_planes_cover():
+    cover = [aggregation.coverage((189, 233, 197), a, (1.0, 1.0), (256, 256)) for a in (0, 1, 2)]
+    assert not any(aggregation.thin(cover, a, 0) for a in (1, 2))  # a whole head: 0.81
+    slab = [aggregation.coverage((48, 233, 197), a, (1.0, 1.0), (256, 256)) for a in (0, 1, 2)]
+    assert aggregation.thin(slab, 1, 0) and aggregation.thin(slab, 2, 0)  # 48/256 x ...
 
 
 def test_auto_runs_the_rule_on_each_planes_prediction(monkeypatch):

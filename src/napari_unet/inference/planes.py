@@ -91,14 +91,18 @@ def _all_planes(volume, model, settings, axis: int, own: np.ndarray, partial: bo
     sizes = [len(own) if a == axis else rule.shape[a] for a in rule.planes]
     one = replace(settings, planes="one", probabilities=True, uncertainty=False)
     acc, weights, passes, notes, reference, first = None, [], [], [], None, None
+    checks = any(rule.thin(a) for a in rule.planes[1:])  # labels wanted to compare planes
     for k, a in enumerate(rule.planes):
-        how, start = _later(prepared, first, rule, a) if k else (prepared, None)
+        last = k == len(rule.planes) - 1
+        how, start = _later(prepared, first, rule, a, last) if k else (prepared, None)
         pred = along_axis(volume, model, replace(one, axis=a), a,
                           own if (a == axis and partial) else None,
                           _offset(progress, sum(sizes[:k]), sum(sizes)), cancel, how,
-                          probabilities_only=start is not None, start=start)
-        if k == 0:
+                          probabilities_only=start is not None or (k == 0 and not checks),
+                          start=start)
+        if k == 0 and checks:
             reference = _along(pred.labels, axis, own)
+        if k == 0:
             first = _first_kept(pred, prepared, rule, axis)
         elif rule.thin(a):
             agree = aggregation.agreement(_along(pred.labels, axis, own), reference)
@@ -134,15 +138,15 @@ def _first_kept(pred, prepared, rule, axis: int):
     return pred.probabilities.copy(), unsure(prepared.foreground, pred.probabilities, axis, own)
 
 
-def _later(prepared, first, rule, plane: int):
+def _later(prepared, first, rule, plane: int, last: bool):
     """How a later plane's pass runs (prepared, start): where the first plane is unsure,
-    into a copy of its probabilities, whose answer elsewhere the other planes would not
-    change (``crop.unsure``); a thin plane (auto) runs whole, as its agreement with the
-    first plane decides whether it counts at all."""
+    into a copy of its probabilities (the last pass: into them), whose answer elsewhere
+    the other planes would not change (``crop.unsure``); a thin plane (auto) runs whole,
+    as its agreement with the first plane decides whether it counts at all."""
     if first is None or rule.thin(plane):
         return prepared, None
     kept, fg = first
-    return replace(prepared, foreground=fg), kept.copy()
+    return replace(prepared, foreground=fg), kept if last else kept.copy()
 
 
 def _along(labels: np.ndarray, axis: int, own: np.ndarray) -> np.ndarray:
@@ -170,8 +174,8 @@ class _Rule:
                        else [axis, *(a for a in ALL if a != axis)])
 
     def thin(self, plane: int) -> bool:
-        """A plane whose slices show less than the best-covered one's (auto only)."""
-        return self.weighted and self.cover[plane] < self.cover[self.planes[0]] - 1e-6
+        """A plane whose slices show too little of the scan to count unchecked (auto)."""
+        return self.weighted and aggregation.thin(self.cover, plane, self.planes[0])
 
     def weight(self, plane: int) -> np.ndarray | None:
         if not self.weighted:
