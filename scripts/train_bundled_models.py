@@ -931,8 +931,17 @@ Both run slice by slice along array axis 0 (axial for the sample scan) and norma
 volume with its 0.5th..99.5th intensity percentiles (stored in the model file).
 `brain-tissue` is made to run along the other two planes as well (`default_planes: all`
 in its file; it learned from all three): the class probabilities of a voxel's axial,
-coronal and sagittal slices are averaged, at 3 to 4 times the time of one plane
-(`--planes one` keeps to one; scans whose voxels are far from cubic always do).
+coronal and sagittal slices are combined, at about 3 times the time of one plane
+(`--planes one` keeps to one; scans whose voxels are far from cubic always do). What
+`--planes auto` (the default) does: each plane's vote at a voxel is the share of a
+training patch around it that its slice holds, so on a scan of the whole head the three
+count about alike; a plane whose slices show less than half of what the best-covered
+plane's show (the other planes of a slab of a few dozen slices) counts only when its
+labels agree with that plane's on at least 90% of the foreground, else it is left out
+with a warning. On slabs with a bias field the plain mean of the planes fell to 0.83 /
+0.75 (grey / white matter) where the slab's own plane gave 0.93 / 0.94; per condition,
+`bench/results/planes.json` (`python bench/planes.py`) compares `auto` with one plane and
+with the plain mean.
 `brain-tissue` also records the pixel spacing it learned at (1 x 1 mm): `predict`
 resamples the slices of a scan of another spacing to it for the net (cubic) and brings
 the class probabilities back to the scan's own grid (linear), so that the labels are
