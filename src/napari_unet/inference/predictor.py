@@ -498,6 +498,7 @@ def _run(stack, indices, batch, engine, prep, out, progress, cancel, context: in
     loader = SlabLoader(stack, [load for load, _ in loads], engine.device)
     loader.prefetch(0)
     k, hw, pixels = 0, stack.shape[1:3], 0.0
+    report = _WorkDone(groups, hw, engine.size, total, progress)
     for sel, wins in groups:
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled after {done} of {total} slices")
@@ -523,9 +524,35 @@ def _run(stack, indices, batch, engine, prep, out, progress, cancel, context: in
         with record_function(STAGE_OUTPUTS):
             out.write(sel, probs, variance, prep.fitted, boxes)
         done += n
-        if progress is not None:
-            progress(done, total)
+        report(sel, wins)
     return pixels / max(1, total)
+
+
+class _WorkDone:
+    """Progress in slices weighted by the pixels each takes through the net (an empty
+    slice: none), so that the pace a time-left estimate reads from it is even: crops of
+    a head's top and of its middle differ several-fold, and slices run grouped by crop."""
+
+    def __init__(self, groups, hw, size, total: int, progress):
+        self.total, self.progress, self.done = total, progress, 0.0
+        self.weights = [self._weight(sel, wins, hw, size) for sel, wins in groups]
+        self.sum = sum(self.weights)
+        self.k = 0
+
+    @staticmethod
+    def _weight(sel, wins, hw, size) -> float:
+        from .staging import group_size
+
+        if wins is None:
+            return float(group_size(sel))
+        return 0.0 if wins[0].empty else float(sum(w.share(hw, size) for w in wins))
+
+    def __call__(self, sel, wins) -> None:
+        self.done += self.weights[self.k]
+        self.k += 1
+        if self.progress is not None:
+            share = self.done / self.sum if self.sum else self.k / len(self.weights)
+            self.progress(min(self.total, round(self.total * share)), self.total)
 
 
 def _stacked(x, rows):
