@@ -274,7 +274,7 @@ def test_the_quality_score_shows_under_the_result(make_napari_viewer, qtbot, tmp
     scan = W.add_scan(viewer)
     widget = W.open_widget(viewer, W.INFERENCE)
     widget.device.value = "cpu"
-    fields = list(widget.form)
+    fields = list(widget.footer)  # in sight whatever the settings scroll to
     assert fields.index(widget.quality) == fields.index(widget.status) + 1  # under it
     sure = _model_file_that_learned_from(tmp_path, scan.data, 0.95, "sure")
     W.use_model_file(widget, sure)
