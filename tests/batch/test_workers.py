@@ -41,21 +41,25 @@ def test_a_worker_killed_from_outside_fails_its_scan_and_says_so(tmp_path):
     from support.os_conditions import script  # the installed napari-unet command
 
     for i in range(6):
-        nifti_scan(tmp_path / "in" / f"s{i}.nii.gz", seed=i, shape=(96, 96, 24))
+        nifti_scan(tmp_path / "in" / f"s{i}.nii.gz", seed=i, shape=(192, 192, 48))
     model = tiny_model(tmp_path / "m.safetensors")
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the workers' notes land here
     proc = subprocess.Popen([script(), "predict", str(tmp_path / "in"), "-o",
                              str(tmp_path / "out"), "--model", str(model), "--workers", "2",
                              "--no-qc"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    victim, end = None, time.monotonic() + 240
+    victim, end, seen = None, time.monotonic() + 240, {}
     while victim is None and time.monotonic() < end and proc.poll() is None:
         for notes in tmp_path.glob("napari-unet-workers-*"):
-            busy = [int(p.name) for p in notes.iterdir()]
-            if busy:
-                victim = busy[0]
-                os.kill(victim, signal.SIGKILL)
-                break
+            for note in notes.iterdir():  # a worker on the same scan for 0.3 s: mid-scan
+                try:
+                    key = (note.name, note.read_text(encoding="utf-8"))
+                except OSError:
+                    continue
+                since = seen.setdefault(key, time.monotonic())
+                if time.monotonic() - since >= 0.3 and victim is None:
+                    victim = int(note.name)
+                    os.kill(victim, signal.SIGKILL)
         time.sleep(0.02)
     _, err = proc.communicate(timeout=300)
     assert victim is not None, "no worker was seen at work"

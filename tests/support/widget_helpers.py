@@ -36,7 +36,11 @@ def tiny_model_file(folder: Path, kind: str = "segment", n_classes: int | None =
                     in_channels: int = 1, name: str = "tiny",
                     pixel_spacing: tuple[float, float] | None = None,
                     slice_context: int = 0, default_planes: str = "one") -> Path:
-    """An untrained base-4 model saved as a real model file."""
+    """An untrained base-4 model saved as a real model file (the same weights every
+    time: what a test sees does not depend on the draw)."""
+    import torch
+
+    torch.manual_seed(0)
     task = make_task(kind, in_channels=in_channels,
                      n_classes=n_classes if kind == "segment" else None,
                      class_names=["background", "block", "disc"] if n_classes == 3 else None)
