@@ -125,6 +125,22 @@ def report_error(what: str, exc: BaseException, status=None) -> None:
 _IN_FLIGHT: set = set()  # runners with a job running: alive until it ends, widget or not
 
 
+class _OnClose(QObject):
+    """Calls ``then()`` when ``window`` is about to close."""
+
+    def __init__(self, window, then: Callable[[], None]):
+        super().__init__(window)
+        self.then = then
+        window.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt's name
+        from qtpy.QtCore import QEvent
+
+        if event.type() == QEvent.Type.Close:
+            self.then()
+        return False
+
+
 class JobRunner(QObject):
     """Runs one job at a time for a widget; ``state_changed`` drives its buttons."""
 
@@ -159,6 +175,11 @@ class JobRunner(QObject):
         self._layers.events.removed.connect(self._on_layer_removed)
         widget.closing.connect(self._widget_closed)
         widget.destroyed.connect(self._widget_destroyed)  # the whole window was closed
+        window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+        window = getattr(window, "__wrapped__", window)  # napari hands plugins a proxy
+        if isinstance(window, QObject):  # the window's close, as it happens: neither the layers'
+            # removal nor the widget's destruction is sure to come before the job ends
+            self._on_close = _OnClose(window, self._widget_closed)
 
     def _widget_destroyed(self, *_) -> None:
         self._gone = True  # its progress panel went with it
@@ -181,6 +202,11 @@ class JobRunner(QObject):
     @property
     def running(self) -> bool:
         return self.state is JobState.RUNNING
+
+    @property
+    def stop_asked(self) -> bool:
+        """Whether the running (or last) job was asked to stop."""
+        return self._stop.is_set()
 
     def start(self, prepare: Callable[[], JobFn], on_done: Callable[[Any], None], *,
               unit: str = "", on_update: Callable[[Update], None] | None = None,
