@@ -181,19 +181,7 @@ def real_dir(outdir: Path, rel: str, create: bool = True) -> Path:
 def check_parents(outdir: Path, rel: str) -> None:
     """Refuse ``rel`` when a folder on its way that exists is a link or not a folder
     (creates nothing; :func:`real_dir` makes them when the file is written)."""
-    path = outdir
-    for part in Path(rel).parts[:-1]:
-        path = path / part
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            return
-        if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
-            what = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
-            raise OutputFolderError(
-                f"{path.relative_to(outdir)} in the output folder is {what}; napari-unet "
-                "never reads, writes or deletes through it: remove it, or choose another "
-                "output folder")
+    real_dir(outdir, str(Path(rel).parent), create=False)
 
 
 def state_dir(outdir: Path) -> Path:
