@@ -296,13 +296,14 @@ def _unnamed(t1, image, labels, block):
 
 
 # ----------------------------------------------------------------------------- measuring
-def auroc(scores, positive) -> float:
+def auroc(scores, positive) -> float | None:
     """P(a positive scores lower than a negative), ties half: the score's AUROC for
-    telling positives (worse results) apart."""
+    telling positives (worse results) apart; None (JSON null, not NaN, which strict
+    parsers refuse) where a group has no result on one side."""
     s, pos = np.asarray(scores, float), np.asarray(positive, bool)
     a, b = s[pos], s[~pos]
     if not a.size or not b.size:
-        return float("nan")
+        return None
     less = (a[:, None] < b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()
     return float(less / (a.size * b.size))
 
@@ -395,7 +396,7 @@ def report(rows: list[dict]) -> dict:
 
 def met(s: dict) -> dict[str, bool]:
     fb, fg = s["flagged_below_0.80"], s["flagged_at_least_0.95"]
-    return {"auroc >= 0.90": bool(s["auroc"] >= TARGETS["auroc"]),
+    return {"auroc >= 0.90": s["auroc"] is None or s["auroc"] >= TARGETS["auroc"],
             "flags >= 90% of Dice < 0.80": fb is None or fb >= TARGETS["flag_bad"],
             "flags <= 10% of Dice >= 0.95": fg is None or fg <= TARGETS["flag_good"]}
 
@@ -429,13 +430,17 @@ def main(argv: list[str] | None = None) -> int:
            "seconds": round(time.time() - t0, 1),
            "machine": cpu_name(),
            "command": "python bench/quality_score.py " + " ".join(argv or sys.argv[1:])}
-    atomic_write_text(args.output, json.dumps(out, indent=2) + "\n")
+    atomic_write_text(args.output, json.dumps(out, indent=2, allow_nan=False) + "\n")
     for name, s in summaries.items():
-        print(f"{name:36s} n={s['cases']:3d}  AUROC {s['auroc']:.3f}  flagged: "
+        print(f"{name:36s} n={s['cases']:3d}  AUROC {_auroc(s['auroc'])}  flagged: "
               f"{_share(s['flagged_below_0.80'])} of Dice < 0.80 ({s['below_0.80']}), "
               f"{_share(s['flagged_at_least_0.95'])} of Dice >= 0.95 ({s['at_least_0.95']})")
     print(f"wrote {args.output}")
     return 0
+
+
+def _auroc(v) -> str:
+    return "  n/a" if v is None else f"{v:.3f}"
 
 
 def _share(v) -> str:

@@ -758,6 +758,11 @@ def _sizes(files: dict) -> str:
 QUALITY_RESULTS = ROOT / "bench" / "results" / "quality_score.json"
 
 
+def _undefined(auroc) -> bool:
+    """No AUROC for a group: null now, NaN in files written before."""
+    return auroc is None or auroc != auroc
+
+
 def _quality_section(figs: dict, path: Path = QUALITY_RESULTS) -> str:
     """Validated conditions, and what the quality score of every result means, with the
     figures of ``bench/quality_score.py`` (when it has been run on these files)."""
@@ -793,7 +798,7 @@ def _quality_section(figs: dict, path: Path = QUALITY_RESULTS) -> str:
              "| cases | results | AUROC (Dice < 0.90) | flagged of Dice < 0.80 | flagged of "
              "Dice >= 0.95 |", "|---|---|---|---|---|"]
     for name, sm in res["summary"].items():
-        auroc = "n/a (none below 0.90)" if sm["auroc"] != sm["auroc"] else f"{sm['auroc']:.3f}"
+        auroc = "n/a (none below 0.90)" if _undefined(sm["auroc"]) else f"{sm['auroc']:.3f}"
         rows.append(f"| {name} | {sm['cases']} | {auroc} | "
                     f"{_share(sm['flagged_below_0.80'], sm['below_0.80'])} | "
                     f"{_share(sm['flagged_at_least_0.95'], sm['at_least_0.95'])} |")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from pathlib import Path
 
@@ -228,6 +227,6 @@ def test_card_says_what_the_quality_score_means_with_its_measured_figures():
                    "noise far above what it learned", "0.90"):
         assert phrase in card.replace("\n", " "), phrase
     for name, s in results["summary"].items():
-        # no result below 0.90 in a group (JSON NaN): no AUROC, and the card says why
-        auroc = "n/a (none below 0.90)" if math.isnan(s["auroc"]) else f"{s['auroc']:.3f}"
+        # no result below 0.90 in a group (JSON null): no AUROC, and the card says why
+        auroc = "n/a (none below 0.90)" if s["auroc"] is None else f"{s['auroc']:.3f}"
         assert f"| {name} | {s['cases']} | {auroc} |" in card, name
