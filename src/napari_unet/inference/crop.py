@@ -269,8 +269,7 @@ def context_boxes(boxes: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def runs(indices: np.ndarray, windows: list | None, batch: int,
-         crop_batch: int | None = None) -> list[tuple]:
+def runs(indices: np.ndarray, windows: list | None, batch: int) -> list[tuple]:
     """(group, windows) pairs: groups as :func:`~napari_unet.inference.staging.batches`
     makes them, of consecutive ``indices`` whose crops have one shape (each slice keeps
     its own window, so its answer does not depend on which other slices are predicted
@@ -283,8 +282,7 @@ def runs(indices: np.ndarray, windows: list | None, batch: int,
     for i in range(1, len(indices) + 1):
         if i == len(indices) or shape_of(windows[i]) != shape_of(windows[start]):
             empty = windows[start] is not None and windows[start].empty
-            step = batch if windows[start] is None else (crop_batch or batch)
-            for g in batches(np.arange(start, i), len(indices) if empty else step):
+            for g in batches(np.arange(start, i), len(indices) if empty else batch):
                 part = range(g.start, g.stop) if isinstance(g, slice) else g
                 wins = None if windows[start] is None else [windows[j] for j in part]
                 idx = indices[g]

@@ -46,6 +46,13 @@ from .fast_net import inference_copy
 from .resample import resize
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+# What a forward call costs beside its pixels, in pixels' worth (2 cores, bf16: about
+# 100 ms a megapixel in batches): every call about 2 ms, and the first call of an input
+# shape in a process about 25 ms more while oneDNN (or cuDNN) makes its kernels. The
+# progress of a run is counted in this cost, so a time-left estimate read from its first
+# slices (the top of a head: small crops, new shapes) holds for the rest.
+CALL_PIXELS, NEW_SHAPE_PIXELS = 20_000, 250_000
+_SHAPES: set[tuple] = set()  # (device type, dtype, input shape) run in this process
 # profiler labels of the stages (``bench/inference.py --profile`` reads them)
 STAGE_UPLOAD, STAGE_NORMALISE = "napari_unet.upload", "napari_unet.normalise"
 STAGE_NET, STAGE_ACTIVATE = "napari_unet.net", "napari_unet.activate"
@@ -202,7 +209,7 @@ class Engine:
         padded = F.pad(x, [left, right, t, b], mode="replicate") if any(wins[0].pad) else x
         crops = [padded[i, :, c.rows[0] : c.rows[1], c.cols[0] : c.cols[1]]
                  for i, c in enumerate(wins)]
-        part = self._whole(torch.stack(crops) if len(crops) > 1 else crops[0][None])
+        part = self._whole(torch.stack(crops))
         if not all(self._ring_is_background(p, c, full.shape[-2:])
                    for p, c in zip(part, wins, strict=True)):
             self.uncropped += len(x)
@@ -256,8 +263,21 @@ class Engine:
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True)
 
+    def cost(self, n: int, h: int, w: int, seen: set) -> float:
+        """Pixels' worth of running ``n`` slices (or crops) of h x w in batches; input
+        shapes in ``seen`` (updated) or run before in this process are not new."""
+        total = 0.0
+        for start in range(0, n, self.batch_size):
+            b = min(self.batch_size, n - start)
+            key = (self.device.type, self.dtype, (b, self.in_channels, h, w))
+            new = key not in _SHAPES and key not in seen
+            seen.add(key)
+            total += b * h * w + CALL_PIXELS + NEW_SHAPE_PIXELS * new
+        return total
+
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised float32 -> activated float32 (and the TTA variance for denoising)."""
+        _SHAPES.add((self.device.type, self.dtype, tuple(x.shape)))
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if not self.tta:
             return self._activate(x)

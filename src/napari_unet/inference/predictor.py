@@ -490,15 +490,13 @@ def _run(stack, indices, batch, engine, prep, out, progress, cancel, context: in
     from .staging import SlabLoader, context_rows, group_size
 
     total, done = len(indices), 0
-    # on the CPU a crop goes through alone: batching buys little there, and every batch
-    # size is one more shape for oneDNN to make kernels for (inference/crop.py: ladder)
-    groups = runs(indices, windows, batch, 1 if engine.device.type == "cpu" else None)
+    groups = runs(indices, windows, batch)
     work = [(g, w) for g, w in groups if w is None or not w[0].empty]
     loads = [context_rows(g, context, len(stack)) if context else (g, None) for g, _ in work]
     loader = SlabLoader(stack, [load for load, _ in loads], engine.device)
     loader.prefetch(0)
     k, hw, pixels = 0, stack.shape[1:3], 0.0
-    report = _WorkDone(groups, hw, engine.size, total, progress)
+    report = _WorkDone(groups, engine, hw, total, progress)
     for sel, wins in groups:
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled after {done} of {total} slices")
@@ -529,23 +527,29 @@ def _run(stack, indices, batch, engine, prep, out, progress, cancel, context: in
 
 
 class _WorkDone:
-    """Progress in slices weighted by the pixels each takes through the net (an empty
-    slice: none), so that the pace a time-left estimate reads from it is even: crops of
-    a head's top and of its middle differ several-fold, and slices run grouped by crop."""
+    """Progress in slices weighted by what each group costs to compute (its pixels through
+    the net, its calls, its new shapes: ``Engine.cost``; an empty slice: nothing), so that
+    the pace a time-left estimate reads from it is even: crops of a head's top and of its
+    middle differ several-fold, and slices run grouped by crop."""
 
-    def __init__(self, groups, hw, size, total: int, progress):
+    def __init__(self, groups, engine, hw, total: int, progress):
         self.total, self.progress, self.done = total, progress, 0.0
-        self.weights = [self._weight(sel, wins, hw, size) for sel, wins in groups]
+        seen: set = set()
+        self.weights = [self._weight(sel, wins, engine, hw, seen) for sel, wins in groups]
         self.sum = sum(self.weights)
         self.k = 0
 
     @staticmethod
-    def _weight(sel, wins, hw, size) -> float:
+    def _weight(sel, wins, engine, hw, seen: set) -> float:
         from .staging import group_size
 
+        n = group_size(sel)
         if wins is None:
-            return float(group_size(sel))
-        return 0.0 if wins[0].empty else float(sum(w.share(hw, size) for w in wins))
+            return engine.cost(n, *(engine.size or hw), seen)
+        if wins[0].empty:
+            return 0.0
+        rows, cols = wins[0].rows, wins[0].cols
+        return engine.cost(n, rows[1] - rows[0], cols[1] - cols[0], seen)
 
     def __call__(self, sel, wins) -> None:
         self.done += self.weights[self.k]
