@@ -11,7 +11,7 @@ def test_the_pace_counts_from_the_second_report_not_from_the_start():
     left = TimeLeft([2.0])  # 2 s expected after the last report (saving)
     assert left.update(5, 105, now=10.0) is None  # the start-up's end: no pace yet
     assert left.update(6, 105, now=12.0) is None  # warm-up still: 2 s for one unit
-    assert left.update(8, 105, now=12.5) is None  # 0.5 s after it is too short to tell
+    assert left.update(8, 105, now=12.4) is None  # 0.4 s after it is too short to tell
     # 20 units in 2 s since the second report: 79 units left take 7.9 s, then 2 s
     assert left.update(26, 105, now=14.0) == pytest.approx(7.9 + 2.0)
     assert left.seconds_after(0, end=25.0) == 11.0  # measured for the next run
@@ -30,6 +30,15 @@ def test_stages_add_what_the_later_ones_took_last_time():
     # its own pace now: 40 units in 2 s -> 30 units take 1.5 s, then the 1 s check
     assert left.update(170, 200, now=34.0) == 1.5 + 1.0
     assert left.seconds_after(0, end=36.0) == 6.0 and left.seconds_after(1, end=36.0) == 2.0
+
+
+def test_a_first_run_expects_its_end_to_take_what_its_start_took():
+    # nothing measured after the last slice yet: the 1.5 s from the start (reading,
+    # preparing) to the first report stand in for assembling and showing the result
+    left = TimeLeft([None], began=8.5)
+    assert left.update(5, 105, now=10.0) is None
+    assert left.update(6, 105, now=12.0) is None
+    assert left.update(26, 105, now=14.0) == pytest.approx(7.9 + 1.5)
 
 
 def test_an_unknown_remainder_gives_no_guess():

@@ -38,12 +38,10 @@ def test_inference_gives_aligned_labels_named_after_input_and_model(make_napari_
     assert "segmentation into 3 classes (background, block, disc)" in widget.picker.info.value
     widget.device.value = "cpu"
     widget.probs.value = True
-    activity = []  # what napari's activity dock is told, as it listens to it
+    shown = []  # every bar a progress object would add to napari's activity dock
 
     def follow(event):
-        for bar in event.added:
-            bar.events.value.connect(lambda ev, total=bar.total: activity.append(
-                (ev.value, total)))
+        shown.extend(event.added)
 
     progress._all_instances.events.changed.connect(follow)
     W.click(qtbot, widget.run_button)
@@ -65,10 +63,11 @@ def test_inference_gives_aligned_labels_named_after_input_and_model(make_napari_
     unc = viewer.layers["scan tiny uncertainty"]
     assert unc.data.shape == scan.data.shape
     np.testing.assert_allclose(unc.scale, W.SCALE)
-    # its own progress: a full bar and the time taken; napari's activity advanced with it
+    # its own progress: a full bar and the time taken; nothing in napari's activity dock,
+    # whose busy indicator repaints the window while a job runs (worker.py)
     panel = widget.runner.panel
     assert panel.bar.value == panel.bar.max == 8 and panel.text.value.startswith("done in")
-    assert activity and activity[-1] == (8, 8), activity
+    assert shown == []
     assert "axial slices" in widget.status.value
 
 

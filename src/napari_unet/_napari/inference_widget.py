@@ -192,7 +192,7 @@ class InferenceWidget(DockWidget):
         """The Run button: predict in a thread worker; results become layers."""
         return self.runner.start(self._prepare, self._show, unit="slices",
                                  inputs=lambda: (self.image.value, self.start_from.value),
-                                 after=lambda: (self.after_slices or 0.0,))
+                                 after=lambda: (self.after_slices,))
 
     def _prepare(self):
         """The work as ``fn(job)``, with everything read from the fields now."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
-PACE_AFTER_S = 2.0  # a pace measured over less than this is noise (others' jobs come
+PACE_AFTER_S = 0.5  # a pace measured over less than this is noise (others' jobs come
 # and go on a shared machine)
 PACE_REPORTS = 3  # reports in a stage before its pace is trusted: the first interval
 # after the start-up still carries warm-up (new shapes, caches), so it is left out
@@ -35,14 +35,18 @@ class TimeLeft:
     ``after[k]`` is how long the job is expected to go on once stage ``k`` of
     ``len(after)`` equal parts of the bar has reported its last (the later stages and
     what follows the last report, e.g. a check or saving), as measured in an earlier
-    run; None where that is not known yet. ``budgets[k]``: the most seconds stage ``k``
-    may take (a time budget; its units may be seconds or iterations that end it first,
-    as fine-tuning's do, so its pace is measured all the same and the budget caps it).
+    run; None where that is not known yet: for the last stage, as long as the job took
+    from ``began`` to its first report (what follows the last slice, assembling and
+    showing the result, scales with the scan as the start-up does), for the others no
+    estimate. ``budgets[k]``: the most seconds stage ``k`` may take (a time budget; its
+    units may be seconds or iterations that end it first, as fine-tuning's do, so its pace
+    is measured all the same and the budget caps it).
     """
 
     def __init__(self, after: Sequence[float | None] = (0.0,),
-                 budgets: Sequence[float | None] = ()):
+                 budgets: Sequence[float | None] = (), began: float | None = None):
         self.after = list(after) or [0.0]
+        self.began = began
         self.budgets = list(budgets) + [None] * (len(self.after) - len(budgets))
         self.reports: dict[int, list[tuple[float, int]]] = {}  # stage: (time, done) seen
         self.latest: dict[int, float] = {}  # stage: time of its latest report
@@ -63,7 +67,7 @@ class TimeLeft:
         seen = self.reports.setdefault(k, [])
         seen.append((now, done))
         self.latest[k] = now
-        later = self.after[k]
+        later = self._after(k)
         if later is None:
             return None
         ref_time, ref_done = seen[1] if len(seen) >= PACE_REPORTS else seen[0]
@@ -80,6 +84,12 @@ class TimeLeft:
             left = self.after[k - 1] - (now - self.latest[k - 1])
             return left if left > 0 else None
         return None
+
+    def _after(self, k: int) -> float | None:
+        if self.after[k] is not None or k < len(self.after) - 1 or self.began is None:
+            return self.after[k]
+        firsts = [seen[0][0] for seen in self.reports.values()]
+        return max(0.0, min(firsts) - self.began)
 
     def seconds_after(self, k: int, end: float) -> float | None:
         """How long the job went on after stage ``k`` (for next time): after its budget
@@ -136,9 +146,12 @@ class ProgressPanel(Container):
         """A job starts; ``after`` and ``budgets`` as in :class:`TimeLeft`, ``stages``
         names its stages."""
         self.started, self.unit = time.monotonic(), unit
-        self.time_left, self.stage_names = TimeLeft(after, budgets), list(stages)
+        self.time_left = TimeLeft(after, budgets, began=self.started)
+        self.stage_names = list(stages)
         self.first_estimate = None
-        self.bar.max, self.bar.value = 0, 0  # busy until the first report
+        # not Qt's busy bar until the first report: its animation repaints the window 30
+        # times a second, each repaint holding the GIL the job needs (see worker.py)
+        self.bar.max, self.bar.value = 1, 0
         self.text.value = "starting..."
         self.bar.visible = self.text.visible = self.cancel_button.visible = True
         self.cancel_button.enabled = True
