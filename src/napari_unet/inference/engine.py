@@ -41,7 +41,7 @@ from torch.profiler import record_function
 
 from ..errors import SettingsError
 from ..model.tasks import TaskSpec
-from .crop import RING, Window, window
+from .crop import DENOISE_MARGIN, RING, Window, window
 from .fast_net import inference_copy
 from .resample import resize
 
@@ -172,7 +172,8 @@ class Engine:
 
     def window(self, box, hw: tuple[int, int]) -> Window | None:
         """The crop of a slice of ``hw`` pixels with foreground ``box`` (see :mod:`.crop`)."""
-        return window(box, hw, self.size or hw)
+        margin = DENOISE_MARGIN if self.task.kind == "denoise" else None
+        return window(box, hw, self.size or hw, margin)
 
     def background(self, value: float) -> torch.Tensor:
         """The model's answer on an empty input: a constant slice of ``value`` (the model's
