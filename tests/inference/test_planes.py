@@ -231,3 +231,16 @@ def test_auto_is_the_plain_mean_where_every_plane_sees_a_whole_patch():
     inner = (slice(16, 24),) * 3  # a 32-pixel window fits inside every slice here
     assert np.allclose(auto.probabilities[inner], mean[inner], atol=1e-5)
     assert not np.allclose(auto.probabilities, mean, atol=1e-4)  # near the edges it weighs
+
+
+def test_one_bar_counts_the_planes_their_hand_overs_and_the_combining():
+    # 16, 18 and 20 slices along the three planes (mean 18): a hand-over of
+    # round(0.35 * 18) = 6 before each later plane, round(0.3 * 18) = 5 to combine
+    seen = []
+    predict(scan((16, 18, 20)), tiny_model("segment", n_classes=3), axis=0, planes="all",
+            batch_size=4, progress=lambda done, total: seen.append((done, total)))
+    assert {total for _, total in seen} == {16 + 18 + 20 + 2 * 6 + 5}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == 71
+    assert 16 + 6 in done and 16 + 6 + 18 + 6 in done  # each later plane starts after one
+    assert done[-2] == 16 + 6 + 18 + 6 + 20  # the last plane's last slice, then combining

@@ -190,7 +190,9 @@ class InferenceWidget(DockWidget):
 
     def run(self, *_):
         """The Run button: predict in a thread worker; results become layers."""
-        return self.runner.start(self._prepare, self._show, unit="slices",
+        # three planes: one bar over the planes' passes, in % (inference/planes.py)
+        unit = "%" if self._segments() and self.planes.value != "one" else "slices"
+        return self.runner.start(self._prepare, self._show, unit=unit,
                                  inputs=lambda: (self.image.value, self.start_from.value),
                                  after=lambda: (self.after_slices,))
 

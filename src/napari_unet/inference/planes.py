@@ -33,6 +33,13 @@ from . import aggregation
 PLANE_MODES = ("auto", "one", "all")  # InferenceSettings.planes
 ALL = (0, 1, 2)
 MIN_EXTENT = 16  # voxels along every axis for slices of the other planes to be worth a look
+# progress: the work between two planes' slices (keeping the first plane's answer, where
+# it is unsure, the next plane's start) and the combining after the last, in slices of
+# an average plane. Measured on the sample brain: 0.15 s and 0.25 s against 0.9 s a plane
+# in a plain process, 0.6 s and 0.25 s against 1.1 s in napari (whose repaints hold the
+# GIL); without them, a first estimate read from the first plane's pace was 17 to 36 %
+# short in napari
+HAND_OVER, FINISH = 0.35, 0.3
 
 
 def planes_wanted(mode: str, model) -> bool:
@@ -88,7 +95,7 @@ def _all_planes(volume, model, settings, axis: int, own: np.ndarray, partial: bo
     array, _, name = _unpack(volume)
     prepared = Prepared.of(array, model, settings, name)  # one normalisation and foreground
     rule = _Rule(volume, model, settings, axis)
-    sizes = [len(own) if a == axis else rule.shape[a] for a in rule.planes]
+    bar = _Bar([len(own) if a == axis else rule.shape[a] for a in rule.planes], progress)
     one = replace(settings, planes="one", probabilities=True, uncertainty=False)
     acc, weights, passes, notes, reference, first = None, [], [], [], None, None
     checks = any(rule.thin(a) for a in rule.planes[1:])  # labels wanted to compare planes
@@ -97,7 +104,7 @@ def _all_planes(volume, model, settings, axis: int, own: np.ndarray, partial: bo
         how, start = _later(prepared, first, rule, a, last) if k else (prepared, None)
         pred = along_axis(volume, model, replace(one, axis=a), a,
                           own if (a == axis and partial) else None,
-                          _offset(progress, sum(sizes[:k]), sum(sizes)), cancel, how,
+                          bar.plane(k), cancel, how,
                           probabilities_only=start is not None or (k == 0 and not checks),
                           start=start)
         if k == 0 and checks:
@@ -123,7 +130,9 @@ def _all_planes(volume, model, settings, axis: int, own: np.ndarray, partial: bo
                               labels=pred.labels if a == axis else None))
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=4)
-    return _combined(passes, acc, weights, model, settings, axis, own, partial, tuple(notes))
+    out = _combined(passes, acc, weights, model, settings, axis, own, partial, tuple(notes))
+    bar.done()
+    return out
 
 
 def _first_kept(pred, prepared, rule, axis: int):
@@ -195,10 +204,29 @@ class _Rule:
                 f"foreground (less than {aggregation.AGREE:.0%})")
 
 
-def _offset(progress, before: int, total: int):
-    if progress is None:
-        return None
-    return lambda done, _n: progress(before + done, total)
+class _Bar:
+    """One progress bar over the planes' passes: each plane's slices, a hand-over before
+    each later plane and the combining after the last (:data:`HAND_OVER`, :data:`FINISH`),
+    so that the pace of the first plane holds for the whole run."""
+
+    def __init__(self, sizes: list[int], progress):
+        self.sizes, self.progress = sizes, progress
+        mean = sum(sizes) / len(sizes)
+        self.hand_over, finish = round(HAND_OVER * mean), round(FINISH * mean)
+        self.total = sum(sizes) + (len(sizes) - 1) * self.hand_over + finish
+
+    def plane(self, k: int):
+        """The progress callback of plane ``k``'s pass; reports the hand-over before it."""
+        if self.progress is None:
+            return None
+        before = sum(self.sizes[:k]) + k * self.hand_over
+        if k:
+            self.progress(before, self.total)
+        return lambda done, _n: self.progress(before + done, self.total)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress(self.total, self.total)
 
 
 def _add(into: np.ndarray, more: np.ndarray, axis: int, own: np.ndarray) -> None:
