@@ -8,8 +8,9 @@ Each round starts two fresh Python processes on the sample brain with the bundle
 ``brain-tissue`` (its default: all three planes):
 
 - **cold**: load the model, then ``predict`` twice; the first against the second;
-- **warmed**: load the model and :func:`~napari_unet.inference.warmup.warm_up` it (what
-  the inference widget does in the background when a model is chosen), then load it again
+- **warmed**: load the model and :func:`~napari_unet.inference.warmup.warm_up` it on the
+  scan (what the inference widget does in the background when a model and a scan are
+  chosen), then load it again
   (the widget's Run loads its own copy) and ``predict`` twice.
 
 The two kinds of process alternate, so a change of load on a shared machine hits both.
@@ -48,7 +49,7 @@ def child(mode: str, threads: int) -> dict:
     if mode == "warmed":
         from napari_unet.inference.warmup import warm_up
 
-        warm = warm_up(nu.load_model("brain-tissue", device="cpu"))
+        warm = warm_up(nu.load_model("brain-tissue", device="cpu"), volume=volume)
     model = nu.load_model("brain-tissue", device="cpu")
     runs = []
     for _ in range(2):

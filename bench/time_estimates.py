@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = read_volume(ROOT / "sample_data" / "brain_tissue_labels.nii.gz").array
     _, inference = viewer.window.add_plugin_dock_widget(PLUGIN, "UNet inference")
     inference.picker.source.value = "brain-tissue"
-    pump(3.0)  # a person looks at the settings before Run (the model warms up meanwhile)
+    pump(5.0)  # a person looks at the settings before Run (model and scan warm up meanwhile)
     jobs: dict[str, dict] = {}
     cases = set(args.cases)
     if "inference" in cases:

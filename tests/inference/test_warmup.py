@@ -37,6 +37,20 @@ def test_a_warmed_model_predicts_exactly_as_a_cold_one():
     assert np.array_equal(predict(vol, model, device="cpu").labels, cold.labels)
 
 
+def test_warming_on_the_scan_leaves_its_run_no_new_shape_to_make_kernels_for():
+    from napari_unet.inference import engine
+
+    vol = np.zeros((30, 61, 75), np.float32)  # a block of "tissue" in air: crops of it
+    vol[6:22, 10:40, 20:60] = np.random.default_rng(1).random((16, 30, 40)) + 1
+    model, settings = tiny_model(n_classes=3), InferenceSettings(device="cpu", planes="one")
+    made = warmup.warm_up(model, settings, volume=vol) and warmup.make_scan_kernels(
+        model, settings, vol)
+    assert made == 0  # everything made by the warm-up already
+    before = set(engine._SHAPES)
+    predict(vol, model, settings, batch_size=None)
+    assert set(engine._SHAPES) == before
+
+
 def test_the_inference_copy_is_kept_until_the_net_changes():
     model = tiny_model(n_classes=2)
     cpu = torch.device("cpu")

@@ -104,7 +104,7 @@ class InferenceWidget(DockWidget):
         for w in (self.image, self.picker.source, self.picker.file, self.picker.kind,
                   self.picker.classes, self.picker.class_names, self.start_from):
             w.changed.connect(self._check)
-        for w in (self.picker.source, self.picker.file, self.device):
+        for w in (self.image, self.picker.source, self.picker.file, self.device):
             w.changed.connect(self._warm_up)
         self._check()
         self._warm_up()
@@ -117,9 +117,12 @@ class InferenceWidget(DockWidget):
 
         with contextlib.suppress(NapariUnetError):  # no model chosen yet: nothing to warm
             if not self.picker.is_new and self.picker.error is None:
+                layer = self.image.value
                 warm_up_soon(self.picker.loader(device=self.device_name()),
                              InferenceSettings(device=self.device_name()),
-                             key=self.picker.ref())
+                             key=(self.picker.ref(), id(layer)),
+                             volume=None if layer is None else
+                             lambda: L.volume_from_layer(layer))
 
     @property
     def cancel_button(self):

@@ -59,6 +59,12 @@ STAGE_NET, STAGE_ACTIVATE = "napari_unet.net", "napari_unet.activate"
 STAGE_BLEND, STAGE_OUTPUTS = "napari_unet.blend", "napari_unet.outputs"
 
 
+def has_run(engine: Engine, shape: tuple[int, ...]) -> bool:
+    """Whether ``engine``'s device and dtype have run an input of ``shape`` (B, C, H, W)
+    in this process (its kernels are made)."""
+    return (engine.device.type, engine.dtype, tuple(shape)) in _SHAPES
+
+
 def physical_cores() -> int:
     """Cores worth one torch thread each (hyper-threads only add contention for convs)."""
     import psutil

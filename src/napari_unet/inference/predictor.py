@@ -207,21 +207,13 @@ def along_axis(volume, model, settings: InferenceSettings, axis: int,
     (labels all 0), for a caller that decides from several passes; with ``start``
     (probabilities, channel-last, float32) the pass writes into that array, in place, only
     the crops it computes (its foreground says where this pass may change them)."""
-    from ..devices import resolve_device
-    from .budget import plan
-    from .engine import Engine, compute_dtype, cpu_threads
+    from .engine import cpu_threads
 
     began = time.perf_counter()
     array, spacing, name = _unpack(volume)
     stack = np.moveaxis(array, axis, 0)  # a view: slices along `axis` first
     indices = _indices(slices, len(stack), axis, name)
-    device = resolve_device(settings.device)
-    itemsize = compute_dtype(device, settings.precision, model.task).itemsize
-    size = _net_size(stack.shape[1:3], spacing, axis, model, settings)
-    how = plan(model, size or stack.shape[1:3], settings.roi_size, settings.batch_size,
-               device, itemsize)
-    engine = Engine(model, device, how.batch, how.tile, settings.overlap, settings.tta,
-                    settings.precision, settings.deterministic, size)
+    engine, how, size = _engine(model, settings, stack.shape[1:3], spacing, axis)
     prepared = prepared or Prepared.of(array, model, settings, name)
     prep = _Preprocess(prepared.fitted, prepared.fill)
     out = _Outputs(model.task, array.shape, axis, settings, probabilities_only, start)
@@ -240,6 +232,56 @@ def along_axis(volume, model, settings: InferenceSettings, axis: int,
         batch_size=how.batch, roi_size=how.item_hw,
         tiled=engine.tiled(*(size or stack.shape[1:3])), net_size=size, computed=share,
     )
+
+
+def _engine(model, settings: InferenceSettings, hw, spacing, axis: int):
+    """The Engine for slices of ``hw`` along ``axis``, its plan and its net size."""
+    from ..devices import resolve_device
+    from .budget import plan
+    from .engine import Engine, compute_dtype
+
+    device = resolve_device(settings.device)
+    itemsize = compute_dtype(device, settings.precision, model.task).itemsize
+    size = _net_size(hw, spacing, axis, model, settings)
+    how = plan(model, size or hw, settings.roi_size, settings.batch_size, device, itemsize)
+    engine = Engine(model, device, how.batch, how.tile, settings.overlap, settings.tta,
+                    settings.precision, settings.deterministic, size)
+    return engine, how, size
+
+
+def make_kernels(volume, model, settings: InferenceSettings, axes: Sequence[int]) -> int:
+    """Run the net once on every input shape a prediction of ``volume`` along ``axes``
+    will give it (whole slices, each crop size in its batches) that this process has not
+    run yet: oneDNN (or cuDNN) makes kernels for each new shape, about 25 ms apiece on
+    the CPU, 40 to 60 of them for three planes of a head. Returns how many it ran.
+    The other planes' crops are those of every slice with foreground, a superset."""
+    import torch
+
+    from .crop import runs, shape_of
+    from .engine import cpu_threads, has_run
+
+    array, spacing, name = _unpack(volume)
+    prepared = Prepared.of(array, model, settings, name)
+    channels = model.meta.architecture.in_channels
+    made = 0
+    with cpu_threads(), _no_grad():
+        for axis in axes:
+            hw = tuple(np.moveaxis(array, axis, 0).shape[1:3])
+            engine, how, size = _engine(model, settings, hw, spacing, axis)
+            indices = np.arange(array.shape[axis])
+            windows = _windows(engine, prepared.foreground, axis, indices, hw,
+                               model.meta.slice_context)
+            for group, wins in runs(indices, windows, how.batch):
+                n = len(range(group.start, group.stop)) if isinstance(group, slice) \
+                    else len(group)
+                shape = (size or hw) if wins is None else shape_of(wins[0])
+                if shape == () or engine.tiled(*shape):  # no foreground; MONAI's tiles
+                    continue
+                x = (min(n, engine.batch_size), channels, *shape)
+                if not has_run(engine, x):
+                    engine._predict(torch.zeros(x, device=engine.device))
+                    made += 1
+    return made
 
 
 def _windows(engine, fg, axis: int, indices: np.ndarray, hw, context: int) -> list | None:

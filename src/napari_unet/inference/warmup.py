@@ -7,9 +7,12 @@ The first Learn of a correction loop also imports what torch's optimisers bring 
 and runs its first backward pass. On the sample brain (three planes, 1 torch thread) a
 fresh process's first ``predict`` took 1.3x the second (``bench/cold_start.py``).
 
-:func:`warm_up` does all of that on a tiny volume, and :func:`warm_up_soon` in a
-background thread: the widgets call it when a model is chosen, while the person still
-picks settings, so the first Run costs what a later one does.
+:func:`warm_up` does all of that on a tiny volume and, given the scan, runs the net once on
+each input shape the scan's prediction will give it (the kernels are made per shape:
+crops of a head's slices come in 40 to 60 sizes and batch sizes over three planes, about
+25 ms each); :func:`warm_up_soon` does it in a background thread: the widgets call it
+when a model or a scan is chosen, while the person still picks settings, so the first
+Run costs what a later one does.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ _DONE: set = set()  # (what was warmed, device, precision, learning)
 _LOCK = threading.Lock()
 
 
-def warm_up(model, settings=None, learning: bool = False) -> float:
+def warm_up(model, settings=None, learning: bool = False, volume=None) -> float:
     """Run ``model`` once on a tiny volume the way ``predict`` runs it with ``settings``
     (an :class:`~napari_unet.inference.predictor.InferenceSettings`, default: the
-    defaults), and with ``learning`` one fine-tuning step on a copy of its net. Returns
-    the seconds it took. ``model`` itself is not changed."""
+    defaults), and with ``learning`` one fine-tuning step on a copy of its net; with a
+    ``volume`` (the scan the person will run it on), once on every input shape its
+    prediction will give the net (:func:`~.predictor.make_kernels`). Returns the seconds
+    it took. ``model`` itself is not changed."""
     from .predictor import InferenceSettings, predict
 
     start = time.perf_counter()
@@ -41,7 +46,22 @@ def warm_up(model, settings=None, learning: bool = False) -> float:
             uncertainty=False)
     if learning:
         _one_step(model, settings)
+    if volume is not None:
+        make_scan_kernels(model, settings, volume)
     return time.perf_counter() - start
+
+
+def make_scan_kernels(model, settings, volume) -> int:
+    """The kernels for ``volume``'s planes as ``predict`` would run them with ``settings``."""
+    from .planes import one_plane_reason, planes_wanted
+    from .predictor import _unpack, make_kernels, resolve_axis
+
+    array, spacing, name = _unpack(volume)
+    axis = resolve_axis(settings.axis, spacing, model.meta.default_axis,
+                        getattr(volume, "direction", None))
+    three = planes_wanted(settings.planes, model) and \
+        one_plane_reason(array, spacing, model, name) is None
+    return make_kernels(volume, model, settings, (0, 1, 2) if three else (axis,))
 
 
 def _one_step(model, settings) -> None:
@@ -65,10 +85,12 @@ def _one_step(model, settings) -> None:
 
 
 def warm_up_soon(load: Callable, settings=None, learning: bool = False,
-                 key: object = None) -> threading.Thread | None:
-    """:func:`warm_up` in a daemon thread on the model ``load()`` returns; None when the
-    same ``key`` (e.g. the model's name or file) was warmed already for these settings.
-    Failures are ignored: the real run reports its own."""
+                 key: object = None, volume: Callable | None = None
+                 ) -> threading.Thread | None:
+    """:func:`warm_up` in a daemon thread on the model ``load()`` returns (and the scan
+    ``volume()`` returns, if given); None when the same ``key`` (e.g. the model's name or
+    file, and the scan) was warmed already for these settings. Failures are ignored: the
+    real run reports its own."""
     from .predictor import InferenceSettings
 
     settings = settings or InferenceSettings()
@@ -80,7 +102,7 @@ def warm_up_soon(load: Callable, settings=None, learning: bool = False,
 
     def work():
         try:
-            warm_up(load(), settings, learning)
+            warm_up(load(), settings, learning, volume() if volume else None)
         except Exception:  # noqa: BLE001 - a warm-up never fails anything
             with _LOCK:
                 _DONE.discard(mark)
