@@ -234,13 +234,14 @@ def test_auto_is_the_plain_mean_where_every_plane_sees_a_whole_patch():
 
 
 def test_one_bar_counts_the_planes_their_hand_overs_and_the_combining():
-    # 16, 18 and 20 slices along the three planes (mean 18): a hand-over of
-    # round(0.35 * 18) = 6 before each later plane, round(0.3 * 18) = 5 to combine
+    # 16, 18 and 20 slices along the three planes (mean 18): the later planes' slices
+    # count 0.8 (14 and 16 units), a hand-over of round(0.3 * 18) = 5 before each later
+    # plane, round(0.2 * 18) = 4 to combine: 16 + 14 + 16 + 2 * 5 + 4 = 60 units
     seen = []
     predict(scan((16, 18, 20)), tiny_model("segment", n_classes=3), axis=0, planes="all",
             batch_size=4, progress=lambda done, total: seen.append((done, total)))
-    assert {total for _, total in seen} == {16 + 18 + 20 + 2 * 6 + 5}
+    assert {total for _, total in seen} == {60}
     done = [d for d, _ in seen]
-    assert done == sorted(done) and done[-1] == 71
-    assert 16 + 6 in done and 16 + 6 + 18 + 6 in done  # each later plane starts after one
-    assert done[-2] == 16 + 6 + 18 + 6 + 20  # the last plane's last slice, then combining
+    assert done == sorted(done) and done[-1] == 60
+    assert 16 + 5 in done and 16 + 5 + 14 + 5 in done  # each later plane starts after one
+    assert done[-2] == 16 + 5 + 14 + 5 + 16  # the last plane's last slice, then combining
