@@ -291,12 +291,16 @@ def test_review_next_jumps_to_the_least_trusted_slice_and_marks_it(loop, qtbot):
     viewer, layer, widget = loop
     est = _slice_dice_estimates(viewer, layer)
     order = np.argsort(np.where(np.isnan(est), np.inf, est), kind="stable")
+    ranked = est[order]
     W.click(qtbot, widget.review_button)
     first = viewer.dims.current_step[0]
-    assert first == order[0] and est[first] == np.nanmin(est)
+    # the least trusted slice, or one tied with it: the widget sums in float32 what this
+    # test sums in float64, so slices within 1e-5 of each other may come in either order
+    why = (first, order[:4], ranked[:4], widget.session.slice_scores)
+    assert est[first] <= ranked[0] + 1e-5, why
     W.click(qtbot, widget.review_button)
     second = viewer.dims.current_step[0]
-    assert second == order[1]
+    assert second != first and est[second] <= ranked[1] + 1e-5, why
     marks = viewer.layers["scan tiny reviewed"]
     assert sorted(marks.data[:, 0].astype(int)) == sorted([first, second])
     np.testing.assert_allclose(marks.scale, W.SCALE)

@@ -85,3 +85,30 @@ def test_warm_up_soon_runs_once_per_model_in_the_background_and_never_fails():
     again = warmup.warm_up_soon(lambda: model, settings, key=other)
     assert again is not None  # a failed warm-up may be tried again
     again.join(60)
+
+
+def test_a_job_stops_the_scans_warm_up_and_the_next_choice_warms_again(monkeypatch):
+    monkeypatch.setattr(warmup, "_DONE", set())
+    vol = np.zeros((30, 61, 75), np.float32)
+    vol[6:22, 10:40, 20:60] = 1.0
+    started, release = threading.Event(), threading.Event()
+    made = []
+
+    def slow_kernels(model, settings, volume, cancel=None):
+        started.set()
+        release.wait(10)
+        made.append(cancel())
+        return 0
+
+    monkeypatch.setattr(warmup, "make_scan_kernels", slow_kernels)
+    model = tiny_model(n_classes=3)
+    settings = InferenceSettings(device="cpu")
+    thread = warmup.warm_up_soon(lambda: model, settings, key="m", volume=lambda: vol)
+    assert started.wait(30)
+    stopper = threading.Thread(target=warmup.stop_warming)
+    stopper.start()
+    release.set()
+    stopper.join(10)
+    thread.join(10)
+    assert made == [True] and not thread.is_alive()  # it saw the stop
+    assert warmup.warm_up_soon(lambda: model, settings, key="m") is not None  # again

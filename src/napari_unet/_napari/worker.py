@@ -241,6 +241,8 @@ class JobRunner(QObject):
         """
         from napari.qt.threading import create_worker
 
+        from ..inference.warmup import stop_warming
+
         if self.running:
             return None
         try:
@@ -262,6 +264,7 @@ class JobRunner(QObject):
 
         def run():
             try:
+                stop_warming()  # the job has the CPU (and torch's thread count) to itself
                 return True, fn(context)
             except BaseException as exc:  # noqa: BLE001 - reported on the GUI thread
                 return False, exc

@@ -249,11 +249,13 @@ def _engine(model, settings: InferenceSettings, hw, spacing, axis: int):
     return engine, how, size
 
 
-def make_kernels(volume, model, settings: InferenceSettings, axes: Sequence[int]) -> int:
+def make_kernels(volume, model, settings: InferenceSettings, axes: Sequence[int],
+                 cancel: Cancel | None = None) -> int:
     """Run the net once on every input shape a prediction of ``volume`` along ``axes``
     will give it (whole slices, each crop size in its batches) that this process has not
-    run yet: oneDNN (or cuDNN) makes kernels for each new shape, about 25 ms apiece on
-    the CPU, 40 to 60 of them for three planes of a head. Returns how many it ran.
+    run yet, until ``cancel()``: oneDNN (or cuDNN) makes kernels for each new shape,
+    about 25 ms apiece on the CPU, 40 to 60 of them for three planes of a head. Returns
+    how many it ran.
     The other planes' crops are those of every slice with foreground, a superset."""
     import torch
 
@@ -278,6 +280,8 @@ def make_kernels(volume, model, settings: InferenceSettings, axes: Sequence[int]
                 if shape == () or engine.tiled(*shape):  # no foreground; MONAI's tiles
                     continue
                 x = (min(n, engine.batch_size), channels, *shape)
+                if cancel is not None and cancel():
+                    return made
                 if not has_run(engine, x):
                     engine._predict(torch.zeros(x, device=engine.device))
                     made += 1

@@ -25,15 +25,28 @@ import numpy as np
 
 _DONE: set = set()  # (what was warmed, device, precision, learning)
 _LOCK = threading.Lock()
+_STOP = threading.Event()  # a job starts: the scan's kernels wait for the next warm-up
+_THREADS: list[threading.Thread] = []
 
 
-def warm_up(model, settings=None, learning: bool = False, volume=None) -> float:
+def stop_warming(wait: float = 30.0) -> None:
+    """Stop making a scan's kernels in the background (within one shape, about 60 ms)
+    and wait for the warm-up to end (its first part, a tiny prediction, cannot be
+    stopped: a second or two in a fresh process): a job never shares the CPU, or torch's
+    thread count (which decides how its sums are split, so its last bits), with it."""
+    _STOP.set()
+    for thread in list(_THREADS):
+        thread.join(wait)
+
+
+def warm_up(model, settings=None, learning: bool = False, volume=None,
+            cancel: Callable[[], bool] | None = None) -> float:
     """Run ``model`` once on a tiny volume the way ``predict`` runs it with ``settings``
     (an :class:`~napari_unet.inference.predictor.InferenceSettings`, default: the
     defaults), and with ``learning`` one fine-tuning step on a copy of its net; with a
     ``volume`` (the scan the person will run it on), once on every input shape its
-    prediction will give the net (:func:`~.predictor.make_kernels`). Returns the seconds
-    it took. ``model`` itself is not changed."""
+    prediction will give the net (:func:`~.predictor.make_kernels`, until ``cancel()``).
+    Returns the seconds it took. ``model`` itself is not changed."""
     from .predictor import InferenceSettings, predict
 
     start = time.perf_counter()
@@ -47,12 +60,13 @@ def warm_up(model, settings=None, learning: bool = False, volume=None) -> float:
     if learning:
         _one_step(model, settings)
     if volume is not None:
-        make_scan_kernels(model, settings, volume)
+        make_scan_kernels(model, settings, volume, cancel)
     return time.perf_counter() - start
 
 
-def make_scan_kernels(model, settings, volume) -> int:
-    """The kernels for ``volume``'s planes as ``predict`` would run them with ``settings``."""
+def make_scan_kernels(model, settings, volume, cancel=None) -> int:
+    """The kernels for ``volume``'s planes as ``predict`` would run them with ``settings``
+    (until ``cancel()``)."""
     from .planes import one_plane_reason, planes_wanted
     from .predictor import _unpack, make_kernels, resolve_axis
 
@@ -61,7 +75,7 @@ def make_scan_kernels(model, settings, volume) -> int:
                         getattr(volume, "direction", None))
     three = planes_wanted(settings.planes, model) and \
         one_plane_reason(array, spacing, model, name) is None
-    return make_kernels(volume, model, settings, (0, 1, 2) if three else (axis,))
+    return make_kernels(volume, model, settings, (0, 1, 2) if three else (axis,), cancel)
 
 
 def _one_step(model, settings) -> None:
@@ -102,11 +116,21 @@ def warm_up_soon(load: Callable, settings=None, learning: bool = False,
 
     def work():
         try:
-            warm_up(load(), settings, learning, volume() if volume else None)
+            warm_up(load(), settings, learning, volume() if volume else None, _STOP.is_set)
         except Exception:  # noqa: BLE001 - a warm-up never fails anything
+            _STOP.set()
+        if _STOP.is_set():  # failed or stopped by a job: the next choice warms again
             with _LOCK:
                 _DONE.discard(mark)
 
-    thread = threading.Thread(target=work, name="napari-unet warm-up", daemon=True)
+    def run():
+        try:
+            work()
+        finally:
+            _THREADS.remove(thread)
+
+    _STOP.clear()
+    thread = threading.Thread(target=run, name="napari-unet warm-up", daemon=True)
+    _THREADS.append(thread)
     thread.start()
     return thread
