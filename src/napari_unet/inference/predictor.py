@@ -158,7 +158,8 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     ``probabilities``, ``uncertainty``, ``precision``, ``deterministic``, ``resample``,
     ``planes``, ``crop``).
     ``progress(done, total)`` is called after every
-    batch (in slices); ``cancel()`` is checked before every batch and, when true, raises
+    batch (in slices weighted by their work; with three planes, one bar over the planes'
+    passes: :mod:`.planes`); ``cancel()`` is checked before every batch and, when true, raises
     :class:`Cancelled`. ``slices`` restricts the run to those indices along the axis.
     """
     start = time.perf_counter()
