@@ -262,6 +262,7 @@ def make_kernels(volume, model, settings: InferenceSettings, axes: Sequence[int]
 
     from .crop import runs, shape_of
     from .engine import cpu_threads, has_run
+    from .staging import group_size
 
     array, spacing, name = _unpack(volume)
     prepared = Prepared.of(array, model, settings, name)
@@ -275,12 +276,10 @@ def make_kernels(volume, model, settings: InferenceSettings, axes: Sequence[int]
             windows = _windows(engine, prepared.foreground, axis, indices, hw,
                                model.meta.slice_context)
             for group, wins in runs(indices, windows, how.batch):
-                n = len(range(group.start, group.stop)) if isinstance(group, slice) \
-                    else len(group)
                 shape = (size or hw) if wins is None else shape_of(wins[0])
                 if shape == () or engine.tiled(*shape):  # no foreground; MONAI's tiles
                     continue
-                x = (min(n, engine.batch_size), channels, *shape)
+                x = (min(group_size(group), engine.batch_size), channels, *shape)
                 if cancel is not None and cancel():
                     return made
                 if not has_run(engine, x):
