@@ -79,7 +79,7 @@ class JobContext:
 
     def progress(self, done: int, total: int) -> None:
         """Posted at most every PROGRESS_EVERY_S, and the last: on two cores, each report
-        the GUI thread redraws (labels, napari's activity bar) is CPU taken from the job."""
+        the GUI thread redraws (its bar and text) is CPU, and GIL, taken from the job."""
         update = Progressed(int(done), int(total))
         now = time.monotonic()
         if update == self._last or (now - self._posted < PROGRESS_EVERY_S
