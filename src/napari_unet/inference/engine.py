@@ -59,12 +59,6 @@ STAGE_NET, STAGE_ACTIVATE = "napari_unet.net", "napari_unet.activate"
 STAGE_BLEND, STAGE_OUTPUTS = "napari_unet.blend", "napari_unet.outputs"
 
 
-def has_run(engine: Engine, shape: tuple[int, ...]) -> bool:
-    """Whether ``engine``'s device and dtype have run an input of ``shape`` (B, C, H, W)
-    in this process (its kernels are made)."""
-    return (engine.device.type, engine.dtype, tuple(shape)) in _SHAPES
-
-
 def physical_cores() -> int:
     """Cores worth one torch thread each (hyper-threads only add contention for convs)."""
     import psutil
@@ -270,21 +264,32 @@ class Engine:
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True)
 
+    def inputs(self, n: int, h: int, w: int) -> list[tuple[int, int, int, int]]:
+        """The input shapes the net gets for ``n`` slices (or crops) of h x w: batches."""
+        return [(min(self.batch_size, n - start), self.in_channels, h, w)
+                for start in range(0, n, self.batch_size)]
+
+    def has_run(self, shape: tuple[int, ...]) -> bool:
+        """Whether this device and dtype have run an input of ``shape`` in this process
+        (its kernels are made)."""
+        return self._key(shape) in _SHAPES
+
     def cost(self, n: int, h: int, w: int, seen: set) -> float:
         """Pixels' worth of running ``n`` slices (or crops) of h x w in batches; input
         shapes in ``seen`` (updated) or run before in this process are not new."""
         total = 0.0
-        for start in range(0, n, self.batch_size):
-            b = min(self.batch_size, n - start)
-            key = (self.device.type, self.dtype, (b, self.in_channels, h, w))
-            new = key not in _SHAPES and key not in seen
-            seen.add(key)
-            total += b * h * w + CALL_PIXELS + NEW_SHAPE_PIXELS * new
+        for shape in self.inputs(n, h, w):
+            new = not self.has_run(shape) and self._key(shape) not in seen
+            seen.add(self._key(shape))
+            total += shape[0] * h * w + CALL_PIXELS + NEW_SHAPE_PIXELS * new
         return total
+
+    def _key(self, shape) -> tuple:
+        return self.device.type, self.dtype, tuple(shape)
 
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised float32 -> activated float32 (and the TTA variance for denoising)."""
-        _SHAPES.add((self.device.type, self.dtype, tuple(x.shape)))
+        _SHAPES.add(self._key(x.shape))
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if not self.tta:
             return self._activate(x)

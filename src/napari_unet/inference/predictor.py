@@ -261,12 +261,11 @@ def make_kernels(volume, model, settings: InferenceSettings, axes: Sequence[int]
     import torch
 
     from .crop import runs, shape_of
-    from .engine import cpu_threads, has_run
+    from .engine import cpu_threads
     from .staging import group_size
 
     array, spacing, name = _unpack(volume)
     prepared = Prepared.of(array, model, settings, name)
-    channels = model.meta.architecture.in_channels
     made = 0
     with cpu_threads(), _no_grad():
         for axis in axes:
@@ -279,12 +278,12 @@ def make_kernels(volume, model, settings: InferenceSettings, axes: Sequence[int]
                 shape = (size or hw) if wins is None else shape_of(wins[0])
                 if shape == () or engine.tiled(*shape):  # no foreground; MONAI's tiles
                     continue
-                x = (min(group_size(group), engine.batch_size), channels, *shape)
-                if cancel is not None and cancel():
-                    return made
-                if not has_run(engine, x):
-                    engine._predict(torch.zeros(x, device=engine.device))
-                    made += 1
+                for x in engine.inputs(group_size(group), *shape):
+                    if cancel is not None and cancel():
+                        return made
+                    if not engine.has_run(x):
+                        engine._predict(torch.zeros(x, device=engine.device))
+                        made += 1
     return made
 
 
@@ -587,6 +586,7 @@ class _WorkDone:
 
     @staticmethod
     def _weight(sel, wins, engine, hw, seen: set) -> float:
+        from .crop import shape_of
         from .staging import group_size
 
         n = group_size(sel)
@@ -594,8 +594,7 @@ class _WorkDone:
             return engine.cost(n, *(engine.size or hw), seen)
         if wins[0].empty:
             return 0.0
-        rows, cols = wins[0].rows, wins[0].cols
-        return engine.cost(n, rows[1] - rows[0], cols[1] - cols[0], seen)
+        return engine.cost(n, *shape_of(wins[0]), seen)
 
     def __call__(self, sel, wins) -> None:
         self.done += self.weights[self.k]
