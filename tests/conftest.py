@@ -4,6 +4,7 @@ Tests use tiny models: one torch thread is fastest for them and avoids two threa
 spinning against each other on a 2-core CI machine.
 """
 
+import gc
 import os
 
 import pytest
@@ -26,3 +27,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def frozen_heap():
+    """What lives when a test starts (torch, napari, MONAI, earlier fixtures: ~400,000
+    objects) is frozen out of the cyclic garbage collector, after one pass for what the
+    last test left. napari 0.9 runs a full pass on every layer removal (a Windows OpenGL
+    workaround), so each viewer's teardown took ~0.7 s of passes over objects that cannot
+    be garbage; now a pass covers the test's own objects. GUI tests: 157 s -> 104 s."""
+    gc.collect()
+    gc.freeze()
+    yield

@@ -63,6 +63,7 @@ def accept(qtbot, widget) -> None:
     W.click(qtbot, widget.accept_button)
 
 
+@pytest.mark.slow  # 2.5 s or more: CI runs it, the quick tier does not
 def test_learning_proposes_then_accept_writes_only_unedited_slices(loop, qtbot):
     viewer, layer, widget = loop
     assert widget.edited.value.startswith("edited slices: 0")
@@ -394,6 +395,7 @@ def test_a_label_the_model_does_not_have_is_named_with_its_slice(loop, qtbot):
     np.testing.assert_array_equal(layer.data, before)
 
 
+@pytest.mark.slow  # 2.5 s or more: CI runs it, the quick tier does not
 def test_another_day_labels_saved_earlier_continue_the_loop(make_napari_viewer, qtbot,
                                                             tmp_path):
     """Correct, save, close; reopen scan and labels from files, Run *continuing from* the

@@ -236,6 +236,7 @@ def settings_states(widget):
         yield "idle"
 
 
+@pytest.mark.slow  # 2.5 s or more: CI runs it, the quick tier does not
 def test_every_setting_fits_at_1280x800_with_all_three_widgets_open(make_napari_viewer, qtbot):
     """Before a scan is open (the hints) and in each choice that shows other fields (a
     new model's task, files or a BIDS dataset to train on, denoising), every text is

@@ -82,6 +82,7 @@ def test_cancel_keeps_the_partial_model_and_offers_to_save_it(layers_viewer, qtb
     assert load_model(saved, device="cpu").task.n_classes == 3
 
 
+@pytest.mark.slow  # 2.5 s or more: CI runs it, the quick tier does not
 def test_training_again_never_overwrites_a_saved_model(layers_viewer, qtbot, tmp_path):
     """A model saved to a chosen file stays: the next run saves beside it, and says where."""
     widget = W.open_widget(layers_viewer, W.TRAINING)
@@ -217,6 +218,7 @@ def test_class_count_and_dice_words():
     assert poor_dice_warning({"val_psnr": 30.0}) is None
 
 
+@pytest.mark.slow  # 2.5 s or more: CI runs it, the quick tier does not
 def test_learning_from_all_three_planes(make_napari_viewer, qtbot):
     """The box reaches the model: a scan of cubic voxels is cut along its three planes."""
     viewer = make_napari_viewer()

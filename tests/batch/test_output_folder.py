@@ -313,6 +313,7 @@ def test_a_report_that_cannot_be_written_does_not_stop_the_scans(tmp_path, model
     assert report["write_errors"] == []
 
 
+@pytest.mark.slow  # 2.5 s or more: CI runs it, the quick tier does not
 def test_a_bids_datasets_own_derivatives_folder_is_made_and_no_other(tmp_path, model):
     scan = nifti_scan(tmp_path / "in" / "a.nii.gz")
     dataset = tmp_path / "study"

@@ -128,6 +128,7 @@ def test_second_run_skips_finished_scans_without_touching_them(mixed_run):
     assert mixed_run["after"] == mixed_run["before"]  # same inode, same mtime
 
 
+@pytest.mark.slow  # 2.5 s or more: CI runs it, the quick tier does not
 def test_interrupted_run_resumes_without_redoing_or_partial_files(tmp_path):
     inputs = tmp_path / "in"
     for i in range(4):
