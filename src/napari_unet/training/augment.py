@@ -17,18 +17,12 @@ op                     MONAI transform it follows
 :func:`noise`            ``RandGaussianNoise`` / ``RandRicianNoise``
 :func:`scale_shift`      ``RandScaleIntensity`` + ``RandShiftIntensity``
 geometry (sampler)       ``RandAffine`` (rotation, zoom, flips) via ``grid_sample``
-:func:`strip`            (none: a whole batch cut to a thin strip, see below)
 =====================  ===========================================================
 
 :data:`LIGHT` is the everyday augmentation (flips and mild contrast);
 :data:`DOMAIN` randomises what differs between scanners and sites, so that a model
 trained on one scan holds on others (Billot et al., SynthSeg, MedIA 2023, argue the same
 for synthetic contrasts).
-
-:func:`strip` cuts a whole batch to 16-48 rows or columns: a scan of part of the head (a
-slab of a few dozen slices) shows its other two planes to the net as such strips, which
-patches of whole slices never are (``planes auto`` leaves them out when they disagree;
-``TrainSettings.slab_fraction``).
 """
 
 from __future__ import annotations
@@ -101,20 +95,6 @@ class Draw:
 
     def coin(self, p: float) -> torch.Tensor:
         return self.uniform(0.0, 1.0) < p
-
-
-STRIP = (16, 48)  # pixels across a strip: bench/robustness.py's slabs are 16, 32, 48 slices
-
-
-def strip(batch: dict[str, torch.Tensor], d: Draw) -> dict[str, torch.Tensor]:
-    """Every (B, C, H, W) tensor of ``batch`` cut to the same band of :data:`STRIP` rows
-    or columns; the net pads it to whole cells as it pads a slab's thin slices."""
-    axis = 2 if d.host_uniform(0.0, 1.0) < 0.5 else 3
-    n = batch["image"].shape[axis]
-    k = min(n, int(d.host_uniform(STRIP[0], STRIP[1] + 1)))
-    start = min(n - k, int(d.host_uniform(0.0, n - k + 1)))
-    return {key: t.narrow(axis, start, k).contiguous() if t.dim() == 4 else t
-            for key, t in batch.items()}
 
 
 def _per(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import SettingsError, TaskError, VolumeReadError
 from ..io.formats import is_nifti_path
 from ..limits import check_allocation
-from .augment import LIGHT, NONE, Draw, Randomization, affine_matrices, intensity, strip
+from .augment import LIGHT, NONE, Draw, Randomization, affine_matrices, intensity
 
 
 @dataclass
@@ -252,8 +252,7 @@ class PatchSampler:
     ops (:mod:`.augment`), with every random draw from one generator seeded by ``seed``.
     ``randomization`` defaults to :data:`~.augment.LIGHT` with ``intensity``, else none;
     a geometric one resamples labels as one-hot maps when ``n_labels`` <= 16 (smooth class
-    boundaries under zoom), else by nearest neighbour. ``slab_fraction`` of the batches
-    are cut to a thin strip (:func:`~.augment.strip`).
+    boundaries under zoom), else by nearest neighbour.
     """
 
     def __init__(self, images: list[np.ndarray], extras: list[dict[str, np.ndarray]],
@@ -261,12 +260,11 @@ class PatchSampler:
                  patch: tuple[int, int], batch_size: int, seed: int,
                  flips: bool = True, intensity: bool = False, *, device="cpu",
                  randomization: Randomization | None = None, n_labels: int | None = None,
-                 clip: bool = True, crop_fraction: float = 0.5, slab_fraction: float = 0.0):
+                 clip: bool = True, crop_fraction: float = 0.5):
         self.device = torch.device(device)
         self.patch, self.batch_size, self.flips, self.clip = tuple(patch), batch_size, flips, clip
         self.random = randomization or (LIGHT if intensity else NONE)
         self.n_labels, self.crop_fraction = n_labels, crop_fraction
-        self.slab_fraction = slab_fraction
         self.item_volume = torch.tensor([v for v, _ in items], device=self.device)
         sizes = torch.tensor([images[v].shape[2:4] for v, _ in items])
         self.extent = torch.maximum(sizes, torch.tensor(self.patch)).to(self.device)
@@ -297,9 +295,6 @@ class PatchSampler:
         batch["image"] = x.clamp(0.0, 1.0) if self.clip else x
         batch.pop("crop", None)
         batch["volume"] = self.item_volume[idx]
-        # no draw without strips: a run without them keeps its random stream
-        if self.slab_fraction and d.host_uniform(0.0, 1.0) < self.slab_fraction:
-            batch = strip(batch, d)
         return batch
 
     def _centres(self, idx: torch.Tensor, d: Draw) -> tuple[torch.Tensor, torch.Tensor]:

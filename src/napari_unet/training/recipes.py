@@ -135,8 +135,7 @@ def segmentation(task: TaskSpec, images: list[Source], labels: list[Source],
         if len(val_idx):
             val.append((_on(img[val_idx], device), _on(lab_sl[val_idx], device)))
     sampler = _sampler(imgs, extras, items, np.array(weights), s, device,
-                       randomization=randomization(s), n_labels=task.n_labels, clip=norm.clip,
-                       slab_fraction=s.slab_fraction)
+                       randomization=randomization(s), n_labels=task.n_labels, clip=norm.clip)
 
     def next_batch():
         b = sampler.draw()

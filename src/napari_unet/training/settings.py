@@ -48,9 +48,7 @@ class TrainSettings:
     the ``init`` model's, else 0). Not for self-supervised denoising, whose blind spot the
     neighbours would see through. ``all_planes`` (segmentation): also learn from the slices
     of the other two planes of near-isotropic scans, with the held-out slices' voxels
-    blanked in them (:mod:`~napari_unet.training.planes`). ``slab_fraction``
-    (segmentation): the share of batches cut to a strip of 16-48 rows or columns, as a
-    scan of part of the head (a slab) shows its other planes (:func:`~.augment.strip`).
+    blanked in them (:mod:`~napari_unet.training.planes`).
     """
 
     task: Literal["segment", "denoise"] = "segment"
@@ -87,7 +85,6 @@ class TrainSettings:
     log_every: int = 50
     slice_context: int | None = None
     all_planes: bool = False
-    slab_fraction: float = 0.0
 
     def __post_init__(self):
         if self.task in ("segmentation", "seg"):
@@ -114,10 +111,6 @@ class TrainSettings:
         self.patch_size = (int(self.patch_size[0]), int(self.patch_size[1]))
         self._check_context()
         self._check_codes()
-        if not 0.0 <= self.slab_fraction <= 1.0 or (self.slab_fraction
-                                                    and self.task != "segment"):
-            raise SettingsError(f"slab_fraction is a share of batches in [0, 1], for "
-                                f"segmentation (got {self.slab_fraction} for {self.task})")
         if self.all_planes and self.task != "segment":
             raise SettingsError("all_planes is for segmentation: a denoiser learns from the "
                                 "slices of its own plane")
