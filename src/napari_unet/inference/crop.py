@@ -22,6 +22,12 @@ its margin is :data:`DENOISE_MARGIN`.
 With three planes (:mod:`.planes`), the second and third planes run only the slices
 that hold a voxel where the first plane's answer is unsure (:func:`unsure`); elsewhere
 their probabilities are the first plane's.
+On the sample brain that is most of them (180 of 233 and 145 of 197 slices): the unsure
+voxels (7% of the volume, 2.3% even after two planes) line every tissue border. Cropping
+those slices to their unsure voxels instead of their foreground would compute 0.55 of
+a plane instead of 0.59 (measured: no faster); the union of 24-pixel squares around them
+is still 0.48, and tiles of 32 pixels with their margins 2.4 planes. The three planes
+cost 0.65 s each; what is left is the net's work, not the crop's.
 
 Why the margin is not the theoretical receptive field: this UNet's output depends on up
 to :func:`~napari_unet.model.unet.receptive_field` = 230 pixels of input (115 either
