@@ -595,7 +595,8 @@ def model_card(figs: dict) -> str:
                                        lo=round(TRAIN_LEVELS[0] * 100),
                                        hi=round(TRAIN_LEVELS[1] * 100),
                                        sizes=_sizes(figs["files"]),
-                                       domain=_domain_words(DOMAIN)),
+                                       domain=_domain_words(DOMAIN),
+                                       planes_verdict=_planes_verdict()),
                       _seg_section(figs), _den_section(figs), _quality_section(figs),
                       _files_section(figs),
                       CARD_TAIL.format(**_card_facts(figs))]))
@@ -761,12 +762,35 @@ def _sizes(files: dict) -> str:
                      f"{f['bytes'] / 1e6:.1f} MB" for name, f in files.items())
 
 
+PLANES_RESULTS = ROOT / "bench" / "results" / "planes.json"
 QUALITY_RESULTS = ROOT / "bench" / "results" / "quality_score.json"
 
 
 def _undefined(auroc) -> bool:
     """No AUROC for a group: null now, NaN in files written before."""
     return auroc is None or auroc != auroc
+
+
+def _planes_verdict(path: Path = PLANES_RESULTS) -> str:
+    """How often ``auto`` is within the bench's tolerance of the better of one plane and
+    the plain mean, and where not (from ``bench/planes.py``, when it has been run)."""
+    if not path.exists():
+        return "."
+    res = json.loads(path.read_text())
+    summary, tol = res["summary"], res["tolerance"]
+    words = (f": `auto` is within {tol} Dice of the better of the two on "
+             f"{summary['passed']} of {summary['conditions']} conditions")
+    if not summary["failed"]:
+        return words + "."
+    groups = {True: [], False: []}  # thin planes left out, or counted at their share
+    for name in summary["failed"]:
+        r = res["conditions"][name]
+        groups[len(r["planes_counted"]) == 1].append(f"{name} ({min(r['gap'].values()):+.3f})")
+    why = {True: "where the thin planes disagreed with the slab's own and were left out",
+           False: "where they counted at their share of a patch"}
+    return (words + "; not on " + "; nor on ".join(f"{' and '.join(g)}, {why[k]}"
+                                                   for k, g in groups.items() if g)
+            + ". There the slab's own plane was the weaker one.")
 
 
 def _quality_section(figs: dict, path: Path = QUALITY_RESULTS) -> str:
@@ -952,7 +976,7 @@ labels agree with that plane's on at least 90% of the foreground, else it is lef
 with a warning. On slabs with a bias field the plain mean of the planes fell to 0.83 /
 0.75 (grey / white matter) where the slab's own plane gave 0.93 / 0.94; per condition,
 `bench/results/planes.json` (`python bench/planes.py`) compares `auto` with one plane and
-with the plain mean.
+with the plain mean{planes_verdict}
 `brain-tissue` also records the pixel spacing it learned at (1 x 1 mm): `predict`
 resamples the slices of a scan of another spacing to it for the net (cubic) and brings
 the class probabilities back to the scan's own grid (linear), so that the labels are
