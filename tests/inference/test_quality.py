@@ -108,6 +108,19 @@ def test_a_scan_unlike_the_training_scans_is_flagged_whatever_the_model_says():
                          f"{q.distance:.2f})",)
 
 
+@pytest.mark.parametrize("blank", ["constant", "a few voxels"])
+def test_a_scan_with_too_little_signal_to_compare_is_flagged(blank):
+    """A blank scan (a failed export, an empty series) is nothing like a head: the model
+    finding nothing there is no reason to trust it."""
+    model = _profiled(constant_model(0.99), _two_tissues())
+    array = (np.full((8, 32, 32), 500.0, np.float32) if blank == "constant"
+             else _two_tissues().array[:2, :3, :3])
+    vol = Volume(array, name="blank")
+    q = Q.assess(vol, model, predict(vol, model, axis=0, planes="one"))
+    assert q.distance is None and q.score == 0.0 and q.review
+    assert q.reasons[0].startswith("too little signal to compare with the scans this model")
+
+
 def test_likeness_falls_linearly_between_the_documented_distances():
     assert Q.likeness(None) == Q.likeness(0.0) == Q.likeness(Q.LIKE) == 1.0
     assert Q.likeness((Q.LIKE + Q.UNLIKE) / 2) == pytest.approx(0.5)

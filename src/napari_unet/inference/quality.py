@@ -13,7 +13,8 @@ Built only from what the model itself sees, so it needs no reference labels:
   (:mod:`napari_unet.model.intensity_profile`, recorded in the model file). On a scan
   unlike anything it learned from a net's probabilities are no evidence (a T2 or a CT
   gives a brain-tissue model confident nonsense), so beyond :data:`LIKE` the estimate is
-  discounted linearly, to nothing at :data:`UNLIKE`;
+  discounted linearly, to nothing at :data:`UNLIKE`; a scan with too little signal to
+  compare (blank, nearly constant, a few voxels) counts as unlike;
 - for a denoiser, **the noise it is given** against the most it learned to remove
   (:func:`~napari_unet.model.intensity_profile.noise_level`).
 
@@ -85,16 +86,15 @@ def assess(volume, model, pred) -> Quality:
 
     array = np.asarray(getattr(volume, "array", volume))
     profile = model.meta.intensity_profile
-    dist = None
+    dist, like = None, 1.0
     notes: list[str] = []
     if profile is None:
         notes.append("the model file records no training intensities to compare with")
     else:
         seen = scan_profile(array, model.meta.normalization)
+        # a blank scan (one value, or a handful of voxels): nothing to vouch for it with
         dist = None if seen is None else distance(profile, seen)
-        if seen is None:
-            notes.append("too little signal to compare with the training scans")
-    like = likeness(dist)
+        like = 0.0 if seen is None else likeness(dist)
     if model.task.kind == "denoise":
         return _denoiser(array, model, pred, dist, like, notes)
     return _segmentation(pred, dist, like, notes)
@@ -199,7 +199,10 @@ def _denoiser(array, model, pred, dist, like: float, notes: list[str]) -> Qualit
                    notes=tuple(notes))
 
 
-def _unlike_words(dist: float) -> str:
+def _unlike_words(dist: float | None) -> str:
+    if dist is None:
+        return ("too little signal to compare with the scans this model learned from (a "
+                "blank or nearly constant scan, or only a few voxels)")
     return f"unlike the scans this model learned from (intensity distance {dist:.2f})"
 
 
