@@ -30,7 +30,8 @@ def test_a_corrupt_slice_fails_on_its_own_and_its_series_says_it_may_miss_it(tmp
     assert bad["status"] == "failed" and bad["reason"] is None
     assert bad["error"] == (f"{paths[2].stem}: unreadable DICOM file: it has a DICOM preamble "
                             "('DICM') but no readable tag after it (corrupt)")
-    assert f"failed: {paths[2].stem}: {bad['error']}" in log
+    assert f"failed: {bad['error']}\n" in log  # the error names the scan: once, not twice
+    assert f"{paths[2].stem}: {paths[2].stem}" not in log
     (series,) = [e for e in scans.values() if e["name"].startswith("MR_s001_t1_")]
     assert series["status"] == "ok"
     assert any(f"{paths[2].name} beside this series could not be read" in w

@@ -295,7 +295,9 @@ class _ProgressBar:
         self.counts[entry["status"]] += 1
         why = _why(entry)
         if why:
-            self.bar.write(f"{entry['status']}: {name}: {one_line(why)}", file=sys.stderr)
+            why = one_line(why)  # the reason mostly names the scan itself
+            named = why if why.startswith(f"{name}: ") else f"{name}: {why}"
+            self.bar.write(f"{entry['status']}: {named}", file=sys.stderr)
         elif self.bar.disable:
             print(f"{entry['status']}: {name}", file=sys.stderr, flush=True)
         from ..batch.scan_job import same_for_every_scan
