@@ -788,6 +788,11 @@ def _undefined(auroc) -> bool:
     return auroc is None or auroc != auroc
 
 
+def _validated(conditions: dict) -> list[str]:
+    """The whole-scan perturbations (not clean, not the slabs), as the table names them."""
+    return [n for n in conditions if n != "clean" and not robustness.is_partial(n)]
+
+
 def _planes_verdict(path: Path = PLANES_RESULTS) -> str:
     """How often ``auto`` is within the bench's tolerance of the better of one plane and
     the plain mean, and where not (from ``bench/planes.py``, when it has been run)."""
@@ -820,10 +825,10 @@ def _quality_section(figs: dict, path: Path = QUALITY_RESULTS) -> str:
     seg = figs["segmentation"]
     levels = " and ".join(f"{float(lv):.0%}" for lv in figs["denoising"]["levels"])
     bullets = [
-        f"`brain-tissue`: the held-out block clean and under each condition of its table "
-        f"({', '.join(c for c in seg['robustness'] if c != 'clean')}); everything else "
-        "(other contrasts, the skull, pathology, partial coverage with artefacts) is "
-        "outside what it was validated for.",
+        f"`brain-tissue`: the held-out block clean and under each whole-scan condition of "
+        f"its table ({', '.join(_validated(seg['robustness']))}) and the slabs whose rows "
+        "are marked yes; everything else (other contrasts, the skull, pathology, the slabs "
+        "marked no) is outside what it was validated for.",
         f"`mri-denoise`: Rician noise of {levels} of the intensity range on the held-out "
         f"block (trained on {TRAIN_LEVELS[0]:.0%}..{TRAIN_LEVELS[1]:.0%}); other noise, "
         "other contrasts and CT are outside it."]
