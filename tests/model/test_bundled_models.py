@@ -116,12 +116,16 @@ def test_card_says_what_the_models_are_for_and_not_validated_on():
 
 
 def test_robustness_figures_travel_with_brain_tissue():
+    """The figures the model file carries (measured when it was trained) are those of
+    ``bench/robustness.py`` today, to 0.001 Dice: prediction has changed since only by the
+    crop (issue 28: Dice unchanged to 0.001); the bench now also scores slabs."""
     prov = load_model("brain-tissue", device="cpu").meta.provenance
     rob = prov["robustness"]
     results = json.loads((ROOT / "bench" / "results" / "robustness.json").read_text())
-    assert set(rob) == set(results["conditions"]) and "1.5 mm + bias field" in rob
+    assert set(rob) <= set(results["conditions"]) and "1.5 mm + bias field" in rob
     for name, dice in rob.items():
-        assert dice["grey_matter"] == results["conditions"][name]["grey_matter"]
+        for cls in ("grey_matter", "white_matter"):
+            assert dice[cls] == pytest.approx(results["conditions"][name][cls], abs=1e-3)
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray, c: int) -> float:
