@@ -683,8 +683,8 @@ PREVIOUS_BRAIN_TISSUE = (
 
 
 def _seg_verdict(seg: dict) -> str:
-    whole = {n: r for n, r in seg["robustness"].items() if not robustness.is_partial(n)}
-    slabs = {n: r for n, r in seg["robustness"].items() if robustness.is_partial(n)}
+    whole = _whole_scans(seg["robustness"])
+    slabs = {n: r for n, r in seg["robustness"].items() if n not in whole}
     missed = [n for n, ok in robustness.targets_met(whole).items() if not ok]
     if missed:
         words = ("Targets not met here: " + ", ".join(missed) + " (>= 0.96 clean, >= 0.92 "
@@ -693,8 +693,7 @@ def _seg_verdict(seg: dict) -> str:
                  "the three-class label maps (SynthSeg-style).")
     else:
         reruns = [n for n, r in seg.get("seeds", {}).items()
-                  if not all(robustness.targets_met(
-                      {c: v for c, v in r.items() if not robustness.is_partial(c)}).values())]
+                  if not all(robustness.targets_met(_whole_scans(r)).values())]
         seeds = f"seed{'s' if len(reruns) > 1 else ''} {' and '.join(reruns)}"
         caveat = (f" The same recipe with {seeds} (below) misses some: a rerun is not sure "
                   "to meet them all (more training scans are the likely cure)."
@@ -788,9 +787,14 @@ def _undefined(auroc) -> bool:
     return auroc is None or auroc != auroc
 
 
+def _whole_scans(conditions: dict) -> dict:
+    """The conditions that change the whole scan (not the partial-coverage slabs)."""
+    return {n: r for n, r in conditions.items() if not robustness.is_partial(n)}
+
+
 def _validated(conditions: dict) -> list[str]:
     """The whole-scan perturbations (not clean, not the slabs), as the table names them."""
-    return [n for n in conditions if n != "clean" and not robustness.is_partial(n)]
+    return [n for n in _whole_scans(conditions) if n != "clean"]
 
 
 def _planes_verdict(path: Path = PLANES_RESULTS) -> str:

@@ -92,9 +92,11 @@ def assess(volume, model, pred) -> Quality:
         notes.append("the model file records no training intensities to compare with")
     else:
         seen = scan_profile(array, model.meta.normalization)
-        # a blank scan (one value, or a handful of voxels): nothing to vouch for it with
-        dist = None if seen is None else distance(profile, seen)
-        like = 0.0 if seen is None else likeness(dist)
+        if seen is None:  # a blank scan (one value, a handful of voxels): nothing vouches
+            like = 0.0
+        else:
+            dist = distance(profile, seen)
+            like = likeness(dist)
     if model.task.kind == "denoise":
         return _denoiser(array, model, pred, dist, like, notes)
     return _segmentation(pred, dist, like, notes)
