@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from napari_unet.inference import warmup
-from napari_unet.inference.fast_net import inference_copy
+from napari_unet.inference.fast_net import inference_copy, mkldnn_conv_relu_works
 from napari_unet.inference.predictor import InferenceSettings, predict
+from napari_unet.model.checkpoint import load_model
 from support.tiny_models import scan, tiny_model
 
 
@@ -27,6 +33,20 @@ def test_warm_up_runs_the_model_and_leaves_it_as_it_was(learning):
     after = weights(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not model.net.training  # still in eval mode, as loaded
+
+
+def test_loading_and_warming_a_model_leave_torchs_global_generator_alone(tmp_path):
+    """A warm-up runs in a background thread: had it drawn numbers from torch's global
+    generator, a seeded ``Model.new`` at that moment (a training, a test's tiny model)
+    would have drawn other weights."""
+    path = tiny_model(n_classes=3).save(tmp_path / "tiny.safetensors")
+    mkldnn_conv_relu_works.cache_clear()  # its check's conv is made on the first run
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    model = load_model(path, device="cpu")
+    warmup.warm_up(model, InferenceSettings(device="cpu"), learning=True,
+                   volume=scan((6, 40, 44)))
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_a_warmed_model_predicts_exactly_as_a_cold_one():
@@ -112,3 +132,30 @@ def test_a_job_stops_the_scans_warm_up_and_the_next_choice_warms_again(monkeypat
     thread.join(10)
     assert made == [True] and not thread.is_alive()  # it saw the stop
     assert warmup.warm_up_soon(lambda: model, settings, key="m") is not None  # again
+
+
+EXITS_WHILE_WARMING = textwrap.dedent("""
+    import time
+    from support.tiny_models import scan, tiny_model
+    from napari_unet.inference import warmup
+    from napari_unet.inference.predictor import InferenceSettings
+
+    model, volume = tiny_model(n_classes=3), scan((6, 40, 44))
+    warmup.warm_up_soon(lambda: model, InferenceSettings(device="cpu"), learning=True,
+                        key="exit", volume=lambda: volume)
+    time.sleep(0.1)  # the warm-up is inside torch now; the script ends
+""")
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_a_process_that_ends_while_warming_up_exits_cleanly(tmp_path):
+    """Closing napari (or ending a script) just after choosing a model: the process
+    aborted with exit 134 while the warm-up thread was inside torch."""
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "ends_while_warming.py"
+    script.write_text(EXITS_WHILE_WARMING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "tests")])}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "terminate called" not in proc.stderr

@@ -195,7 +195,13 @@ def mkldnn_conv_relu_works(dtype: torch.dtype) -> bool:
         return False
     try:
         gen = torch.Generator().manual_seed(0)
-        conv = nn.Conv2d(3, 5, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
+        with torch.device("meta"):  # weights from ``gen``: torch's global generator is not ours
+            conv = nn.Conv2d(3, 5, 3, padding=1)
+        conv = conv.to_empty(device="cpu")
+        with torch.no_grad():
+            for p in conv.parameters():
+                p.copy_(torch.rand(p.shape, generator=gen) * 0.4 - 0.2)  # as Conv2d draws
+        conv = conv.to(dtype=dtype, memory_format=torch.channels_last)
         x = torch.randn(2, 3, 9, 7, generator=gen).to(dtype)
         x = x.contiguous(memory_format=torch.channels_last)
         fused = ConvReLU(conv)

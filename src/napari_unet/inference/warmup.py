@@ -17,6 +17,7 @@ Run costs what a later one does.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,12 @@ def stop_warming(wait: float = 30.0) -> None:
     _STOP.set()
     for thread in list(_THREADS):
         thread.join(wait)
+
+
+# A warm-up still inside torch when the interpreter exits (napari closed, a script ended a
+# second after choosing a model) is frozen there, and the process aborted ("terminate called
+# without an active exception", exit 134) instead of exiting.
+atexit.register(stop_warming)
 
 
 def warm_up(model, settings=None, learning: bool = False, volume=None,
@@ -91,7 +98,8 @@ def _one_step(model, settings) -> None:
     device = resolve_device(settings.device)
     net = copy.deepcopy(model.net).to(device).train()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-6)
-    x = torch.rand(2, model.meta.architecture.in_channels, 32, 32, device=device)
+    gen = torch.Generator().manual_seed(0)  # not torch's global one: a seeded run may be on
+    x = torch.rand(2, model.meta.architecture.in_channels, 32, 32, generator=gen).to(device)
     with autocast_for(device, training_autocast(device, "auto", model.task)):
         loss = net(x.contiguous(memory_format=torch.channels_last)).float().mean()
     loss.backward()

@@ -388,7 +388,7 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto") -> Model:
 
     path = resolve_model_path(name_or_path)
     meta, state = read_model_file(path)
-    net = UNet.from_architecture(meta.architecture)
+    net = UNet.to_load(meta.architecture)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

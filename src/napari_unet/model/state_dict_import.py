@@ -156,7 +156,7 @@ def import_state_dict(
             f"{context} needs {want_in} -> {task.out_channels}; fix "
             "--in-channels/--slice-context/--classes/--task")
     check_size(arch, patch_size, str(path), ModelFileError)
-    net = UNet.from_architecture(arch)
+    net = UNet.to_load(arch)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -170,6 +170,18 @@ class UNet(nn.Module):
     def from_architecture(cls, arch: Architecture) -> UNet:
         return cls(**arch.to_dict())
 
+    @classmethod
+    def to_load(cls, arch: Architecture) -> UNet:
+        """The net ``arch`` describes with uninitialised weights, for a state_dict to fill.
+
+        Drawing initial weights that a file replaces would take numbers from torch's global
+        generator: a model loaded in a background thread (a warm-up) would then change the
+        weights that a seeded ``Model.new`` elsewhere (training, a test) draws at the time.
+        """
+        with torch.device("meta"):
+            net = cls.from_architecture(arch)
+        return net.to_empty(device="cpu")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         ph, pw = (-h) % MULTIPLE, (-w) % MULTIPLE
