@@ -105,3 +105,29 @@ def test_a_batch_resamples_only_the_tilted_scan(tmp_path, tilted):
         assert not [w for w in e["warnings"] if "oblique" in w or "uneven" in w], e["warnings"]
         folder = mr if "test_series" in e["name"] else pair
         assert_nifti_agrees(path, cases.dicom_voxel_centres(folder))
+
+
+@pytest.mark.parametrize("unit", ["micron", "meter"])
+def test_a_nifti_in_microns_or_metres_keeps_its_unit(tmp_path, unit):
+    """ITK scales a NIfTI's numbers by its spatial unit (to mm), nibabel reads them as
+    they are: the labels must say the source's unit, or ITK puts them 1000 times away
+    from the scan."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    affine = np.array([[0.0, 0.0, -2.5, 40.0], [0.9, 0.0, 0.0, -12.5],
+                       [0.0, 1.1, 0.0, 7.0], [0.0, 0.0, 0.0, 1.0]])
+    i, j, k = np.indices((20, 24, 6))
+    ball = ((i - 10) ** 2 + (j - 12) ** 2 + (4 * (k - 3)) ** 2 < 50).astype(np.float32)
+    img = nib.Nifti1Image(900 * ball, affine)
+    img.header.set_xyzt_units(xyz=unit)
+    nib.save(img, tmp_path / "scan.nii.gz")
+    done = console("predict", tmp_path / "scan.nii.gz", "-o", tmp_path / "out", "--model",
+                   tiny_model(tmp_path / "m.safetensors"), "--quiet", "--no-qc")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out" / "scan_labels.nii.gz"
+    assert nib.load(out).header.get_xyzt_units()[0] == unit
+    np.testing.assert_allclose(nib.load(out).affine, affine, atol=1e-5)
+    source, labels = sitk.ReadImage(str(tmp_path / "scan.nii.gz")), sitk.ReadImage(str(out))
+    for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(getattr(labels, get)(), getattr(source, get)(), atol=1e-4)
