@@ -315,11 +315,13 @@ def _spacing_warnings(name: str, pos: np.ndarray, rounding_step: float | None = 
         where = ", ".join(f"{pos[i]:.2f}..{pos[i + 1]:.2f} mm" for i in missing[:5])
         how = ("blank slices stand in for them, so every slice keeps its own position"
                if grid_indices(pos) is not None else
-               "the volume uses the mean spacing, so positions there are approximate")
+               "the volume uses the mean spacing (positions there approximate); NIfTI "
+               "outputs are resampled onto even slices through the scan's own")
         return [f"{name}: missing slice(s) (usual spacing {step:.3g} mm, gaps at {where}); "
                 f"{how}."]
     return [f"{name}: uneven slice spacing ({gaps.min():.3g}..{gaps.max():.3g} mm); "
-            "the volume uses the mean spacing, so positions are approximate."]
+            "the volume uses the mean spacing (positions approximate); NIfTI outputs are "
+            "resampled onto even slices through the scan's own."]
 
 
 def grid_indices(along: np.ndarray) -> np.ndarray | None:
