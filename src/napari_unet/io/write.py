@@ -197,8 +197,9 @@ def write_volume(
     Geometry: the scan's (``like``: NIfTI input keeps its header and affine; DICOM input
     the series geometry); without ``like``, SimpleITK's default (1 mm, array axis 0 =
     superior). qform and sform are written alike. A scan whose voxel axes are really
-    sheared (gantry tilt) gets its results resampled onto an orthogonal grid
-    (``nifti_grid``, with a ``ResampledWarning``): ``interpolation`` "nearest" (default
+    sheared (gantry tilt) gets its results resampled onto an orthogonal grid, a DICOM
+    series with unevenly spaced slices onto even ones through its own (``nifti_grid``,
+    with a ``ResampledWarning``): ``interpolation`` "nearest" (default
     for labels: ``class_names`` given, booleans, integers) or "linear" (default for
     floats). ``dtype`` defaults to ``output_dtype`` (labels uint8/uint16, images
     float32). ``class_names`` (labels only) are stored in the file, which then reopens
