@@ -174,3 +174,45 @@ def test_mri_denoise_on_the_sample_dicom_gives_a_clean_derived_series(tmp_path):
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
     np.testing.assert_allclose(sitk.GetArrayFromImage(reader.Execute()),
                                sitk.GetArrayFromImage(nifti), atol=0.5 + 1e-4)
+
+
+@pytest.mark.slow
+def test_no_seg_of_an_image_without_patient_geometry(tmp_path):
+    """A Secondary Capture (no ImageOrientationPatient/ImagePositionPatient) got a SEG
+    that dciodvfy refuses (no PatientOrientation, no SliceThickness): the NIfTI stands in,
+    with a warning naming what is missing, and nothing else is left in the folder."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    from support.cli_run import console
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    for keyword, value in {
+            "SOPClassUID": SecondaryCaptureImageStorage, "SOPInstanceUID":
+            meta.MediaStorageSOPInstanceUID, "StudyInstanceUID": generate_uid(),
+            "SeriesInstanceUID": generate_uid(), "FrameOfReferenceUID": generate_uid(),
+            "Modality": "OT", "ConversionType": "WSD", "PatientName": "Doe^Jane",
+            "PatientID": "1", "SeriesNumber": 1, "InstanceNumber": 1,
+            "PixelSpacing": ["0.8", "0.8"], "SamplesPerPixel": 1,
+            "PhotometricInterpretation": "MONOCHROME2", "Rows": 20, "Columns": 16,
+            "BitsAllocated": 16, "BitsStored": 16, "HighBit": 15,
+            "PixelRepresentation": 0}.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.random.default_rng(0).integers(0, 900, (20, 16), np.uint16).tobytes()
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "capture.dcm", enforce_file_format=True)
+    model = tiny_model(tmp_path / "m.safetensors")
+    done = console("predict", tmp_path / "in", "-o", tmp_path / "out", "--model", model,
+                   "--format", "both", "--no-qc")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (e,) = load_report(tmp_path / "out")["scans"]
+    assert e["status"] == "ok" and [o[-7:] for o in e["outputs"]] == [".nii.gz"]
+    assert any("DICOM SEG not written" in w and "ImageOrientationPatient" in w
+               for w in e["warnings"]), e["warnings"]
+    left = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+    assert left == sorted([*e["outputs"], "report.json"])
+    assert nib.load(tmp_path / "out" / e["outputs"][0]).shape[:2] == (16, 20)

@@ -83,6 +83,56 @@ def test_denoised_tilted_ct_is_resampled_linearly_and_said_so(tmp_path, tilted):
     assert values.dtype == np.float32 and np.isfinite(values).all()
 
 
+def split_model(scan, path):
+    """A tiny binary model whose labels vary from voxel to voxel on ``scan`` (an untrained
+    one gives one label everywhere): its threshold moved to its median probability."""
+    import math
+
+    import torch
+
+    from napari_unet import predict
+    from support.tiny_models import tiny_model as random_model
+
+    model = random_model("segment", n_classes=1)
+    p = float(np.median(predict(read_volume(scan), model, probabilities=True).probabilities))
+    with torch.no_grad():
+        model.net.outc.conv.bias -= math.log(p / (1 - p))
+    return model.save(path)
+
+
+@pytest.mark.slow
+def test_a_ct_in_zones_of_slice_spacing_gets_niftis_on_even_slices_at_its_own(tmp_path):
+    """Slices 1 mm then 2.5 mm apart: at the mean spacing (1.7 mm) the labels sat up to
+    6 mm from their slices. Now each NIfTI voxel holds the label the SEG gives its
+    nearest source slice there, and every source slice has a NIfTI slice within half a
+    step of its ImagePositionPatient."""
+    import nibabel as nib
+
+    series = cases.zoned_ct(tmp_path / "zones")
+    model = split_model(series, tmp_path / "m.safetensors")
+    done = console("predict", series, "-o", tmp_path / "out", "--model", model,
+                   "--format", "both", "--probabilities", "--quiet", "--no-qc")
+    assert done.returncode == 0, done.stderr
+    (entry,) = load_report(tmp_path / "out")["scans"]
+    niftis = sorted(o for o in entry["outputs"] if o.endswith(".nii.gz"))
+    for name in (niftis[0], niftis[2]):  # labels (nearest), uncertainty (linear)
+        assert_nifti_agrees(tmp_path / "out" / name)
+    labels = read_itk(tmp_path / "out" / niftis[0])
+    values = labels.values.reshape(-1)
+    assert len(np.unique(values)) > 1  # the check below is not all background
+    seg = next(o for o in entry["outputs"] if o.endswith("_seg.dcm"))
+    expected = seg_labels_at(tmp_path / "out" / seg, series, labels.centres.reshape(-1, 3))
+    np.testing.assert_array_equal(values, expected)
+    z_out = labels.centres[:, 0, 0, 2]
+    z_src = np.array([float(ds.ImagePositionPatient[2]) for ds in cases.dicom_slices(series)])
+    step = nib.load(tmp_path / "out" / niftis[0]).header.get_zooms()[2]
+    assert step == pytest.approx(1.0, abs=1e-4)
+    assert np.abs(z_src[:, None] - z_out[None, :]).min(axis=1).max() <= step / 2 + 1e-3
+    assert len(niftis) == 3 and sorted(entry["resampled"]["outputs"]) == niftis
+    assert entry["resampled"]["even_slices"] is True
+    assert any("evenly spaced slices 1 mm apart" in w for w in entry["warnings"])
+
+
 def test_a_batch_resamples_only_the_tilted_scan(tmp_path, tilted):
     """Three scans in one run: the tilted CT is resampled, the rounded oblique MR and
     nibabel's Siemens pair are written on their own voxels where the source puts them."""
@@ -105,3 +155,29 @@ def test_a_batch_resamples_only_the_tilted_scan(tmp_path, tilted):
         assert not [w for w in e["warnings"] if "oblique" in w or "uneven" in w], e["warnings"]
         folder = mr if "test_series" in e["name"] else pair
         assert_nifti_agrees(path, cases.dicom_voxel_centres(folder))
+
+
+@pytest.mark.parametrize("unit", ["micron", "meter"])
+def test_a_nifti_in_microns_or_metres_keeps_its_unit(tmp_path, unit):
+    """ITK scales a NIfTI's numbers by its spatial unit (to mm), nibabel reads them as
+    they are: the labels must say the source's unit, or ITK puts them 1000 times away
+    from the scan."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    affine = np.array([[0.0, 0.0, -2.5, 40.0], [0.9, 0.0, 0.0, -12.5],
+                       [0.0, 1.1, 0.0, 7.0], [0.0, 0.0, 0.0, 1.0]])
+    i, j, k = np.indices((20, 24, 6))
+    ball = ((i - 10) ** 2 + (j - 12) ** 2 + (4 * (k - 3)) ** 2 < 50).astype(np.float32)
+    img = nib.Nifti1Image(900 * ball, affine)
+    img.header.set_xyzt_units(xyz=unit)
+    nib.save(img, tmp_path / "scan.nii.gz")
+    done = console("predict", tmp_path / "scan.nii.gz", "-o", tmp_path / "out", "--model",
+                   tiny_model(tmp_path / "m.safetensors"), "--quiet", "--no-qc")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out" / "scan_labels.nii.gz"
+    assert nib.load(out).header.get_xyzt_units()[0] == unit
+    np.testing.assert_allclose(nib.load(out).affine, affine, atol=1e-5)
+    source, labels = sitk.ReadImage(str(tmp_path / "scan.nii.gz")), sitk.ReadImage(str(out))
+    for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(getattr(labels, get)(), getattr(source, get)(), atol=1e-4)

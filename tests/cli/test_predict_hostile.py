@@ -244,3 +244,74 @@ def test_an_earlier_output_folder_under_the_input_is_skipped_not_predicted(tmp_p
     code, _ = run_cli("predict", tmp_path / "scans" / "run1", "-o", tmp_path / "seg2",
                       "--model", model, "--quiet")  # given as an input: its files are used
     assert code == 0 and "a_labels" in by_name(load_report(tmp_path / "seg2"))
+
+
+@pytest.mark.slow
+def test_a_dicomdir_is_skipped_as_an_index_and_its_series_predicted(tmp_path, model):
+    """A CD or PACS export: a DICOMDIR (no SOP class, no modality of its own) beside the
+    series it lists is an index, not a corrupt file that fails the run."""
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    from support.clean_dicom import write_clean_series
+    from support.geometry_cases import dicom_voxel_centres
+    from support.nifti_checks import assert_nifti_agrees
+
+    fileset = FileSet()
+    for path in write_clean_series(np.full((4, 10, 12), 300.0), tmp_path / "files"):
+        fileset.add(pydicom.dcmread(path))
+    fileset.write(tmp_path / "cd")
+    images = [p for p in (tmp_path / "cd").rglob("*") if p.is_file() and p.name != "DICOMDIR"]
+    done = console("predict", tmp_path / "cd", "-o", tmp_path / "out", "--model", model,
+                   "--format", "both", "--no-qc")
+    assert done.returncode == 0, done.stdout + done.stderr
+    series, index = sorted(load_report(tmp_path / "out")["scans"], key=lambda e: e["status"])
+    assert index["status"] == "skipped" and "DICOMDIR" in index["reason"], index
+    assert series["status"] == "ok" and "corrupt" not in done.stdout + done.stderr
+    labels = next(o for o in series["outputs"] if o.endswith(".nii.gz"))
+    for image in images:  # dicom_voxel_centres reads *.dcm
+        image.rename(image.with_name(image.name + ".dcm"))
+    assert_nifti_agrees(tmp_path / "out" / labels, dicom_voxel_centres(tmp_path / "cd"))
+    seg = pydicom.dcmread(tmp_path / "out" / next(o for o in series["outputs"]
+                                                  if o.endswith("_seg.dcm")))
+    referenced = {r.ReferencedSOPInstanceUID
+                  for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {pydicom.dcmread(p).SOPInstanceUID for p in
+                          (tmp_path / "cd").rglob("*.dcm")}
+
+
+@pytest.mark.slow
+def test_a_second_copy_of_each_slice_is_left_out_not_taken_for_echoes(tmp_path, model):
+    """An export that holds each instance twice (the same SOPInstanceUID: copied twice, or
+    a compressed twin): one volume of the instances, each copy named in a warning. It
+    failed as 'several slices share a position (echoes or time points ...)'."""
+    import shutil
+
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    from support.clean_dicom import write_clean_series
+    from support.geometry_cases import dicom_voxel_centres
+    from support.nifti_checks import assert_nifti_agrees
+
+    paths = write_clean_series(np.full((4, 10, 12), 300.0), tmp_path / "export" / "a")
+    shutil.copytree(tmp_path / "export" / "a", tmp_path / "copy")
+    for path in (tmp_path / "copy").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless, generate_instance_uid=False)
+        ds.save_as(path)
+    shutil.move(tmp_path / "copy", tmp_path / "export" / "b")
+    done = console("predict", tmp_path / "export", "-o", tmp_path / "out", "--model", model,
+                   "--format", "both", "--no-qc")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (entry,) = load_report(tmp_path / "out")["scans"]
+    for path in paths:
+        assert any(f"{path.name} left out of this series (a copy of {path.name} (the same "
+                   "SOPInstanceUID))" in w for w in entry["warnings"]), entry["warnings"]
+    labels = next(o for o in entry["outputs"] if o.endswith(".nii.gz"))
+    assert_nifti_agrees(tmp_path / "out" / labels, dicom_voxel_centres(tmp_path / "export" / "a"))
+    seg = pydicom.dcmread(tmp_path / "out" / next(o for o in entry["outputs"]
+                                                  if o.endswith("_seg.dcm")))
+    referenced = [r.ReferencedSOPInstanceUID
+                  for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
+    assert sorted(referenced) == sorted(pydicom.dcmread(p).SOPInstanceUID for p in paths)

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from napari_unet.errors import VolumeWriteError
 from napari_unet.io.geometry import SHEAR_NOISE_VOXELS, stacking_from_positions
-from napari_unet.io.orthogonal import output_grid, resample
+from napari_unet.io.orthogonal import along_slices, even_stack, output_grid, resample
 
 SHAPE = (7, 19, 23)
 
@@ -143,3 +143,23 @@ def test_a_tilt_far_below_a_voxel_reads_straight_a_real_one_does_not():
     pos = positions(n=40, step=(0.0, 0.0157, 3.0))  # 40 slices: 0.3 mm aside at the ends
     tilt = stacking_from_positions((3.0, 1.8, 1.8), tuple(pos[0]), AXIAL, pos, 1e-6)[3]
     assert tilt == pytest.approx(0.3, abs=0.01)
+
+
+def test_uneven_slices_go_onto_even_ones_through_their_own_places():
+    """Slices at 0, 1, 2, 4.5 and 7 mm (mean spacing 1.75): even slices every 1 mm (the
+    smallest gap), the first and last where they were; by hand, new slice j lies at
+    fractional scan slice [0, 1, 2, 2.4, 2.8, 3.2, 3.6, 4]."""
+    source = affine(spacing=(1.75, 0.8, 0.7), tilt_deg=0.0)
+    out, shape, at = even_stack(source, (5, 3, 4), [0.0, 1.0, 2.0, 4.5, 7.0])
+    assert shape == (8, 3, 4)
+    np.testing.assert_allclose(at, [0, 1, 2, 2.4, 2.8, 3.2, 3.6, 4])
+    unit = source[:3, 0] / 1.75
+    np.testing.assert_allclose(out[:3, 0], unit)  # 1 mm steps along the same axis
+    np.testing.assert_allclose(out[:3, 1:], source[:3, 1:])
+    data = np.arange(5, dtype=np.int16)[:, None, None] * np.ones((5, 3, 4), np.int16) * 10
+    np.testing.assert_array_equal(along_slices(data, at, nearest=True)[:, 0, 0],
+                                  [0, 10, 20, 20, 30, 30, 40, 40])
+    np.testing.assert_array_equal(along_slices(data, at, nearest=False)[:, 0, 0],
+                                  [0, 10, 20, 24, 28, 32, 36, 40])
+    channels = np.stack([data, -data], axis=-1).astype(np.float32)
+    assert along_slices(channels, at, nearest=False)[3, 0, 0].tolist() == [24.0, -24.0]

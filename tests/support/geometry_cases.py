@@ -1,4 +1,5 @@
-"""Scans whose geometry is hard for the next tool: a gantry-tilted head CT, an oblique MR
+"""Scans whose geometry is hard for the next tool: a gantry-tilted head CT, a CT
+reconstructed in zones of different slice spacing, an oblique MR
 whose positions are rounded to 0.1 mm as some scanners write them, and nibabel's real
 Siemens two-slice pair (a 0.3 degree tilt of the slice planes while the positions step
 straight along z).
@@ -64,6 +65,23 @@ def tilted_ct(folder: str | Path, tilt_deg: float = 15.0, shape=(14, 48, 52),
                                modality="CT", rescale=(1.0, -1024.0))
     for f, ipp in zip(sorted(files), ipps, strict=True):
         _set_plane(f, ipp, row, col, pixel, content, tilt=tilt_deg)
+    return folder
+
+
+def zoned_ct(folder: str | Path, steps=(1.0,) * 9 + (2.5,) * 8, shape=(32, 36),
+             pixel=(0.8, 0.7)) -> Path:
+    """An axial head CT reconstructed in zones of different slice spacing (``steps``
+    between consecutive slices, mm), as helical CT is: the ball of ``BALL_*`` (1000 HU)
+    in air (-1000 HU), stored with RescaleIntercept -1024."""
+    folder = Path(folder)
+    z = BALL_CENTRE[2] - sum(steps) / 2 + np.concatenate([[0.0], np.cumsum(steps)])
+    first = np.array([BALL_CENTRE[0] - shape[1] * pixel[1] / 2,
+                      BALL_CENTRE[1] - shape[0] * pixel[0] / 2, 0.0])
+    files = write_dicom_series(np.zeros((len(z), *shape)), folder, spacing=(1.0, *pixel),
+                               modality="CT", rescale=(1.0, -1024.0))
+    for f, zk in zip(sorted(files), z, strict=True):
+        _set_plane(f, first + [0.0, 0.0, zk], np.array([1.0, 0, 0]), np.array([0, 1.0, 0]),
+                   pixel, "ball")
     return folder
 
 

@@ -4,7 +4,8 @@ A person corrects for an hour, saves the labels and comes back another day: the 
 those labels open from files, and the inference widget's *continue from* runs the model
 on the scan but gives the result layer the saved labels (labels of a gantry-tilted scan,
 saved resampled onto an orthogonal grid, are put back on its voxels: exactly, since each
-slice only moved within its plane). The model's own answer stays the
+slice only moved within its plane; so are labels of a scan with unevenly spaced slices,
+saved on even slices through its own). The model's own answer stays the
 layer's reference, so the correction loop counts each slice where the saved labels differ
 from it as the person's edit: what it learns from, and never overwrites.
 """
@@ -25,7 +26,7 @@ def labels_layers(viewer) -> list:
 def continue_problem(start, image) -> str | None:
     """Why ``start`` cannot seed a result on ``image`` (None when it can, or is None)."""
     if start is None or image is None or _offset(start, image) is not None \
-            or _tilt_grid(start, image) is not None:
+            or _tilt_grid(start, image) is not None or _even_index(start, image) is not None:
         return None
     if tuple(start.data.shape) != tuple(image.data.shape[:3]):
         return (f"the labels {start.name!r} ({_shape(start)}) do not lie on the voxels of "
@@ -51,6 +52,9 @@ def start_labels(start, image, task) -> np.ndarray:
 
         back = OutputGrid(data_to_world(image), tuple(image.data.shape[:3]))
         return resample(data, grid.affine, back, nearest=True).astype(task.label_dtype)
+    index = _even_index(start, image)
+    if index is not None:  # saved on even slices through this scan's uneven ones
+        return data[index].astype(task.label_dtype)
     full = np.zeros(image.data.shape[:3], task.label_dtype)
     full[_box(_offset(start, image), data.shape)] = data
     return full
@@ -66,6 +70,26 @@ def _tilt_grid(start, image):
     if not grid.resampled or tuple(start.data.shape) != grid.shape:
         return None
     return grid if np.allclose(data_to_world(start), grid.affine, atol=1e-3) else None
+
+
+def _even_index(start, image) -> np.ndarray | None:
+    """Where each slice of an unevenly spaced ``image`` lies among ``start``'s, when
+    ``start`` holds labels napari-unet saved from it on evenly spaced slices
+    (``io.orthogonal.even_stack``); else None. Each even slice took the labels of its
+    nearest scan slice, so the slice nearest each scan slice gives them back exactly."""
+    from ..io.orthogonal import even_stack
+    from .layers import layer_volume
+
+    volume = layer_volume(image)
+    along = getattr(getattr(volume, "source", None), "slice_positions", None)
+    if along is None or volume.spatial_shape != tuple(image.data.shape[:3]):
+        return None
+    affine, shape, _ = even_stack(data_to_world(image), image.data.shape[:3], along)
+    if tuple(start.data.shape) != shape or not np.allclose(data_to_world(start), affine,
+                                                          atol=1e-3):
+        return None
+    step = float(np.linalg.norm(affine[:3, 0]))
+    return np.rint(np.asarray(along) / step).astype(int)
 
 
 def _offset(start, image) -> np.ndarray | None:

@@ -21,7 +21,9 @@ of an enhanced multi-frame file gets its own rescale slope/intercept (GDCM appli
 first frame's to all); an enhanced file's frames stored out of spatial order are put in
 order. Where whole slices are missing, blank slices stand
 in for them. ``DicomSource.slice_index`` maps each file (or frame) to its array slice
-then, for the DICOM SEG, so that no slice moves to the mean spacing or a wrong place.
+then, for the DICOM SEG, so that no slice moves to the mean spacing or a wrong place;
+slices unevenly spaced in other ways keep their distances along the stack in
+``DicomSource.slice_positions``, for NIfTI outputs on even slices through them.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
     index = _compose(order, index)
     spacing, origin, direction = _stacking(label, positions, position_step(members), spacing,
                                            origin, direction, notes)
+    along = _uneven(positions, position_step(members), spacing, direction)
     source = DicomSource(
         path=str(Path(path).resolve()),
         files=tuple(str(Path(f).resolve()) for f, _ in members),
@@ -169,6 +172,7 @@ def _read_members(path: Path, label: str, name: str, members: list, notes: list[
         multi_frame=frames_in(ds0) > 1,
         warnings=tuple(notes),
         slice_index=index,
+        slice_positions=along,
     )
     return Volume(_compact(array), spacing, origin, direction,
                   text_tag(ds0, "Modality") or "OT", source, name)
@@ -231,6 +235,19 @@ def _stacking(label: str, positions, rounding_step, spacing, origin, direction,
         notes.append(note)
         _warn([note], ScanWarning)
     return spacing, origin, direction
+
+
+def _uneven(positions, rounding_step, spacing, direction) -> tuple[float, ...] | None:
+    """Each slice's distance (mm) from the first along the slice axis where the mean
+    spacing would move one by more than geometry noise (``geometry.shear_noise_mm``), so
+    that outputs can put it back (``io.orthogonal.even_stack``); else None."""
+    if positions is None or len(positions) < 3:
+        return None
+    along = (np.asarray(positions, float) - positions[0]) @ np.asarray(direction, float)[:, 0]
+    off = float(np.abs(along - np.arange(len(along)) * spacing[0]).max())
+    if off <= geometry.shear_noise_mm(spacing, rounding_step) or np.any(np.diff(along) <= 0):
+        return None
+    return tuple(float(v) for v in along)
 
 
 def _frame_rescale(label: str, members: list, array: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ NOT_DICOM = "not a DICOM file"
 # a file with the 'DICM' preamble of which pydicom parses none of these is corrupt, not an
 # object without an image: it may be a broken slice of a series, so it must fail loudly
 _IDENTIFYING = ("SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID",
-                "StudyInstanceUID", "Rows", "Columns")
+                "StudyInstanceUID", "Rows", "Columns", "DirectoryRecordSequence")
 CORRUPT = ("unreadable DICOM file: it has a DICOM preamble ('DICM') but no readable "
            "tag after it (corrupt)")
 # values this long (private blobs, or a length field that lies) stay on disk until used
@@ -149,6 +149,8 @@ def _misencoded(ds) -> bool:
 
 def non_image_reason(ds) -> str | None:
     """Why a DICOM object holds no image to segment, or None for an image."""
+    if "DirectoryRecordSequence" in ds:  # a DICOMDIR: no SOP class of its own
+        return "DICOMDIR (Media Storage Directory): an index of the files, not an image"
     modality = text_tag(ds, "Modality").upper()
     sop = ds.get("SOPClassUID")
     sop_name = getattr(sop, "name", str(sop))

@@ -10,8 +10,9 @@ the generic "Tissue" with the class name as label and the palette's colour, with
 :class:`UncodedClassWarning` per SEG naming those classes (``io.class_codes``).
 
 The source files are checked first: a source whose kind of DICOM cannot carry a SEG
-(a legacy multi-frame file such as an RT Dose, a missing attribute the SEG cannot do
-without) is an ``UnsupportedSourceError`` naming the file and the attribute (never a raw
+(a legacy multi-frame file such as an RT Dose, an image without patient geometry such
+as a Secondary Capture, a missing attribute the SEG cannot do without) is an
+``UnsupportedSourceError`` naming the file and the attribute (never a raw
 highdicom error); source files that cannot be read are a ``VolumeWriteError``. Missing
 type 2 patient/study attributes (allowed to be empty) are taken as empty. The
 SeriesDescription names the algorithm (the model), never the scan: folder and scan names
@@ -127,7 +128,9 @@ def _check_source(path: Path, file: str, ds, n_sources: int) -> None:
             f"{path}: {file} is a multi-frame {ds.get('Modality', '')} file without "
             "per-frame functional groups (a legacy multi-frame object); a DICOM SEG cannot "
             "reference its frames.")
-    needed = REQUIRED + (PLANE if n_sources > 1 else ())  # to place each slice's frame
+    # to place each frame: a series' slices, or a single image without patient geometry
+    # (a Secondary Capture: the SEG would lack what its IOD requires instead of it)
+    needed = REQUIRED + (PLANE if n_sources > 1 or not multi_frame else ())
     missing = [k for k in needed if not ds.get(k)]
     if missing:
         raise UnsupportedSourceError(

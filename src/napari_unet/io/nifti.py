@@ -16,7 +16,8 @@ normalisation defaults use it.
 Writing with a NIfTI ``like`` keeps the source header (codes, units of time, extensions;
 NIfTI-2 becomes NIfTI-1, which ITK reads, unless an axis is too long for it);
 every output's orientation is written as sform and qform alike with pixdim its voxel
-sizes (``set_orientation``), so ITK and nibabel put every voxel at the same place; a
+sizes and the source's spatial unit (``set_orientation``), so ITK and nibabel put every
+voxel at the same place; a
 NIfTI source's own affine is kept (to float32, as NIfTI stores it). Sheared geometry is
 never written: ``io.write`` puts results on an orthogonal grid first (``io.orthogonal``).
 Any other ``like`` writes its geometry with codes 1 (scanner).
@@ -347,12 +348,16 @@ def _as_nifti1(hdr):
 
 def set_orientation(hdr, ras: np.ndarray, sform_code: int, qform_code: int) -> None:
     """Write the voxel-to-RAS ``ras`` (orthogonal axes) as sform and qform alike, with
-    pixdim its voxel sizes and millimetres as units, so that ITK (which takes voxel
-    sizes from pixdim, directions from the sform or qform) and nibabel (the sform)
-    put every voxel at the same place."""
+    pixdim its voxel sizes, so that ITK (which takes voxel sizes from pixdim, directions
+    from the sform or qform) and nibabel (the sform) put every voxel at the same place.
+
+    ``ras`` is in the unit of ``hdr``'s source (nibabel reads a NIfTI's numbers as they
+    are): a source in metres or microns keeps its unit, which ITK scales to mm on both
+    files alike; any other header says millimetres."""
     hdr.set_sform(ras, code=sform_code)
     hdr.set_qform(ras, code=qform_code)  # and pixdim: the axes' lengths, qfac
-    hdr.set_xyzt_units(xyz="mm", t=hdr.get_xyzt_units()[1])
+    space, time = hdr.get_xyzt_units()
+    hdr.set_xyzt_units(xyz=space if space in ("meter", "micron") else "mm", t=time)
 
 
 def _xform_codes(hdr, ras: np.ndarray) -> tuple[int, int]:

@@ -18,6 +18,13 @@ sheared sform) therefore has its results written on an orthogonal grid (``output
 The orthogonal axes come from the scan's by Gram-Schmidt, fastest first (columns, rows,
 then the slice axis), so the in-plane axes keep their directions and the slice axis
 becomes the planes' normal, at the spacing between the planes.
+
+A DICOM series whose slices are unevenly spaced (zones of different spacing, slices
+missing at no whole step) cannot be one NIfTI grid either: at the mean spacing its
+slices would sit millimetres from their ImagePositionPatient. Its results are first put
+on evenly spaced slices at the scan's own places (``even_stack``, ``along_slices``), as
+dcm2niix's ``_Eq`` files: the nearest slice for labels, linear between the two around
+it for images.
 """
 
 from __future__ import annotations
@@ -45,11 +52,13 @@ class OutputGrid:
     resampled: bool = False
     shear_degrees: float = 0.0  # the largest angle an axis of the scan was turned by
     moved_mm: float = 0.0  # how far writing the scan's voxels orthogonal would move one
+    even_slices: bool = False  # the scan's uneven slices put on even ones (``even_stack``)
 
     def describe(self) -> dict:
         """The report's ``resampled`` note."""
         spacing = np.linalg.norm(self.affine[:3, :3], axis=0)
         return {"shear_degrees": round(self.shear_degrees, 2),
+                "even_slices": self.even_slices,
                 "shape": [int(v) for v in self.shape],
                 "spacing": [round(float(v), 6) for v in spacing],
                 "interpolation": {"labels": "nearest", "images": "linear"}}
@@ -183,3 +192,39 @@ def _mapped(plane: np.ndarray, in_plane, offset, shape, nearest: bool, fill) -> 
     values = ndimage.map_coordinates(plane.astype(np.float64), at, order=0 if nearest else 1,
                                      mode="nearest")
     return np.where(inside, values, fill).reshape(shape)
+
+
+# --- unevenly spaced slices ------------------------------------------------------------------
+
+
+def even_stack(affine: np.ndarray, shape, along) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """(affine, shape, at) of evenly spaced slices through the scan's own: ``along`` gives
+    each scan slice's distance (mm, increasing) from the first along the slice axis of
+    ``affine``; ``at[j]`` is where new slice j lies among the scan's slices (a fractional
+    index). The step is the smallest gap (at most 4 slices per usual gap), fitted so that
+    the first and last slices stay where they are."""
+    along = np.asarray(along, float)
+    gaps = np.diff(along)
+    smallest = max(float(gaps.min()), float(np.median(gaps)) / 4)
+    n = max(int(math.ceil(along[-1] / smallest - 1e-6)), 1)
+    step = along[-1] / n
+    at = np.interp(np.arange(n + 1) * step, along, np.arange(len(along), dtype=float))
+    out = np.array(affine, float)
+    out[:3, 0] *= step / np.linalg.norm(out[:3, 0])
+    return out, (n + 1, *(int(v) for v in shape[1:3])), at
+
+
+def along_slices(data: np.ndarray, at: np.ndarray, nearest: bool,
+                 label: str = "result") -> np.ndarray:
+    """``data``'s slices at the fractional slice indices ``at``: the nearest slice (labels:
+    values kept) or linear between the two around it (integer images rounded back)."""
+    data = np.asarray(data)
+    check_allocation(len(at) * math.prod(data.shape[1:]) * data.dtype.itemsize,
+                     f"{label}: resampling onto evenly spaced slices", VolumeWriteError)
+    if nearest:
+        return data[np.rint(at).astype(int)]
+    low = np.clip(np.floor(at).astype(int), 0, len(data) - 1)
+    high = np.clip(low + 1, 0, len(data) - 1)
+    frac = (at - low).reshape(-1, *[1] * (data.ndim - 1))
+    out = data[low] * (1 - frac) + data[high] * frac
+    return (np.rint(out) if data.dtype.kind in "iub" else out).astype(data.dtype)

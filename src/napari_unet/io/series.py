@@ -2,7 +2,8 @@
 
 - Headers are read and checked by ``dicom_header`` (no pixel data) to group files by
   SeriesInstanceUID and skip non-image objects (SR, RTSTRUCT, RTPLAN, SEG, ...) and
-  malformed files with a reason; the series of a malformed file is read from the others.
+  malformed files with a reason; the series of a malformed file is read from the others;
+  a second file of the same instance (the same SOPInstanceUID) is left out, noted.
   A file that cannot be parsed at all is noted on every series beside it (its own series
   cannot be told), so a gap it leaves is never taken for the series' spacing in silence.
 - Slices are sorted **geometrically**: by ImagePositionPatient projected on the slice
@@ -113,15 +114,16 @@ def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
     folder = Path(folder)
     groups: dict[str, list] = {}
     skipped, notes, unreadable = [], {}, []
+    seen: dict[tuple[str, str], Path] = {}  # (series, SOPInstanceUID) -> its first file
     for f in _candidate_files(folder):
         ds, reason = parse_header(f)
         if ds is not None:
-            reason = non_image_reason(ds) or reason
+            reason = non_image_reason(ds) or reason or _copy_of(ds, f, seen)
         if reason:
             skipped.append((str(f), reason))
             if ds is None and (reason != NOT_DICOM or has_dicom_suffix(f)):
                 unreadable.append((f, reason))
-            if ds is not None and reason.startswith("malformed"):
+            if ds is not None and reason.startswith(("malformed", "a copy of")):
                 notes.setdefault(series_key(ds), []).append(
                     f"{f.name} left out of this series ({reason})")
             continue
@@ -142,6 +144,16 @@ def scan_folder(folder: str | Path) -> tuple[SeriesList, dict[str, list]]:
         series.append(_series_info(key, members, notes.get(key, [])))
     series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
     return SeriesList(series, skipped, str(folder)), groups
+
+
+def _copy_of(ds, f: Path, seen: dict) -> str | None:
+    """Why ``f`` is left out when another file of its series holds the same instance (the
+    same SOPInstanceUID: a second copy in an export, a compressed twin), else None."""
+    uid = text_tag(ds, "SOPInstanceUID")
+    if not uid:
+        return None
+    first = seen.setdefault((series_key(ds), uid), f)
+    return None if first == f else f"a copy of {first.name} (the same SOPInstanceUID)"
 
 
 def _odd_ones_out(members: list) -> tuple[list, list[tuple[str, str]]]:
@@ -315,11 +327,13 @@ def _spacing_warnings(name: str, pos: np.ndarray, rounding_step: float | None = 
         where = ", ".join(f"{pos[i]:.2f}..{pos[i + 1]:.2f} mm" for i in missing[:5])
         how = ("blank slices stand in for them, so every slice keeps its own position"
                if grid_indices(pos) is not None else
-               "the volume uses the mean spacing, so positions there are approximate")
+               "the volume uses the mean spacing (positions there approximate); NIfTI "
+               "outputs are resampled onto even slices through the scan's own")
         return [f"{name}: missing slice(s) (usual spacing {step:.3g} mm, gaps at {where}); "
                 f"{how}."]
     return [f"{name}: uneven slice spacing ({gaps.min():.3g}..{gaps.max():.3g} mm); "
-            "the volume uses the mean spacing, so positions are approximate."]
+            "the volume uses the mean spacing (positions approximate); NIfTI outputs are "
+            "resampled onto even slices through the scan's own."]
 
 
 def grid_indices(along: np.ndarray) -> np.ndarray | None:

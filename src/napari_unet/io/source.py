@@ -45,6 +45,9 @@ class DicomSource:
     warnings: tuple[str, ...] = field(default_factory=tuple)  # geometry that was assumed
     # each file's (or frame's) array slice when blank slices stand in for missing ones
     slice_index: tuple[int, ...] | None = None
+    # each array slice's distance (mm) from the first along the slice axis, where the
+    # slices are unevenly spaced (the geometry's mean spacing misplaces them)
+    slice_positions: tuple[float, ...] | None = None
 
 
 Source = NiftiSource | DicomSource | None

@@ -15,6 +15,7 @@ import errno
 import os
 import uuid
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,8 @@ def _cast(data: np.ndarray, dtype: np.dtype, path: Path) -> np.ndarray:
 
 class ResampledWarning(ScanWarning):
     """A result was written resampled onto an orthogonal grid (the scan's slices are
-    stacked obliquely, or its axes sheared): ITK-based tools refuse sheared NIfTI files."""
+    stacked obliquely, or its axes sheared): ITK-based tools refuse sheared NIfTI files;
+    or onto evenly spaced slices (the scan's are not): a NIfTI grid's slices are even."""
 
 
 def resampled_note(name: str, grid) -> str:
@@ -151,12 +153,39 @@ def resampled_note(name: str, grid) -> str:
             "acquired.")
 
 
+def even_note(name: str, affine: np.ndarray, shape) -> str:
+    """The warning for a result put on evenly spaced slices (``affine``, ``shape``)."""
+    step = float(np.linalg.norm(np.asarray(affine, float)[:3, 0]))
+    return (f"{name}: its slices are unevenly spaced; NIfTI outputs are resampled onto "
+            f"{shape[0]} evenly spaced slices {step:.3g} mm apart through the scan's own "
+            "(labels nearest-neighbour, images linear), as dcm2niix's _Eq files, so that "
+            "each slice stays at its ImagePositionPatient; a DICOM SEG references the "
+            "slices as acquired.")
+
+
+def _even_slices(like: Volume):
+    """(affine, shape, at): ``like``'s grid, or evenly spaced slices through its own where
+    a DICOM series' slices are unevenly spaced (``DicomSource.slice_positions``; ``at``:
+    ``io.orthogonal.even_stack``), else ``at`` None."""
+    from .orthogonal import even_stack
+
+    along = getattr(like.source, "slice_positions", None)
+    if along is None:
+        return like.affine, like.spatial_shape, None
+    return even_stack(like.affine, like.spatial_shape, along)
+
+
 def nifti_grid(like: Volume):
     """The orthogonal grid (``io.orthogonal.OutputGrid``) NIfTI results of ``like`` are
-    written on: its own voxels unless its axes are really sheared."""
+    written on: its own voxels unless its axes are really sheared or its slices unevenly
+    spaced."""
     from .orthogonal import output_grid
 
-    return output_grid(like.affine, like.spatial_shape)
+    affine, shape, at = _even_slices(like)
+    grid = output_grid(affine, shape)
+    if at is None:
+        return grid
+    return replace(grid, resampled=True, even_slices=True)
 
 
 def write_volume(
@@ -168,15 +197,16 @@ def write_volume(
     Geometry: the scan's (``like``: NIfTI input keeps its header and affine; DICOM input
     the series geometry); without ``like``, SimpleITK's default (1 mm, array axis 0 =
     superior). qform and sform are written alike. A scan whose voxel axes are really
-    sheared (gantry tilt) gets its results resampled onto an orthogonal grid
-    (``nifti_grid``, with a ``ResampledWarning``): ``interpolation`` "nearest" (default
+    sheared (gantry tilt) gets its results resampled onto an orthogonal grid, a DICOM
+    series with unevenly spaced slices onto even ones through its own (``nifti_grid``,
+    with a ``ResampledWarning``): ``interpolation`` "nearest" (default
     for labels: ``class_names`` given, booleans, integers) or "linear" (default for
     floats). ``dtype`` defaults to ``output_dtype`` (labels uint8/uint16, images
     float32). ``class_names`` (labels only) are stored in the file, which then reopens
     as labels (``io.labels``).
     """
     from . import geometry, nifti
-    from .orthogonal import resample
+    from .orthogonal import along_slices, output_grid, resample
 
     path = Path(path)
     ext = nifti_extension(path)
@@ -193,13 +223,17 @@ def write_volume(
     check_target(path, like)
     data = _cast(data, np.dtype(output_dtype(data) if dtype is None else dtype), path)
     try:
-        grid = nifti_grid(like)
+        affine, shape, at = _even_slices(like)
+        grid = output_grid(affine, shape)
     except VolumeWriteError as e:
         raise VolumeWriteError(f"{path}: {e}") from None
+    nearest = interpolation == "nearest" or (interpolation is None and (
+        class_names is not None or data.dtype.kind in "biu"))
+    if at is not None:
+        data = along_slices(data, at, nearest, label=str(path))
+        warnings.warn(even_note(like.name, affine, shape), ResampledWarning, stacklevel=2)
     if grid.resampled:
-        nearest = interpolation == "nearest" or (interpolation is None and (
-            class_names is not None or data.dtype.kind in "biu"))
-        data = resample(data, like.affine, grid, nearest, label=str(path))
+        data = resample(data, affine, grid, nearest, label=str(path))
         warnings.warn(resampled_note(like.name, grid), ResampledWarning, stacklevel=2)
     image = nifti.nifti_image(data, like, class_names=class_names, affine=grid.affine)
     with atomic_path(path, ext) as tmp:
