@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..io.series import uid_hash
 from ..io.write import atomic_write_text
+from .damaged import unreadable
 from .naming import short_hash, with_key
 from .outdir import plain_file, read_text, state_dir
 
@@ -72,17 +73,45 @@ def claim_name(outdir: Path, scan):
 
 
 def finished(outdir: Path, scan, model_hash: str, digest: str) -> dict | None:
-    """The manifest if this scan's outputs exist for this input, model and settings."""
+    """The manifest if this scan's outputs (and QC picture) exist for this input, model
+    and settings, each as napari-unet wrote it or changed but whole (edited by a person:
+    kept, and listed under ``changed``); an output cut short is not finished."""
     record = read_manifest(outdir, scan.name)
     if record is None or record.get("status") != "done":
         return None
     expected = base_record(scan, model_hash, digest)
     if any(record.get(k) != v for k, v in expected.items()):
         return None
-    outputs = record.get("outputs") or []
-    if not outputs or not all(present(outdir / o) for o in outputs):
+    outputs = [o for o in record.get("outputs") or [] if isinstance(o, str)]
+    pictures = [record["qc"]] if isinstance(record.get("qc"), str) else []
+    if not outputs or not all(present(outdir / o) for o in outputs + pictures):
         return None
-    return record
+    changed = changed_outputs(outdir, outputs, record.get("files") or {})
+    if any(unreadable(outdir / o) for o in changed):
+        return None
+    return {**record, "changed": changed}
+
+
+def changed_outputs(outdir: Path, outputs: list[str], files: dict) -> list[str]:
+    """The outputs whose content is not what napari-unet recorded writing (a derived
+    series' folder: any file in it changed, added or gone)."""
+    from .owned import digest, folder_digests
+
+    def same(rel: str, now: str | None) -> bool:
+        return now is not None and now in (files.get(rel) or ())
+
+    changed = []
+    for rel in outputs:
+        path = outdir / rel
+        if path.is_dir():
+            now = folder_digests(path, rel)
+            recorded = {k for k in files if k.startswith(f"{rel}/")}
+            ok = set(now) == recorded and all(same(k, h) for k, h in now.items())
+        else:
+            ok = same(rel, digest(path))
+        if not ok:
+            changed.append(rel)
+    return changed
 
 
 def present(path: Path) -> bool:

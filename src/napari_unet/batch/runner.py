@@ -183,8 +183,11 @@ def _already_done(scan: Scan, job: BatchJob) -> dict | None:
     record = resume.finished(Path(job.outdir), scan, job.model_hash, job.digest)
     if record is None:
         return None
+    kept = [f"{rel} was changed after napari-unet wrote it (edited by hand?): kept as it is"
+            for rel in record["changed"]]
     return entry(scan, "skipped", record["outputs"], qc=record.get("qc"), reason=RESUMED,
-                 quality=record.get("quality"), resampled=record.get("resampled"))
+                 quality=record.get("quality"), resampled=record.get("resampled"),
+                 warnings=kept)
 
 
 def _recorder(report: Report, scans: list[Scan], out: Path, identifiers: set[str],

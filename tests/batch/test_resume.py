@@ -1,0 +1,61 @@
+"""Resume skips a scan only when its outputs are really there: complete, from the same
+model and settings (outputs checked by nibabel and gzip, not by napari-unet's reader)."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from support.batch_data import nifti_scan, tiny_model
+from support.cli_run import by_name, console, load_report
+
+pytestmark = pytest.mark.slow  # two runs of the installed command
+
+
+def test_an_output_cut_short_or_a_missing_picture_is_not_taken_as_finished(tmp_path):
+    for i, name in enumerate(("cut", "nopic", "edited")):
+        nifti_scan(tmp_path / "in" / f"{name}.nii.gz", seed=i)
+    model = tiny_model(tmp_path / "seg.safetensors")
+    out = tmp_path / "out"
+    args = ("predict", tmp_path / "in", "-o", out, "--model", model, "--quiet")
+    assert console(*args).returncode == 0
+
+    cut = out / "cut_labels.nii.gz"  # an interrupted copy: the gzip stream ends early
+    whole = cut.read_bytes()
+    cut.write_bytes(whole[: len(whole) - 12])
+    with pytest.raises((EOFError, zlib.error, OSError)):
+        gzip.decompress(cut.read_bytes())
+    damaged = cut.read_bytes()
+    (out / "qc" / "nopic.png").unlink()
+    edited = out / "edited_labels.nii.gz"  # a person's correction: whole, and kept
+    img = nib.load(edited)
+    data = np.asarray(img.dataobj).copy()
+    data[0, 0, 0] = 1 if data[0, 0, 0] != 1 else 2
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), edited)
+    correction = edited.read_bytes()
+
+    proc = console(*args)
+    assert proc.returncode == 1, proc.stderr
+    scans = by_name(load_report(out))
+    assert scans["cut"]["status"] == "failed"  # not skipped as if finished, not replaced
+    assert "cut_labels.nii.gz in the output folder was changed after napari-unet wrote it " \
+           "and cannot be read whole (cut short?)" in scans["cut"]["error"]
+    assert cut.read_bytes() == damaged
+    assert scans["nopic"]["status"] == "ok"  # redone: its picture is back
+    assert (out / "qc" / "nopic.png").is_file()
+    assert nib.load(out / "nopic_labels.nii.gz").shape == nib.load(
+        tmp_path / "in" / "nopic.nii.gz").shape
+    assert scans["edited"]["status"] == "skipped"
+    assert edited.read_bytes() == correction
+    assert any("edited_labels.nii.gz was changed after napari-unet wrote it" in w
+               for w in scans["edited"]["warnings"])
+
+    cut.unlink()  # moved away: the scan is redone
+    assert console(*args).returncode == 0
+    assert by_name(load_report(out))["cut"]["status"] == "ok"
+    assert gzip.decompress(cut.read_bytes())
+    assert np.asarray(nib.load(cut).dataobj).shape == (40, 32, 6)
