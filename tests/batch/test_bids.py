@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from support.batch_data import tiny_model
-from support.bids_data import T1W, assert_valid, bids_dataset, bids_image
+from support.bids_data import T1W, assert_valid, bids_dataset, bids_image, validate
 from support.cli_run import console, load_report, run_cli
 
 pytestmark = pytest.mark.slow
@@ -299,3 +299,28 @@ def test_a_subject_folder_that_is_a_link_is_never_written_through(raw, models, t
     assert status["sub-01_T1w"][0] == "failed" and "symbolic link" in status["sub-01_T1w"][1]
     assert {s for n, (s, _) in status.items() if n != "sub-01_T1w"} == {"ok"}
     assert list(elsewhere.iterdir()) == []
+
+
+def test_an_output_folder_inside_the_dataset_but_not_under_derivatives_is_refused(
+        models, tmp_path):
+    """``-o my_study/sub-01`` hid sub-01's images from the run and wrote a derivative
+    dataset into the raw one (the validator then finds 18 errors in it)."""
+    raw = bids_dataset(tmp_path / "raw", {"sub-01/anat/sub-01_T1w": 1,
+                                          "sub-02/anat/sub-02_T1w": 2})
+    link = tmp_path / "link"  # a link outside the dataset, to a folder inside it
+    link.symlink_to(raw / "sub-02" / "anat", target_is_directory=True)
+    before = sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*"))
+    for out in (raw / "sub-01", raw / "results", raw / "derivatives", link / "out"):
+        proc = console("predict", f"{raw}/", "-o", out, "--model", models["segment"])
+        assert proc.returncode == 2, (out, proc.stderr)
+        assert "the output folder lies inside the BIDS dataset, not in a folder of its own " \
+               "under derivatives/" in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*")) == before
+    out = raw / "derivatives" / "napari-unet"  # where BIDS puts them: made, and valid
+    proc = console("predict", raw, "-o", out, "--model", models["segment"], "--no-qc")
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in out.rglob("*_dseg.nii.gz")} == {
+        "sub-01_space-orig_dseg.nii.gz", "sub-02_space-orig_dseg.nii.gz"}
+    assert_valid(out)
+    assert validate(raw)["errors"] == []  # the raw dataset stays valid around it

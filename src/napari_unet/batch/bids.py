@@ -86,6 +86,21 @@ def split_inputs(inputs: list[str | os.PathLike]) -> tuple[Path | None, list[Pat
     return root, None if root in given else given
 
 
+def check_output_place(root: Path, out: Path, given) -> None:
+    """Refuse an output folder that is the dataset, holds it, or lies in it anywhere but
+    below its ``derivatives/``: BIDS keeps derivatives there or apart, and one elsewhere
+    in the dataset (``sub-01/``) would hide that folder's images from the run and make
+    the raw dataset invalid."""
+    if out == root or out in root.parents:
+        where = "is the BIDS dataset or holds it"
+    elif root in out.parents and root / "derivatives" not in out.parents:
+        where = "lies inside the BIDS dataset, not in a folder of its own under derivatives/"
+    else:
+        return
+    raise BidsError(f"{given}: the output folder {where}; BIDS keeps derivatives apart: "
+                    "write them to e.g. <dataset>/derivatives/napari-unet")
+
+
 def select(root: Path, within: list[Path] | None, exclude: Path | None,
            request: BidsRequest) -> BidsSelection:
     """The images the request picks; a :class:`BidsError` when there are none."""

@@ -98,10 +98,8 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
     if root is not None:
         request = bids or bids_in.BidsRequest()
         exclude_path = Path(exclude).resolve() if exclude else None
-        if exclude_path is not None and (exclude_path == root or exclude_path in root.parents):
-            raise bids_in.BidsError(
-                f"{exclude}: the output folder is the BIDS dataset or holds it; BIDS keeps "
-                "derivatives apart: write them to e.g. <dataset>/derivatives/napari-unet")
+        if exclude_path is not None:
+            bids_in.check_output_place(root, exclude_path, exclude)
         selection = bids_in.select(root, within, exclude_path, request)
         return _unique(Discovery(bids_in.scans(selection, request.task_kind), bids=selection))
     if bids is not None and bids.filters:
