@@ -324,3 +324,29 @@ def test_an_output_folder_inside_the_dataset_but_not_under_derivatives_is_refuse
         "sub-01_space-orig_dseg.nii.gz", "sub-02_space-orig_dseg.nii.gz"}
     assert_valid(out)
     assert validate(raw)["errors"] == []  # the raw dataset stays valid around it
+
+
+def test_a_broken_sidecar_fails_only_the_images_it_belongs_to(models, tmp_path):
+    """pybids refuses a whole dataset for one JSON file it cannot parse: the run was
+    refused (exit 2) for a broken sidecar, even one of an image it was not asked for."""
+    raw = bids_dataset(tmp_path / "raw", {"sub-01/anat/sub-01_T1w": 1,
+                                          "sub-01/anat/sub-01_T2w": 2,
+                                          "sub-03/anat/sub-03_T1w": 3})
+    (raw / "sub-01/anat/sub-01_T2w.json").write_text('{"EchoTime": 0.1,')  # not asked for
+    (raw / "sub-03/anat/sub-03_T1w.json").write_text('{"PatientName": "Doe^Jane"')
+    out = raw / "derivatives" / "napari-unet"
+    proc = console("predict", raw, "-o", out, "--model", models["segment"], "--no-qc")
+    assert proc.returncode == 1, proc.stderr
+    report = load_report(out)
+    assert report["counts"] == {"ok": 1, "failed": 1, "skipped": 0}
+    failed = next(e for e in report["scans"] if e["status"] == "failed")
+    assert failed["input"] == str(raw / "sub-03/anat/sub-03_T1w.nii.gz")
+    assert failed["outputs"] == [] and failed["error"].startswith(
+        "its JSON sidecar (beside it) cannot be read (JSONDecodeError")
+    # its labels could not be checked against the sidecar: named by neither
+    for text in (proc.stdout + proc.stderr, failed["name"], failed["error"]):
+        assert "sub-03" not in text
+    ok = out / "sub-01/anat/sub-01_space-orig_dseg.nii.gz"
+    assert nib.load(ok).shape == nib.load(raw / "sub-01/anat/sub-01_T1w.nii.gz").shape
+    assert not (out / "sub-03").exists()
+    assert_valid(out)

@@ -178,6 +178,8 @@ def _collision(image: BidsImage, task_kind: str, other: str) -> str:
 
 def label_problem(image: BidsImage) -> str | None:
     """Why the image's subject or session label may not name files (None: it may)."""
+    if image.problem:
+        return image.problem
     identifiers = identifiers_of(dict(image.metadata))
     for entity in ("subject", "session"):
         label = image.get(entity)
