@@ -3,6 +3,7 @@ files given twice, usage errors that must leave nothing behind, earlier runs' en
 
 from __future__ import annotations
 
+import os
 import time
 
 import nibabel as nib
@@ -100,6 +101,23 @@ def test_a_file_given_twice_or_through_a_link_is_predicted_once(tmp_path, model)
             "predicted once")
     assert e["name"] == "head" and e["status"] == "ok" and e["warnings"] == [note]
     assert log.count(note) == 1 and "1 ok, 0 failed, 0 skipped (1 with warnings)" in log
+
+
+@pytest.mark.slow  # a run of the installed command
+def test_a_hard_link_is_the_same_scan_predicted_once(tmp_path, model):
+    """A hard link (the same file under another name) was predicted twice."""
+    scans = tmp_path / "in"
+    nifti_scan(scans / "a.nii.gz", seed=1)
+    os.link(scans / "a.nii.gz", scans / "b_hardlink.nii.gz")
+    proc = console("predict", scans, "-o", tmp_path / "out", "--model", model, "--no-qc")
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = load_report(tmp_path / "out")["scans"]
+    assert entry["input"] == str(scans / "a.nii.gz") and entry["status"] == "ok"
+    assert entry["warnings"] == ["the same file was given 2 times (directly, in a folder or "
+                                 "through a link); predicted once"]
+    assert [p.name for p in (tmp_path / "out").glob("*.nii.gz")] == ["a_labels.nii.gz"]
+    labels = nib.load(tmp_path / "out" / "a_labels.nii.gz")
+    assert labels.shape == nib.load(scans / "a.nii.gz").shape
 
 
 def test_a_series_matching_nothing_is_refused_beside_nifti_inputs(tmp_path, model):

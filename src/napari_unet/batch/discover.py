@@ -112,7 +112,7 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
     for root in inputs:
         root = Path(root).resolve()
         for path, problem in _files(root, excluded):
-            key = str(path.resolve())  # a file given twice, or also via a link: one scan
+            key = _file_key(path)  # a file given twice, or also via a link: one scan
             found.file_names.add(path.name)
             if key in times:
                 times[key] += 1
@@ -131,11 +131,18 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
 
 def _repeated(scan: Scan, times: dict[str, int]) -> Scan:
     """The scan, noting (once, on its own entry) that its file was given several times."""
-    n = times.get(str(Path(scan.input).resolve()), 1)
+    n = times.get(_file_key(Path(scan.input)), 1)
     if n < 2:
         return scan
     return replace(scan, notes=(f"the same file was given {n} times (directly, in a folder "
                                 "or through a link); predicted once",))
+
+
+def _file_key(path: Path) -> str:
+    """One key per file however it is reached: its device and inode (a hard link is the
+    same file under another name), else (no inode numbers here) its resolved path."""
+    identity = _identity(path)
+    return f"{identity[0]}:{identity[1]}" if identity and identity[1] else str(path.resolve())
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
