@@ -120,6 +120,21 @@ def test_a_hard_link_is_the_same_scan_predicted_once(tmp_path, model):
     assert labels.shape == nib.load(scans / "a.nii.gz").shape
 
 
+@pytest.mark.slow  # a run of the installed command
+def test_names_differing_only_in_case_get_outputs_distinct_on_any_disk(tmp_path, model):
+    """``A.nii.gz`` and ``a.nii.gz`` (two folders) got ``A_labels.nii.gz`` and
+    ``a_labels.nii.gz``: one file on a case-insensitive disk (macOS, Windows)."""
+    upper = nifti_scan(tmp_path / "x" / "A.nii.gz", seed=1)
+    lower = nifti_scan(tmp_path / "y" / "a.nii.gz", seed=2, shape=(36, 32, 5))
+    proc = console("predict", upper, lower, "-o", tmp_path / "out", "--model", model, "--no-qc")
+    assert proc.returncode == 0, proc.stderr
+    report = load_report(tmp_path / "out")
+    outputs = [e["outputs"][0] for e in report["scans"]]
+    assert len({o.casefold() for o in outputs}) == 2
+    for entry, rel in zip(report["scans"], outputs, strict=True):
+        assert nib.load(tmp_path / "out" / rel).shape == nib.load(entry["input"]).shape
+
+
 def test_a_series_matching_nothing_is_refused_beside_nifti_inputs(tmp_path, model):
     scan = nifti_scan(tmp_path / "scan.nii.gz")
     dicom_series(tmp_path / "dcm", seed=5, number=1, description="t1")
