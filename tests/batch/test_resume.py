@@ -59,3 +59,26 @@ def test_an_output_cut_short_or_a_missing_picture_is_not_taken_as_finished(tmp_p
     assert by_name(load_report(out))["cut"]["status"] == "ok"
     assert gzip.decompress(cut.read_bytes())
     assert np.asarray(nib.load(cut).dataobj).shape == (40, 32, 6)
+
+
+def test_a_dicom_seg_cut_short_is_not_taken_as_finished(tmp_path):
+    """A SEG cut before its pixel data still parses (pydicom stops early): not whole."""
+    import pydicom
+
+    from support.batch_data import dicom_series
+
+    dicom_series(tmp_path / "dicom" / "t1", seed=0, number=2, description="T1")
+    model = tiny_model(tmp_path / "seg.safetensors")
+    out = tmp_path / "out"
+    args = ("predict", tmp_path / "dicom", "-o", out, "--model", model, "--format", "both",
+            "--no-qc")
+    assert console(*args).returncode == 0
+    (seg,) = out.glob("*_seg.dcm")
+    whole = seg.read_bytes()
+    seg.write_bytes(whole[: len(whole) // 2])
+    assert "PixelData" not in pydicom.dcmread(seg)
+    proc = console(*args)
+    assert proc.returncode == 1
+    (entry,) = load_report(out)["scans"]
+    assert entry["status"] == "failed" and "cannot be read whole (cut short?)" in entry["error"]
+    assert seg.read_bytes() == whole[: len(whole) // 2]

@@ -40,8 +40,9 @@ def _read(path: Path) -> None:
     elif name.endswith(".dcm") or path.parent.name.endswith("_denoised"):
         import pydicom
 
-        ds = pydicom.dcmread(path)
-        if "PixelData" in ds:
-            ds.pixel_array  # noqa: B018 - decoding is the check
+        ds = pydicom.dcmread(path)  # every DICOM file napari-unet writes holds pixels
+        if "PixelData" not in ds:
+            raise ValueError("no pixel data")
+        ds.pixel_array  # noqa: B018 - decoding is the check
     elif name.endswith(".json"):
         json.loads(path.read_text(encoding="utf-8"))
