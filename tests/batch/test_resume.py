@@ -82,3 +82,24 @@ def test_a_dicom_seg_cut_short_is_not_taken_as_finished(tmp_path):
     (entry,) = load_report(out)["scans"]
     assert entry["status"] == "failed" and "cannot be read whole (cut short?)" in entry["error"]
     assert seg.read_bytes() == whole[: len(whole) // 2]
+
+
+def test_a_rerun_that_asks_for_pictures_makes_them(tmp_path):
+    """After a run with --no-qc, the same command without it skipped every scan and the
+    QC page had no picture to show."""
+    from PIL import Image
+
+    nifti_scan(tmp_path / "in" / "one.nii.gz")
+    model = tiny_model(tmp_path / "seg.safetensors")
+    out = tmp_path / "out"
+    args = ("predict", tmp_path / "in", "-o", out, "--model", model, "--quiet")
+    assert console(*args, "--no-qc").returncode == 0
+    assert not (out / "qc" / "one.png").exists()
+    assert console(*args).returncode == 0
+    entry = by_name(load_report(out))["one"]
+    assert entry["status"] == "ok" and entry["qc"] == "qc/one.png"
+    with Image.open(out / "qc" / "one.png") as picture:
+        picture.verify()
+    assert 'src="qc/one.png"' in (out / "index.html").read_text()
+    assert console(*args).returncode == 0  # now it is finished
+    assert by_name(load_report(out))["one"]["status"] == "skipped"

@@ -72,10 +72,12 @@ def claim_name(outdir: Path, scan):
     return replace(scan, name=with_key(scan.name, input_key(scan)))
 
 
-def finished(outdir: Path, scan, model_hash: str, digest: str) -> dict | None:
+def finished(outdir: Path, scan, model_hash: str, digest: str,
+             qc: bool = False) -> dict | None:
     """The manifest if this scan's outputs (and QC picture) exist for this input, model
     and settings, each as napari-unet wrote it or changed but whole (edited by a person:
-    kept, and listed under ``changed``); an output cut short is not finished."""
+    kept, and listed under ``changed``); an output cut short is not finished, nor a scan
+    without a picture when ``qc`` asks for one (an earlier run had ``--no-qc``)."""
     record = read_manifest(outdir, scan.name)
     if record is None or record.get("status") != "done":
         return None
@@ -84,6 +86,8 @@ def finished(outdir: Path, scan, model_hash: str, digest: str) -> dict | None:
         return None
     outputs = [o for o in record.get("outputs") or [] if isinstance(o, str)]
     pictures = [record["qc"]] if isinstance(record.get("qc"), str) else []
+    if qc and not pictures:
+        return None
     if not outputs or not all(present(outdir / o) for o in outputs + pictures):
         return None
     changed = changed_outputs(outdir, outputs, record.get("files") or {})

@@ -180,7 +180,8 @@ def _load_for_batch(model: str, settings: BatchSettings):
 def _already_done(scan: Scan, job: BatchJob) -> dict | None:
     if job.settings.overwrite or scan.skip_reason or scan.error:
         return None
-    record = resume.finished(Path(job.outdir), scan, job.model_hash, job.digest)
+    record = resume.finished(Path(job.outdir), scan, job.model_hash, job.digest,
+                             qc=job.settings.qc)
     if record is None:
         return None
     kept = [f"{rel} was changed after napari-unet wrote it (edited by hand?): kept as it is"
