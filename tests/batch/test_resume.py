@@ -103,3 +103,28 @@ def test_a_rerun_that_asks_for_pictures_makes_them(tmp_path):
     assert 'src="qc/one.png"' in (out / "index.html").read_text()
     assert console(*args).returncode == 0  # now it is finished
     assert by_name(load_report(out))["one"]["status"] == "skipped"
+
+
+def test_a_dicom_series_whose_slices_changed_is_redone(tmp_path):
+    """A series still arriving at the first run (a PACS transfer): the rerun skipped it,
+    keeping labels of 5 of its 6 slices."""
+    import shutil
+
+    from support.batch_data import dicom_series
+
+    files = dicom_series(tmp_path / "dicom" / "t1", seed=0, number=2, description="T1")
+    held = tmp_path / "held.dcm"
+    shutil.move(files[-1], held)
+    model = tiny_model(tmp_path / "seg.safetensors")
+    out = tmp_path / "out"
+    args = ("predict", tmp_path / "dicom", "-o", out, "--model", model, "--no-qc", "--quiet")
+    assert console(*args).returncode == 0
+    (labels,) = out.glob("*_labels.nii.gz")
+    assert nib.load(labels).shape[2] == len(files) - 1
+    shutil.move(held, files[-1])  # the last slice arrives
+    assert console(*args).returncode == 0
+    (entry,) = load_report(out)["scans"]
+    assert entry["status"] == "ok"
+    assert nib.load(out / entry["outputs"][0]).shape[2] == len(files)
+    assert console(*args).returncode == 0
+    assert load_report(out)["scans"][0]["status"] == "skipped"

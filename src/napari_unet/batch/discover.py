@@ -64,6 +64,7 @@ class Scan:
     error: str | None = None
     notes: tuple[str, ...] = ()  # warnings from discovery (no paths): its report entry's
     bids: BidsImage | None = None  # an image of a BIDS dataset: outputs named by entities
+    files: tuple[str, ...] = ()  # a DICOM series' files (resume: a series that changed)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class _Series:
     number: object
     description: str | None
     skip_reason: str | None
+    files: list[str] = field(default_factory=list)
 
 
 def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None = None,
@@ -275,10 +277,11 @@ def _add_dicom_file(path: Path, root: Path, found: Discovery, groups: dict) -> N
     if key in groups:
         group = groups[key]
         group.folder = os.path.commonpath([group.folder, str(path.parent)])
+        group.files.append(str(path))
         return
     description = _without(patient, str(ds.get("SeriesDescription", "") or ""))
     groups[key] = _Series(str(path.parent), uid, ds.get("Modality"), ds.get("SeriesNumber"),
-                          description, _non_image(ds))
+                          description, _non_image(ds), [str(path)])
 
 
 def _without(patient: PatientIdentifiers, text: str) -> str:
@@ -313,7 +316,8 @@ def _series_scans(groups: dict[tuple[str, str], _Series], wanted: str | None,
             if wanted is not None and wanted not in (s.uid, uid_hash(s.uid), str(index)):
                 continue
             name = dicom_name(s.modality, s.number, s.description, s.uid, identifiers)
-            scans.append(Scan(folder, name, "dicom", series=s.uid, skip_reason=s.skip_reason))
+            scans.append(Scan(folder, name, "dicom", series=s.uid, skip_reason=s.skip_reason,
+                              files=tuple(sorted(s.files))))
     return scans
 
 

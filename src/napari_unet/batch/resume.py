@@ -34,13 +34,22 @@ def input_key(scan) -> str:
 
 
 def input_state(scan) -> str:
-    """Size and modification time of a file input ('' for a folder): a changed file is
-    redone under the same name."""
+    """Size and modification time of a file input, or a hash of those of a DICOM series'
+    files ('' for any other folder): a changed file, or a series whose slices changed,
+    came or went (a transfer still arriving at the first run), is redone."""
+    if scan.files:
+        states = "\n".join(f"{os.path.relpath(f, scan.input)}|{_file_state(f)}"
+                           for f in scan.files)
+        return f"series:{short_hash(states, 16)}"
+    return _file_state(scan.input) if Path(scan.input).is_file() else ""
+
+
+def _file_state(path: str) -> str:
     try:
-        st = os.stat(scan.input)
+        st = os.stat(path)
     except OSError:
         return ""
-    return f"{st.st_size}|{st.st_mtime_ns}" if Path(scan.input).is_file() else ""
+    return f"{st.st_size}|{st.st_mtime_ns}"
 
 
 def base_record(scan, model_hash: str, digest: str) -> dict:
