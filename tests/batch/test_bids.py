@@ -350,3 +350,32 @@ def test_a_broken_sidecar_fails_only_the_images_it_belongs_to(models, tmp_path):
     assert nib.load(ok).shape == nib.load(raw / "sub-01/anat/sub-01_T1w.nii.gz").shape
     assert not (out / "sub-03").exists()
     assert_valid(out)
+
+
+def test_long_entity_labels_write_what_fits_and_fail_what_cannot_before_any_write(
+        models, tmp_path):
+    """An acq label of 200 characters: every output name fits in 255 bytes, but the
+    temporary files' names did not (ENAMETOOLONG, the scan failed). One of 220: its
+    probseg names cannot fit; the dseg was renamed into place before that failed, so the
+    derivative held a dseg without its sidecar (invalid)."""
+    fits, too_long = "a" * 200, "b" * 220
+    raw = bids_dataset(tmp_path / "raw", {f"sub-01/anat/sub-01_acq-{fits}_T1w": 1,
+                                          f"sub-02/anat/sub-02_acq-{too_long}_T1w": 2})
+    out = raw / "derivatives" / "napari-unet"
+    proc = console("predict", raw, "-o", out, "--model", models["segment"], "--probabilities")
+    assert proc.returncode == 1, proc.stderr
+    scans = {e["entities"]["subject"]: e for e in load_report(out)["scans"]}
+    assert scans["01"]["status"] == "ok", scans["01"]["error"]
+    dseg = out / f"sub-01/anat/sub-01_acq-{fits}_space-orig_dseg.nii.gz"
+    assert nib.load(dseg).shape == nib.load(
+        raw / f"sub-01/anat/sub-01_acq-{fits}_T1w.nii.gz").shape
+    assert scans["02"]["status"] == "failed"
+    assert "this output's name is 268 bytes long, more than the file system allows (255)" \
+        in scans["02"]["error"]
+    assert not (out / "sub-02").exists()
+    assert_valid(out)
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(raw, derivatives=out, validate=False)
+    found = layout.get(scope="derivatives", suffix="dseg", extension=".nii.gz")
+    assert [f.get_entities()["acquisition"] for f in found] == [fits]

@@ -141,7 +141,8 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     outdir = Path(job.outdir)
     known = (resume.read_manifest(outdir, scan.name) or {}).get("files", {})
     for rel, role in names.items():  # fail before predicting when an output could not be
-        if role == "series":  # committed
+        _check_name_length(outdir, rel)  # committed
+        if role == "series":
             check_replaceable_folder(outdir, rel, known)
         else:
             check_replaceable(outdir, rel, known.get(rel, ()))
@@ -162,6 +163,21 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     if few_label_values(volume.array):
         notes.add(LOOKS_LIKE_LABELS)
     return written, notes
+
+
+def _check_name_length(outdir: Path, rel: str) -> None:
+    """Refuse an output whose name the file system cannot hold (a BIDS label hundreds of
+    characters long): found before predicting, not as a rename that fails halfway
+    through the scan's outputs."""
+    try:
+        limit = os.pathconf(outdir, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        limit = 255
+    for part in Path(rel).parts:
+        if len(part.encode()) > limit:
+            raise NapariUnetError(f"{rel}: this output's name is {len(part.encode())} bytes "
+                                  f"long, more than the file system allows ({limit}); "
+                                  "shorten the input's name")
 
 
 def _resampled(volume, outputs: list[str]) -> dict | None:
