@@ -337,11 +337,18 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
     resume.write_manifest(outdir, scan.name, {**base, "status": "committing", "files": files})
     for parent in {str(Path(rel).parent) for rel in written.temps} - {"."}:
         folder.real_dir(outdir, parent)  # sub-01/ses-1/anat, qc: folders, never links
-    for rel, tmp in written.temps.items():
-        if rel in written.folders:
-            _replace_folder(outdir, rel, tmp)
-        else:
-            os.replace(tmp, outdir / rel)
+    placed = []
+    try:
+        for rel, tmp in written.temps.items():
+            if rel in written.folders:
+                _replace_folder(outdir, rel, tmp)
+            else:
+                _rename(tmp, outdir, rel)
+            placed.append(rel)
+    except BaseException:
+        for rel in placed:  # a failed scan leaves none of its new outputs behind
+            _remove(outdir / rel)
+        raise
     stale = {k for k in files for rel in written.folders if k.startswith(f"{rel}/")}
     files = {k: v for k, v in files.items() if k not in stale}
     files.update({rel: [h] for rel, h in new.items()})
@@ -351,6 +358,15 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
                                               "qc": written.picture,
                                               "quality": written.quality,
                                               "resampled": written.resampled})
+
+
+def _rename(tmp: Path, outdir: Path, rel: str) -> None:
+    """Put an output in place; what the system refuses names the output, not the
+    temporary file."""
+    try:
+        os.replace(tmp, outdir / rel)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, rel) from exc
 
 
 def _replace_folder(outdir: Path, rel: str, tmp: Path) -> None:
