@@ -351,3 +351,18 @@ def test_a_scan_whose_last_output_cannot_be_placed_leaves_none_of_them(tmp_path,
                               "(EXDEV)")
     assert not (out / "one_labels.nii.gz").exists()
     assert [p.name for p in out.iterdir() if p.suffix == ".gz"] == []
+
+
+def test_state_files_are_opened_without_following_a_link(tmp_path):
+    """The flag meant to refuse links when a state file is opened was spelt
+    ``os.ONOFOLLOW`` (no such name: 0, links followed), leaving only the lstat checks
+    before each open, and a link swapped in between them was followed."""
+    from napari_unet.batch.outdir import NOFOLLOW, OutputFolderError, read_text
+
+    assert NOFOLLOW == os.O_NOFOLLOW != 0
+    target = tmp_path / "elsewhere.json"
+    target.write_text("{}")
+    link = tmp_path / "state.json"
+    link.symlink_to(target)
+    with pytest.raises(OutputFolderError, match="is a symbolic link"):
+        read_text(link)

@@ -9,7 +9,7 @@ finished output.
 
 Nothing is read, written or deleted through a symbolic link inside the output folder:
 every folder napari-unet uses there is checked with ``lstat``, files are opened with
-``ONOFOLLOW``, and a link is refused with an :class:`OutputFolderError`.
+``O_NOFOLLOW``, and a link is refused with an :class:`OutputFolderError`.
 
 A command refused with exit 2 creates nothing: what can be checked without writing
 (links, a full disk, another tool's report) is checked before the folder, its state
@@ -40,7 +40,7 @@ from ..os_errors import plain
 STATE_DIR = ".napari-unet"
 PARTIAL_DIR = "partial"
 LOCK_NAME = "lock"
-NOFOLLOW = getattr(os, "ONOFOLLOW", 0)
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 TEMP_NAME_KEPT = 64  # characters of an output's name its temporary file keeps (the end)
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
