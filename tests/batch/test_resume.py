@@ -4,6 +4,7 @@ model and settings (outputs checked by nibabel and gzip, not by napari-unet's re
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 
 import nibabel as nib
@@ -103,6 +104,10 @@ def test_a_rerun_that_asks_for_pictures_makes_them(tmp_path):
     assert 'src="qc/one.png"' in (out / "index.html").read_text()
     assert console(*args).returncode == 0  # now it is finished
     assert by_name(load_report(out))["one"]["status"] == "skipped"
+    os.utime(out / "one_labels.nii.gz", ns=(1, 1))  # touched, not changed: read, and kept
+    assert console(*args).returncode == 0
+    entry = by_name(load_report(out))["one"]
+    assert entry["status"] == "skipped" and entry["warnings"] == []
 
 
 def test_a_dicom_series_whose_slices_changed_is_redone(tmp_path):

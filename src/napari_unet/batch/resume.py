@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,29 +100,54 @@ def finished(outdir: Path, scan, model_hash: str, digest: str,
         return None
     if not outputs or not all(present(outdir / o) for o in outputs + pictures):
         return None
-    changed = changed_outputs(outdir, outputs, record.get("files") or {})
+    changed = changed_outputs(outdir, outputs, record.get("files") or {},
+                              record.get("stats"))
     if any(unreadable(outdir / o) for o in changed):
         return None
     return {**record, "changed": changed}
 
 
-def changed_outputs(outdir: Path, outputs: list[str], files: dict) -> list[str]:
+def file_stats(outdir: Path, written) -> dict[str, str]:
+    """Size and modification time of each file just put in place (a rename keeps them):
+    resume compares these first and reads a file whole only when they differ."""
+    return {rel: _output_state(outdir / rel) for rel in written}
+
+
+def _output_state(path: Path) -> str:
+    """Size and modification time of a regular file ('' for a link or anything else)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    return f"{st.st_size}|{st.st_mtime_ns}" if stat.S_ISREG(st.st_mode) else ""
+
+
+def changed_outputs(outdir: Path, outputs: list[str], files: dict,
+                    stats: dict | None = None) -> list[str]:
     """The outputs whose content is not what napari-unet recorded writing (a derived
-    series' folder: any file in it changed, added or gone)."""
-    from .owned import digest, folder_digests
+    series' folder: any file in it changed, added or gone); a file whose size and
+    modification time are as recorded is not read again."""
+    from .owned import digest
+
+    stats = stats if isinstance(stats, dict) else {}
 
     def same(rel: str, now: str | None) -> bool:
         return now is not None and now in (files.get(rel) or ())
+
+    def unchanged(rel: str) -> bool:
+        recorded = stats.get(rel)
+        return bool(recorded) and recorded == _output_state(outdir / rel) \
+            or same(rel, digest(outdir / rel))
 
     changed = []
     for rel in outputs:
         path = outdir / rel
         if path.is_dir():
-            now = folder_digests(path, rel)
+            now = {f"{rel}/{entry.name}" for entry in os.scandir(path)}
             recorded = {k for k in files if k.startswith(f"{rel}/")}
-            ok = set(now) == recorded and all(same(k, h) for k, h in now.items())
+            ok = now == recorded and all(unchanged(k) for k in now)
         else:
-            ok = same(rel, digest(path))
+            ok = unchanged(rel)
         if not ok:
             changed.append(rel)
     return changed

@@ -357,7 +357,8 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
                                               "outputs": written.outputs,
                                               "qc": written.picture,
                                               "quality": written.quality,
-                                              "resampled": written.resampled})
+                                              "resampled": written.resampled,
+                                              "stats": resume.file_stats(outdir, new)})
 
 
 def _rename(tmp: Path, outdir: Path, rel: str) -> None:
