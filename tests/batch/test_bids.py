@@ -379,3 +379,29 @@ def test_long_entity_labels_write_what_fits_and_fail_what_cannot_before_any_writ
     layout = BIDSLayout(raw, derivatives=out, validate=False)
     found = layout.get(scope="derivatives", suffix="dseg", extension=".nii.gz")
     assert [f.get_entities()["acquisition"] for f in found] == [fits]
+
+
+def test_a_later_run_whose_outputs_take_an_earlier_scans_names_says_whose_they_are(
+        models, tmp_path):
+    """T2w images segmented into the folder of the T1w run: the dseg names are the same,
+    and the error said 'was not written by napari-unet: move it away', inviting a person
+    to move the T1w result away."""
+    raw = bids_dataset(tmp_path / "raw", {"sub-01/anat/sub-01_T1w": 1,
+                                          "sub-01/anat/sub-01_T2w": 2})
+    out = raw / "derivatives" / "napari-unet"
+    args = ("predict", raw, "-o", out, "--model", models["segment"], "--no-qc")
+    assert console(*args).returncode == 0
+    dseg = out / "sub-01/anat/sub-01_space-orig_dseg.nii.gz"
+    t1_result = dseg.read_bytes()
+    proc = console(*args, "--bids-filter", "suffix=T2w")
+    assert proc.returncode == 1
+    (entry,) = load_report(out)["scans"]
+    assert entry["name"] == "sub-01_T2w" and entry["status"] == "failed"
+    assert entry["error"].startswith(
+        "sub-01/anat/sub-01_space-orig_dseg.nii.gz in the output folder is the output of "
+        "another scan, sub-01_T1w: both would have this name")
+    assert "not written by napari-unet" not in proc.stderr
+    assert dseg.read_bytes() == t1_result
+    assert json.loads((out / "sub-01/anat/sub-01_space-orig_dseg.json").read_text())[
+        "Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
+    assert_valid(out)

@@ -72,6 +72,24 @@ def write_manifest(outdir: Path, name: str, record: dict) -> None:
     atomic_write_text(manifest_path(outdir, name), json.dumps(record, indent=1))
 
 
+def owner_of(outdir: Path, rel: str, other_than: str) -> str | None:
+    """The name of the scan (other than ``other_than``) whose manifest records the file
+    ``rel`` as it is now, or None."""
+    from .owned import digest
+
+    now = digest(outdir / rel)
+    if not now:
+        return None
+    for entry in sorted(os.scandir(state_dir(outdir)), key=lambda e: e.name):
+        name = entry.name.removesuffix(".json")
+        if not entry.name.endswith(".json") or name in (other_than, "files"):
+            continue
+        record = read_manifest(outdir, name)
+        if record and now in ((record.get("files") or {}).get(rel) or ()):
+            return name
+    return None
+
+
 def claim_name(outdir: Path, scan):
     """``scan``, renamed (name + hash of its input) when its name belongs to another
     input in this folder already: two inputs with one stem never share outputs."""

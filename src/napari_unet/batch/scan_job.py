@@ -30,7 +30,13 @@ from . import outdir as folder
 from . import qc, resume
 from .discover import Scan
 from .naming import output_names
-from .owned import check_replaceable, check_replaceable_folder, digest, folder_digests
+from .owned import (
+    NotOurs,
+    check_replaceable,
+    check_replaceable_folder,
+    digest,
+    folder_digests,
+)
 from .report import entry
 from .settings import BatchSettings
 
@@ -142,10 +148,14 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     known = (resume.read_manifest(outdir, scan.name) or {}).get("files", {})
     for rel, role in names.items():  # fail before predicting when an output could not be
         _check_name_length(outdir, rel)  # committed
-        if role == "series":
-            check_replaceable_folder(outdir, rel, known)
-        else:
-            check_replaceable(outdir, rel, known.get(rel, ()))
+        try:
+            if role == "series":
+                check_replaceable_folder(outdir, rel, known)
+            else:
+                check_replaceable(outdir, rel, known.get(rel, ()))
+        except NotOurs:
+            _another_scans(outdir, rel, scan.name)
+            raise
     pred = predict(volume, model, job.settings.inference)
     quality = assess(volume, model, pred)
     written = _Written({}, [], quality=quality.to_dict())
@@ -163,6 +173,17 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     if few_label_values(volume.array):
         notes.add(LOOKS_LIKE_LABELS)
     return written, notes
+
+
+def _another_scans(outdir: Path, rel: str, name: str) -> None:
+    """Raise :class:`NotOurs` naming the other scan whose output ``rel`` is, if one is
+    (not "not written by napari-unet", which invites moving that scan's result away)."""
+    other = resume.owner_of(outdir, rel, name)
+    if other is not None:
+        raise NotOurs(f"{rel} in the output folder is the output of another scan, {other}: "
+                      "both would have this name (in a BIDS dataset, images the output's "
+                      "name cannot tell apart, such as a T1w and a T2w for one dseg); it is "
+                      "never overwritten: run them into separate output folders")
 
 
 def _check_name_length(outdir: Path, rel: str) -> None:
