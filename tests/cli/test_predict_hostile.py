@@ -277,3 +277,26 @@ def test_an_earlier_output_folder_under_the_input_is_skipped_not_predicted(tmp_p
     code, _ = run_cli("predict", tmp_path / "scans" / "run1", "-o", tmp_path / "seg2",
                       "--model", model, "--quiet")  # given as an input: its files are used
     assert code == 0 and "a_labels" in by_name(load_report(tmp_path / "seg2"))
+
+
+@pytest.mark.slow  # two runs of the installed command
+def test_inputs_and_outputs_in_one_folder_skip_only_napari_unets_own_outputs(tmp_path, model):
+    """With -o the input folder, a person's scans in a qc/ subfolder or named like an
+    output (vendor_denoised.nii.gz) were skipped without a word, for their names; now
+    only the files the folder's manifests record as napari-unet's are left out."""
+    folder = tmp_path / "scans"
+    nifti_scan(folder / "head.nii.gz", seed=1)
+    nifti_scan(folder / "qc" / "phantom.nii.gz", seed=2)
+    nifti_scan(folder / "vendor_denoised.nii.gz", seed=3)
+    args = ("predict", folder, "-o", folder, "--model", model)
+    proc = console(*args)
+    assert proc.returncode == 0, proc.stderr
+    report = load_report(folder)
+    assert sorted((e["name"], e["status"]) for e in report["scans"]) == [
+        ("head", "ok"), ("phantom", "ok"), ("vendor_denoised", "ok")]
+    for e in report["scans"]:
+        assert nib.load(folder / e["outputs"][0]).shape == nib.load(e["input"]).shape
+    proc = console(*args)  # its own outputs (labels, pictures) are not scans of the rerun
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((e["name"], e["status"]) for e in load_report(folder)["scans"]) == [
+        ("head", "skipped"), ("phantom", "skipped"), ("vendor_denoised", "skipped")]

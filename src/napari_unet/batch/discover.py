@@ -24,6 +24,7 @@ A BIDS dataset (or a subject folder or file in one) is one input among others he
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
@@ -35,8 +36,6 @@ from ..io.bids import BidsImage, BidsSelection
 from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
 from ..io.series import uid_hash
 from .naming import (
-    OUTPUT_FOLDER_SUFFIXES,
-    OUTPUT_SUFFIXES,
     dicom_name,
     file_name,
     make_unique,
@@ -45,7 +44,6 @@ from .naming import (
 from .outdir import STATE_DIR
 from .patient_names import PatientIdentifiers
 from .privacy import identifiers_of, redact
-from .qc import QC_DIR
 
 _NON_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -184,6 +182,10 @@ def _files(root: Path, excluded) -> Iterator[tuple[Path, str | None]]:
 
 
 def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
+    # inputs and outputs share a folder: napari-unet's own outputs there are not inputs;
+    # anything else is (a person's qc/ folder, their vendor_denoised.nii.gz), not skipped
+    # for a name like an output's
+    own = _recorded_outputs(folder) if _identity(folder) == excluded else frozenset()
     seen: set = set()
     refused: list[OSError] = []  # folders os.walk could not list (it goes on without)
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True,
@@ -201,15 +203,32 @@ def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
         seen.add(key)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = sorted(f for f in filenames if not f.startswith("."))
-        if key == excluded:  # inputs and outputs share a folder: skip our own outputs
-            dirnames[:] = [d for d in dirnames
-                           if d != QC_DIR and not d.endswith(OUTPUT_FOLDER_SUFFIXES)]
-            names = [f for f in names if not f.endswith(OUTPUT_SUFFIXES)]
         for name in names:
             path = here / name
+            if own and path.relative_to(folder).as_posix() in own:
+                continue
             what = _not_regular(path)
             yield path, what if isinstance(what, Refused) else _skip_reason(what)
     yield from _refused_folders(refused)
+
+
+def _recorded_outputs(folder: Path) -> frozenset[str]:
+    """Every file (relative path) the folder's manifests record as napari-unet's own."""
+    state = folder / STATE_DIR
+    if state.is_symlink() or not state.is_dir():
+        return frozenset()
+    found: set[str] = set()
+    for entry in os.scandir(state):
+        if not entry.name.endswith(".json") or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            record = json.loads(Path(entry.path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        files = record.get("files") if isinstance(record, dict) else None
+        if isinstance(files, dict):
+            found.update(k for k in files if isinstance(k, str))
+    return frozenset(found)
 
 
 def _refused_folders(refused: list[OSError]) -> Iterator[tuple[Path, Refused]]:
