@@ -3,9 +3,11 @@ content hash of every file napari-unet wrote for it (see :mod:`.owned`).
 
 ``OUTDIR/.napari-unet/<name>.json`` is rewritten twice per scan: before its outputs are
 renamed into place (``committing``: the old and the new hash of each file count as
-napari-unet's own) and after (``done``, or ``incomplete`` when part failed). A scan is
-finished when its manifest is ``done`` for the same input, model and settings. Manifests
-hold hashes, never input paths.
+napari-unet's own) and after (``done``, or ``incomplete`` when part failed; with each
+output's size and modification time). A scan is finished when its manifest is ``done``
+for the same input (a file, or each file of a DICOM series, unchanged), model and
+settings, and its outputs are in place and whole (:mod:`.damaged`). Manifests hold
+hashes, never input paths.
 """
 
 from __future__ import annotations
