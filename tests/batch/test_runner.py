@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -190,13 +189,9 @@ def test_discovery_names_dicom_series_without_patient_data(tmp_path):
     found = discover_scans([tmp_path], exclude=tmp_path / "out")
     names = [s.name for s in found.scans]
     assert len(names) == 4 and len(set(names)) == 4  # the two x.nii.gz are told apart
-    nifti_scan(tmp_path / "a" / "x_labels.nii.gz")  # outputs written next to the inputs,
-    (tmp_path / "a" / ".napari-unet").mkdir()  # as the folder's manifest records them
-    (tmp_path / "a" / ".napari-unet" / "x.json").write_text(
-        json.dumps({"files": {"x_labels.nii.gz": ["sha256:0"]}}))
-    nifti_scan(tmp_path / "a" / "y_labels.nii.gz")  # a person's file: an input like any
+    nifti_scan(tmp_path / "a" / "x_labels.nii.gz")  # outputs written next to the inputs
     same_folder = discover_scans([tmp_path / "a"], exclude=tmp_path / "a").scans
-    assert [s.name for s in same_folder] == ["x", "y_labels"]
+    assert [s.name for s in same_folder] == ["x"]
     series = next(s for s in found.scans if s.series and not s.skip_reason)
     assert series.name.startswith("MR_s002_") and "Jane" not in series.name  # sanitised
     sr = next(s for s in found.scans if s.skip_reason)

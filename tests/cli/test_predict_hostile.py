@@ -280,23 +280,27 @@ def test_an_earlier_output_folder_under_the_input_is_skipped_not_predicted(tmp_p
 
 
 @pytest.mark.slow  # two runs of the installed command
-def test_inputs_and_outputs_in_one_folder_skip_only_napari_unets_own_outputs(tmp_path, model):
-    """With -o the input folder, a person's scans in a qc/ subfolder or named like an
-    output (vendor_denoised.nii.gz) were skipped without a word, for their names; now
-    only the files the folder's manifests record as napari-unet's are left out."""
+def test_inputs_and_outputs_in_one_folder_skip_no_subfolder_for_its_name(tmp_path, model):
+    """With -o the input folder, a person's scans in a subfolder named qc/ or ending in
+    _denoised (a vendor's denoised series) were skipped without a report entry, for the
+    folder's name; now only what the folder's manifests record as napari-unet's is left
+    out there (a file named like an output beside the inputs stays out, as before)."""
     folder = tmp_path / "scans"
     nifti_scan(folder / "head.nii.gz", seed=1)
+    nifti_scan(folder / "head_labels.nii.gz", seed=4)  # ground truth: not an input
     nifti_scan(folder / "qc" / "phantom.nii.gz", seed=2)
-    nifti_scan(folder / "vendor_denoised.nii.gz", seed=3)
+    nifti_scan(folder / "T1_denoised" / "vendor.nii.gz", seed=3)
     args = ("predict", folder, "-o", folder, "--model", model)
     proc = console(*args)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # head's labels: the ground truth is in the way
     report = load_report(folder)
     assert sorted((e["name"], e["status"]) for e in report["scans"]) == [
-        ("head", "ok"), ("phantom", "ok"), ("vendor_denoised", "ok")]
-    for e in report["scans"]:
+        ("head", "failed"), ("phantom", "ok"), ("vendor", "ok")]
+    for e in report["scans"][1:]:
         assert nib.load(folder / e["outputs"][0]).shape == nib.load(e["input"]).shape
+    (folder / "head_labels.nii.gz").rename(tmp_path / "truth.nii.gz")
+    assert console(*args).returncode == 0
     proc = console(*args)  # its own outputs (labels, pictures) are not scans of the rerun
     assert proc.returncode == 0, proc.stderr
     assert sorted((e["name"], e["status"]) for e in load_report(folder)["scans"]) == [
-        ("head", "skipped"), ("phantom", "skipped"), ("vendor_denoised", "skipped")]
+        ("head", "skipped"), ("phantom", "skipped"), ("vendor", "skipped")]

@@ -36,6 +36,7 @@ from ..io.bids import BidsImage, BidsSelection
 from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
 from ..io.series import uid_hash
 from .naming import (
+    OUTPUT_SUFFIXES,
     dicom_name,
     file_name,
     make_unique,
@@ -182,10 +183,11 @@ def _files(root: Path, excluded) -> Iterator[tuple[Path, str | None]]:
 
 
 def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
-    # inputs and outputs share a folder: napari-unet's own outputs there are not inputs;
-    # anything else is (a person's qc/ folder, their vendor_denoised.nii.gz), not skipped
-    # for a name like an output's
-    own = _recorded_outputs(folder) if _identity(folder) == excluded else frozenset()
+    # inputs and outputs share a folder: napari-unet's own outputs there (those its
+    # manifests record, and files named like one beside the inputs: ground truth) are not
+    # inputs; its subfolders' other files are (a person's scans in a folder named qc/)
+    shared = _identity(folder) == excluded
+    own = _recorded_outputs(folder) if shared else frozenset()
     seen: set = set()
     refused: list[OSError] = []  # folders os.walk could not list (it goes on without)
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True,
@@ -203,6 +205,8 @@ def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
         seen.add(key)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = sorted(f for f in filenames if not f.startswith("."))
+        if shared and here == folder:
+            names = [f for f in names if not f.endswith(OUTPUT_SUFFIXES)]
         for name in names:
             path = here / name
             if own and path.relative_to(folder).as_posix() in own:

@@ -18,6 +18,8 @@ from ..io.formats import nifti_stem
 from ..io.series import uid_hash
 from .privacy import looks_identifying
 
+OUTPUT_SUFFIXES = ("_labels.nii.gz", "_denoised.nii.gz", "_probabilities.nii.gz",
+                   "_uncertainty.nii.gz", "_seg.dcm")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
