@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from support.batch_data import tiny_model
-from support.bids_data import T1W, assert_valid, bids_dataset, bids_image
+from support.bids_data import T1W, assert_valid, bids_dataset, bids_image, validate
 from support.cli_run import console, load_report, run_cli
 
 pytestmark = pytest.mark.slow
@@ -299,3 +299,109 @@ def test_a_subject_folder_that_is_a_link_is_never_written_through(raw, models, t
     assert status["sub-01_T1w"][0] == "failed" and "symbolic link" in status["sub-01_T1w"][1]
     assert {s for n, (s, _) in status.items() if n != "sub-01_T1w"} == {"ok"}
     assert list(elsewhere.iterdir()) == []
+
+
+def test_an_output_folder_inside_the_dataset_but_not_under_derivatives_is_refused(
+        models, tmp_path):
+    """``-o my_study/sub-01`` hid sub-01's images from the run and wrote a derivative
+    dataset into the raw one (the validator then finds 18 errors in it)."""
+    raw = bids_dataset(tmp_path / "raw", {"sub-01/anat/sub-01_T1w": 1,
+                                          "sub-02/anat/sub-02_T1w": 2})
+    link = tmp_path / "link"  # a link outside the dataset, to a folder inside it
+    link.symlink_to(raw / "sub-02" / "anat", target_is_directory=True)
+    before = sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*"))
+    for out in (raw / "sub-01", raw / "results", raw / "derivatives", link / "out"):
+        proc = console("predict", f"{raw}/", "-o", out, "--model", models["segment"])
+        assert proc.returncode == 2, (out, proc.stderr)
+        assert "the output folder lies inside the BIDS dataset, not in a folder of its own " \
+               "under derivatives/" in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*")) == before
+    out = raw / "derivatives" / "napari-unet"  # where BIDS puts them: made, and valid
+    proc = console("predict", raw, "-o", out, "--model", models["segment"], "--no-qc")
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in out.rglob("*_dseg.nii.gz")} == {
+        "sub-01_space-orig_dseg.nii.gz", "sub-02_space-orig_dseg.nii.gz"}
+    assert_valid(out)
+    assert validate(raw)["errors"] == []  # the raw dataset stays valid around it
+
+
+def test_a_broken_sidecar_fails_only_the_images_it_belongs_to(models, tmp_path):
+    """pybids refuses a whole dataset for one JSON file it cannot parse: the run was
+    refused (exit 2) for a broken sidecar, even one of an image it was not asked for."""
+    raw = bids_dataset(tmp_path / "raw", {"sub-01/anat/sub-01_T1w": 1,
+                                          "sub-01/anat/sub-01_T2w": 2,
+                                          "sub-03/anat/sub-03_T1w": 3})
+    (raw / "sub-01/anat/sub-01_T2w.json").write_text('{"EchoTime": 0.1,')  # not asked for
+    (raw / "sub-03/anat/sub-03_T1w.json").write_text('{"PatientName": "Doe^Jane"')
+    out = raw / "derivatives" / "napari-unet"
+    proc = console("predict", raw, "-o", out, "--model", models["segment"], "--no-qc")
+    assert proc.returncode == 1, proc.stderr
+    report = load_report(out)
+    assert report["counts"] == {"ok": 1, "failed": 1, "skipped": 0}
+    failed = next(e for e in report["scans"] if e["status"] == "failed")
+    assert failed["input"] == str(raw / "sub-03/anat/sub-03_T1w.nii.gz")
+    assert failed["outputs"] == [] and failed["error"].startswith(
+        "its JSON sidecar (beside it) cannot be read (JSONDecodeError")
+    # its labels could not be checked against the sidecar: named by neither
+    for text in (proc.stdout + proc.stderr, failed["name"], failed["error"]):
+        assert "sub-03" not in text
+    ok = out / "sub-01/anat/sub-01_space-orig_dseg.nii.gz"
+    assert nib.load(ok).shape == nib.load(raw / "sub-01/anat/sub-01_T1w.nii.gz").shape
+    assert not (out / "sub-03").exists()
+    assert_valid(out)
+
+
+def test_long_entity_labels_write_what_fits_and_fail_what_cannot_before_any_write(
+        models, tmp_path):
+    """An acq label of 200 characters: every output name fits in 255 bytes, but the
+    temporary files' names did not (ENAMETOOLONG, the scan failed). One of 220: its
+    probseg names cannot fit; the dseg was renamed into place before that failed, so the
+    derivative held a dseg without its sidecar (invalid)."""
+    fits, too_long = "a" * 200, "b" * 220
+    raw = bids_dataset(tmp_path / "raw", {f"sub-01/anat/sub-01_acq-{fits}_T1w": 1,
+                                          f"sub-02/anat/sub-02_acq-{too_long}_T1w": 2})
+    out = raw / "derivatives" / "napari-unet"
+    proc = console("predict", raw, "-o", out, "--model", models["segment"], "--probabilities")
+    assert proc.returncode == 1, proc.stderr
+    scans = {e["entities"]["subject"]: e for e in load_report(out)["scans"]}
+    assert scans["01"]["status"] == "ok", scans["01"]["error"]
+    dseg = out / f"sub-01/anat/sub-01_acq-{fits}_space-orig_dseg.nii.gz"
+    assert nib.load(dseg).shape == nib.load(
+        raw / f"sub-01/anat/sub-01_acq-{fits}_T1w.nii.gz").shape
+    assert scans["02"]["status"] == "failed"
+    assert "this output's name is 268 bytes long, more than the file system allows (255)" \
+        in scans["02"]["error"]
+    assert not (out / "sub-02").exists()
+    assert_valid(out)
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(raw, derivatives=out, validate=False)
+    found = layout.get(scope="derivatives", suffix="dseg", extension=".nii.gz")
+    assert [f.get_entities()["acquisition"] for f in found] == [fits]
+
+
+def test_a_later_run_whose_outputs_take_an_earlier_scans_names_says_whose_they_are(
+        models, tmp_path):
+    """T2w images segmented into the folder of the T1w run: the dseg names are the same,
+    and the error said 'was not written by napari-unet: move it away', inviting a person
+    to move the T1w result away."""
+    raw = bids_dataset(tmp_path / "raw", {"sub-01/anat/sub-01_T1w": 1,
+                                          "sub-01/anat/sub-01_T2w": 2})
+    out = raw / "derivatives" / "napari-unet"
+    args = ("predict", raw, "-o", out, "--model", models["segment"], "--no-qc")
+    assert console(*args).returncode == 0
+    dseg = out / "sub-01/anat/sub-01_space-orig_dseg.nii.gz"
+    t1_result = dseg.read_bytes()
+    proc = console(*args, "--bids-filter", "suffix=T2w")
+    assert proc.returncode == 1
+    (entry,) = load_report(out)["scans"]
+    assert entry["name"] == "sub-01_T2w" and entry["status"] == "failed"
+    assert entry["error"].startswith(
+        "sub-01/anat/sub-01_space-orig_dseg.nii.gz in the output folder is the output of "
+        "another scan, sub-01_T1w: both would have this name")
+    assert "not written by napari-unet" not in proc.stderr
+    assert dseg.read_bytes() == t1_result
+    assert json.loads((out / "sub-01/anat/sub-01_space-orig_dseg.json").read_text())[
+        "Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
+    assert_valid(out)

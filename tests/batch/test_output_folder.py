@@ -328,3 +328,41 @@ def test_a_bids_datasets_own_derivatives_folder_is_made_and_no_other(tmp_path, m
     refused = console("predict", scan, "-o", elsewhere, "--model", model)
     assert refused.returncode == 2 and "does not exist" in refused.stderr
     assert not elsewhere.parent.exists()
+
+
+@pytest.mark.slow  # a run of the installed command in a mount namespace
+def test_a_scan_whose_last_output_cannot_be_placed_leaves_none_of_them(tmp_path, model):
+    """The renames of a scan's outputs stopped at the first refused one (here the QC
+    picture: its folder is another file system, EXDEV), leaving the labels in place
+    for a scan reported failed; the error named the temporary file."""
+    from support.os_conditions import script, with_a_mount_at
+
+    scan = nifti_scan(tmp_path / "in" / "one.nii.gz")
+    out = tmp_path / "out"
+    cmd = with_a_mount_at(out / "qc", [script(), "predict", str(scan), "-o", str(out),
+                                        "--model", str(model)])
+    if cmd is None:
+        pytest.skip("no tmpfs can be mounted here")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    (entry,) = load_report(out)["scans"]
+    assert entry["status"] == "failed" and entry["outputs"] == []
+    assert entry["error"] == ("qc/one.png: the path crosses file systems where it may not "
+                              "(EXDEV)")
+    assert not (out / "one_labels.nii.gz").exists()
+    assert [p.name for p in out.iterdir() if p.suffix == ".gz"] == []
+
+
+def test_state_files_are_opened_without_following_a_link(tmp_path):
+    """The flag meant to refuse links when a state file is opened was spelt
+    ``os.ONOFOLLOW`` (no such name: 0, links followed), leaving only the lstat checks
+    before each open, and a link swapped in between them was followed."""
+    from napari_unet.batch.outdir import NOFOLLOW, OutputFolderError, read_text
+
+    assert NOFOLLOW == os.O_NOFOLLOW != 0
+    target = tmp_path / "elsewhere.json"
+    target.write_text("{}")
+    link = tmp_path / "state.json"
+    link.symlink_to(target)
+    with pytest.raises(OutputFolderError, match="is a symbolic link"):
+        read_text(link)

@@ -87,3 +87,64 @@ def test_a_worker_killed_from_outside_fails_its_scan_and_says_so(tmp_path):
         assert report["counts"] == {"ok": 5, "failed": 1, "skipped": 0}
         return
     raise AssertionError("in three tries the run never told which worker was killed")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_the_workers_end_with_the_run_and_write_nothing_after_it(tmp_path, how):
+    """A run stopped by SIGTERM (``timeout``, a cluster's time limit) or ``kill -9`` left
+    its workers behind, idle for ever or finishing their scans into an output folder
+    whose run lock had gone with it: they must end with it, and the next run finish."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import nibabel as nib
+    import psutil
+
+    from support.os_conditions import script
+
+    for i in range(6):
+        nifti_scan(tmp_path / "in" / f"s{i}.nii.gz", seed=i, shape=(96, 96, 64))
+    model = tiny_model(tmp_path / "m.safetensors")
+    out = tmp_path / "out"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the workers' notes land here
+    proc = subprocess.Popen([script(), "predict", tmp_path / "in", "-o", out, "--model", model,
+                             "--workers", "2", "--no-qc", "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end, busy = time.monotonic() + 240, False
+    while not busy and time.monotonic() < end and proc.poll() is None:
+        busy = any(any(notes.iterdir()) for notes in tmp_path.glob("napari-unet-workers-*"))
+        time.sleep(0.02)
+    assert busy, "no worker was seen at work"
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers
+    proc.send_signal(getattr(signal, how))
+    proc.wait(timeout=60)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    alive = [p for p in alive if _running(p)]  # a zombie has ended (PID 1 reaps it)
+    for p in alive:  # never left running by the test
+        p.kill()
+    assert alive == [], f"{len(alive)} worker(s) outlived the run"
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    time.sleep(1.0)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+
+    code, log = run_cli("predict", tmp_path / "in", "-o", out, "--model", model, "--no-qc",
+                        "--quiet")
+    assert code == 0, log
+    report = load_report(out)
+    assert report["counts"]["failed"] == 0 and report["finished"] is True
+    for e in report["scans"]:
+        (rel,) = e["outputs"]
+        assert nib.load(out / rel).shape == (96, 96, 64)
+    assert not (out / ".napari-unet" / "partial").exists()
+
+
+def _running(process) -> bool:
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

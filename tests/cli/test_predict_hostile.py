@@ -3,6 +3,7 @@ files given twice, usage errors that must leave nothing behind, earlier runs' en
 
 from __future__ import annotations
 
+import os
 import time
 
 import nibabel as nib
@@ -100,6 +101,38 @@ def test_a_file_given_twice_or_through_a_link_is_predicted_once(tmp_path, model)
             "predicted once")
     assert e["name"] == "head" and e["status"] == "ok" and e["warnings"] == [note]
     assert log.count(note) == 1 and "1 ok, 0 failed, 0 skipped (1 with warnings)" in log
+
+
+@pytest.mark.slow  # a run of the installed command
+def test_a_hard_link_is_the_same_scan_predicted_once(tmp_path, model):
+    """A hard link (the same file under another name) was predicted twice."""
+    scans = tmp_path / "in"
+    nifti_scan(scans / "a.nii.gz", seed=1)
+    os.link(scans / "a.nii.gz", scans / "b_hardlink.nii.gz")
+    proc = console("predict", scans, "-o", tmp_path / "out", "--model", model, "--no-qc")
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = load_report(tmp_path / "out")["scans"]
+    assert entry["input"] == str(scans / "a.nii.gz") and entry["status"] == "ok"
+    assert entry["warnings"] == ["the same file was given 2 times (directly, in a folder or "
+                                 "through a link); predicted once"]
+    assert [p.name for p in (tmp_path / "out").glob("*.nii.gz")] == ["a_labels.nii.gz"]
+    labels = nib.load(tmp_path / "out" / "a_labels.nii.gz")
+    assert labels.shape == nib.load(scans / "a.nii.gz").shape
+
+
+@pytest.mark.slow  # a run of the installed command
+def test_names_differing_only_in_case_get_outputs_distinct_on_any_disk(tmp_path, model):
+    """``A.nii.gz`` and ``a.nii.gz`` (two folders) got ``A_labels.nii.gz`` and
+    ``a_labels.nii.gz``: one file on a case-insensitive disk (macOS, Windows)."""
+    upper = nifti_scan(tmp_path / "x" / "A.nii.gz", seed=1)
+    lower = nifti_scan(tmp_path / "y" / "a.nii.gz", seed=2, shape=(36, 32, 5))
+    proc = console("predict", upper, lower, "-o", tmp_path / "out", "--model", model, "--no-qc")
+    assert proc.returncode == 0, proc.stderr
+    report = load_report(tmp_path / "out")
+    outputs = [e["outputs"][0] for e in report["scans"]]
+    assert len({o.casefold() for o in outputs}) == 2
+    for entry, rel in zip(report["scans"], outputs, strict=True):
+        assert nib.load(tmp_path / "out" / rel).shape == nib.load(entry["input"]).shape
 
 
 def test_a_series_matching_nothing_is_refused_beside_nifti_inputs(tmp_path, model):
@@ -315,3 +348,30 @@ def test_a_second_copy_of_each_slice_is_left_out_not_taken_for_echoes(tmp_path, 
     referenced = [r.ReferencedSOPInstanceUID
                   for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
     assert sorted(referenced) == sorted(pydicom.dcmread(p).SOPInstanceUID for p in paths)
+
+
+@pytest.mark.slow  # two runs of the installed command
+def test_inputs_and_outputs_in_one_folder_skip_no_subfolder_for_its_name(tmp_path, model):
+    """With -o the input folder, a person's scans in a subfolder named qc/ or ending in
+    _denoised (a vendor's denoised series) were skipped without a report entry, for the
+    folder's name; now only what the folder's manifests record as napari-unet's is left
+    out there (a file named like an output beside the inputs stays out, as before)."""
+    folder = tmp_path / "scans"
+    nifti_scan(folder / "head.nii.gz", seed=1)
+    nifti_scan(folder / "head_labels.nii.gz", seed=4)  # ground truth: not an input
+    nifti_scan(folder / "qc" / "phantom.nii.gz", seed=2)
+    nifti_scan(folder / "T1_denoised" / "vendor.nii.gz", seed=3)
+    args = ("predict", folder, "-o", folder, "--model", model)
+    proc = console(*args)
+    assert proc.returncode == 1, proc.stderr  # head's labels: the ground truth is in the way
+    report = load_report(folder)
+    assert sorted((e["name"], e["status"]) for e in report["scans"]) == [
+        ("head", "failed"), ("phantom", "ok"), ("vendor", "ok")]
+    for e in report["scans"][1:]:
+        assert nib.load(folder / e["outputs"][0]).shape == nib.load(e["input"]).shape
+    (folder / "head_labels.nii.gz").rename(tmp_path / "truth.nii.gz")
+    assert console(*args).returncode == 0
+    proc = console(*args)  # its own outputs (labels, pictures) are not scans of the rerun
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((e["name"], e["status"]) for e in load_report(folder)["scans"]) == [
+        ("head", "skipped"), ("phantom", "skipped"), ("vendor", "skipped")]

@@ -90,3 +90,18 @@ def copy_into_deep(root: Path, relative: Path, source: Path, name: str) -> None:
             f.write(source.read_bytes())
     finally:
         os.close(fd)
+
+
+def with_a_mount_at(folder: Path, argv: list[str]) -> list[str] | None:
+    """``argv`` run with a fresh tmpfs mounted at ``folder`` (another file system inside
+    the output folder: a rename into it fails with EXDEV); None when no tmpfs can be
+    mounted here. The mount vanishes with the command."""
+    if not _works("unshare", "-m", "true"):
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    q = shlex.quote(str(folder))
+    if subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {q}"],
+                      capture_output=True).returncode:
+        return None
+    run = " ".join(shlex.quote(a) for a in argv)
+    return ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {q} && {run}"]

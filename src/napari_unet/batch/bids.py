@@ -86,6 +86,21 @@ def split_inputs(inputs: list[str | os.PathLike]) -> tuple[Path | None, list[Pat
     return root, None if root in given else given
 
 
+def check_output_place(root: Path, out: Path, given) -> None:
+    """Refuse an output folder that is the dataset, holds it, or lies in it anywhere but
+    below its ``derivatives/``: BIDS keeps derivatives there or apart, and one elsewhere
+    in the dataset (``sub-01/``) would hide that folder's images from the run and make
+    the raw dataset invalid."""
+    if out == root or out in root.parents:
+        where = "is the BIDS dataset or holds it"
+    elif root in out.parents and root / "derivatives" not in out.parents:
+        where = "lies inside the BIDS dataset, not in a folder of its own under derivatives/"
+    else:
+        return
+    raise BidsError(f"{given}: the output folder {where}; BIDS keeps derivatives apart: "
+                    "write them to e.g. <dataset>/derivatives/napari-unet")
+
+
 def select(root: Path, within: list[Path] | None, exclude: Path | None,
            request: BidsRequest) -> BidsSelection:
     """The images the request picks; a :class:`BidsError` when there are none."""
@@ -163,6 +178,8 @@ def _collision(image: BidsImage, task_kind: str, other: str) -> str:
 
 def label_problem(image: BidsImage) -> str | None:
     """Why the image's subject or session label may not name files (None: it may)."""
+    if image.problem:
+        return image.problem
     identifiers = identifiers_of(dict(image.metadata))
     for entity in ("subject", "session"):
         label = image.get(entity)

@@ -24,6 +24,7 @@ A BIDS dataset (or a subject folder or file in one) is one input among others he
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
@@ -35,7 +36,6 @@ from ..io.bids import BidsImage, BidsSelection
 from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
 from ..io.series import uid_hash
 from .naming import (
-    OUTPUT_FOLDER_SUFFIXES,
     OUTPUT_SUFFIXES,
     dicom_name,
     file_name,
@@ -45,7 +45,6 @@ from .naming import (
 from .outdir import STATE_DIR
 from .patient_names import PatientIdentifiers
 from .privacy import identifiers_of, redact
-from .qc import QC_DIR
 
 _NON_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -64,6 +63,7 @@ class Scan:
     error: str | None = None
     notes: tuple[str, ...] = ()  # warnings from discovery (no paths): its report entry's
     bids: BidsImage | None = None  # an image of a BIDS dataset: outputs named by entities
+    files: tuple[str, ...] = ()  # a DICOM series' files (resume: a series that changed)
 
 
 @dataclass
@@ -83,6 +83,7 @@ class _Series:
     number: object
     description: str | None
     skip_reason: str | None
+    files: list[str] = field(default_factory=list)
 
 
 def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike | None = None,
@@ -98,10 +99,8 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
     if root is not None:
         request = bids or bids_in.BidsRequest()
         exclude_path = Path(exclude).resolve() if exclude else None
-        if exclude_path is not None and (exclude_path == root or exclude_path in root.parents):
-            raise bids_in.BidsError(
-                f"{exclude}: the output folder is the BIDS dataset or holds it; BIDS keeps "
-                "derivatives apart: write them to e.g. <dataset>/derivatives/napari-unet")
+        if exclude_path is not None:
+            bids_in.check_output_place(root, exclude_path, exclude)
         selection = bids_in.select(root, within, exclude_path, request)
         return _unique(Discovery(bids_in.scans(selection, request.task_kind), bids=selection))
     if bids is not None and bids.filters:
@@ -114,7 +113,7 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
     for root in inputs:
         root = Path(root).resolve()
         for path, problem in _files(root, excluded):
-            key = str(path.resolve())  # a file given twice, or also via a link: one scan
+            key = _file_key(path)  # a file given twice, or also via a link: one scan
             found.file_names.add(path.name)
             if key in times:
                 times[key] += 1
@@ -133,11 +132,18 @@ def discover_scans(inputs: list[str | os.PathLike], exclude: str | os.PathLike |
 
 def _repeated(scan: Scan, times: dict[str, int]) -> Scan:
     """The scan, noting (once, on its own entry) that its file was given several times."""
-    n = times.get(str(Path(scan.input).resolve()), 1)
+    n = times.get(_file_key(Path(scan.input)), 1)
     if n < 2:
         return scan
     return replace(scan, notes=(f"the same file was given {n} times (directly, in a folder "
                                 "or through a link); predicted once",))
+
+
+def _file_key(path: Path) -> str:
+    """One key per file however it is reached: its device and inode (a hard link is the
+    same file under another name), else (no inode numbers here) its resolved path."""
+    identity = _identity(path)
+    return f"{identity[0]}:{identity[1]}" if identity and identity[1] else str(path.resolve())
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -177,6 +183,11 @@ def _files(root: Path, excluded) -> Iterator[tuple[Path, str | None]]:
 
 
 def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
+    # inputs and outputs share a folder: napari-unet's own outputs there (those its
+    # manifests record, and files named like one beside the inputs: ground truth) are not
+    # inputs; its subfolders' other files are (a person's scans in a folder named qc/)
+    shared = _identity(folder) == excluded
+    own = _recorded_outputs(folder) if shared else frozenset()
     seen: set = set()
     refused: list[OSError] = []  # folders os.walk could not list (it goes on without)
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True,
@@ -194,15 +205,34 @@ def _walk(folder: Path, excluded) -> Iterator[tuple[Path, str | None]]:
         seen.add(key)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         names = sorted(f for f in filenames if not f.startswith("."))
-        if key == excluded:  # inputs and outputs share a folder: skip our own outputs
-            dirnames[:] = [d for d in dirnames
-                           if d != QC_DIR and not d.endswith(OUTPUT_FOLDER_SUFFIXES)]
+        if shared and here == folder:
             names = [f for f in names if not f.endswith(OUTPUT_SUFFIXES)]
         for name in names:
             path = here / name
+            if own and path.relative_to(folder).as_posix() in own:
+                continue
             what = _not_regular(path)
             yield path, what if isinstance(what, Refused) else _skip_reason(what)
     yield from _refused_folders(refused)
+
+
+def _recorded_outputs(folder: Path) -> frozenset[str]:
+    """Every file (relative path) the folder's manifests record as napari-unet's own."""
+    state = folder / STATE_DIR
+    if state.is_symlink() or not state.is_dir():
+        return frozenset()
+    found: set[str] = set()
+    for entry in os.scandir(state):
+        if not entry.name.endswith(".json") or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            record = json.loads(Path(entry.path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        files = record.get("files") if isinstance(record, dict) else None
+        if isinstance(files, dict):
+            found.update(k for k in files if isinstance(k, str))
+    return frozenset(found)
 
 
 def _refused_folders(refused: list[OSError]) -> Iterator[tuple[Path, Refused]]:
@@ -270,10 +300,11 @@ def _add_dicom_file(path: Path, root: Path, found: Discovery, groups: dict) -> N
     if key in groups:
         group = groups[key]
         group.folder = os.path.commonpath([group.folder, str(path.parent)])
+        group.files.append(str(path))
         return
     description = _without(patient, str(ds.get("SeriesDescription", "") or ""))
     groups[key] = _Series(str(path.parent), uid, ds.get("Modality"), ds.get("SeriesNumber"),
-                          description, _non_image(ds))
+                          description, _non_image(ds), [str(path)])
 
 
 def _without(patient: PatientIdentifiers, text: str) -> str:
@@ -308,7 +339,8 @@ def _series_scans(groups: dict[tuple[str, str], _Series], wanted: str | None,
             if wanted is not None and wanted not in (s.uid, uid_hash(s.uid), str(index)):
                 continue
             name = dicom_name(s.modality, s.number, s.description, s.uid, identifiers)
-            scans.append(Scan(folder, name, "dicom", series=s.uid, skip_reason=s.skip_reason))
+            scans.append(Scan(folder, name, "dicom", series=s.uid, skip_reason=s.skip_reason,
+                              files=tuple(sorted(s.files))))
     return scans
 
 

@@ -19,6 +19,8 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,8 +59,20 @@ def run_local(scans: list[Scan], job: BatchJob, cancel, on_start) -> Iterator[di
         yield scan_job.process_scan(scan, job)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True,
+                     name="napari-unet-parent-watch").start()
+
+
+def _exit_with(parent: int, every_s: float = 0.5) -> None:
+    """End this worker once the run's process is gone (SIGTERM, kill -9, out of memory):
+    the pool's workers outlived it, idle forever or writing on into an output folder
+    whose run lock had gone with it. A scan stopped so is one a killed run leaves:
+    temporary files that the next run clears, and a manifest it does not take as done."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def _tracked(process, scan: Scan, job: BatchJob, tracker: str) -> dict:
@@ -92,7 +106,7 @@ def _new_pool(job: BatchJob, n_scans: int):
     workers = max(1, min(job.settings.workers, n_scans))
     threads = max(1, (os.cpu_count() or 1) // workers)
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads,))
+                               initializer=_init_worker, initargs=(threads, os.getpid()))
 
 
 def _drain(pool, job: BatchJob, todo: deque, alone: deque, cancel,

@@ -20,7 +20,6 @@ from .privacy import looks_identifying
 
 OUTPUT_SUFFIXES = ("_labels.nii.gz", "_denoised.nii.gz", "_probabilities.nii.gz",
                    "_uncertainty.nii.gz", "_seg.dcm")
-OUTPUT_FOLDER_SUFFIXES = ("_denoised",)  # a derived DICOM series: a folder of images
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -54,11 +53,13 @@ def dicom_name(modality: str | None, series_number: object, description: str | N
 
 
 def make_unique(names: list[str], keys: list[str]) -> list[str]:
-    """Names that occur more than once get a short hash of their key (e.g. the path)."""
+    """Names that occur more than once, in any case (``A`` and ``a`` are one file on the
+    usual macOS and Windows disks), get a short hash of their key (e.g. the path)."""
     seen: dict[str, int] = {}
     for name in names:
-        seen[name] = seen.get(name, 0) + 1
-    return [with_key(n, k) if seen[n] > 1 else n for n, k in zip(names, keys, strict=True)]
+        seen[name.casefold()] = seen.get(name.casefold(), 0) + 1
+    return [with_key(n, k) if seen[n.casefold()] > 1 else n
+            for n, k in zip(names, keys, strict=True)]
 
 
 def with_key(name: str, key: str) -> str:

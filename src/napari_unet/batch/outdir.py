@@ -9,7 +9,7 @@ finished output.
 
 Nothing is read, written or deleted through a symbolic link inside the output folder:
 every folder napari-unet uses there is checked with ``lstat``, files are opened with
-``ONOFOLLOW``, and a link is refused with an :class:`OutputFolderError`.
+``O_NOFOLLOW``, and a link is refused with an :class:`OutputFolderError`.
 
 A command refused with exit 2 creates nothing: what can be checked without writing
 (links, a full disk, another tool's report) is checked before the folder, its state
@@ -40,7 +40,8 @@ from ..os_errors import plain
 STATE_DIR = ".napari-unet"
 PARTIAL_DIR = "partial"
 LOCK_NAME = "lock"
-NOFOLLOW = getattr(os, "ONOFOLLOW", 0)
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+TEMP_NAME_KEPT = 64  # characters of an output's name its temporary file keeps (the end)
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
@@ -216,9 +217,12 @@ def read_text(path: Path) -> str | None:
 
 
 def temp_path(outdir: Path, final_name: str) -> Path:
-    """A unique temporary path that keeps the final suffix (writers pick format by it)."""
+    """A unique temporary path that keeps the final suffix (writers pick format by it),
+    its name no longer than it must be: an output whose own name fits must not fail for
+    its temporary file's."""
     partial = real_dir(outdir, f"{STATE_DIR}/{PARTIAL_DIR}")
-    return partial / f"{uuid.uuid4().hex[:12]}-{Path(final_name).name}"
+    name = Path(final_name).name
+    return partial / f"{uuid.uuid4().hex[:12]}-{name[-TEMP_NAME_KEPT:]}"
 
 
 def clear_partial(outdir: Path) -> None:

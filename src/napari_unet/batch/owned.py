@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import NapariUnetError
 from ..io.write import atomic_write_text
+from .damaged import unreadable
 from .outdir import NOFOLLOW, STATE_DIR, check_parents, plain_file, read_text, real_dir, state_dir
 
 LEDGER_NAME = "files.json"
@@ -59,6 +60,8 @@ def check_replaceable(outdir: Path, rel: str, known: Iterable[str],
         return current
     if current == "":
         why = "is not a regular file (a link?)"
+    elif known and unreadable(outdir / rel):
+        why = "was changed after napari-unet wrote it and cannot be read whole (cut short?)"
     elif known:
         why = "was changed after napari-unet wrote it (edited by hand?)"
     else:

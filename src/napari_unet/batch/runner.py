@@ -180,11 +180,15 @@ def _load_for_batch(model: str, settings: BatchSettings):
 def _already_done(scan: Scan, job: BatchJob) -> dict | None:
     if job.settings.overwrite or scan.skip_reason or scan.error:
         return None
-    record = resume.finished(Path(job.outdir), scan, job.model_hash, job.digest)
+    record = resume.finished(Path(job.outdir), scan, job.model_hash, job.digest,
+                             qc=job.settings.qc)
     if record is None:
         return None
+    kept = [f"{rel} was changed after napari-unet wrote it (edited by hand?): kept as it is"
+            for rel in record["changed"]]
     return entry(scan, "skipped", record["outputs"], qc=record.get("qc"), reason=RESUMED,
-                 quality=record.get("quality"), resampled=record.get("resampled"))
+                 quality=record.get("quality"), resampled=record.get("resampled"),
+                 warnings=kept)
 
 
 def _recorder(report: Report, scans: list[Scan], out: Path, identifiers: set[str],

@@ -30,7 +30,13 @@ from . import outdir as folder
 from . import qc, resume
 from .discover import Scan
 from .naming import output_names
-from .owned import check_replaceable, check_replaceable_folder, digest, folder_digests
+from .owned import (
+    NotOurs,
+    check_replaceable,
+    check_replaceable_folder,
+    digest,
+    folder_digests,
+)
 from .report import entry
 from .settings import BatchSettings
 
@@ -141,10 +147,15 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     outdir = Path(job.outdir)
     known = (resume.read_manifest(outdir, scan.name) or {}).get("files", {})
     for rel, role in names.items():  # fail before predicting when an output could not be
-        if role == "series":  # committed
-            check_replaceable_folder(outdir, rel, known)
-        else:
-            check_replaceable(outdir, rel, known.get(rel, ()))
+        _check_name_length(outdir, rel)  # committed
+        try:
+            if role == "series":
+                check_replaceable_folder(outdir, rel, known)
+            else:
+                check_replaceable(outdir, rel, known.get(rel, ()))
+        except NotOurs:
+            _another_scans(outdir, rel, scan.name)
+            raise
     pred = predict(volume, model, job.settings.inference)
     quality = assess(volume, model, pred)
     written = _Written({}, [], quality=quality.to_dict())
@@ -162,6 +173,32 @@ def _predict_and_write(scan: Scan, job: BatchJob) -> tuple[_Written, set[str]]:
     if few_label_values(volume.array):
         notes.add(LOOKS_LIKE_LABELS)
     return written, notes
+
+
+def _another_scans(outdir: Path, rel: str, name: str) -> None:
+    """Raise :class:`NotOurs` naming the other scan whose output ``rel`` is, if one is
+    (not "not written by napari-unet", which invites moving that scan's result away)."""
+    other = resume.owner_of(outdir, rel, name)
+    if other is not None:
+        raise NotOurs(f"{rel} in the output folder is the output of another scan, {other}: "
+                      "both would have this name (in a BIDS dataset, images the output's "
+                      "name cannot tell apart, such as a T1w and a T2w for one dseg); it is "
+                      "never overwritten: run them into separate output folders")
+
+
+def _check_name_length(outdir: Path, rel: str) -> None:
+    """Refuse an output whose name the file system cannot hold (a BIDS label hundreds of
+    characters long): found before predicting, not as a rename that fails halfway
+    through the scan's outputs."""
+    try:
+        limit = os.pathconf(outdir, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        limit = 255
+    for part in Path(rel).parts:
+        if len(part.encode()) > limit:
+            raise NapariUnetError(f"{rel}: this output's name is {len(part.encode())} bytes "
+                                  f"long, more than the file system allows ({limit}); "
+                                  "shorten the input's name")
 
 
 def _resampled(volume, outputs: list[str]) -> dict | None:
@@ -321,11 +358,18 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
     resume.write_manifest(outdir, scan.name, {**base, "status": "committing", "files": files})
     for parent in {str(Path(rel).parent) for rel in written.temps} - {"."}:
         folder.real_dir(outdir, parent)  # sub-01/ses-1/anat, qc: folders, never links
-    for rel, tmp in written.temps.items():
-        if rel in written.folders:
-            _replace_folder(outdir, rel, tmp)
-        else:
-            os.replace(tmp, outdir / rel)
+    placed = []
+    try:
+        for rel, tmp in written.temps.items():
+            if rel in written.folders:
+                _replace_folder(outdir, rel, tmp)
+            else:
+                _rename(tmp, outdir, rel)
+            placed.append(rel)
+    except BaseException:
+        for rel in placed:  # a failed scan leaves none of its new outputs behind
+            _remove(outdir / rel)
+        raise
     stale = {k for k in files for rel in written.folders if k.startswith(f"{rel}/")}
     files = {k: v for k, v in files.items() if k not in stale}
     files.update({rel: [h] for rel, h in new.items()})
@@ -334,7 +378,17 @@ def commit_outputs(job: BatchJob, scan: Scan, written: _Written) -> None:
                                               "outputs": written.outputs,
                                               "qc": written.picture,
                                               "quality": written.quality,
-                                              "resampled": written.resampled})
+                                              "resampled": written.resampled,
+                                              "stats": resume.file_stats(outdir, new)})
+
+
+def _rename(tmp: Path, outdir: Path, rel: str) -> None:
+    """Put an output in place; what the system refuses names the output, not the
+    temporary file."""
+    try:
+        os.replace(tmp, outdir / rel)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, rel) from exc
 
 
 def _replace_folder(outdir: Path, rel: str, tmp: Path) -> None:

@@ -43,6 +43,7 @@ class BidsImage:
     relpath: str  # within the dataset, with '/' separators
     entities: tuple[tuple[str, str], ...]  # pybids names (subject, session, suffix, ...)
     metadata: tuple[tuple[str, object], ...] = ()  # KEPT_METADATA found in its sidecars
+    problem: str | None = None  # why its metadata cannot be known (a broken sidecar)
 
     def get(self, name: str) -> str | None:
         return dict(self.entities).get(name)
@@ -92,15 +93,75 @@ def read_description(root: Path) -> dict:
 
 def open_layout(root: Path, derivative: bool = False):
     """pybids' index of ``root`` (files and sidecar metadata; not validated, so nothing is
-    dropped without a word: filters choose)."""
-    from bids import BIDSLayout, BIDSLayoutIndexer
-
+    dropped without a word: filters choose) and the JSON files in it that cannot be read
+    (relative path -> why), left out of the index: pybids refuses a whole dataset for
+    one of them, and only the images they are sidecars of must fail."""
     try:
-        return BIDSLayout(str(root), validate=False, is_derivative=derivative,
-                          indexer=BIDSLayoutIndexer(validate=False, index_metadata=True))
+        return _layout(root, derivative, {}), {}
     except Exception as exc:  # noqa: BLE001 - pybids raises many kinds for odd datasets
-        raise BidsError(f"{root}: pybids cannot index this BIDS dataset "
-                        f"({type(exc).__name__}: {exc})") from None
+        first = exc
+    broken = _broken_json(root)
+    try:
+        if broken:
+            return _layout(root, derivative, broken), broken
+    except Exception as exc:  # noqa: BLE001
+        first = exc
+    raise BidsError(f"{root}: pybids cannot index this BIDS dataset "
+                    f"({type(first).__name__}: {first})") from None
+
+
+def _layout(root: Path, derivative: bool, broken: dict[str, str]):
+    import re
+
+    from bids import BIDSLayout, BIDSLayoutIndexer
+    from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
+
+    ignore = [*DEFAULT_LOCATIONS_TO_IGNORE, *(re.compile(f"^/{re.escape(rel)}$")
+                                              for rel in broken)]
+    return BIDSLayout(str(root), validate=False, is_derivative=derivative,
+                      indexer=BIDSLayoutIndexer(validate=False, index_metadata=True,
+                                                ignore=ignore))
+
+
+def _broken_json(root: Path) -> dict[str, str]:
+    """The JSON files under ``root`` (outside hidden folders) that are not a JSON object."""
+    broken = {}
+    for path in sorted(root.rglob("*.json")):
+        rel = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in Path(rel).parts):
+            continue
+        try:
+            ok = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+            why = "not a JSON object"
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+        if not ok:
+            broken[rel] = why[:300]
+    return broken
+
+
+def sidecar_problem(image_rel: str, entities: dict, broken: dict[str, str]) -> str | None:
+    """Why the image's metadata cannot be known: a sidecar that applies to it (BIDS
+    inheritance: in its folder or one above, the same suffix, entities it has) is
+    broken; None when none is."""
+    from bids.layout import parse_file_entities
+
+    folder = Path(image_rel).parent
+    for rel, why in broken.items():
+        if Path(rel).parent not in (folder, *folder.parents):
+            continue
+        theirs = parse_file_entities("/" + rel)
+        if theirs.get("suffix") != entities.get("suffix"):
+            continue
+        if all(str(entities.get(k)) == str(v) for k, v in theirs.items()
+               if k not in ("suffix", "extension", "datatype")):
+            # named by a path only where that holds no subject label, unchecked as yet
+            where = (rel if "subject" not in theirs else "beside it"
+                     if Path(rel).parent == folder else "in its subject's folder")
+            return (f"its JSON sidecar ({where}) cannot be read ({why}); the image's "
+                    "metadata, and whether its labels name the patient, cannot be known: "
+                    "correct the sidecar")
+    return None
 
 
 # -- entity names ------------------------------------------------------------------------
@@ -232,7 +293,7 @@ def select_images(root: Path, query: dict, within: list[Path] | None = None,
     folders, each in its subject's folder."""
     description = read_description(root)
     derivative = str(description.get("DatasetType", "raw")).lower() == "derivative"
-    layout = open_layout(root, derivative and "GeneratedBy" in description)
+    layout, broken = open_layout(root, derivative and "GeneratedBy" in description)
     try:
         files = layout.get(**_pybids_query(query))
     except ValueError as exc:
@@ -241,7 +302,7 @@ def select_images(root: Path, query: dict, within: list[Path] | None = None,
     for f in sorted(files, key=lambda f: f.path):
         path = Path(f.path)
         if _kept(path, root, within, exclude, f.entities.get("subject")):
-            selection.images.append(_image(layout, f, root))
+            selection.images.append(_image(layout, f, root, broken))
     if not selection.images:  # what the dataset holds, to say why nothing matched
         selection.available = {k: sorted(map(str, layout.get(return_type="id", target=k)))
                                for k in ("datatype", "suffix", "session")}
@@ -257,9 +318,10 @@ def _kept(path: Path, root: Path, within, exclude, subject) -> bool:
     return not any(e == path or e in path.parents for e in exclude)
 
 
-def _image(layout, f, root: Path) -> BidsImage:
+def _image(layout, f, root: Path, broken: dict[str, str]) -> BidsImage:
     entities = tuple((k, str(v)) for k, v in f.get_entities().items())
     metadata = layout.get_metadata(f.path) or {}
     kept = tuple((k, metadata[k]) for k in KEPT_METADATA if k in metadata)
-    return BidsImage(f.path, Path(f.path).relative_to(root).as_posix(), entities, kept)
+    rel = Path(f.path).relative_to(root).as_posix()
+    return BidsImage(f.path, rel, entities, kept, sidecar_problem(rel, dict(entities), broken))
 

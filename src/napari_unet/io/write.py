@@ -76,12 +76,25 @@ _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
                                                                   errno.ENOSYS)}
 
 
+NAME_MAX = 255  # bytes in one file name on the usual file systems
+
+
+def temp_name(name: str, ext: str) -> str:
+    """``.<name>.<random>.part<ext>``, ``name`` cut short so that the whole fits in a
+    file name wherever ``name`` itself does (a long output name failed in its temporary
+    file only)."""
+    tail = f".{uuid.uuid4().hex[:8]}.part{ext}"
+    room = NAME_MAX - 1 - len(tail.encode())
+    head = name.encode()[:max(room, 0)].decode("utf-8", "ignore")
+    return f".{head}{tail}"
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, ext: str):
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success (where
     ``NEW_FILES_ONLY`` is set, only when no file has that name: ``FileExistsError``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part{ext}")
+    tmp = path.with_name(temp_name(path.name, ext))
     try:
         yield tmp
         if NEW_FILES_ONLY.get():
