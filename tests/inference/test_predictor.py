@@ -144,6 +144,18 @@ def test_auto_axis_is_the_largest_spacing_with_ties_to_the_default():
     assert predict(scan().array, model).axis == 1
 
 
+def test_auto_axis_of_a_single_image_is_its_own_plane():
+    """A 2D image (one voxel along one axis) whose pixels are wider than its nominal slice
+    (a DICOM secondary capture: 1 mm by default): by the largest spacing, 'auto' cut it
+    into one-pixel-wide slices."""
+    assert resolve_axis("auto", (1.0, 2.0, 2.0), 0, shape=(1, 20, 24)) == 0
+    assert resolve_axis("auto", (3.0, 0.5, 0.5), 0, shape=(20, 1, 24)) == 1
+    assert resolve_axis("auto", (1.0, 1.0, 3.0), 0, shape=(1, 1, 24)) == 2  # not one image
+    model = tiny_model("segment", 3)
+    assert predict(scan((1, 20, 24), spacing=(1.0, 2.0, 2.0)), model, device="cpu").axis == 0
+    assert predict(scan((20, 24, 1), spacing=(0.5, 0.5, 0.4)), model, device="cpu").axis == 2
+
+
 def test_volume_smaller_than_roi_and_single_slice():
     model = tiny_model("segment", 3, patch=(128, 128))
     for shape in [(4, 7, 9), (1, 20, 24), (3, 1, 1)]:

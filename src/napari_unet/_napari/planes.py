@@ -26,4 +26,5 @@ def resolved_axis(choice: str, volume, default_axis: int = 0) -> int:
     """A concrete array axis (training needs one): auto = the acquisition plane."""
     from ..inference.predictor import resolve_axis
 
-    return resolve_axis(settings_axis(choice, volume), volume.spacing, default_axis)
+    return resolve_axis(settings_axis(choice, volume), volume.spacing, default_axis,
+                        shape=getattr(volume.array, "shape", None))

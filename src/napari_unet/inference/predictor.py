@@ -167,7 +167,7 @@ def predict(volume, model, settings: InferenceSettings | int | str | None = None
     array, spacing, name = _unpack(volume)
     _check_channels(array, model, name)
     axis = resolve_axis(settings.axis, spacing, model.meta.default_axis,
-                        getattr(volume, "direction", None))
+                        getattr(volume, "direction", None), array.shape)
     _indices(slices, array.shape[axis], axis, name)
     if planes_wanted(settings.planes, model):
         pred = predict_planes(volume, model, settings, axis, slices, progress, cancel)
@@ -317,9 +317,11 @@ def _net_size(hw, spacing, axis: int, model, settings: InferenceSettings):
 
 
 def resolve_axis(axis: int | str, spacing: Sequence[float] | None, default_axis: int,
-                 direction=None) -> int:
-    """0/1/2 as given; a plane by the direction cosines; 'auto': largest spacing, ties (or
-    no spacing) -> ``default_axis``."""
+                 direction=None, shape: Sequence[int] | None = None) -> int:
+    """0/1/2 as given; a plane by the direction cosines; 'auto': a single image's own plane
+    (the one axis of ``shape`` with one voxel: a 2D DICOM whose pixels are wider than its
+    nominal 1 mm slice was run as 1024 one-pixel-wide slices), else the largest spacing,
+    ties (or no spacing) -> ``default_axis``."""
     if axis in PLANES:
         if direction is None:
             raise SettingsError(f"{axis!r} slices need a scan with an orientation; for a "
@@ -327,6 +329,9 @@ def resolve_axis(axis: int | str, spacing: Sequence[float] | None, default_axis:
         return plane_axis(axis, direction)
     if axis != "auto":
         return int(axis) % 3
+    single = [] if shape is None else [a for a in range(3) if int(shape[a]) == 1]
+    if len(single) == 1:
+        return single[0]
     if spacing is None:
         return int(default_axis) % 3
     sp = np.asarray(spacing, dtype=float)[:3]

@@ -79,7 +79,7 @@ def make_scan_kernels(model, settings, volume, cancel=None) -> int:
 
     array, spacing, name = _unpack(volume)
     axis = resolve_axis(settings.axis, spacing, model.meta.default_axis,
-                        getattr(volume, "direction", None))
+                        getattr(volume, "direction", None), array.shape)
     three = planes_wanted(settings.planes, model) and \
         one_plane_reason(array, spacing, model, name) is None
     return make_kernels(volume, model, settings, (0, 1, 2) if three else (axis,), cancel)

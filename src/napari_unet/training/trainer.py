@@ -154,7 +154,7 @@ def slice_axis(axis: int | str, sources: list[Source]) -> int:
     found: dict[int, list[str]] = {}
     for src in sources:
         try:
-            a = resolve_axis(axis, src.spacing, 0, src.direction)
+            a = resolve_axis(axis, src.spacing, 0, src.direction, np.shape(src.array))
         except SettingsError as exc:
             raise SettingsError(f"{src.name}: {exc}") from None
         found.setdefault(a, []).append(src.name)
