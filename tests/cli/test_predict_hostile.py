@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -375,3 +376,24 @@ def test_inputs_and_outputs_in_one_folder_skip_no_subfolder_for_its_name(tmp_pat
     assert proc.returncode == 0, proc.stderr
     assert sorted((e["name"], e["status"]) for e in load_report(folder)["scans"]) == [
         ("head", "skipped"), ("phantom", "skipped"), ("vendor", "skipped")]
+
+
+@pytest.mark.slow  # one run of the installed command
+def test_scans_in_formats_not_read_are_reported_not_passed_over(tmp_path, model):
+    """A folder with an MGZ, an Analyze pair and a MetaImage beside a NIfTI: they were
+    left out without a word; each is now a skipped entry naming its format."""
+    folder = tmp_path / "scans"
+    nifti_scan(folder / "t1.nii.gz", seed=1)
+    for name in ("aseg.mgz", "old.hdr", "old.img", "ct.mha"):
+        (folder / name).write_bytes(b"\0" * 64)
+    (folder / "notes.txt").write_text("not a scan")
+    proc = console("predict", folder, "-o", tmp_path / "out", "--model", model)
+    assert proc.returncode == 0, proc.stderr
+    entries = {Path(e["input"]).name: e for e in load_report(tmp_path / "out")["scans"]}
+    assert sorted(entries) == ["aseg.mgz", "ct.mha", "old.hdr", "old.img", "t1.nii.gz"]
+    assert entries["t1.nii.gz"]["status"] == "ok"
+    for name, fmt in [("aseg.mgz", "MGH/MGZ"), ("old.hdr", "Analyze"), ("old.img", "Analyze"),
+                      ("ct.mha", "MetaImage")]:
+        assert entries[name]["status"] == "skipped" and fmt in entries[name]["reason"]
+        assert "convert it to NIfTI" in entries[name]["reason"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["t1_labels.nii.gz"]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..io.bids import BidsImage, BidsSelection
-from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path
+from ..io.formats import has_dicm_magic, has_dicom_suffix, is_nifti_path, unsupported_format
 from ..io.series import uid_hash
 from .naming import (
     OUTPUT_SUFFIXES,
@@ -277,6 +277,10 @@ def _classify(path: Path, root: Path, found: Discovery, groups: dict) -> bool:
         _add_dicom_file(path, root, found, groups)
     elif path == root:  # named on its own: reported, whatever it is
         found.scans.append(Scan(str(path), "", "file"))
+    elif unsupported_format(lower):  # a scan in a folder, in a format not read: said so
+        found.scans.append(Scan(str(path), "", "file", skip_reason=(
+            f"{unsupported_format(lower)}: napari-unet reads NIfTI and DICOM; convert it to "
+            "NIfTI (e.g. SimpleITK, mri_convert) to include it")))
     else:
         return False
     return True
