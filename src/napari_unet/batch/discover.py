@@ -277,10 +277,10 @@ def _classify(path: Path, root: Path, found: Discovery, groups: dict) -> bool:
         _add_dicom_file(path, root, found, groups)
     elif path == root:  # named on its own: reported, whatever it is
         found.scans.append(Scan(str(path), "", "file"))
-    elif unsupported_format(lower):  # a scan in a folder, in a format not read: said so
+    elif fmt := unsupported_format(lower):  # a scan in a folder, in a format not read
         found.scans.append(Scan(str(path), "", "file", skip_reason=(
-            f"{unsupported_format(lower)}: napari-unet reads NIfTI and DICOM; convert it to "
-            "NIfTI (e.g. SimpleITK, mri_convert) to include it")))
+            f"{fmt}: napari-unet reads NIfTI and DICOM; convert it to NIfTI (e.g. "
+            "SimpleITK, mri_convert) to include it")))
     else:
         return False
     return True
